@@ -1,0 +1,78 @@
+"""Reading checkpoints safely and loading them strictly, with one-line messages that say what is wrong."""
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+
+import torch
+
+from predict.model_encoder import EncoderError
+
+CHECKPOINT_DIR_HINT = "predict/checkpoints/"
+
+
+def read_checkpoint(path: str | None, what: str, download_hint: str = "") -> Mapping:
+    """``torch.load(path, map_location="cpu", weights_only=True)``, never running code from the file.
+
+    Args:
+        path: the checkpoint file.
+        what: what the file is, for messages ("AMFMN checkpoint").
+        download_hint: where to get the file, appended to the missing-file message.
+    """
+    if not path or not os.path.isfile(path):
+        hint = f"; download it from {download_hint}" if download_hint else ""
+        raise EncoderError(f"{path or '(none given)'}: {what} not found{hint} and put it under {CHECKPOINT_DIR_HINT}")
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # pickle, zip and weights-only refusals all mean "not a usable checkpoint"
+        first_line = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise EncoderError(f"{path}: cannot read {what} ({first_line})") from None
+
+
+def unwrap_state_dict(checkpoint: Mapping, keys: tuple[str, ...] = ("model", "state_dict")) -> dict:
+    """The state dict inside a checkpoint: ``ckpt['model']``, ``ckpt['state_dict']`` or the mapping itself,
+    with a ``module.`` prefix (DataParallel) removed from every key."""
+    state = checkpoint
+    for key in keys:
+        if isinstance(state, Mapping) and key in state and isinstance(state[key], Mapping):
+            state = state[key]
+            break
+    if not isinstance(state, Mapping) or not all(torch.is_tensor(v) for v in state.values()):
+        raise EncoderError("checkpoint holds no state dict of tensors (looked under " + ", ".join(keys) + ")")
+    if state and all(k.startswith("module.") for k in state):
+        state = {k[len("module."):]: v for k, v in state.items()}
+    return dict(state)
+
+
+def describe_mismatch(model: torch.nn.Module, state: Mapping, limit: int = 5) -> tuple[list, list, list]:
+    """Missing keys, unexpected keys and ``(key, checkpoint shape, model shape)`` mismatches."""
+    own = model.state_dict()
+    missing = [k for k in own if k not in state]
+    unexpected = [k for k in state if k not in own]
+    shapes = [(k, tuple(state[k].shape), tuple(v.shape)) for k, v in own.items()
+              if k in state and tuple(state[k].shape) != tuple(v.shape)]
+    return missing, unexpected, shapes
+
+
+def mismatch_message(path: str, missing: list, unexpected: list, shapes: list, limit: int = 5) -> str:
+    parts = []
+    if missing:
+        parts.append(f"{len(missing)} missing keys (first: {', '.join(missing[:limit])})")
+    if unexpected:
+        parts.append(f"{len(unexpected)} unexpected keys (first: {', '.join(unexpected[:limit])})")
+    if shapes:
+        parts.append(f"{len(shapes)} shape mismatches (first: "
+                     + ", ".join(f"{k} checkpoint {list(a)} vs model {list(b)}" for k, a, b in shapes[:limit]) + ")")
+    return f"{path}: checkpoint does not match the architecture: " + "; ".join(parts)
+
+
+def load_weights(model: torch.nn.Module, state: Mapping, path: str, strict: bool = True) -> tuple[list, list]:
+    """Load ``state`` into ``model``; with ``strict`` any difference is an :class:`EncoderError`.
+
+    Shape mismatches are always errors. Returns the missing and unexpected keys (empty when strict).
+    """
+    missing, unexpected, shapes = describe_mismatch(model, state)
+    if shapes or (strict and (missing or unexpected)):
+        raise EncoderError(mismatch_message(path, missing, unexpected, shapes))
+    model.load_state_dict(state, strict=strict)
+    return missing, unexpected
