@@ -12,7 +12,8 @@ CHECKPOINT_DIR_HINT = "predict/checkpoints/"
 
 
 def read_checkpoint(path: str | None, what: str, download_hint: str = "") -> Mapping:
-    """``torch.load(path, map_location="cpu", weights_only=True)``, never running code from the file.
+    """``torch.load(path, map_location="cpu", weights_only=True)`` (``safetensors`` for a ``.safetensors``
+    file), never running code from the file.
 
     Args:
         path: the checkpoint file.
@@ -23,6 +24,10 @@ def read_checkpoint(path: str | None, what: str, download_hint: str = "") -> Map
         hint = f"; download it from {download_hint}" if download_hint else ""
         raise EncoderError(f"{path or '(none given)'}: {what} not found{hint} and put it under {CHECKPOINT_DIR_HINT}")
     try:
+        if str(path).endswith(".safetensors"):  # hub repos often publish only this tensors-only format
+            from safetensors.torch import load_file
+
+            return load_file(path, device="cpu")
         return torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # pickle, zip and weights-only refusals all mean "not a usable checkpoint"
         first_line = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
@@ -44,13 +49,19 @@ def unwrap_state_dict(checkpoint: Mapping, keys: tuple[str, ...] = ("model", "st
     return dict(state)
 
 
+def shapes_compatible(saved: tuple, own: tuple) -> bool:
+    """Equal shapes, or a ``[1]`` tensor for a 0-d one (e.g. ``num_batches_tracked`` saved through numpy),
+    which ``load_state_dict`` accepts as well."""
+    return saved == own or (own == () and saved == (1,))
+
+
 def describe_mismatch(model: torch.nn.Module, state: Mapping, limit: int = 5) -> tuple[list, list, list]:
     """Missing keys, unexpected keys and ``(key, checkpoint shape, model shape)`` mismatches."""
     own = model.state_dict()
     missing = [k for k in own if k not in state]
     unexpected = [k for k in state if k not in own]
     shapes = [(k, tuple(state[k].shape), tuple(v.shape)) for k, v in own.items()
-              if k in state and tuple(state[k].shape) != tuple(v.shape)]
+              if k in state and not shapes_compatible(tuple(state[k].shape), tuple(v.shape))]
     return missing, unexpected, shapes
 
 

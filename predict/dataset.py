@@ -66,31 +66,36 @@ def _to_uint8(image: np.ndarray, path: str) -> np.ndarray:
 def _to_bgr(image: np.ndarray, path: str, rgb_order: bool) -> np.ndarray:
     if image.ndim == 2:
         return cv2.cvtColor(image, cv2.COLOR_GRAY2BGR)
-    if image.ndim == 3 and image.shape[2] == 1:
-        return cv2.cvtColor(image[:, :, 0], cv2.COLOR_GRAY2BGR)
+    if image.ndim == 3 and image.shape[2] in (1, 2):  # gray, or gray + alpha
+        return cv2.cvtColor(np.ascontiguousarray(image[:, :, 0]), cv2.COLOR_GRAY2BGR)
     if image.ndim == 3 and image.shape[2] >= 3:
         image = np.ascontiguousarray(image[:, :, :3])  # alpha and extra bands dropped, as PIL's convert('RGB')
         return cv2.cvtColor(image, cv2.COLOR_RGB2BGR) if rgb_order else image
     raise SampleError(f"{path}: unsupported image shape {image.shape}")
 
 
+def _read_tiff(path: str) -> np.ndarray | None:
+    """Bands as stored (RGB order), or None when tifffile cannot read the file. OpenCV is not used for
+    TIFF first because it reinterprets 4-band files (e.g. RGB + NIR) as alpha."""
+    import tifffile
+
+    try:
+        image = tifffile.imread(path)
+    except Exception:
+        return None
+    if image.ndim == 3 and image.shape[0] <= 4 < image.shape[2]:  # band-first layout
+        image = np.moveaxis(image, 0, -1)
+    return image
+
+
 def read_image(path: str) -> np.ndarray:
     """Read an image as uint8 BGR ``(H, W, 3)``; a missing or undecodable file raises :class:`SampleError`."""
     if not os.path.isfile(path):
         raise SampleError(f"{path}: image not found")
-    image = cv2.imread(path, cv2.IMREAD_UNCHANGED)
-    rgb_order = False
-    if image is None and path.lower().endswith((".tif", ".tiff")):
-        try:  # multi-band or unusual GeoTIFFs OpenCV cannot decode
-            import tifffile
-
-            image = tifffile.imread(path)
-            if image.ndim == 3 and image.shape[0] <= 4 < image.shape[2]:
-                image = np.moveaxis(image, 0, -1)
-            rgb_order = True
-        except Exception:
-            image = None
+    image = _read_tiff(path) if path.lower().endswith((".tif", ".tiff")) else None
+    rgb_order = image is not None
+    if image is None:
+        image = cv2.imread(path, cv2.IMREAD_UNCHANGED)
     if image is None or image.size == 0:
         raise SampleError(f"{path}: cannot decode image (corrupt or unsupported format)")
     return _to_bgr(_to_uint8(image, path), path, rgb_order)
-

@@ -1,0 +1,94 @@
+"""From tile scores to the SeLo probability map: accumulate, normalise, filter, colour. No file I/O.
+
+The per-pixel mean of the tile scores is constant on the cells of the grid that all tile edges cut
+the image into, so it is computed per cell (a few thousand values even for a 10000 x 10001 image)
+with the same float64 additions, in the same tile order, as the original's per-pixel arrays, and only
+the final uint8 map is expanded to full resolution.
+"""
+from __future__ import annotations
+
+import warnings
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import cv2
+import numpy as np
+
+MEDIAN_KSIZE = 251  # v1 filter
+GAUSSIAN_KSIZE = (255, 255)  # v2 filter
+OVERLAY_WEIGHTS = (0.7, 0.3)  # image, colour map
+
+
+@dataclass
+class CellMap:
+    """A piecewise-constant map: ``values[i, j]`` covers rows ``row_edges[i]:row_edges[i+1]`` and columns
+    ``col_edges[j]:col_edges[j+1]``. ``counts`` is how many tiles cover each cell."""
+
+    row_edges: np.ndarray  # (R + 1,) int64, from 0 to height
+    col_edges: np.ndarray  # (C + 1,) int64, from 0 to width
+    values: np.ndarray  # (R, C) float64
+    counts: np.ndarray  # (R, C) int64
+
+    def expand(self, cells: np.ndarray) -> np.ndarray:
+        """Full-resolution ``(height, width)`` array of per-cell values ``cells`` (R, C)."""
+        rows = np.repeat(cells, np.diff(self.row_edges), axis=0)
+        return np.repeat(rows, np.diff(self.col_edges), axis=1)
+
+
+def mean_tile_scores(boxes: np.ndarray, scores: Sequence[float], height: int, width: int) -> CellMap:
+    """Per-pixel mean of the scores of the boxes covering each pixel, as a :class:`CellMap`.
+
+    Args:
+        boxes: ``(K, 4)`` int ``(r0, r1, c0, c1)`` of the pixels each tile covers (``effective_box``),
+            half-open, inside the image.
+        scores: ``(K,)`` similarity of each tile.
+        height, width: image size in pixels.
+
+    Cells no box covers get the value 0 (the v2 convention) and a count of 0.
+    """
+    boxes = np.asarray(boxes, dtype=np.int64).reshape(-1, 4)
+    scores = np.asarray(scores, dtype=np.float64).reshape(-1)
+    row_edges = np.unique(np.concatenate([[0, height], boxes[:, 0], boxes[:, 1]]))
+    col_edges = np.unique(np.concatenate([[0, width], boxes[:, 2], boxes[:, 3]]))
+    rows = np.searchsorted(row_edges, boxes[:, :2])
+    cols = np.searchsorted(col_edges, boxes[:, 2:])
+    sums = np.zeros((len(row_edges) - 1, len(col_edges) - 1))
+    counts = np.zeros(sums.shape, dtype=np.int64)
+    for (ra, rb), (ca, cb), score in zip(rows, cols, scores):
+        sums[ra:rb, ca:cb] += score
+        counts[ra:rb, ca:cb] += 1
+    values = np.divide(sums, counts, out=np.zeros_like(sums), where=counts > 0)
+    return CellMap(row_edges, col_edges, values, counts)
+
+
+def normalise_to_uint8(values: np.ndarray, name: str = "heat map") -> np.ndarray:
+    """``uint8(255 * (v - min) / max(v - min))`` with truncation, as the original.
+
+    When every value is equal the original divided 0 by 0; here the map is all zero, with a warning.
+    """
+    shifted = values - np.min(values)
+    top = np.max(shifted)
+    if not top > 0:
+        warnings.warn(f"{name}: all tile scores are equal; the probability map is all zero", stacklevel=2)
+        return np.zeros(values.shape, dtype=np.uint8)
+    return (shifted / top * 255).astype(np.uint8)
+
+
+def probability_map(cells: CellMap, pipeline: str = "v1", name: str = "heat map") -> np.ndarray:
+    """The filtered uint8 probability map ``(height, width)``: v1 median 251, v2 Gaussian 255x255."""
+    gray = cells.expand(normalise_to_uint8(cells.values, name))
+    if pipeline == "v1":
+        return cv2.medianBlur(gray, MEDIAN_KSIZE)
+    if pipeline == "v2":
+        return cv2.GaussianBlur(gray, GAUSSIAN_KSIZE, 0, 0)
+    raise ValueError(f"unknown pipeline {pipeline!r}: use v1 or v2")
+
+
+def colour_heatmap(probmap: np.ndarray) -> np.ndarray:
+    """JET colour map of the uint8 probability map, BGR ``(H, W, 3)``."""
+    return cv2.applyColorMap(probmap, cv2.COLORMAP_JET)
+
+
+def overlay(image_bgr: np.ndarray, heatmap_bgr: np.ndarray) -> np.ndarray:
+    """``cv2.addWeighted(image, 0.7, heatmap, 0.3, 0)``, the original's addmap."""
+    return cv2.addWeighted(image_bgr, OVERLAY_WEIGHTS[0], heatmap_bgr, OVERLAY_WEIGHTS[1], 0)

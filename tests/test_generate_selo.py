@@ -1,0 +1,196 @@
+"""The map-generation driver: outputs, per-image reuse, input formats, bad input, resume after a kill."""
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+import yaml
+
+from predict import generate_selo, tiling
+from predict.dataset import SampleError, read_image
+
+TESTS = Path(__file__).parent
+REPO = TESTS.parent
+sys.path.insert(0, str(TESTS))
+
+
+def red_square_scene(height=900, width=1200, box=(300, 600, 500, 800)):
+    """Grey noisy image (BGR) with a red square at rows box[0]:box[1], columns box[2]:box[3]."""
+    rng = np.random.default_rng(0)
+    image = rng.integers(90, 140, size=(height, width, 3), dtype=np.uint8)
+    r0, r1, c0, c1 = box
+    image[r0:r1, c0:c1] = (30, 30, 220)
+    polygon = [[c0, r0], [c1, r0], [c1, r1], [c0, r1]]
+    return image, polygon
+
+
+def write_testset(root, n_samples=2, names=None):
+    """A small testset: images + anno.json; returns (imgs dir, anno path)."""
+    imgs = root / "imgs"
+    imgs.mkdir(parents=True, exist_ok=True)
+    image, polygon = red_square_scene()
+    names = names or ["scene.png"] * n_samples
+    for name in set(names):
+        cv2.imwrite(str(imgs / name), image)
+    anno = [{"caption": f"a red building number {i}", "jpg_name": n, "points": [polygon]} for i, n in enumerate(names)]
+    (root / "anno.json").write_text(json.dumps(anno))
+    return imgs, root / "anno.json"
+
+
+def write_yaml(root, name="toy_encoders:RednessEncoder", **extra):
+    options = {"model": {"name": name, "batch_size": 16}, **extra}
+    path = root / "encoder.yaml"
+    path.write_text(yaml.safe_dump(options))
+    return path
+
+
+def run(root, *extra, anno=None, imgs=None):
+    cache = root / "cache"
+    code = generate_selo.main(["--yaml_path", str(write_yaml(root)), "--cache_path", str(cache),
+                               "--src_data_path", str(imgs or root / "imgs"),
+                               "--src_anno_path", str(anno or root / "anno.json"), "--step", "256_512", *extra])
+    return code, cache
+
+
+def test_v1_run_writes_maps_log_and_metrics_and_localises(tmp_path):
+    write_testset(tmp_path, n_samples=2)
+    code, cache = run(tmp_path)
+    assert code == 0
+    for idx in (0, 1):
+        for kind in ("probmap", "heatmap", "addmap"):
+            assert (cache / f"{kind}_{idx}.jpg").is_file()
+    result = json.loads((cache / "metrics.json").read_text())
+    assert [s["idx"] for s in result["samples"]] == [0, 1]
+    assert result["samples"][0]["Rmi"] > 0.6  # the red square is found
+    assert set(result["timings"]) >= {"cut", "sim", "gnt", "flt", "total"}
+    assert result["timings"]["total"] == pytest.approx(sum(result["timings"][k] for k in ("cut", "sim", "gnt", "flt")))
+    log = (cache / "log.txt").read_text(encoding="utf-8")
+    for line in ("Processing 0/2: scene.png", "Corresponding text: a red building number 0", "img size:900x1200",
+                 "Start split images with step 256_512", "Calculate similarities in", "Generate heatmap in",
+                 "Saving heatmap in", "Time-Cut:", "Time-Sim:", "Time-Gnt:", "Time-Flt:", "Time-Total:"):
+        assert line in log, line
+    assert (cache / "metrics.csv").is_file()
+
+
+def test_tile_vectors_are_computed_once_per_image(tmp_path, capsys):
+    write_testset(tmp_path, n_samples=3)
+    code, cache = run(tmp_path)
+    assert code == 0
+    n_tiles = len(tiling.v1_tiles(900, 1200, [256, 512]))
+    assert f"tiles encoded {n_tiles} of {3 * n_tiles} requested" in capsys.readouterr().out
+    # a second run with --overwrite finds the vectors on disk and encodes nothing
+    code, _ = run(tmp_path, "--overwrite")
+    assert code == 0
+    assert f"tiles encoded 0 of {3 * n_tiles} requested" in capsys.readouterr().out
+
+
+def test_v2_is_repeatable_with_a_seed(tmp_path):
+    write_testset(tmp_path, n_samples=1)
+    _, cache = run(tmp_path, "--pipeline", "v2", "--seed", "3")
+    first = (cache / "probmap_0.jpg").read_bytes()
+    _, cache = run(tmp_path, "--pipeline", "v2", "--seed", "3", "--overwrite")
+    assert (cache / "probmap_0.jpg").read_bytes() == first
+
+
+def test_missing_and_corrupt_images_fail_alone(tmp_path):
+    imgs, _ = write_testset(tmp_path, n_samples=1, names=["good.png"])
+    (imgs / "corrupt.jpg").write_bytes(b"\xff\xd8\xff\xe0 not really a jpeg")
+    image, polygon = red_square_scene()
+    anno = [{"caption": "missing", "jpg_name": "missing.jpg", "points": [polygon]},
+            {"caption": "good", "jpg_name": "good.png", "points": [polygon]},
+            {"caption": "corrupt", "jpg_name": "corrupt.jpg", "points": [polygon]}]
+    (tmp_path / "anno.json").write_text(json.dumps(anno))
+    code, cache = run(tmp_path)
+    assert code == 1
+    result = json.loads((cache / "metrics.json").read_text())
+    assert [s["idx"] for s in result["samples"]] == [1]
+    errors = {e["idx"]: e["error"] for e in result["errors"]}
+    assert "missing.jpg: image not found" in errors[0]
+    assert "corrupt.jpg: cannot decode image" in errors[2]
+    log = (cache / "log.txt").read_text(encoding="utf-8")
+    assert "Sample 0 (missing.jpg) failed" in log and "Sample 2 (corrupt.jpg) failed" in log
+
+
+def test_image_formats_are_read_as_bgr_uint8(tmp_path):
+    image, _ = red_square_scene(64, 80, (10, 30, 20, 50))
+    rgb = image[:, :, ::-1]
+    cv2.imwrite(str(tmp_path / "a.png"), np.dstack([image, np.full(image.shape[:2], 200, np.uint8)]))  # BGRA
+    cv2.imwrite(str(tmp_path / "b.png"), image.astype(np.uint16) * 257)  # 16-bit
+    cv2.imwrite(str(tmp_path / "c.tif"), image)
+    cv2.imwrite(str(tmp_path / "d.png"), image[:, :, 2])  # grayscale
+    import tifffile
+
+    tifffile.imwrite(str(tmp_path / "e.tif"), np.dstack([rgb, rgb[:, :, :1]]))  # 4-band RGB+NIR GeoTIFF-like
+    for name in ("a.png", "b.png", "c.tif", "e.tif"):
+        out = read_image(str(tmp_path / name))
+        assert out.dtype == np.uint8 and out.shape == image.shape, name
+        np.testing.assert_array_equal(out, image, err_msg=name)
+    gray = read_image(str(tmp_path / "d.png"))
+    assert gray.shape == image.shape and np.array_equal(gray[:, :, 0], image[:, :, 2])
+    with pytest.raises(SampleError, match="nothing.png: image not found"):
+        read_image(str(tmp_path / "nothing.png"))
+
+
+def test_steps_longer_than_the_image_are_skipped_with_a_warning():
+    with pytest.warns(UserWarning, match=r"smaller than step\(s\) \[768\]"):
+        assert tiling.usable_steps(700, 900, [256, 512, 768], "x.jpg") == [256, 512]
+    with pytest.raises(ValueError, match="x.jpg: image 200x900 is smaller than every tile step"):
+        tiling.usable_steps(200, 900, [256, 512], "x.jpg")
+
+
+def test_a_killed_run_resumes_without_losing_or_recomputing_samples(tmp_path):
+    """Kill the driver after two of five samples, rerun: the two are skipped, the others computed."""
+    image, polygon = red_square_scene()
+    imgs = tmp_path / "imgs"
+    imgs.mkdir()
+    names = [f"s{i}.png" for i in range(5)]  # one image per sample, so every sample encodes tiles
+    for name in names:
+        cv2.imwrite(str(imgs / name), image)
+    anno = [{"caption": f"red {i}", "jpg_name": n, "points": [polygon]} for i, n in enumerate(names)]
+    (tmp_path / "anno.json").write_text(json.dumps(anno))
+    options = {"model": {"name": "toy_encoders:PositionScorer", "batch_size": 8},
+               "scorer": {"height": 900, "width": 1200, "offset": 0.0, "delay": 0.05,
+                          "targets": [{"x": 650, "y": 450, "amp": 1.0, "sigma": 200}]}}
+    (tmp_path / "slow.yaml").write_text(yaml.safe_dump(options))
+    cache = tmp_path / "cache"
+    cmd = [sys.executable, str(REPO / "predict" / "generate_selo.py"), "--yaml_path", str(tmp_path / "slow.yaml"),
+           "--cache_path", str(cache), "--src_data_path", str(imgs), "--src_anno_path", str(tmp_path / "anno.json"),
+           "--step", "256_512", "--device", "cpu"]
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(TESTS), str(REPO)])}
+    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    metrics = cache / "metrics.json"
+    deadline = time.time() + 120
+    done = []
+    while time.time() < deadline and proc.poll() is None:
+        if metrics.is_file():
+            try:
+                done = json.loads(metrics.read_text())["samples"]
+            except json.JSONDecodeError:
+                done = []
+            if len(done) >= 2:
+                break
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    finished = {s["idx"] for s in json.loads(metrics.read_text())["samples"]}
+    assert 2 <= len(finished) < 5, "the kill must land mid-run"
+    mtimes = {i: os.stat(cache / f"probmap_{i}.jpg").st_mtime_ns for i in finished}
+    log_before = (cache / "log.txt").read_text(encoding="utf-8")
+
+    rerun = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
+    assert rerun.returncode == 0, rerun.stderr
+    result = json.loads(metrics.read_text())
+    assert [s["idx"] for s in result["samples"]] == [0, 1, 2, 3, 4]
+    second_log = (cache / "log.txt").read_text(encoding="utf-8")[len(log_before):]
+    for i in range(5):
+        if i in finished:
+            assert f"Skipping {i}/5" in second_log and f"Processing {i}/5" not in second_log
+            assert os.stat(cache / f"probmap_{i}.jpg").st_mtime_ns == mtimes[i]  # not recomputed
+        else:
+            assert f"Processing {i}/5" in second_log
