@@ -101,7 +101,7 @@ def scored_tiles_v2(image: LoadedImage, text: str, encoder: EncoderSpecModel, ve
 
 
 class SeloRun:
-    """One run over a testset: holds the encoder, the tile-vector cache, the results store and timings."""
+    """One run over a testset: holds the encoder, the tile-vector cache and the results store."""
 
     def __init__(self, args: argparse.Namespace, encoder: EncoderSpecModel, logger: logging.Logger):
         self.args = args
@@ -112,7 +112,6 @@ class SeloRun:
         self.vectors = TileVectorCache(encoder, cache_dir)
         self.store = MetricsStore(args.cache_path)
         self.image: LoadedImage | None = None
-        self.timings = {stage: 0.0 for stage in STAGES}
 
     def load_image(self, path: str, timer: StageTimer) -> LoadedImage:
         """Decode the image once for all consecutive samples on it (timed as ``cut``)."""
@@ -149,10 +148,9 @@ class SeloRun:
             probmap = probability_map(cells, args.pipeline, name)
             log.info("Saving heatmap in %s ...", os.path.join(args.cache_path, f"heatmap_{sample.idx}.jpg"))
             decoded = save_maps(args.cache_path, sample.idx, image.pixels, probmap)
-        score = evaluate_gray(decoded, sample.polygons, name=f"{name} (sample {sample.idx})")
-        seconds = {stage: timer.seconds[stage] for stage in STAGES}
-        for stage in STAGES:
-            self.timings[stage] += seconds[stage]
+        with timer.stage("eval"):
+            score = evaluate_gray(decoded, sample.polygons, name=f"{name} (sample {sample.idx})")
+        seconds = {stage: timer.seconds[stage] for stage in (*STAGES, "eval")}
         record = self.store.record(sample.idx, name, sample.caption, score, n_tiles=len(tiles), seconds=seconds)
         log_metric_block(log, record, os.path.join(args.cache_path, f"probmap_{sample.idx}.jpg"))
 
@@ -183,13 +181,15 @@ class SeloRun:
 
     def finish(self) -> None:
         """The mean block and the Time-Cut/Sim/Gnt/Flt/Total lines, as the original ends its log."""
-        mean = self.store.mean()
-        log_metric_block(self.logger, mean, None)
-        total = sum(self.timings.values())
-        self.store.set_timings({**self.timings, "total": total})
+        log_metric_block(self.logger, self.store.mean(), None)
+        # summed over the per-sample records, so a resumed run still reports the whole testset
+        timings = {stage: sum(r["seconds"][stage] for r in self.store.samples) for stage in (*STAGES, "eval")}
+        timings["total"] = sum(timings[stage] for stage in STAGES)  # generation only, as the original's Total
+        self.store.set_timings(timings)
         for stage in STAGES:
-            self.logger.info("Time-%s: %.4fs", stage.capitalize(), self.timings[stage])
-        self.logger.info("Time-Total: %.4fs", total)
+            self.logger.info("Time-%s: %.4fs", stage.capitalize(), timings[stage])
+        self.logger.info("Time-Total: %.4fs", timings["total"])
+        self.logger.info("Time-Eval: %.4fs", timings["eval"])
 
 
 def log_metric_block(logger: logging.Logger, values: dict, probmap_path: str | None) -> None:
