@@ -183,7 +183,8 @@ class SeloRun:
         """The mean block and the Time-Cut/Sim/Gnt/Flt/Total lines, as the original ends its log."""
         log_metric_block(self.logger, self.store.mean(), None)
         # summed over the per-sample records, so a resumed run still reports the whole testset
-        timings = {stage: sum(r["seconds"][stage] for r in self.store.samples) for stage in (*STAGES, "eval")}
+        timings = {stage: sum(r.get("seconds", {}).get(stage, 0.0) for r in self.store.samples)
+                   for stage in (*STAGES, "eval")}
         timings["total"] = sum(timings[stage] for stage in STAGES)  # generation only, as the original's Total
         self.store.set_timings(timings)
         for stage in STAGES:

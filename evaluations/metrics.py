@@ -1,0 +1,321 @@
+"""The official SeLo indicators (Rsu, Ras, Rda, Rmi) of Yuan et al., TGRS 2022, as pure functions.
+
+The numbers are those of the original evaluator (``evaluations/SLM.py`` of SemanticLocalizationMetrics);
+``../shared/reference/evaluator`` pins them to 1e-9. A probability map is handled as the uint8 gray map it
+is stored as (``P = gray / 255``); polygons are lists of ``[x, y]`` pixel vertices (x = column, y = row).
+
+Steps, one function each: :func:`annotation_mask` -> :func:`rsu`; :func:`attention_centres` (smoothing,
+:func:`window_maximum`, :func:`region_centroids`, :func:`rank_centres`); :func:`annotation_circle` ->
+:func:`ras`, :func:`rda`; :func:`rmi`. :func:`evaluate_gray` checks the input and runs them all, finding
+the attention centres once (the original searched twice).
+
+Bad input: :func:`evaluate_gray` raises :class:`EvaluationInputError`. :func:`compute_score` skips the
+checks and, like the original, lets NaN through (with numpy's RuntimeWarning) where the original gave NaN.
+"""
+from __future__ import annotations
+
+import math
+import os
+from dataclasses import dataclass, field
+from functools import reduce
+from operator import add
+
+import cv2
+import numpy as np
+
+RSU_BETA = 0.707
+RSU_EPS = 1e-7
+SMOOTH_PASSES = 5
+SMOOTH_SIZE = 50
+PEAK_WINDOW = 1000
+CENTRE_MIN_GRAY = 128  # the original keeps P >= 0.5; 127/255 < 0.5 <= 128/255
+CIRCLE_EXPAND = 1.5
+RAS_SCALE = 3
+RDA_ETA = 0.5
+RMI_WEIGHT_SU, RMI_WEIGHT_AS, RMI_WEIGHT_DA = 0.4, 0.35, 0.25
+
+
+class EvaluationInputError(ValueError):
+    """Bad evaluator input; ``str(error)`` is one line, ``"<name>: <problem>"``."""
+
+
+@dataclass
+class SeloScore:
+    """The four indicators of one probability map, with what Ras and Rda were computed from.
+
+    ``centers``: attention centres ``(x, y)`` in the original's order (P descending, ties in raster order);
+    ``circles``: one annotation circle ``(cx, cy, r)`` per polygon, in pixels.
+    """
+
+    rsu: float
+    ras: float
+    rda: float
+    rmi: float
+    centers: list = field(default_factory=list)
+    circles: list = field(default_factory=list)
+
+    def as_dict(self) -> dict:
+        """``{"Rsu", "Rda", "Ras", "Rmi"}`` as floats, in the original's order."""
+        return {"Rsu": self.rsu, "Rda": self.rda, "Ras": self.ras, "Rmi": self.rmi}
+
+
+def read_probmap(path: str) -> np.ndarray:
+    """Read a probability map file as uint8 gray ``(H, W)``, as the original does (``cv2.IMREAD_GRAYSCALE``)."""
+    if not os.path.isfile(path):
+        raise EvaluationInputError(f"{path}: probability map not found")
+    gray = cv2.imread(path, cv2.IMREAD_GRAYSCALE)
+    if gray is None or gray.size == 0:
+        raise EvaluationInputError(f"{path}: cannot decode probability map (corrupt or unsupported format)")
+    return gray
+
+
+def annotation_mask(shape: tuple, polygons: list) -> np.ndarray:
+    """Mask M of the annotation, uint8 ``(H, W)`` of 0/1.
+
+    All polygons are filled by ONE ``cv2.fillPoly`` call on int32-truncated vertices, as the original does:
+    where polygons overlap the inside of the overlap stays 0 (only outlines cross it), so M is not the union.
+    """
+    mask = np.zeros(shape[:2], np.uint8)
+    cv2.fillPoly(mask, [np.array(polygon, np.int32) for polygon in polygons], 1)
+    return mask
+
+
+def rsu(gray: np.ndarray, mask: np.ndarray) -> float:
+    """Salient-area ratio Rsu = 1 - exp(-0.707 * L * R) of a uint8 map ``(H, W)`` and a 0/1 mask ``(H, W)``.
+
+    L = S_in / (S_all - S_in + 1e-7), R = (H*W - A) / A with S_in = sum(P*M), S_all = sum(P), A = sum(M).
+    The sums are exact integer sums of the gray values divided by 255 (no float copy of the map); they equal
+    the original's float64 sums to ~1e-15 relative. An empty mask gives NaN (numpy's warnings), as the original.
+    """
+    x, y, w, h = cv2.boundingRect(mask)  # the mask is 0 outside this box: sum S_in over it only
+    inside = mask[y:y + h, x:x + w].view(bool)
+    sum_in = np.float64(np.sum(gray[y:y + h, x:x + w], where=inside, dtype=np.int64)) / 255.0
+    sum_all = np.float64(np.sum(gray, dtype=np.int64)) / 255.0
+    area = np.float64(np.count_nonzero(inside))
+    left = sum_in / (sum_all - sum_in + RSU_EPS)
+    right = (gray.size - area) / area
+    return float(1 - np.exp(-RSU_BETA * left * right))
+
+
+def smooth_gray(gray: np.ndarray) -> np.ndarray:
+    """The original's smoothing before the peak search: five uint8 50x50 box filters, uint8 ``(H, W)``."""
+    smooth, spare = np.empty_like(gray), np.empty_like(gray)  # two buffers for all passes: no page faults
+    cv2.boxFilter(gray, -1, (SMOOTH_SIZE, SMOOTH_SIZE), dst=smooth)
+    for _ in range(SMOOTH_PASSES - 1):
+        cv2.boxFilter(smooth, -1, (SMOOTH_SIZE, SMOOTH_SIZE), dst=spare)
+        smooth, spare = spare, smooth
+    return smooth
+
+
+def _corner_kernel(offset: int) -> np.ndarray:
+    """A dilation kernel whose only taps are its corners: offsets 0 and ``offset`` on each axis."""
+    kernel = np.zeros((offset + 1, offset + 1), np.uint8)
+    kernel[::offset, ::offset] = 1
+    return kernel
+
+
+def window_maximum(image: np.ndarray, size: int) -> np.ndarray:
+    """Maximum over the ``size`` x ``size`` window of each pixel of a uint8 ``(H, W)`` image.
+
+    Equals ``scipy.ndimage.maximum_filter(image, size)``: window offsets ``[-(size//2), size - 1 - size//2]``
+    per axis, clipped to the image (scipy's 'reflect' border only repeats values already in the window).
+    Computed by doubling (a window of 2w is the max of two of w): about log2(size) passes of 4-tap dilations
+    instead of one pass over size**2 (OpenCV's rectangle) or 2*size (scipy) values.
+    """
+    before = size // 2
+    # Zero rows/columns in front make every window start inside the array (0 never wins a uint8 max);
+    # past the end, the dilation's constant 0 border does the same.
+    current = cv2.copyMakeBorder(image, before, 0, before, 0, cv2.BORDER_CONSTANT, value=0)
+    spare = np.empty_like(current)
+    width = 1  # current[i, j] holds the max over [i, i + width) x [j, j + width)
+    steps = []
+    while 2 * width <= size:
+        steps.append(width)
+        width *= 2
+    if width < size:
+        steps.append(size - width)
+    for offset in steps:
+        cv2.dilate(current, _corner_kernel(offset), dst=spare, anchor=(0, 0), borderType=cv2.BORDER_CONSTANT,
+                   borderValue=0)
+        current, spare = spare, current
+    return current[:image.shape[0], :image.shape[1]]
+
+
+def local_maxima(gray: np.ndarray) -> np.ndarray:
+    """uint8 ``(H, W)``, non-zero where the smoothed map is > 0 and equals its 1000x1000 window maximum."""
+    smooth = smooth_gray(gray)
+    peaks = window_maximum(smooth, PEAK_WINDOW)
+    peaks = cv2.compare(peaks, smooth, cv2.CMP_EQ, dst=peaks)  # 255 or 0
+    return cv2.min(peaks, smooth, dst=smooth)  # 0 where the smoothed map is 0
+
+
+def _runs(flags: np.ndarray) -> list:
+    """``(start, stop)`` of each run of consecutive True values of a 1-D bool array."""
+    edges = np.flatnonzero(np.diff(np.concatenate(([0], flags.astype(np.int8), [0])))).tolist()
+    return list(zip(edges[::2], edges[1::2]))
+
+
+def region_centroids(binary: np.ndarray) -> list:
+    """Int-truncated centroids ``(x, y)`` of the 8-connected non-zero regions of a uint8 ``(H, W)`` map, in
+    raster order.
+
+    Raster order (by each region's first pixel) is the label order of ``skimage.measure.label``, which the
+    original's stable sort keeps among equal probabilities.
+    """
+    regions = []
+    # No region crosses an empty row, nor a column empty over a band of rows: label only the boxes left.
+    for top, bottom in _runs(binary.max(axis=1) > 0):
+        band = binary[top:bottom]
+        for left, right in _runs(band.max(axis=0) > 0):
+            box = np.ascontiguousarray(band[:, left:right])
+            count, labels, stats, centroids = cv2.connectedComponentsWithStats(box, connectivity=8,
+                                                                               ltype=cv2.CV_32S)
+            for label in range(1, count):
+                row, col, width = (stats[label, cv2.CC_STAT_TOP], stats[label, cv2.CC_STAT_LEFT],
+                                   stats[label, cv2.CC_STAT_WIDTH])
+                first_col = col + int(np.argmax(labels[row, col:col + width] == label))
+                # centroid = integer coordinate sum / area: int() is the exact floor, as skimage's mean gives.
+                cx, cy = centroids[label]
+                regions.append(((top + row, left + first_col), (int(cx) + left, int(cy) + top)))
+    regions.sort()
+    return [centre for _, centre in regions]
+
+
+def rank_centres(points: list, gray: np.ndarray) -> list:
+    """Attention centres: ``points`` ``(x, y)`` with gray >= 128 (P >= 0.5) there, by gray descending (stable)."""
+    kept = [(x, y) for x, y in points if gray[y, x] >= CENTRE_MIN_GRAY]
+    return sorted(kept, key=lambda p: -int(gray[p[1], p[0]]))
+
+
+def attention_centres(gray: np.ndarray) -> list:
+    """The original's attention centres ``(x, y)`` of a uint8 gray map ``(H, W)``, best first."""
+    return rank_centres(region_centroids(local_maxima(gray)), gray)
+
+
+def annotation_circle(polygon) -> tuple:
+    """Annotation circle ``(cx, cy, r)`` (ints, pixels) of one polygon ``[[x, y], ...]``.
+
+    cx, cy = int(mean of the vertices) (truncation toward zero, repeated vertices counted);
+    r = int(1.5 * mean distance of the vertices to (cx, cy)).
+    """
+    vertices = np.array(polygon)
+    if vertices.ndim != 2 or vertices.shape[1:] != (2,) or len(vertices) == 0:
+        raise EvaluationInputError("polygon vertices are not [x, y] pairs")
+    if not np.all(np.isfinite(vertices)):
+        raise EvaluationInputError("polygon has non-finite coordinates")
+    # Left-to-right sums and numpy's norm per vertex, as the original, to get its exact float rounding.
+    cx = int(reduce(add, vertices[:, 0]) / len(vertices))
+    cy = int(reduce(add, vertices[:, 1]) / len(vertices))
+    centre = np.array([cx, cy])
+    radius = int(np.mean([np.linalg.norm(vertex - centre) for vertex in vertices]) * CIRCLE_EXPAND)
+    return cx, cy, radius
+
+
+def _distances(circle: tuple, centres: list) -> np.ndarray:
+    """Distances (pixels) from the circle's centre to each attention centre: exact integers squared, one sqrt."""
+    delta = np.array(centres, np.int64).reshape(-1, 2) - np.array(circle[:2], np.int64)
+    return np.sqrt((delta * delta).sum(axis=1).astype(np.float64))
+
+
+def ras(circles: list, centres: list) -> float:
+    """Attention shift Ras in [0, 1] (lower is better) from circles ``(cx, cy, r)`` and centres ``(x, y)``.
+
+    Offset of a circle: mean distance to the centres within distance <= r, or r if none. G = mean of
+    offset / r; Ras = (exp(3G) - 1) / (exp(3) - 1). With no centre at all only the first circle counts
+    (the original's quirk; Ras = 1). A zero-radius circle gives NaN when a centre lies on it (the
+    original's 0.0 / 0) and raises :class:`EvaluationInputError` otherwise (its int 0 / 0).
+    """
+    if not centres:
+        if not circles:
+            raise EvaluationInputError("no annotation polygon and no attention centre: Ras is undefined")
+        circles = circles[:1]
+    ratios = []
+    for index, circle in enumerate(circles):
+        radius = circle[2]
+        near = _distances(circle, centres)
+        near = near[near <= radius]
+        if near.size == 0 and radius == 0:
+            raise EvaluationInputError(f"polygon {index}: zero-radius annotation circle (Ras divides 0 by 0)")
+        offset = np.mean(near) if near.size else np.float64(radius)
+        ratios.append(offset / radius)
+    granular = np.mean(ratios)
+    return float((np.exp(RAS_SCALE * granular) - 1) / (np.exp(RAS_SCALE) - 1))
+
+
+def rda(circles: list, centres: list) -> float:
+    """Attention dispersion Rda in [0, 1] from circles ``(cx, cy, r)`` and centres ``(x, y)``.
+
+    Per circle, n = number of centres within distance <= r: n <= 1 gives n; otherwise
+    0.5 * (1 - d / r) + exp(-0.5 * (n + 2)), d = mean distance of those centres to their mean point.
+    Rda = mean over circles (NaN for no circle, as the original).
+    """
+    values = []
+    for circle in circles:
+        inside = np.array(centres, np.int64).reshape(-1, 2)[_distances(circle, centres) <= circle[2]]
+        if len(inside) <= 1:
+            values.append(float(len(inside)))
+            continue
+        mean_point = np.average(inside, axis=0)
+        spread = np.mean([np.linalg.norm(mean_point - point) for point in inside]) / circle[2]
+        values.append(0.5 * (1 - spread) + np.exp(-RDA_ETA * (len(inside) + 2)))
+    return float(np.mean(values))
+
+
+def rmi(rsu_value: float, ras_value: float, rda_value: float) -> float:
+    """Mean indicator Rmi = 0.4 * Rsu + 0.35 * (1 - Ras) + 0.25 * Rda."""
+    return RMI_WEIGHT_SU * rsu_value + RMI_WEIGHT_AS * (1 - ras_value) + RMI_WEIGHT_DA * rda_value
+
+
+def compute_score(gray: np.ndarray, polygons: list) -> SeloScore:
+    """All four indicators of a uint8 map ``(H, W)`` WITHOUT input checks (the original's behaviour).
+
+    Degenerate input gives NaN where the original gave NaN; use :func:`evaluate_gray` to get errors instead.
+    """
+    circles = [annotation_circle(polygon) for polygon in polygons]
+    centres = attention_centres(gray)
+    rsu_value = rsu(gray, annotation_mask(gray.shape, polygons))
+    ras_value = ras(circles, centres)
+    rda_value = rda(circles, centres)
+    return SeloScore(rsu_value, ras_value, rda_value, rmi(rsu_value, ras_value, rda_value), centres, circles)
+
+
+def check_polygons(polygons, shape: tuple, name: str = "probmap") -> None:
+    """Raise :class:`EvaluationInputError` ``"<name>: polygon <k>: <problem>"`` for polygons that make the
+    indicators undefined: no polygon, fewer than 3 ``[x, y]`` vertices, non-finite coordinates, a polygon
+    entirely outside the ``(H, W)`` map (its vertices' box misses it) or a zero-radius circle."""
+    if not isinstance(polygons, (list, tuple)) or len(polygons) == 0:
+        raise EvaluationInputError(f"{name}: no annotation polygon")
+    height, width = shape[:2]
+    for index, polygon in enumerate(polygons):
+        try:
+            vertices = np.array(polygon, dtype=np.float64)
+        except (TypeError, ValueError):
+            raise EvaluationInputError(f"{name}: polygon {index}: vertices are not [x, y] number pairs") from None
+        if vertices.ndim != 2 or vertices.shape[1] != 2:
+            raise EvaluationInputError(f"{name}: polygon {index}: vertices are not [x, y] number pairs")
+        if len(vertices) < 3:
+            raise EvaluationInputError(f"{name}: polygon {index}: {len(vertices)} points, at least 3 needed")
+        if not np.all(np.isfinite(vertices)) or np.abs(vertices).max() >= 2**31:
+            raise EvaluationInputError(f"{name}: polygon {index}: non-finite or out-of-range coordinates")
+        xs, ys = np.trunc(vertices[:, 0]), np.trunc(vertices[:, 1])  # the mask's int32 truncation
+        if xs.max() < 0 or ys.max() < 0 or xs.min() >= width or ys.min() >= height:
+            raise EvaluationInputError(f"{name}: polygon {index}: entirely outside the {height}x{width} map")
+        if annotation_circle(vertices)[2] == 0:
+            raise EvaluationInputError(f"{name}: polygon {index}: zero-radius annotation circle (all vertices "
+                                       "within 2/3 px of their mean)")
+
+
+def evaluate_gray(gray: np.ndarray, polygons: list, name: str = "probmap") -> SeloScore:
+    """Rsu, Ras, Rda, Rmi of a uint8 gray map ``(H, W)`` (as read from the probmap file) and its polygons.
+
+    Input that makes an indicator undefined raises :class:`EvaluationInputError` naming ``name`` (and the
+    polygon index): see :func:`check_polygons`; also a mask that covers no pixel.
+    """
+    if not isinstance(gray, np.ndarray) or gray.ndim != 2 or gray.dtype != np.uint8 or gray.size == 0:
+        raise EvaluationInputError(f"{name}: expected a non-empty uint8 (H, W) gray map")
+    check_polygons(polygons, gray.shape, name)
+    with np.errstate(divide="ignore", invalid="ignore"):  # the one NaN left is reported below
+        score = compute_score(gray, polygons)
+    if math.isnan(score.rsu):  # only an empty mask makes Rsu NaN
+        raise EvaluationInputError(f"{name}: the polygons cover no pixel of the map")
+    return score

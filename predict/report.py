@@ -1,0 +1,143 @@
+"""The HTML report of a SeLo run: ``<cache_path>/report.html`` with its drawn images in ``<cache_path>/report/``.
+
+At the top the mean indicators and the time per stage (Cut / Sim / Gnt / Flt); then one row per sample:
+caption, Rsu / Ras / Rda / Rmi and a thumbnail of the overlay (``addmap_{idx}.jpg``, or the probmap when
+there is no overlay) with the annotation polygons (green), the annotation circles used by Ras / Rda
+(yellow) and the numbered attention centres (magenta), as in the paper's figures. A thumbnail opens the
+full-size drawing; a link opens the probmap. Failed samples are listed with their error. All links are
+relative, so the folder can be moved or zipped as it is.
+"""
+from __future__ import annotations
+
+import html
+import os
+
+import cv2
+import numpy as np
+from tqdm import tqdm
+
+from evaluations.results import MetricsStore
+from predict.dataset import load_annotations
+from predict.outputs import map_path
+
+REPORT_DIR = "report"
+THUMB_SIZE = 360  # longest side of a thumbnail, pixels
+POLYGON_BGR, CIRCLE_BGR, CENTRE_BGR = (0, 255, 0), (0, 255, 255), (255, 0, 255)
+WHITE, BLACK = (255, 255, 255), (0, 0, 0)
+STAGES = ("cut", "sim", "gnt", "flt", "total")
+INDICATORS = ("Rsu", "Ras", "Rda", "Rmi")  # the paper's column order
+
+STYLE = """body{font-family:sans-serif;margin:1.5em;color:#222}table{border-collapse:collapse}
+td,th{border:1px solid #ccc;padding:4px 8px;text-align:left;vertical-align:top}
+td.num{text-align:right;font-family:monospace}img{display:block}.err{color:#b00}"""
+
+
+def annotate(image_bgr: np.ndarray, polygons: list, circles: list, centres: list) -> np.ndarray:
+    """A copy of a uint8 BGR image ``(H, W, 3)`` with the polygons ``[[x, y], ...]``, the circles
+    ``(cx, cy, r)`` and the attention centres ``(x, y)`` numbered from 1 drawn on it; strokes scale with size."""
+    canvas = image_bgr.copy()
+    thickness = max(2, round(max(canvas.shape[:2]) / 400))
+    outlines = [np.array(polygon, np.int32).reshape(-1, 1, 2) for polygon in polygons if len(polygon)]
+    cv2.polylines(canvas, outlines, True, POLYGON_BGR, thickness, cv2.LINE_AA)
+    for cx, cy, radius in circles:
+        cv2.circle(canvas, (int(cx), int(cy)), int(radius), CIRCLE_BGR, thickness, cv2.LINE_AA)
+    font_scale = thickness / 2
+    for number, (x, y) in enumerate(centres, start=1):
+        cv2.circle(canvas, (int(x), int(y)), 3 * thickness, CENTRE_BGR, -1, cv2.LINE_AA)
+        cv2.circle(canvas, (int(x), int(y)), 3 * thickness, WHITE, max(1, thickness // 2), cv2.LINE_AA)
+        for colour, width in ((BLACK, 3 * thickness), (WHITE, thickness)):  # outlined: readable on any map
+            cv2.putText(canvas, str(number), (int(x) + 4 * thickness, int(y) - 2 * thickness),
+                        cv2.FONT_HERSHEY_SIMPLEX, font_scale, colour, width, cv2.LINE_AA)
+    return canvas
+
+
+def thumbnail(image: np.ndarray, size: int = THUMB_SIZE) -> np.ndarray:
+    """``image`` shrunk (area averaging) so that its longest side is at most ``size`` pixels."""
+    scale = size / max(image.shape[:2])
+    if scale >= 1:
+        return image
+    width, height = max(1, round(image.shape[1] * scale)), max(1, round(image.shape[0] * scale))
+    return cv2.resize(image, (width, height), interpolation=cv2.INTER_AREA)
+
+
+def _background(cache_path: str, idx: int) -> np.ndarray | None:
+    """The overlay of sample ``idx`` (BGR), else its probmap as BGR, else None."""
+    for kind in ("addmap", "probmap"):
+        path = map_path(cache_path, kind, idx)
+        image = cv2.imread(path, cv2.IMREAD_COLOR) if os.path.isfile(path) else None
+        if image is not None:
+            return image
+    return None
+
+
+def _write_jpeg(path: str, image: np.ndarray) -> None:
+    if not cv2.imwrite(path, image):
+        raise OSError(f"{path}: cannot write image")
+
+
+def _number(value) -> str:
+    return "nan" if value is None else f"{value:.4f}"
+
+
+def _sample_row(cache_path: str, record: dict, polygons: list) -> str:
+    """One table row; draws the full-size annotated overlay and its thumbnail into ``report/``."""
+    idx = record["idx"]
+    cells = [str(idx), html.escape(record["caption"].strip()) + f"<br><small>{html.escape(record['jpg_name'])}</small>"]
+    cells += [_number(record.get(name)) for name in INDICATORS]
+    image = _background(cache_path, idx)
+    if image is None:
+        cells.append("no map")
+    else:
+        drawn = annotate(image, polygons, record.get("circles", []), record.get("centers", []))
+        del image
+        full, thumb = f"{REPORT_DIR}/overlay_{idx}.jpg", f"{REPORT_DIR}/thumb_{idx}.jpg"
+        _write_jpeg(os.path.join(cache_path, full), drawn)
+        _write_jpeg(os.path.join(cache_path, thumb), thumbnail(drawn))
+        figure = f'<a href="{full}"><img src="{thumb}" alt="sample {idx}"></a>'
+        probmap = os.path.basename(map_path(cache_path, "probmap", idx))
+        if os.path.isfile(os.path.join(cache_path, probmap)):
+            figure += f'<a href="{probmap}">probmap</a>'
+        cells.append(figure)
+    classes = ["", "", "num", "num", "num", "num", ""]
+    return "<tr>" + "".join(f'<td class="{c}">{v}</td>' if c else f"<td>{v}</td>"
+                            for c, v in zip(classes, cells)) + "</tr>"
+
+
+def write_report(cache_path: str, anno_path: str) -> str:
+    """Write ``<cache_path>/report.html`` (and ``<cache_path>/report/*.jpg``) from ``metrics.json``, the
+    polygons of ``anno_path`` and the maps in ``cache_path``; return the path of report.html."""
+    if not os.path.isfile(os.path.join(cache_path, "metrics.json")):
+        raise FileNotFoundError(f"{os.path.join(cache_path, 'metrics.json')}: not found; evaluate the folder first")
+    store = MetricsStore(cache_path)
+    polygons = {sample.idx: sample.polygons for sample in load_annotations(anno_path)}
+    os.makedirs(os.path.join(cache_path, REPORT_DIR), exist_ok=True)
+
+    mean = store.mean()
+    parts = ["<!DOCTYPE html>", '<html lang="en">', "<head>", '<meta charset="utf-8">',
+             f"<title>SeLo report: {html.escape(os.path.basename(os.path.abspath(cache_path)))}</title>",
+             f"<style>{STYLE}</style>", "</head>", "<body>",
+             f"<h1>SeLo report</h1><p>{len(store.samples)} sample(s) evaluated, {len(store.errors)} failed.</p>",
+             "<h2>Mean indicators</h2><table><tr>" + "".join(f"<th>{n}</th>" for n in INDICATORS) + "</tr><tr>"
+             + "".join(f'<td class="num">{_number(mean[n])}</td>' for n in INDICATORS) + "</tr></table>"]
+    if store.timings:
+        timings = store.timings
+        parts.append("<h2>Time per stage (s)</h2><table><tr>" + "".join(f"<th>{s.capitalize()}</th>" for s in STAGES)
+                     + "</tr><tr>" + "".join(f'<td class="num">{_number(timings.get(s))}</td>' for s in STAGES)
+                     + "</tr></table>")
+    parts.append("<h2>Samples</h2><p>Green: annotation polygons; yellow: annotation circles (Ras, Rda); magenta: "
+                 "attention centres, numbered by probability. Click a thumbnail for the full size.</p>")
+    parts.append("<table><tr><th>idx</th><th>caption</th>" + "".join(f"<th>{n}</th>" for n in INDICATORS)
+                 + "<th>overlay</th></tr>")
+    for record in tqdm(store.samples, desc="report", unit="sample", leave=False):
+        parts.append(_sample_row(cache_path, record, polygons.get(record["idx"], [])))
+    parts.append("</table>")
+    if store.errors:
+        parts.append("<h2>Failed samples</h2><ul>")
+        parts += [f'<li class="err">{e["idx"]} ({html.escape(e["jpg_name"])}): {html.escape(e["error"])}</li>'
+                  for e in store.errors]
+        parts.append("</ul>")
+    parts += ["</body>", "</html>"]
+    path = os.path.join(cache_path, "report.html")
+    with open(path, "w", encoding="utf-8") as f:
+        f.write("\n".join(parts) + "\n")
+    return path
