@@ -5,8 +5,9 @@
 v1 (default): tiles of every step at two grid offsets, per-pixel mean of the tile scores, median 251.
 v2 (``--pipeline v2``): 512 tiles, the best 15 % refined by boxes around 9 points each, a query averaged
 with 4 word-shuffled copies, Gaussian 255.
-Results are written per sample as they are produced (maps, log.txt, metrics.json/csv); a rerun skips
-the samples already complete unless ``--overwrite``. Exit code 1 when any sample failed.
+Results are written per sample as they are produced (maps, log.txt, metrics.json/csv), report.html at
+the end; a rerun skips the samples already complete unless ``--overwrite``. Exit code 1 when any sample
+failed.
 """
 from __future__ import annotations
 
@@ -33,6 +34,7 @@ from predict.encoding import StageTimer, TileVectorCache, file_digest, query_vec
 from predict.heatmap import mean_tile_scores, probability_map  # noqa: E402
 from predict.model_encoder import REPO_ROOT, EncoderSpecModel, load_encoder  # noqa: E402
 from predict.outputs import maps_exist, save_maps, setup_logger  # noqa: E402
+from predict.report import write_report  # noqa: E402
 
 STAGES = ("cut", "sim", "gnt", "flt")
 
@@ -59,6 +61,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--batch_size", type=int, default=None, help="tiles per encoder call (yaml's by default)")
     parser.add_argument("--seed", type=int, default=0, help="seed of v2's word shuffling")
     parser.add_argument("--overwrite", action="store_true", help="recompute samples that are already complete")
+    parser.add_argument("--no_report", action="store_true", help="do not write <cache_path>/report.html")
     parser.add_argument("--no_vector_cache", action="store_true",
                         help="do not keep tile vectors on disk under <cache_path>/tile_vectors")
     return parser.parse_args(argv)
@@ -213,6 +216,8 @@ def main(argv=None) -> int:
     run = SeloRun(args, encoder, logger)
     failures = run.run(samples)
     run.finish()
+    if not args.no_report:
+        write_report(args.cache_path, args.src_anno_path)
     mean = run.store.mean()
     print("Mean over %d samples: " % len(run.store.samples)
           + "  ".join(f"{k} {mean[k]:.4f}" for k in ("Rsu", "Ras", "Rda", "Rmi"))

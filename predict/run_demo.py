@@ -1,8 +1,8 @@
 """`make demo`: the whole SeLo job offline, on the embedded default.
 
 Generates the synthetic demo testset (test_data/demo/) if it is absent, runs the v1 pipeline with the
-demo encoder into cache/demo/ (maps, log.txt, metrics.json/csv; a rerun resumes), writes
-cache/demo/report.html and prints the mean indicators.
+demo encoder into cache/demo/ (maps, log.txt, metrics.json/csv, report.html; a rerun resumes) and
+prints the mean indicators.
 """
 from __future__ import annotations
 
@@ -15,7 +15,6 @@ if __package__ in (None, ""):
 
 from predict import generate_selo, make_testset  # noqa: E402
 from predict.model_encoder import REPO_ROOT  # noqa: E402
-from predict.report import write_report  # noqa: E402
 
 DEMO_DATA = REPO_ROOT / make_testset.DEMO_DIR
 DEMO_CACHE = REPO_ROOT / "cache" / "demo"
@@ -29,7 +28,7 @@ def main() -> int:
         make_testset.main(["--out", str(DEMO_DATA)])
     code = generate_selo.main(["--yaml_path", str(DEMO_YAML), "--cache_path", str(DEMO_CACHE),
                                "--src_data_path", str(DEMO_DATA / "imgs"), "--src_anno_path", str(anno)])
-    report = write_report(str(DEMO_CACHE), str(anno))
+    report = DEMO_CACHE / "report.html"
     print(f"Report: {os.path.relpath(report)}  (demo took {time.perf_counter() - started:.0f}s)")
     return code
 
