@@ -11,6 +11,20 @@ from predict.model_encoder import EncoderError
 CHECKPOINT_DIR_HINT = "predict/checkpoints/"
 
 
+def numpy_scalar_globals() -> list:
+    """Numpy scalar and dtype reconstructors, allowed in ``weights_only`` loading.
+
+    Training scripts such as AMFMN's save metadata like ``best_rsum`` as numpy floats beside the state
+    dict; unpickling those builds plain numbers and runs no code. Files pickled under numpy 1.x name
+    ``numpy.core.multiarray.scalar``, under numpy 2 ``numpy._core.multiarray.scalar``.
+    """
+    import numpy as np
+    from numpy._core.multiarray import scalar
+
+    dtype_classes = [getattr(np.dtypes, name) for name in dir(np.dtypes) if name.endswith("DType")]
+    return [scalar, (scalar, "numpy.core.multiarray.scalar"), np.dtype, *dtype_classes]
+
+
 def read_checkpoint(path: str | None, what: str, download_hint: str = "") -> Mapping:
     """``torch.load(path, map_location="cpu", weights_only=True)`` (``safetensors`` for a ``.safetensors``
     file), never running code from the file.
@@ -28,7 +42,8 @@ def read_checkpoint(path: str | None, what: str, download_hint: str = "") -> Map
             from safetensors.torch import load_file
 
             return load_file(path, device="cpu")
-        return torch.load(path, map_location="cpu", weights_only=True)
+        with torch.serialization.safe_globals(numpy_scalar_globals()):
+            return torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # pickle, zip and weights-only refusals all mean "not a usable checkpoint"
         first_line = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise EncoderError(f"{path}: cannot read {what} ({first_line})") from None
