@@ -92,6 +92,19 @@ class MetricsStore:
     def timings(self) -> dict:
         return dict(self._timings)
 
+    def keep_only(self, samples) -> int:
+        """Drop the results of samples that are not in ``samples`` (objects with ``idx``, ``jpg_name``,
+        ``caption``), e.g. left by a run on another annotation file; returns how many were dropped."""
+        current = {int(s.idx): (s.jpg_name, s.caption) for s in samples}
+        stale = [idx for idx, item in (*self._samples.items(), *self._errors.items())
+                 if current.get(idx) != (item.get("jpg_name"), item.get("caption"))]
+        for idx in stale:
+            self._samples.pop(idx, None)
+            self._errors.pop(idx, None)
+        if stale:
+            self._save()
+        return len(stale)
+
     def is_done(self, idx: int) -> bool:
         """Whether a successful record exists for sample ``idx``."""
         return int(idx) in self._samples

@@ -65,6 +65,8 @@ def main(argv=None) -> int:
         logger.error("%s", error)
         return 2
     store = MetricsStore(args.cache_path)
+    if dropped := store.keep_only(samples):
+        logger.warning("%s: dropped %d result(s) of samples not in %s", store.json_path, dropped, args.src_anno_path)
     failures = sum(not evaluate_sample(args.cache_path, sample, store, logger)
                    for sample in tqdm(samples, desc="SeLo evaluation", unit="map", dynamic_ncols=True))
     for line in metric_block_lines(store.mean(), None):

@@ -214,6 +214,9 @@ def main(argv=None) -> int:
         logger.error("%s", str(exc).splitlines()[0] if str(exc) else type(exc).__name__)
         return 2
     run = SeloRun(args, encoder, logger)
+    if dropped := run.store.keep_only(samples):
+        logger.warning("%s: dropped %d result(s) of samples not in %s", run.store.json_path, dropped,
+                       args.src_anno_path)
     failures = run.run(samples)
     run.finish()
     if not args.no_report:

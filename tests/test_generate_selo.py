@@ -194,3 +194,21 @@ def test_a_killed_run_resumes_without_losing_or_recomputing_samples(tmp_path):
             assert os.stat(cache / f"probmap_{i}.jpg").st_mtime_ns == mtimes[i]  # not recomputed
         else:
             assert f"Processing {i}/5" in second_log
+
+
+def test_results_of_another_annotation_file_are_dropped(tmp_path):
+    """A cache folder reused with a different anno.json: old samples must not be skipped or averaged."""
+    write_testset(tmp_path, n_samples=3)
+    code, cache = run(tmp_path)
+    assert code == 0
+    image, polygon = red_square_scene()
+    (tmp_path / "anno.json").write_text(json.dumps(
+        [{"caption": "a red building number 0", "jpg_name": "scene.png", "points": [polygon]},
+         {"caption": "another query", "jpg_name": "scene.png", "points": [polygon]}]))
+    code, cache = run(tmp_path)
+    assert code == 0
+    result = json.loads((cache / "metrics.json").read_text())
+    assert [(s["idx"], s["caption"]) for s in result["samples"]] == [(0, "a red building number 0"),
+                                                                    (1, "another query")]
+    second_log = (cache / "log.txt").read_text(encoding="utf-8").split("Time-Eval")[1]
+    assert "Skipping 0/2" in second_log and "Processing 1/2" in second_log

@@ -1,0 +1,129 @@
+"""The demo encoder: loading through the encoder contract, shapes, bad checkpoints, and that the
+committed checkpoint matches captions to the tiles of held-out synthetic scenes; the v1 pipeline end
+to end on a tiny generated scene."""
+import json
+
+import cv2
+import numpy as np
+import pytest
+import torch
+
+from predict.make_testset import write_testset
+from predict.model_encoder import REPO_ROOT, EncoderError, load_encoder
+from predict.synthetic import generate_scene, make_caption
+from predict.tiling import cut_tiles
+
+TRAINED_YAML = REPO_ROOT / "predict/options/demo/demo_encoder.yaml"
+RANDOM_YAML = REPO_ROOT / "predict/options/demo/demo_random.yaml"
+HELD_OUT_SEEDS = [[77, 0], [77, 1], [78, 0], [78, 1], [79, 0]]  # neither the training seed nor the demo testset's
+
+
+@pytest.fixture(scope="module")
+def trained():
+    return load_encoder(TRAINED_YAML, device="cpu")
+
+
+def object_tiles(scene, side=512):
+    """One ``side`` tile centred on each object (clipped into the image), as the pipeline cuts them."""
+    height, width = scene.labels.shape
+    boxes = []
+    for obj in scene.objects:
+        cx, cy = obj.polygon.mean(0)
+        x = int(np.clip(cx - side / 2, 0, width - side))
+        y = int(np.clip(cy - side / 2, 0, height - side))
+        boxes.append((y, y + side, x, x + side))
+    return cut_tiles(cv2.cvtColor(scene.rgb, cv2.COLOR_RGB2BGR), boxes, 256)
+
+
+def test_shapes_and_contract(trained):
+    tiles = np.random.default_rng(0).integers(0, 256, (5, 256, 256, 3), dtype=np.uint8)
+    vectors = trained.image_encoder(tiles)
+    text = trained.text_encoder("a green football field surrounded by a red track.")
+    assert vectors.shape == (5, 128) and vectors.dtype == np.float32
+    assert text.shape == (128,) and text.dtype == np.float32
+    assert trained.cosine_sim(vectors, text).shape == (5,)
+    assert trained.image_encoder(tiles[:0]).shape == (0, 128)
+
+
+def test_batches_give_the_same_vectors(trained):
+    tiles = np.random.default_rng(1).integers(0, 256, (7, 256, 256, 3), dtype=np.uint8)
+    whole = trained.image_encoder(tiles)
+    trained.batch_size, saved = 3, trained.batch_size
+    try:
+        np.testing.assert_allclose(trained.image_encoder(tiles), whole, rtol=1e-5, atol=1e-5)
+    finally:
+        trained.batch_size = saved
+
+
+def test_unknown_words_do_not_fail(trained):
+    assert np.isfinite(trained.text_encoder("zebras grazing on a glacier")).all()
+
+
+def test_bad_tiles_are_a_clear_error(trained):
+    with pytest.raises(ValueError, match="uint8 RGB tiles"):
+        trained.image_encoder(np.zeros((2, 128, 128, 3), np.uint8))
+
+
+def test_random_weights_warn_and_are_reproducible():
+    with pytest.warns(UserWarning, match="random weights"):
+        a = load_encoder(RANDOM_YAML, device="cpu")
+    with pytest.warns(UserWarning):
+        b = load_encoder(RANDOM_YAML, device="cpu")
+    np.testing.assert_array_equal(a.text_encoder("a gray parking lot"), b.text_encoder("a gray parking lot"))
+
+
+def test_checkpoint_without_vocabulary_is_refused(tmp_path, trained):
+    path = tmp_path / "no_vocab.pth"
+    torch.save({"model": trained.network.state_dict()}, path)
+    with pytest.raises(EncoderError, match="no 'vocab'"):
+        load_encoder(TRAINED_YAML, device="cpu", checkpoint=str(path))
+
+
+def test_checkpoint_of_another_architecture_is_refused(tmp_path, trained):
+    path = tmp_path / "other.pth"
+    state = dict(trained.network.state_dict())
+    state["image_head.weight"] = torch.zeros(3, 3)
+    torch.save({"model": state, "vocab": trained.vocab}, path)
+    with pytest.raises(EncoderError, match="does not match the architecture"):
+        load_encoder(TRAINED_YAML, device="cpu", checkpoint=str(path))
+
+
+def test_missing_checkpoint_is_refused(tmp_path):
+    with pytest.raises(EncoderError, match="not found"):
+        load_encoder(TRAINED_YAML, device="cpu", checkpoint=str(tmp_path / "absent.pth"))
+
+
+def test_trained_checkpoint_matches_captions_to_their_tiles(trained):
+    # For each object of held-out scenes, its caption should score its own tile above the tiles of the
+    # other kinds in the same scene.
+    rng = np.random.default_rng(0)
+    wins, total, kinds_seen = 0, 0, set()
+    for seed in HELD_OUT_SEEDS:
+        scene = generate_scene(seed, 2400, 2400)
+        vectors = trained.image_encoder(object_tiles(scene))
+        kinds = [o.kind for o in scene.objects]
+        for k, obj in enumerate(scene.objects):
+            scores = trained.cosine_sim(vectors, trained.text_encoder(make_caption(rng, obj.kind, obj.attributes)))
+            others = [s for s, kind in zip(scores, kinds) if kind != obj.kind]
+            wins += bool(others) and scores[k] > max(others)
+            total += bool(others)
+        kinds_seen.update(kinds)
+    assert total >= 20 and len(kinds_seen) >= 8
+    assert wins / total >= 0.85, f"caption ranked its own tile first in {wins} of {total} cases"
+
+
+def test_v1_pipeline_end_to_end_on_a_tiny_scene(tmp_path):
+    from predict.generate_selo import main as generate_main
+
+    annotations = write_testset(str(tmp_path / "data"), 11, [(1100, 1300, 2)])
+    cache = tmp_path / "cache"
+    rc = generate_main(["--yaml_path", str(TRAINED_YAML), "--cache_path", str(cache),
+                        "--src_data_path", str(tmp_path / "data/imgs"),
+                        "--src_anno_path", str(tmp_path / "data/annotations/anno.json"), "--device", "cpu"])
+    assert rc == 0
+    metrics = json.loads((cache / "metrics.json").read_text())
+    assert len(metrics["samples"]) == len(annotations) >= 1
+    assert all(0 <= metrics["mean"][k] <= 1 for k in ("Rsu", "Ras", "Rda", "Rmi"))
+    for idx in range(len(annotations)):
+        probmap = cv2.imread(str(cache / f"probmap_{idx}.jpg"), cv2.IMREAD_GRAYSCALE)
+        assert probmap.shape == (1100, 1300)
