@@ -54,6 +54,30 @@ def l2_normalize(x: np.ndarray, axis: int = -1) -> np.ndarray:
     return x / np.linalg.norm(x, axis=axis, keepdims=True)
 
 
+def check_tiles(tiles: np.ndarray, tile_size: int | None = None) -> np.ndarray:
+    """``tiles`` as a C-contiguous uint8 RGB ``(N, S, S, 3)`` array (S == ``tile_size`` when given; N may be 0);
+    anything else is a one-line ``ValueError``."""
+    tiles = np.asarray(tiles)
+    side = "S" if tile_size is None else tile_size
+    if (tiles.dtype != np.uint8 or tiles.ndim != 4 or tiles.shape[3] != 3
+            or tiles.shape[1] != tiles.shape[2] or (tile_size is not None and tiles.shape[1] != tile_size)):
+        raise ValueError(f"image_encoder expected uint8 RGB tiles (N, {side}, {side}, 3), got {tiles.dtype} {tiles.shape}")
+    return np.ascontiguousarray(tiles)
+
+
+def check_device(device: str):
+    """``device`` as a ``torch.device``; an unknown name, or CUDA where there is none, is an :class:`EncoderError`."""
+    import torch
+
+    try:
+        parsed = torch.device(device)
+    except (RuntimeError, TypeError):
+        raise EncoderError(f"unknown device {device!r}: use 'cpu', 'cuda' or 'cuda:N'") from None
+    if parsed.type == "cuda" and not torch.cuda.is_available():
+        raise EncoderError(f"device {device!r} asked for, but CUDA is not available here: use device='cpu'")
+    return parsed
+
+
 class EncoderSpecModel:
     """Base class of every encoder the pipeline can use.
 

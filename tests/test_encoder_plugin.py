@@ -130,7 +130,7 @@ def test_batches_and_tile_checks(lw_mcr_files):
     np.testing.assert_allclose(np.linalg.norm(vectors, axis=1), 1, rtol=1e-5)
     np.testing.assert_allclose(encoder.image_encoder(tiles[3:4]), vectors[3:4], rtol=1e-5, atol=1e-6)
     assert encoder.image_encoder(tiles[:0]).shape == (0, 512)
-    with pytest.raises(ValueError, match=r"uint8 RGB tiles of shape \(N, 256, 256, 3\), got uint8 \(2, 128, 128, 3\)"):
+    with pytest.raises(ValueError, match=r"uint8 RGB tiles \(N, 256, 256, 3\), got uint8 \(2, 128, 128, 3\)"):
         encoder.image_encoder(tiles[:2, :128, :128])
 
 

@@ -26,7 +26,7 @@ import torch
 import torch.nn.functional as F
 
 from predict.checkpoint_io import load_weights, mismatch_message, read_checkpoint, unwrap_state_dict
-from predict.model_encoder import EncoderError, EncoderSpecModel
+from predict.model_encoder import EncoderError, EncoderSpecModel, check_device, check_tiles
 
 PRECISIONS = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
 INTERPOLATIONS = ("bicubic", "bilinear")
@@ -73,15 +73,6 @@ def preprocess_tiles(tiles: torch.Tensor, size: int, mean, std, interpolation: s
     mean = torch.tensor(mean, dtype=torch.float32, device=images.device).view(1, -1, 1, 1)
     std = torch.tensor(std, dtype=torch.float32, device=images.device).view(1, -1, 1, 1)
     return (images / 255.0 - mean) / std
-
-
-def check_tiles(tiles: np.ndarray) -> np.ndarray:
-    """``tiles`` as a uint8 ``(N, S, S, 3)`` array with N >= 1; anything else is a one-line ``ValueError``."""
-    tiles = np.asarray(tiles)
-    if (tiles.dtype != np.uint8 or tiles.ndim != 4 or not len(tiles) or tiles.shape[3] != 3
-            or tiles.shape[1] != tiles.shape[2]):
-        raise ValueError(f"open_clip encoder: expected uint8 RGB tiles (N, S, S, 3), got {tiles.dtype} {tiles.shape}")
-    return tiles
 
 
 def check_architecture(architecture: str, where: str) -> None:
@@ -142,12 +133,7 @@ class OpenCLIPEncoder(EncoderSpecModel):
         if not architecture or not weights:
             raise EncoderError(f"{where}: the open_clip encoder needs model.architecture and model.weights")
         check_architecture(architecture, where)
-        try:
-            self.torch_device = torch.device(self.device)
-        except RuntimeError:
-            raise EncoderError(f"{where}: device {self.device!r} is not a torch device name") from None
-        if self.torch_device.type == "cuda" and not torch.cuda.is_available():
-            raise EncoderError(f"{where}: device {self.device!r} asked for, but torch sees no CUDA device")
+        self.torch_device = check_device(self.device)
         self.precision = resolve_precision(str(model_options.get("precision", "fp32")), self.torch_device, where)
         self.input_dtype = PRECISIONS[self.precision]
 
@@ -174,7 +160,7 @@ class OpenCLIPEncoder(EncoderSpecModel):
     def image_encoder(self, tiles: np.ndarray) -> np.ndarray:
         """uint8 RGB ``(N, S, S, 3)`` -> ``(N, D)`` float32 unit vectors, ``batch_size`` tiles per forward pass."""
         tiles = check_tiles(tiles)
-        vectors = []
+        vectors = [np.zeros((0, self.model.visual.output_dim), np.float32)]
         for start in range(0, len(tiles), self.batch_size):
             batch = np.ascontiguousarray(tiles[start:start + self.batch_size])
             images = preprocess_tiles(torch.as_tensor(batch, device=self.torch_device), self.input_size,

@@ -18,8 +18,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from predict.checkpoint_io import load_weights, read_checkpoint, unwrap_state_dict
-from predict.layers.retrieval_encoder import check_device, check_tiles
-from predict.model_encoder import EncoderError, EncoderSpecModel
+from predict.model_encoder import EncoderError, EncoderSpecModel, check_device, check_tiles
 from predict.synthetic import caption_vocabulary, tokenize
 
 EMBED_DIM = 128

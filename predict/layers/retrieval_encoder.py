@@ -13,7 +13,7 @@ import torch
 from torch import nn
 
 from predict.checkpoint_io import CHECKPOINT_DIR_HINT, load_weights, read_checkpoint, unwrap_state_dict
-from predict.model_encoder import EncoderError, EncoderSpecModel
+from predict.model_encoder import EncoderError, EncoderSpecModel, check_device, check_tiles
 from predict.text import OFFICIAL_REPO, Vocabulary
 
 # torchvision's ImageNet statistics, as the original's transforms.Normalize.
@@ -36,26 +36,6 @@ def normalize_tiles(tiles: torch.Tensor) -> torch.Tensor:
     mean = torch.tensor(IMAGENET_MEAN, dtype=torch.float32, device=x.device).view(1, 3, 1, 1)
     std = torch.tensor(IMAGENET_STD, dtype=torch.float32, device=x.device).view(1, 3, 1, 1)
     return x.sub(mean).div(std)
-
-
-def check_tiles(tiles: np.ndarray, tile_size: int) -> np.ndarray:
-    """The tiles as a C-contiguous uint8 ``(N, tile_size, tile_size, 3)`` array, or a one-line ValueError."""
-    tiles = np.asarray(tiles)
-    if tiles.dtype != np.uint8 or tiles.ndim != 4 or tiles.shape[1:] != (tile_size, tile_size, 3):
-        raise ValueError(f"image_encoder expects uint8 RGB tiles of shape (N, {tile_size}, {tile_size}, 3), "
-                         f"got {tiles.dtype} {tiles.shape}")
-    return np.ascontiguousarray(tiles)
-
-
-def check_device(device: str) -> torch.device:
-    """``device`` as a torch.device; asking for CUDA where there is none is a one-line EncoderError."""
-    try:
-        parsed = torch.device(device)
-    except (RuntimeError, TypeError):
-        raise EncoderError(f"unknown device {device!r}: use 'cpu', 'cuda' or 'cuda:N'") from None
-    if parsed.type == "cuda" and not torch.cuda.is_available():
-        raise EncoderError(f"device {device!r} asked for, but CUDA is not available here: use device='cpu'")
-    return parsed
 
 
 def required_option(options: dict, *keys: str, meaning: str):
