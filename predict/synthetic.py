@@ -187,6 +187,16 @@ def blank(h: int, w: int) -> tuple[np.ndarray, np.ndarray]:
 # Object kinds: each draws one object of about ``size`` pixels (its longer side)
 # ----------------------------------------------------------------------------------------------
 
+def rectangular_pad(rng, size, aspect: tuple, colour, spread: int = 12):
+    """A rectangle ``size`` wide and ``size * uniform(*aspect)`` high filled with a jittered ``colour``:
+    the ground most objects stand on. Returns ``(rgb, painted, outline)``; the polygon is the rectangle."""
+    h, w = int(size * rng.uniform(*aspect)), int(size)
+    rgb, painted = blank(h, w)
+    outline = box_polygon(0, 0, w - 1, h - 1)
+    fill(rgb, painted, outline, jitter(rng, colour, spread))
+    return rgb, painted, outline
+
+
 def draw_football_field(rng, size):
     """Green pitch with white lines inside a red running track; the polygon is the track's outer edge."""
     h = int(size)
@@ -250,10 +260,8 @@ def draw_tennis_courts(rng, size):
 
 def draw_parking_lot(rng, size):
     """A grey lot with parking rows full of small cars of random colours; the polygon is the lot."""
-    h, w = int(size * rng.uniform(0.6, 1.0)), int(size)
-    rgb, painted = blank(h, w)
-    outline = box_polygon(0, 0, w - 1, h - 1)
-    fill(rgb, painted, outline, jitter(rng, (125, 125, 128), 8))
+    rgb, painted, outline = rectangular_pad(rng, size, (0.6, 1.0), (125, 125, 128), 8)
+    h, w = painted.shape
     car_w, car_l = 12, 24
     car_colours = np.array([(230, 230, 230), (30, 30, 35), (180, 40, 40), (60, 80, 160), (200, 200, 190), (110, 110, 115)])
     for y in range(10, h - car_l - 10, car_l + 22):
@@ -279,10 +287,8 @@ def plane_polygons(cx: float, cy: float, length: float, angle: float) -> list[np
 
 def draw_airport(rng, size):
     """A light grey apron with white planes parked in rows; the polygon is the apron."""
-    h, w = int(size * rng.uniform(0.55, 0.8)), int(size)
-    rgb, painted = blank(h, w)
-    outline = box_polygon(0, 0, w - 1, h - 1)
-    fill(rgb, painted, outline, jitter(rng, (165, 165, 160), 8))
+    rgb, painted, outline = rectangular_pad(rng, size, (0.55, 0.8), (165, 165, 160), 8)
+    h, w = painted.shape
     length = size * rng.uniform(0.09, 0.14)
     for row_y in np.arange(length * 0.8, h - length * 0.6, length * 1.4):
         cv2.line(rgb, (0, int(row_y + length * 0.65)), (w - 1, int(row_y + length * 0.65)), (215, 200, 60), 2)
@@ -316,10 +322,8 @@ def draw_lake(rng, size):
 
 def draw_residential(rng, size, roofs):
     """A grid of houses with roofs of the ``roofs`` colours along small streets; the polygon is the block."""
-    h, w = int(size * rng.uniform(0.7, 1.0)), int(size)
-    rgb, painted = blank(h, w)
-    outline = box_polygon(0, 0, w - 1, h - 1)
-    fill(rgb, painted, outline, jitter(rng, (105, 130, 85), 8))
+    rgb, painted, outline = rectangular_pad(rng, size, (0.7, 1.0), (105, 130, 85), 8)
+    h, w = painted.shape
     house = int(rng.integers(26, 40))
     pitch = house + 22
     for y in range(6, h - house - 6, pitch):
@@ -334,10 +338,8 @@ def draw_residential(rng, size, roofs):
 
 def draw_oil_tanks(rng, size):
     """White round tanks with shadows in a grid on grey concrete; the polygon is the concrete pad."""
-    h, w = int(size * rng.uniform(0.6, 1.0)), int(size)
-    rgb, painted = blank(h, w)
-    outline = box_polygon(0, 0, w - 1, h - 1)
-    fill(rgb, painted, outline, jitter(rng, (140, 138, 130), 8))
+    rgb, painted, outline = rectangular_pad(rng, size, (0.6, 1.0), (140, 138, 130), 8)
+    h, w = painted.shape
     r = int(size * rng.uniform(0.06, 0.1))
     pitch = int(2.6 * r)
     for y in range(r + 10, h - r - 10, pitch):
@@ -389,10 +391,8 @@ def draw_bare_land(rng, size):
 
 def draw_grass_field(rng, size):
     """Distractor: a mown green pitch (stripes) without a track, beside which a football field looks alike."""
-    h, w = int(size * rng.uniform(0.5, 0.8)), int(size)
-    rgb, painted = blank(h, w)
-    outline = box_polygon(0, 0, w - 1, h - 1)
-    fill(rgb, painted, outline, jitter(rng, (80, 150, 60), 8))
+    rgb, painted, outline = rectangular_pad(rng, size, (0.5, 0.8), (80, 150, 60), 8)
+    w = painted.shape[1]
     stripe = max(8, w // 12)
     rgb[:, (np.arange(w) // stripe) % 2 == 1] = np.clip(rgb[:, (np.arange(w) // stripe) % 2 == 1].astype(int) + 12, 0, 255)
     return ObjectPatch(rgb, painted, outline)
@@ -400,10 +400,8 @@ def draw_grass_field(rng, size):
 
 def draw_concrete(rng, size):
     """Distractor: an empty grey pad with faint joints, as grey as a parking lot or an apron."""
-    h, w = int(size * rng.uniform(0.5, 1.0)), int(size)
-    rgb, painted = blank(h, w)
-    outline = box_polygon(0, 0, w - 1, h - 1)
-    fill(rgb, painted, outline, jitter(rng, (135, 135, 132), 12))
+    rgb, painted, outline = rectangular_pad(rng, size, (0.5, 1.0), (135, 135, 132), 12)
+    h, w = painted.shape
     for x in range(0, w, int(rng.integers(40, 90))):
         cv2.line(rgb, (x, 0), (x, h - 1), (150, 150, 147), 1)
     return ObjectPatch(rgb, painted, outline)
@@ -411,10 +409,8 @@ def draw_concrete(rng, size):
 
 def draw_buildings(rng, size):
     """Distractor: two to four large flat roofs, white or light grey, with shadows."""
-    h, w = int(size * rng.uniform(0.5, 0.9)), int(size)
-    rgb, painted = blank(h, w)
-    outline = box_polygon(0, 0, w - 1, h - 1)
-    fill(rgb, painted, outline, jitter(rng, (120, 120, 118), 8))
+    rgb, painted, outline = rectangular_pad(rng, size, (0.5, 0.9), (120, 120, 118), 8)
+    h, w = painted.shape
     n = int(rng.integers(2, 5))
     for i in range(n):
         x0, x1 = int(i * w / n + 8), int((i + 1) * w / n - 14)
