@@ -1,7 +1,9 @@
 """AMFMN image-branch throughput on 256x256 tiles: the original's one-tile-per-call way against batched
 inference, with thread counts, channels-last memory format and tile preparation overlapped with the forward
 passes. Random weights (speed does not depend on them); every ratio is against the original's way measured
-in the same run.
+in the same run. Then reduced precision (``model.precision``: bf16 autocast on a CPU, fp16 and bf16 on
+CUDA) against fp32: speed, and its effect on the vectors and similarities, with the reference fixture
+weights and the RSITMD vocabulary of ../shared when present (activations of realistic size).
 
     .venv/bin/python benchmarks/bench_encoders.py [--tiles 32] [--batch-sizes 1 4 16] [--threads 1 2] [--device cpu]
 
@@ -34,15 +36,68 @@ from predict.model_encoder import load_encoder  # noqa: E402
 SOURCE_TILE = 320  # side of the crops cut from the large image before the resize to 256
 
 
-def make_encoder(folder: Path, device: str, batch_size: int):
-    """An AMFMN encoder through ``load_encoder``: random weights and a 2-word vocabulary written to ``folder``."""
+SHARED = Path(__file__).resolve().parent.parent.parent / "shared"
+CAPTIONS = ("many airplanes parked in the airport next to the runway",
+            "a green football field surrounded by a red track and some buildings",
+            "two tennis courts beside the road and green trees",
+            "many white oil storage tanks on the gray ground near the harbor",
+            "some boats docked in the dark blue sea near the harbor")
+
+
+def write_weights(folder: Path) -> tuple[str, str]:
+    """Checkpoint and vocabulary for the benchmark: the reference fixture (seed 1) and the RSITMD vocabulary
+    when ../shared is there, else random weights and a 2-word vocabulary."""
+    spec = SHARED / "reference" / "model" / "AMFMN_state_dict_spec.json"
+    vocab = SHARED / "slm" / "rsitmd_splits_vocab.json"
+    if spec.is_file() and vocab.is_file():
+        import importlib.util
+        import json
+
+        module_spec = importlib.util.spec_from_file_location("fixture", spec.parent / "make_fixture_checkpoint.py")
+        fixture = importlib.util.module_from_spec(module_spec)
+        module_spec.loader.exec_module(fixture)
+        torch.save({"model": fixture.make_state_dict(json.loads(spec.read_text()), seed=1)}, folder / "amfmn.pth")
+        return str(folder / "amfmn.pth"), str(vocab)
     (folder / "vocab.json").write_text('{"word2idx": {"road": 1, "<unk>": 2}, "idx2word": {}, "idx": 3}')
     torch.manual_seed(0)
     torch.save({"model": AMFMN(3).state_dict()}, folder / "amfmn.pth")
-    options = {"model": {"name": "AMFMN", "batch_size": batch_size}, "dataset": {"vocab_path": "vocab.json"},
+    return str(folder / "amfmn.pth"), str(folder / "vocab.json")
+
+
+def make_encoder(folder: Path, device: str, batch_size: int, precision: str = "fp32"):
+    """An AMFMN encoder through ``load_encoder`` with the weights of :func:`write_weights` in ``folder``."""
+    if not (folder / "amfmn.pth").is_file():
+        write_weights(folder)
+    vocab = SHARED / "slm" / "rsitmd_splits_vocab.json"
+    options = {"model": {"name": "AMFMN", "batch_size": batch_size, "precision": precision},
+               "dataset": {"vocab_path": str(vocab) if vocab.is_file() else "vocab.json"},
                "optim": {"resume": "amfmn.pth"}}
-    (folder / "amfmn.yaml").write_text(yaml.safe_dump(options))
-    return load_encoder(folder / "amfmn.yaml", device=device)
+    (folder / f"amfmn_{precision}.yaml").write_text(yaml.safe_dump(options))
+    return load_encoder(folder / f"amfmn_{precision}.yaml", device=device)
+
+
+def precision_effect(folder: Path, device: str, tiles: np.ndarray, batch_size: int, repeats: int) -> list[str]:
+    """fp32 against the reduced precisions the device runs: tiles/s, worst cosine between the fp32 and the
+    reduced image vectors, largest similarity change (in cosine units, i.e. x512) and how many captions
+    keep the same top-5 tiles."""
+    reduced = ["bf16"] if device == "cpu" else ["fp16", "bf16"]
+    encoders = {p: make_encoder(folder, device, batch_size, p) for p in ["fp32", *reduced]}
+    results = {}
+    for precision, encoder in encoders.items():
+        encoder.image_encoder(tiles[:2])  # warm-up
+        rate = timed(lambda: encoder.image_encoder(tiles), len(tiles), repeats)
+        vectors = encoder.image_encoder(tiles)
+        sims = np.stack([encoder.cosine_sim(vectors, encoder.text_encoder(c)) for c in CAPTIONS])
+        results[precision] = (rate, vectors, sims)
+    rate32, vectors32, sims32 = results["fp32"]
+    top32 = [set(np.argsort(-row)[:5]) for row in sims32]
+    lines = [f"{'precision':>9}  tiles/s  speed-up  min image cosine  max |d similarity| x512  same top-5"]
+    for precision, (rate, vectors, sims) in results.items():
+        cosine = np.sum(vectors * vectors32, axis=1) / (np.linalg.norm(vectors, axis=1) * np.linalg.norm(vectors32, axis=1))
+        same = sum(set(np.argsort(-row)[:5]) == top for row, top in zip(sims, top32))
+        lines.append(f"{precision:>9}  {rate:7.1f}  {rate / rate32:7.2f}x  {cosine.min():16.5f}  "
+                     f"{np.abs(sims - sims32).max() * 512:23.5f}  {same}/{len(CAPTIONS)}")
+    return lines
 
 
 def cut_tiles(image: np.ndarray, count: int) -> np.ndarray:
@@ -143,6 +198,14 @@ def main(argv=None) -> int:
     baselines = {threads: rate for threads, label, rate in rows if label.startswith("original")}
     for threads, label, rate in rows:
         print(f"{threads:>7}  {label:<{width}}  {rate:7.1f}  {rate / baselines[threads]:9.2f}x")
+
+    torch.set_num_threads(max(args.threads))
+    with tempfile.TemporaryDirectory() as folder:
+        weights = "reference fixture weights (seed 1)" if (SHARED / "reference").is_dir() else "random weights"
+        print(f"\nReduced precision (autocast) on {args.device}, {weights}, batch {max(args.batch_sizes)}, "
+              f"{len(tiles)} tiles x {len(CAPTIONS)} captions")
+        for line in precision_effect(Path(folder), args.device, tiles, max(args.batch_sizes), args.repeats):
+            print(line)
     return 0
 
 

@@ -24,6 +24,7 @@ import importlib
 import json
 import os
 import sys
+import warnings
 from pathlib import Path
 from typing import Callable
 
@@ -76,6 +77,27 @@ def check_device(device: str):
     if parsed.type == "cuda" and not torch.cuda.is_available():
         raise EncoderError(f"device {device!r} asked for, but CUDA is not available here: use device='cpu'")
     return parsed
+
+
+PRECISIONS = ("fp32", "fp16", "bf16")  # yaml model.precision
+
+
+def resolve_precision(precision: str, device_type: str, where: str) -> str:
+    """The precision to run: ``precision`` checked against :data:`PRECISIONS`; fp16 on a CPU falls back to
+    fp32 with a warning (slow and inexact there; bf16 is the reduced precision CPUs run well)."""
+    if precision not in PRECISIONS:
+        raise EncoderError(f"{where}: model.precision {precision!r} is not one of {', '.join(PRECISIONS)}")
+    if precision == "fp16" and device_type == "cpu":
+        warnings.warn(f"{where}: precision fp16 needs CUDA; running fp32 on the CPU (bf16 works on CPUs)")
+        return "fp32"
+    return precision
+
+
+def torch_dtype(precision: str):
+    """``torch.float32`` / ``float16`` / ``bfloat16`` for ``"fp32"`` / ``"fp16"`` / ``"bf16"``."""
+    import torch
+
+    return {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}[precision]
 
 
 class EncoderSpecModel:

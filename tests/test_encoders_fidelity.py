@@ -131,3 +131,25 @@ def test_similarities(encoder, expected, image_vectors):
 def test_batching_does_not_change_vectors(encoder, dev_tiles, image_vectors):
     one_by_one = np.concatenate([encoder.image_encoder(tile[None]) for tile in dev_tiles[:3]])  # one chunk
     np.testing.assert_allclose(one_by_one, image_vectors[:3], rtol=1e-5, atol=1e-6)
+
+
+def test_bf16_autocast_stays_close_to_the_original(encoder, expected, dev_tiles, tmp_path):
+    """``model.precision: bf16`` (autocast; the CPU runs it): vectors within cosine 0.999 of the reference."""
+    options = {**encoder.options, "model": {**encoder.options["model"], "precision": "bf16"}}
+    options.pop("_yaml_path")
+    (tmp_path / "bf16.yaml").write_text(yaml.safe_dump(options))
+    reduced = load_encoder(tmp_path / "bf16.yaml", device="cpu")
+    assert reduced.precision == "bf16"
+    reference = np.array([expected["models"][encoder.name]["image_vectors"][image["id"]] for image in expected["images"]])
+    vectors = reduced.image_encoder(dev_tiles)
+    assert vectors.dtype == np.float32
+    cosine = np.sum(vectors * reference, axis=1) / np.linalg.norm(reference, axis=1) / np.linalg.norm(vectors, axis=1)
+    assert cosine.min() > 0.999
+
+
+def test_fp16_on_a_cpu_falls_back_to_fp32(encoder, tmp_path):
+    options = {**encoder.options, "model": {**encoder.options["model"], "precision": "fp16"}}
+    options.pop("_yaml_path")
+    (tmp_path / "fp16.yaml").write_text(yaml.safe_dump(options))
+    with pytest.warns(UserWarning, match="fp16 needs CUDA; running fp32"):
+        assert load_encoder(tmp_path / "fp16.yaml", device="cpu").precision == "fp32"

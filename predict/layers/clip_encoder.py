@@ -26,9 +26,9 @@ import torch
 import torch.nn.functional as F
 
 from predict.checkpoint_io import load_weights, mismatch_message, read_checkpoint, unwrap_state_dict
-from predict.model_encoder import EncoderError, EncoderSpecModel, check_device, check_tiles
+from predict.model_encoder import (EncoderError, EncoderSpecModel, check_device, check_tiles, resolve_precision,
+                                   torch_dtype)
 
-PRECISIONS = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
 INTERPOLATIONS = ("bicubic", "bilinear")
 
 
@@ -91,17 +91,6 @@ def check_architecture(architecture: str, where: str) -> None:
         raise EncoderError(f"{where}: architecture {architecture!r} has a non-square input {size}, not supported")
 
 
-def resolve_precision(precision: str, device: torch.device, where: str) -> str:
-    """The precision to run: fp16 on a CPU falls back to fp32 with a warning (slow and inexact there;
-    bf16 is the reduced precision CPUs run well)."""
-    if precision not in PRECISIONS:
-        raise EncoderError(f"{where}: model.precision {precision!r} is not one of {', '.join(PRECISIONS)}")
-    if precision == "fp16" and device.type == "cpu":
-        warnings.warn(f"{where}: precision fp16 needs CUDA; running fp32 on the CPU (bf16 works on CPUs)")
-        return "fp32"
-    return precision
-
-
 def build_empty_model(architecture: str, precision: str) -> torch.nn.Module:
     """``open_clip.create_model`` on the CPU with no pretrained weights, without its warning that the
     model is randomly initialised (the caller loads the weights next)."""
@@ -134,8 +123,8 @@ class OpenCLIPEncoder(EncoderSpecModel):
             raise EncoderError(f"{where}: the open_clip encoder needs model.architecture and model.weights")
         check_architecture(architecture, where)
         self.torch_device = check_device(self.device)
-        self.precision = resolve_precision(str(model_options.get("precision", "fp32")), self.torch_device, where)
-        self.input_dtype = PRECISIONS[self.precision]
+        self.precision = resolve_precision(str(model_options.get("precision", "fp32")), self.torch_device.type, where)
+        self.input_dtype = torch_dtype(self.precision)
 
         checkpoint = read_checkpoint(weights, f"{architecture} weight file", model_options.get("source", ""))
         state = unwrap_state_dict(checkpoint)

@@ -13,7 +13,8 @@ import torch
 from torch import nn
 
 from predict.checkpoint_io import CHECKPOINT_DIR_HINT, load_weights, read_checkpoint, unwrap_state_dict
-from predict.model_encoder import EncoderError, EncoderSpecModel, check_device, check_tiles
+from predict.model_encoder import (EncoderError, EncoderSpecModel, check_device, check_tiles, resolve_precision,
+                                   torch_dtype)
 from predict.text import OFFICIAL_REPO, Vocabulary
 
 # torchvision's ImageNet statistics, as the original's transforms.Normalize.
@@ -58,7 +59,8 @@ class RetrievalEncoder(EncoderSpecModel):
 
     Args:
         options: the parsed yaml: ``dataset.vocab_path`` (RSITMD vocabulary json), ``optim.resume`` (the
-            official checkpoint, ``torch.save({'model': state_dict})``), optional ``model.batch_size``.
+            official checkpoint, ``torch.save({'model': state_dict})``), optional ``model.batch_size`` and
+            ``model.precision`` (``fp32``, or ``fp16`` / ``bf16`` autocast: fp16 on CUDA only).
         device: ``"cpu"``, ``"cuda"``, ``"cuda:N"``; the checkpoint is read on the CPU, then moved there.
 
     Attributes:
@@ -72,6 +74,8 @@ class RetrievalEncoder(EncoderSpecModel):
     def __init__(self, options: dict, device: str | None = None):
         super().__init__(options, device)
         self.device = str(check_device(self.device))
+        self.precision = resolve_precision(str((options.get("model") or {}).get("precision", "fp32")),
+                                           torch.device(self.device).type, options.get("_yaml_path", self.name))
         resume = required_option(options, "optim", "resume",
                                  meaning=f"the {self.name} checkpoint, {CHECKPOINT_DIR_HINT}{self.checkpoint_file}")
         checkpoint = read_checkpoint(resume, f"{self.name} checkpoint ({self.checkpoint_file})",
@@ -91,15 +95,20 @@ class RetrievalEncoder(EncoderSpecModel):
         """The untrained network for these options; subclasses define it."""
         raise NotImplementedError
 
+    def autocast(self):
+        """The reduced-precision context of ``model.precision`` (disabled for fp32)."""
+        return torch.autocast(torch.device(self.device).type, dtype=torch_dtype(self.precision),
+                              enabled=self.precision != "fp32")
+
     def image_encoder(self, tiles: np.ndarray) -> np.ndarray:
         """uint8 RGB ``(N, 256, 256, 3)`` -> L2-normalised ``(N, D)`` float32, ``batch_size`` tiles per pass."""
         tiles = check_tiles(tiles, self.tile_size)
         chunks = []
-        with torch.inference_mode():
+        with torch.inference_mode(), self.autocast():
             for start in range(0, len(tiles), self.batch_size):
                 # torch.tensor copies, so read-only tiles (a memory-mapped image) are fine.
                 batch = torch.tensor(tiles[start:start + self.batch_size], device=self.device)
-                vectors = l2norm(self.network.encode_image(normalize_tiles(batch)))
+                vectors = l2norm(self.network.encode_image(normalize_tiles(batch)).float())
                 chunks.append(vectors.float().cpu().numpy())
         if not chunks:
             return np.zeros((0, self.network.embed_dim), np.float32)
@@ -115,6 +124,6 @@ class RetrievalEncoder(EncoderSpecModel):
         if len(ids) < self.min_tokens:
             raise EncoderError(f"{self.name} needs at least {self.min_tokens} word(s) after the punctuation filter, "
                                f"got {len(ids)} in {text!r}")
-        with torch.inference_mode():
-            vector = l2norm(self.network.encode_text(torch.from_numpy(ids[None]).to(self.device)))[0]
+        with torch.inference_mode(), self.autocast():
+            vector = l2norm(self.network.encode_text(torch.from_numpy(ids[None]).to(self.device)).float())[0]
         return vector.float().cpu().numpy()
