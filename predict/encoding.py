@@ -14,6 +14,7 @@ from collections.abc import Sequence
 from contextlib import contextmanager
 
 import numpy as np
+from tqdm import tqdm
 
 from predict.model_encoder import EncoderSpecModel
 from predict.tiling import Tile, tile_batches
@@ -102,16 +103,19 @@ class TileVectorCache:
         if missing:
             batches = tile_batches(image_bgr, missing, self.encoder.tile_size, self.encoder.batch_size)
             done = 0
-            while True:
-                with timer.stage("cut"):
-                    batch = next(batches, None)
-                if batch is None:
-                    break
-                with timer.stage("sim"):
-                    vecs = np.asarray(self.encoder.image_encoder(batch), dtype=np.float32)
-                for tile, vec in zip(missing[done:done + len(batch)], vecs):
-                    self.vectors_by_tile[tile] = vec
-                done += len(batch)
+            # a second bar under the per-sample one: a large image takes minutes with a real model on a CPU
+            with tqdm(total=len(missing), desc="tiles", unit="tile", leave=False, dynamic_ncols=True) as bar:
+                while True:
+                    with timer.stage("cut"):
+                        batch = next(batches, None)
+                    if batch is None:
+                        break
+                    with timer.stage("sim"):
+                        vecs = np.asarray(self.encoder.image_encoder(batch), dtype=np.float32)
+                    for tile, vec in zip(missing[done:done + len(batch)], vecs):
+                        self.vectors_by_tile[tile] = vec
+                    done += len(batch)
+                    bar.update(len(batch))
             self.tiles_encoded += len(missing)
             with timer.stage("sim"):
                 self._save()
