@@ -42,6 +42,12 @@ def block_lines(labelled_values: dict, probmap_path: str | None) -> list[str]:
     return lines
 
 
+def log_metric_block(logger: logging.Logger, values: dict, probmap_path: str | None) -> None:
+    """Log :func:`metric_block_lines`: a map's block, or the mean block for ``probmap_path=None``."""
+    for line in metric_block_lines(values, probmap_path):
+        logger.info(line)
+
+
 def metric_block_lines(values: dict, probmap_path: str | None) -> list[str]:
     """:func:`block_lines` of a dict holding at least ``"Rsu", "Rda", "Ras", "Rmi"`` (other keys ignored),
     under the original's labels."""

@@ -70,7 +70,7 @@ def shapes_compatible(saved: tuple, own: tuple) -> bool:
     return saved == own or (own == () and saved == (1,))
 
 
-def describe_mismatch(model: torch.nn.Module, state: Mapping, limit: int = 5) -> tuple[list, list, list]:
+def describe_mismatch(model: torch.nn.Module, state: Mapping) -> tuple[list, list, list]:
     """Missing keys, unexpected keys and ``(key, checkpoint shape, model shape)`` mismatches."""
     own = model.state_dict()
     missing = [k for k in own if k not in state]

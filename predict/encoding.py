@@ -36,9 +36,6 @@ class StageTimer:
         finally:
             self.seconds[name] += time.perf_counter() - start
 
-    def total(self) -> float:
-        return sum(self.seconds.values())
-
 
 def file_digest(path: str, chunk: int = 1 << 22) -> str:
     """sha1 of a file's bytes (identifies an image by content, whatever its name)."""

@@ -22,7 +22,7 @@ if __package__ in (None, ""):  # run as `python predict/evaluate_selo.py` from t
 
 from evaluations.metrics import EvaluationInputError, evaluate_gray, read_probmap  # noqa: E402
 from evaluations.results import MetricsStore  # noqa: E402
-from evaluations.utils import metric_block_lines  # noqa: E402
+from evaluations.utils import log_metric_block  # noqa: E402
 from predict.dataset import Sample, SampleError, load_annotations  # noqa: E402
 from predict.model_encoder import REPO_ROOT  # noqa: E402
 from predict.outputs import map_path, setup_logger  # noqa: E402
@@ -48,8 +48,7 @@ def evaluate_sample(cache_path: str, sample: Sample, store: MetricsStore, logger
         logger.error("Sample %d (%s) failed: %s", sample.idx, sample.jpg_name, error)
         return False
     store.record(sample.idx, sample.jpg_name, sample.caption, score)
-    for line in metric_block_lines(score.as_dict(), path):
-        logger.info(line)
+    log_metric_block(logger, score.as_dict(), path)
     return True
 
 
@@ -69,8 +68,7 @@ def main(argv=None) -> int:
         logger.warning("%s: dropped %d result(s) of samples not in %s", store.json_path, dropped, args.src_anno_path)
     failures = sum(not evaluate_sample(args.cache_path, sample, store, logger)
                    for sample in tqdm(samples, desc="SeLo evaluation", unit="map", dynamic_ncols=True))
-    for line in metric_block_lines(store.mean(), None):
-        logger.info(line)
+    log_metric_block(logger, store.mean(), None)
     if args.report:
         from predict.report import write_report
 

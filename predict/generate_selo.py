@@ -27,7 +27,7 @@ if __package__ in (None, ""):  # run as `python predict/generate_selo.py` from t
 
 from evaluations.metrics import evaluate_gray  # noqa: E402
 from evaluations.results import MetricsStore  # noqa: E402
-from evaluations.utils import metric_block_lines  # noqa: E402
+from evaluations.utils import log_metric_block  # noqa: E402
 from predict import tiling  # noqa: E402
 from predict.dataset import Sample, load_annotations, read_image  # noqa: E402
 from predict.encoding import StageTimer, TileVectorCache, file_digest, query_vector  # noqa: E402
@@ -84,9 +84,8 @@ def scored_tiles_v2(image: LoadedImage, text: str, encoder: EncoderSpecModel, ve
     """The kept 512 tiles and the boxes around them, with their scores against the shuffled-average query."""
     height, width = image.pixels.shape[:2]
     if min(height, width) < tiling.V2_STAGE1_STEP:
-        logging.getLogger("selo").warning(
-            "%s: image %dx%d is smaller than the v2 tile %d; stretching strips as the original did",
-            name, height, width, tiling.V2_STAGE1_STEP)
+        warnings.warn(f"{name}: image {height}x{width} is smaller than the v2 tile {tiling.V2_STAGE1_STEP}; "
+                      "stretching strips as the original did", stacklevel=2)
     with timer.stage("cut"):
         stage1 = tiling.v2_stage1_tiles(height, width)
     stage1_vectors = vectors.vectors(image.pixels, stage1, timer)
@@ -194,12 +193,6 @@ class SeloRun:
             self.logger.info("Time-%s: %.4fs", stage.capitalize(), timings[stage])
         self.logger.info("Time-Total: %.4fs", timings["total"])
         self.logger.info("Time-Eval: %.4fs", timings["eval"])
-
-
-def log_metric_block(logger: logging.Logger, values: dict, probmap_path: str | None) -> None:
-    """The original SLM's per-sample block (``probmap_path``) or mean block (None)."""
-    for line in metric_block_lines(values, probmap_path):
-        logger.info(line)
 
 
 def main(argv=None) -> int:

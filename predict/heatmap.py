@@ -22,12 +22,11 @@ OVERLAY_WEIGHTS = (0.7, 0.3)  # image, colour map
 @dataclass
 class CellMap:
     """A piecewise-constant map: ``values[i, j]`` covers rows ``row_edges[i]:row_edges[i+1]`` and columns
-    ``col_edges[j]:col_edges[j+1]``. ``counts`` is how many tiles cover each cell."""
+    ``col_edges[j]:col_edges[j+1]``."""
 
     row_edges: np.ndarray  # (R + 1,) int64, from 0 to height
     col_edges: np.ndarray  # (C + 1,) int64, from 0 to width
     values: np.ndarray  # (R, C) float64
-    counts: np.ndarray  # (R, C) int64
 
     def expand(self, cells: np.ndarray) -> np.ndarray:
         """Full-resolution ``(height, width)`` array of per-cell values ``cells`` (R, C)."""
@@ -44,7 +43,7 @@ def mean_tile_scores(boxes: np.ndarray, scores: Sequence[float], height: int, wi
         scores: ``(K,)`` similarity of each tile.
         height, width: image size in pixels.
 
-    Cells no box covers get the value 0 (the v2 convention) and a count of 0.
+    Cells no box covers get the value 0 (the v2 convention).
     """
     boxes = np.asarray(boxes, dtype=np.int64).reshape(-1, 4)
     scores = np.asarray(scores, dtype=np.float64).reshape(-1)
@@ -58,7 +57,7 @@ def mean_tile_scores(boxes: np.ndarray, scores: Sequence[float], height: int, wi
         sums[ra:rb, ca:cb] += score
         counts[ra:rb, ca:cb] += 1
     values = np.divide(sums, counts, out=np.zeros_like(sums), where=counts > 0)
-    return CellMap(row_edges, col_edges, values, counts)
+    return CellMap(row_edges, col_edges, values)
 
 
 def normalise_to_uint8(values: np.ndarray, name: str = "heat map") -> np.ndarray:

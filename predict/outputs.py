@@ -23,7 +23,8 @@ def maps_exist(cache_path: str, idx: int) -> bool:
     return all(os.path.isfile(map_path(cache_path, kind, idx)) for kind in MAP_KINDS)
 
 
-def _write_jpeg(path: str, image: np.ndarray) -> bytes:
+def write_jpeg(path: str, image: np.ndarray) -> bytes:
+    """Write ``image`` as a JPEG (OpenCV's quality 95) atomically; return the encoded bytes."""
     ok, data = cv2.imencode(".jpg", image)  # OpenCV's default quality 95, as the original's cv2.imwrite
     if not ok:
         raise OSError(f"{path}: JPEG encoding failed")
@@ -37,12 +38,12 @@ def _write_jpeg(path: str, image: np.ndarray) -> bytes:
 def save_maps(cache_path: str, idx: int, image_bgr: np.ndarray, probmap: np.ndarray) -> np.ndarray:
     """Write ``probmap_{idx}``, ``heatmap_{idx}`` and ``addmap_{idx}`` JPEGs; return the probability map
     as decoded from its JPEG, which is what the indicators are computed on (as the original did)."""
-    data = _write_jpeg(map_path(cache_path, "probmap", idx), probmap)
+    data = write_jpeg(map_path(cache_path, "probmap", idx), probmap)
     heatmap = colour_heatmap(probmap)
-    _write_jpeg(map_path(cache_path, "heatmap", idx), heatmap)
+    write_jpeg(map_path(cache_path, "heatmap", idx), heatmap)
     addmap = overlay(image_bgr, heatmap)
     del heatmap  # the 10000 x 10001 maps are 300 MB each: keep at most two alive
-    _write_jpeg(map_path(cache_path, "addmap", idx), addmap)
+    write_jpeg(map_path(cache_path, "addmap", idx), addmap)
     return cv2.imdecode(data, cv2.IMREAD_GRAYSCALE)
 
 

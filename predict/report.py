@@ -18,7 +18,7 @@ from tqdm import tqdm
 
 from evaluations.results import MetricsStore
 from predict.dataset import load_annotations
-from predict.outputs import map_path
+from predict.outputs import map_path, write_jpeg
 
 REPORT_DIR = "report"
 THUMB_SIZE = 360  # longest side of a thumbnail, pixels
@@ -70,11 +70,6 @@ def _background(cache_path: str, idx: int) -> np.ndarray | None:
     return None
 
 
-def _write_jpeg(path: str, image: np.ndarray) -> None:
-    if not cv2.imwrite(path, image):
-        raise OSError(f"{path}: cannot write image")
-
-
 def _number(value) -> str:
     return "nan" if value is None else f"{value:.4f}"
 
@@ -91,8 +86,8 @@ def _sample_row(cache_path: str, record: dict, polygons: list) -> str:
         drawn = annotate(image, polygons, record.get("circles", []), record.get("centers", []))
         del image
         full, thumb = f"{REPORT_DIR}/overlay_{idx}.jpg", f"{REPORT_DIR}/thumb_{idx}.jpg"
-        _write_jpeg(os.path.join(cache_path, full), drawn)
-        _write_jpeg(os.path.join(cache_path, thumb), thumbnail(drawn))
+        write_jpeg(os.path.join(cache_path, full), drawn)
+        write_jpeg(os.path.join(cache_path, thumb), thumbnail(drawn))
         figure = f'<a href="{full}"><img src="{thumb}" alt="sample {idx}"></a>'
         probmap = os.path.basename(map_path(cache_path, "probmap", idx))
         if os.path.isfile(os.path.join(cache_path, probmap)):
