@@ -18,10 +18,10 @@ test: $(STAMP)
 	$(PY) -m pytest -q tests
 
 demo: $(STAMP)
-	$(PY) predict/run_demo.py
+	$(PY) predict/demo/run_demo.py
 
 train-demo: $(STAMP)
-	$(PY) predict/train_demo_encoder.py
+	$(PY) predict/demo/train_demo_encoder.py
 
 bench: $(STAMP)
 	$(PY) benchmarks/run_all.py

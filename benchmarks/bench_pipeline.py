@@ -71,7 +71,7 @@ def run_original(image_path: str, work: str) -> dict:
     """The original v1 generation (split to JPEG files, per-file encoding, per-pixel division)."""
     from PIL import Image
 
-    from predict import tiling
+    from predict.core import tiling
 
     encoder = MeanColourEncoder()
     text_vector = encoder.text_encoder("a red field")

@@ -19,7 +19,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from predict import tiling  # noqa: E402
+from predict.core import tiling  # noqa: E402
 
 USUAL_SIZE = (2300, 3000)
 KNOWN_SIZES = {"20.jpg": (10001, 10000)}
@@ -48,7 +48,7 @@ def main() -> None:
     steps = tiling.parse_steps(args.step)
     per_image = Counter(s["jpg_name"] for s in samples)
     sizes = estimated_sizes(samples)
-    tiles = {name: len(tiling.v1_tiles(*sizes[name], steps)) for name in per_image}
+    tiles = {name: len(tiling.multiscale_tiles(*sizes[name], steps)) for name in per_image}
     without_reuse = sum(tiles[name] * n for name, n in per_image.items())
     with_reuse = sum(tiles.values())
     print(f"{len(samples)} samples on {len(per_image)} images, steps {args.step}")

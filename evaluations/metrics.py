@@ -23,6 +23,7 @@ from operator import add
 import cv2
 import numpy as np
 
+INDICATORS = ("Rsu", "Ras", "Rda", "Rmi")  # the paper's column order
 RSU_BETA = 0.707
 RSU_EPS = 1e-7
 SMOOTH_PASSES = 5

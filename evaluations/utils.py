@@ -9,26 +9,40 @@ import os
 ORIGINAL_KEYS = {"Rsu": "↑ Rsu [0 ~ 1]", "Rda": "↑ Rda [0 ~ 1]", "Ras": "↓ Ras [0 ~ 1]", "Rmi": "↑ Rmi [0 ~ 1]"}
 
 
-def get_logger(save_path: str | None = None, name: str = "SLM") -> logging.Logger:
-    """Logger ``name`` at INFO, to the terminal and, if given, appended to ``save_path``.
+LOG_FORMAT = "%(asctime)s %(message)s"  # the original's log lines
 
-    Calling it again adds no duplicate handler (so evaluating many maps logs each line once).
-    """
+
+def configure_logger(name: str, handlers: list[logging.Handler]) -> logging.Logger:
+    """Logger ``name`` at INFO, not propagating, with exactly ``handlers`` (earlier ones closed)."""
     logger = logging.getLogger(name)
+    for handler in list(logger.handlers):
+        logger.removeHandler(handler)
+        handler.close()
     logger.setLevel(logging.INFO)
     logger.propagate = False
-    formatter = logging.Formatter("%(asctime)s %(message)s")
-    if not any(type(handler) is logging.StreamHandler for handler in logger.handlers):
-        console = logging.StreamHandler()
-        console.setFormatter(formatter)
-        logger.addHandler(console)
+    for handler in handlers:
+        logger.addHandler(handler)
+    return logger
+
+
+def get_logger(save_path: str | None = None, name: str = "SLM") -> logging.Logger:
+    """The original evaluator's logger ``name``: INFO to the terminal and, if given, appended to ``save_path``.
+
+    Calling it again keeps the handlers it already has (so evaluating many maps logs each line once).
+    """
+    logger = logging.getLogger(name)
+    handlers = list(logger.handlers)
+    if not any(type(handler) is logging.StreamHandler for handler in handlers):
+        handlers.append(logging.StreamHandler())
     if save_path is not None:
         path = os.path.abspath(save_path)
-        if not any(getattr(handler, "baseFilename", None) == path for handler in logger.handlers):
-            to_file = logging.FileHandler(path, encoding="utf-8")
-            to_file.setFormatter(formatter)
-            logger.addHandler(to_file)
-    return logger
+        if not any(getattr(handler, "baseFilename", None) == path for handler in handlers):
+            handlers.append(logging.FileHandler(path, encoding="utf-8"))
+    for handler in handlers:
+        if handler.formatter is None:
+            handler.setFormatter(logging.Formatter(LOG_FORMAT))
+    logger.handlers = []  # the kept ones are handed back, not closed
+    return configure_logger(name, handlers)
 
 
 def block_lines(labelled_values: dict, probmap_path: str | None) -> list[str]:

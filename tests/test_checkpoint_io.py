@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 import torch
 
-from predict.checkpoint_io import read_checkpoint
+from predict.encoders.checkpoints import read_checkpoint
 from predict.model_encoder import EncoderError
 
 

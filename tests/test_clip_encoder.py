@@ -15,7 +15,7 @@ import yaml
 from open_clip.transform import PreprocessCfg, image_transform_v2
 from PIL import Image
 
-from predict.layers.clip_encoder import pil_like_resize
+from predict.encoders.clip import pil_like_resize
 from predict.model_encoder import REPO_ROOT, EncoderError, load_encoder
 
 ARCH = "ViT-B-32"

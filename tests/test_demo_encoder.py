@@ -8,10 +8,10 @@ import numpy as np
 import pytest
 import torch
 
-from predict.make_testset import write_testset
+from predict.demo.make_testset import write_testset
 from predict.model_encoder import REPO_ROOT, EncoderError, load_encoder
-from predict.synthetic import generate_scene, make_caption
-from predict.tiling import cut_tiles
+from predict.demo.synthetic import generate_scene, make_caption
+from predict.core.tiling import cut_tiles
 
 TRAINED_YAML = REPO_ROOT / "predict/options/demo/demo_encoder.yaml"
 RANDOM_YAML = REPO_ROOT / "predict/options/demo/demo_random.yaml"

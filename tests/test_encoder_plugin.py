@@ -15,7 +15,7 @@ import yaml
 
 from predict.layers.amfmn import GRU_DIM, WORD_DIM, UniSkip
 from predict.layers.lw_mcr import LWMCR
-from predict import model_encoder
+from predict.encoders import selfcheck
 from predict.model_encoder import REPO_ROOT, EncoderError, EncoderSpecModel, load_encoder, main
 
 PLUGIN_SOURCE = textwrap.dedent('''
@@ -227,7 +227,7 @@ def test_shipped_yamls(name, checkpoint):
 # --- the self-check --------------------------------------------------------------------------------------------
 
 def test_self_check_prints_success(lw_mcr_files, capsys, monkeypatch):
-    monkeypatch.setattr(model_encoder, "default_image_path", lambda: None)  # a fresh clone: no test_data image
+    monkeypatch.setattr(selfcheck, "default_image_path", lambda: None)  # a fresh clone: no test_data image
     assert main(["--yaml_path", str(lw_mcr_files[0]), "--device", "cpu"]) == 0
     out = capsys.readouterr().out
     assert "Image: synthetic 256x256 colour ramp" in out

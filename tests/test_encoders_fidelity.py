@@ -15,7 +15,7 @@ from PIL import Image
 from conftest import shared_path
 from predict.layers.amfmn import AMFMN
 from predict.layers.lw_mcr import LWMCR
-from predict.layers.retrieval_encoder import normalize_tiles
+from predict.encoders.retrieval import normalize_tiles
 from predict.model_encoder import EncoderError, load_encoder
 
 MODELS = ("AMFMN", "LW_MCR")

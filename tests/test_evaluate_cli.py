@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 from evaluations.metrics import SeloScore
-from evaluations.results import MetricsStore
+from predict.io.results import MetricsStore
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 SQUARE = [[150, 100], [250, 100], [250, 200], [150, 200]]

@@ -12,8 +12,9 @@ import numpy as np
 import pytest
 import yaml
 
-from predict import generate_selo, tiling
-from predict.dataset import SampleError, read_image
+from predict import generate_selo
+from predict.core import tiling
+from predict.io.images import SampleError, read_image
 
 TESTS = Path(__file__).parent
 REPO = TESTS.parent
@@ -82,7 +83,7 @@ def test_tile_vectors_are_computed_once_per_image(tmp_path, capsys):
     write_testset(tmp_path, n_samples=3)
     code, cache = run(tmp_path)
     assert code == 0
-    n_tiles = len(tiling.v1_tiles(900, 1200, [256, 512]))
+    n_tiles = len(tiling.multiscale_tiles(900, 1200, [256, 512]))
     assert f"tiles encoded {n_tiles} of {3 * n_tiles} requested" in capsys.readouterr().out
     # a second run with --overwrite finds the vectors on disk and encodes nothing
     code, _ = run(tmp_path, "--overwrite")

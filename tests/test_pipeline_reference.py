@@ -10,8 +10,12 @@ import pytest
 import yaml
 
 from conftest import shared_path
-from predict import generate_selo, tiling
-from predict.heatmap import mean_tile_scores, probability_map
+from predict import generate_selo
+from predict.core import tiling
+from predict.core.heatmap import mean_tile_scores, probability_map
+from predict.core.pipelines import PIPELINES
+
+V1, V2 = PIPELINES["v1"], PIPELINES["v2"]
 
 sys.path.insert(0, str(Path(__file__).parent))  # toy_encoders as an out-of-tree module
 
@@ -31,9 +35,9 @@ def test_tiles_json_reproduced_exactly():
     for e in entries:
         h, w = e["height"], e["width"]
         if e["generator"] == "v1":
-            tiles = tiling.v1_tiles(h, w, tiling.parse_steps(e["steps"]))
+            tiles = tiling.multiscale_tiles(h, w, tiling.parse_steps(e["steps"]), V1.half_offset)
         else:
-            tiles = tiling.v2_stage1_tiles(h, w)
+            tiles = tiling.multiscale_tiles(h, w, V2.steps, V2.half_offset)
         label = f"{e['generator']} {h}x{w} {e['steps']}"
         assert len(tiles) == e["n_unique"], label
         assert tiles_sha(tiles) == e["sha256"], label
@@ -47,7 +51,7 @@ def test_duplicate_writes_counted_once():
     # 2000x3000 with 256_512_768: 264 writes, 261 files (README)
     writes = sum(len(tiling.grid_tiles(2000, 3000, s, o)) for s in (256, 512, 768) for o in (0, s - s // 2))
     assert writes == 264
-    assert len(tiling.v1_tiles(2000, 3000, [256, 512, 768])) == 261
+    assert len(tiling.multiscale_tiles(2000, 3000, [256, 512, 768])) == 261
 
 
 def e2e_cases():
@@ -73,7 +77,7 @@ def test_replaying_recorded_scores_gives_the_raw_probmap_bit_exactly():
         boxes = [tiling.effective_box(tile_of(e["name"]), h, w) for e in entries]
         cells = mean_tile_scores(boxes, [e["score"] for e in entries], h, w)
         with pytest.warns(UserWarning, match="all tile scores are equal") if case["id"] == "v1_05" else _no_warning():
-            ours = probability_map(cells, case["generator"])
+            ours = probability_map(cells, PIPELINES[case["generator"]].map_filter)
         raw = cv2.imread(str(shared_path("reference", "pipeline", f"{case['id']}_probmap_raw.png")), cv2.IMREAD_GRAYSCALE)
         np.testing.assert_array_equal(ours, raw, err_msg=case["id"])
         checked += 1
@@ -93,12 +97,12 @@ def test_v2_geometry_matches_recorded_tiles_and_boxes():
         if case["generator"] != "v2":
             continue
         h, w = case["height"], case["width"]
-        stage1 = tiling.v2_stage1_tiles(h, w)
+        stage1 = tiling.multiscale_tiles(h, w, V2.steps, V2.half_offset)
         assert sorted(stage1) == sorted(tile_of(e["name"]) for e in case["subimage_scores"])
         scores = {tile_of(e["name"]): e["score"] for e in case["subimage_scores"]}
-        order = sorted(stage1, key=lambda t: -scores[t])[:tiling.v2_keep_count(len(stage1))]
+        order = sorted(stage1, key=lambda t: -scores[t])[:tiling.keep_count(len(stage1), V2.refinement.keep_fraction)]
         assert sorted(order) == sorted(tile_of(n) for n in case["selected_subimages"])
-        boxes = [b for t in order for b in tiling.v2_boxes(t, h, w)]
+        boxes = [b for t in order for b in tiling.refinement_boxes(t, h, w, V2.refinement.box_half_sizes)]
         assert len(boxes) == case["n_box_writes"]
         assert sorted(set(boxes)) == sorted(tile_of(e["name"]) for e in case["box_scores"])
 

@@ -7,8 +7,8 @@ import cv2
 import numpy as np
 
 from evaluations.metrics import SeloScore
-from evaluations.results import MetricsStore
-from predict.report import THUMB_SIZE, annotate, write_report
+from predict.io.results import MetricsStore
+from predict.io.report import THUMB_SIZE, annotate, write_report
 
 VOID_TAGS = {"area", "base", "br", "col", "embed", "hr", "img", "input", "link", "meta", "source", "track", "wbr"}
 

@@ -6,9 +6,10 @@ import cv2
 import numpy as np
 import pytest
 
-from predict.dataset import load_annotations, read_image
-from predict.make_testset import TRAIN_SEED, main as make_testset_main, slm_layout, write_testset
-from predict.synthetic import KINDS, LABELS, caption_vocabulary, generate_scene, scene_samples, tokenize
+from predict.io.annotations import load_annotations
+from predict.io.images import read_image
+from predict.demo.make_testset import TRAIN_SEED, main as make_testset_main, slm_layout, write_testset
+from predict.demo.synthetic import KINDS, LABELS, caption_vocabulary, generate_scene, scene_samples, tokenize
 
 SMALL_LAYOUT = [(1100, 1400, 2), (1300, 1000, 3)]
 SEEDS = [[5, 0], [5, 1], [6, 0], [6, 1]]

@@ -8,7 +8,7 @@ import pytest
 
 from conftest import shared_path
 from predict.model_encoder import EncoderError
-from predict.text import PUNCTUATION, Vocabulary, tokenize
+from predict.encoders.text import PUNCTUATION, Vocabulary, tokenize
 
 
 @pytest.fixture(scope="module")

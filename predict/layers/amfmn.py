@@ -21,8 +21,8 @@ import torch.nn.functional as F
 from torch import nn
 from torchvision.models import resnet18
 
-from predict.layers.retrieval_encoder import l2norm
-from predict.model_encoder import EncoderError
+from predict.layers.common import l2norm
+from predict.encoders.base import EncoderError
 
 logger = logging.getLogger(__name__)
 

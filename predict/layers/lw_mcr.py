@@ -15,7 +15,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from predict.layers.retrieval_encoder import l2norm
+from predict.layers.common import l2norm
 
 TEXT_KERNELS = (3, 4, 5)  # TextCNN window sizes, in words
 WORD_DIM = 300

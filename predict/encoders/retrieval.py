@@ -1,5 +1,6 @@
-"""What the AMFMN and LW-MCR encoders share: vocabulary, checkpoint loading, image normalisation and
-batched inference.
+"""The official SLM retrieval models as encoders: AMFMN (``model.name: AMFMN``, checkpoint ``AMFMN.tar``)
+and LW-MCR (``model.name: LW_MCR``, ``RSITMD_LW_MCR.tar``), sharing vocabulary, checkpoint loading and
+image normalisation.
 
 A subclass names its network (``build_network``), its checkpoint file and the fewest tokens its text branch
 accepts; the network itself provides ``encode_image(x)`` for a normalised ``(B, 3, 256, 256)`` batch and
@@ -12,19 +13,17 @@ import numpy as np
 import torch
 from torch import nn
 
-from predict.checkpoint_io import CHECKPOINT_DIR_HINT, load_weights, read_checkpoint, unwrap_state_dict
-from predict.model_encoder import (EncoderError, EncoderSpecModel, check_device, check_tiles, resolve_precision,
-                                   torch_dtype)
-from predict.text import OFFICIAL_REPO, Vocabulary
+from predict.encoders.base import EncoderError
+from predict.encoders.checkpoints import CHECKPOINT_DIR_HINT, load_weights, read_checkpoint, unwrap_state_dict
+from predict.encoders.text import OFFICIAL_REPO, Vocabulary
+from predict.encoders.torch_encoder import TorchEncoder
+from predict.layers.amfmn import AMFMN
+from predict.layers.common import l2norm
+from predict.layers.lw_mcr import LWMCR
 
 # torchvision's ImageNet statistics, as the original's transforms.Normalize.
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
-
-
-def l2norm(x: torch.Tensor, dim: int = -1, eps: float = 1e-8) -> torch.Tensor:
-    """``x / (||x|| + eps)`` along ``dim``: the original's l2norm (eps added to the norm, not a clamp)."""
-    return x / (x.pow(2).sum(dim=dim, keepdim=True).sqrt() + eps)
 
 
 def normalize_tiles(tiles: torch.Tensor) -> torch.Tensor:
@@ -54,7 +53,7 @@ def embed_dim(options: dict) -> int:
     return int(((options.get("model") or {}).get("embed") or {}).get("embed_dim", 512))
 
 
-class RetrievalEncoder(EncoderSpecModel):
+class RetrievalEncoder(TorchEncoder):
     """An official SLM retrieval model (AMFMN, LW-MCR) behind the :class:`EncoderSpecModel` contract.
 
     Args:
@@ -64,7 +63,7 @@ class RetrievalEncoder(EncoderSpecModel):
         device: ``"cpu"``, ``"cuda"``, ``"cuda:N"``; the checkpoint is read on the CPU, then moved there.
 
     Attributes:
-        vocab: the :class:`~predict.text.Vocabulary`.
+        vocab: the :class:`~predict.encoders.text.Vocabulary`.
         network: the ``torch.nn.Module`` with the checkpoint's weights, in eval mode on ``device``.
     """
 
@@ -73,9 +72,6 @@ class RetrievalEncoder(EncoderSpecModel):
 
     def __init__(self, options: dict, device: str | None = None):
         super().__init__(options, device)
-        self.device = str(check_device(self.device))
-        self.precision = resolve_precision(str((options.get("model") or {}).get("precision", "fp32")),
-                                           torch.device(self.device).type, options.get("_yaml_path", self.name))
         resume = required_option(options, "optim", "resume",
                                  meaning=f"the {self.name} checkpoint, {CHECKPOINT_DIR_HINT}{self.checkpoint_file}")
         checkpoint = read_checkpoint(resume, f"{self.name} checkpoint ({self.checkpoint_file})",
@@ -90,29 +86,17 @@ class RetrievalEncoder(EncoderSpecModel):
         self.network = self.build_network(options, self.vocab)
         load_weights(self.network, state, resume)
         self.network.to(self.device).eval()
+        self.embed_dim = self.network.embed_dim
 
     def build_network(self, options: dict, vocab: Vocabulary) -> nn.Module:
         """The untrained network for these options; subclasses define it."""
         raise NotImplementedError
 
-    def autocast(self):
-        """The reduced-precision context of ``model.precision`` (disabled for fp32)."""
-        return torch.autocast(torch.device(self.device).type, dtype=torch_dtype(self.precision),
-                              enabled=self.precision != "fp32")
-
-    def image_encoder(self, tiles: np.ndarray) -> np.ndarray:
-        """uint8 RGB ``(N, 256, 256, 3)`` -> L2-normalised ``(N, D)`` float32, ``batch_size`` tiles per pass."""
-        tiles = check_tiles(tiles, self.tile_size)
-        chunks = []
-        with torch.inference_mode(), self.autocast():
-            for start in range(0, len(tiles), self.batch_size):
-                # torch.tensor copies, so read-only tiles (a memory-mapped image) are fine.
-                batch = torch.tensor(tiles[start:start + self.batch_size], device=self.device)
-                vectors = l2norm(self.network.encode_image(normalize_tiles(batch)).float())
-                chunks.append(vectors.float().cpu().numpy())
-        if not chunks:
-            return np.zeros((0, self.network.embed_dim), np.float32)
-        return np.concatenate(chunks)
+    def encode_batch(self, tiles: np.ndarray) -> np.ndarray:
+        """uint8 RGB ``(B, 256, 256, 3)`` -> L2-normalised ``(B, D)`` float32."""
+        # torch.tensor copies, so read-only tiles (a memory-mapped image) are fine.
+        batch = torch.tensor(tiles, device=self.device)
+        return l2norm(self.network.encode_image(normalize_tiles(batch)).float()).cpu().numpy()
 
     def token_ids(self, text: str) -> np.ndarray:
         """The caption's token ids ``(L,)`` int64, as the original encoders compute them."""
@@ -124,6 +108,39 @@ class RetrievalEncoder(EncoderSpecModel):
         if len(ids) < self.min_tokens:
             raise EncoderError(f"{self.name} needs at least {self.min_tokens} word(s) after the punctuation filter, "
                                f"got {len(ids)} in {text!r}")
-        with torch.inference_mode(), self.autocast():
+        with self.inference():
             vector = l2norm(self.network.encode_text(torch.from_numpy(ids[None]).to(self.device)).float())[0]
         return vector.float().cpu().numpy()
+
+
+class AMFMNEncoder(RetrievalEncoder):
+    """AMFMN image and text encoders, vectors ``(512,)``; every caption with at least one token works."""
+
+    name = "AMFMN"
+    checkpoint_file = "AMFMN.tar"
+
+    def build_network(self, options: dict, vocab: Vocabulary) -> AMFMN:
+        model = options["model"]
+        multiscale = model.get("multiscale") or {}
+        network = AMFMN(vocab.num_embeddings, embed_dim(options),
+                        int(multiscale.get("multiscale_input_channel", 3)),
+                        int(multiscale.get("multiscale_output_channel", 1)))
+        dir_st = (model.get("seq2vec") or {}).get("dir_st")
+        network.text_feature.seq2vec.init_from_skipthoughts(dir_st, vocab.words_in_index_order())
+        return network
+
+
+class LWMCREncoder(RetrievalEncoder):
+    """LW-MCR image and text encoders, vectors ``(512,)``.
+
+    A caption with fewer than 5 tokens (after the punctuation filter) raises :class:`EncoderError`, as the
+    original refuses it (its widest text convolution spans 5 words); it is not padded, which would invent
+    a vector the published model never gives.
+    """
+
+    name = "LW_MCR"
+    checkpoint_file = "RSITMD_LW_MCR.tar"
+    min_tokens = LWMCR.min_tokens
+
+    def build_network(self, options: dict, vocab: Vocabulary) -> LWMCR:
+        return LWMCR(vocab.num_embeddings, embed_dim(options))

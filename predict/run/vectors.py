@@ -1,4 +1,4 @@
-"""Tile vectors, computed once per image and reused by every query on it; query vectors; stage timing.
+"""Tile vectors, computed once per image and reused by every query on it.
 
 For a dual encoder the image side does not depend on the text, so the vectors of a tile are keyed by
 (image content, encoder, tile coordinates): in memory for the image at hand, and optionally on disk
@@ -7,34 +7,17 @@ For a dual encoder the image side does not depend on the text, so the vectors of
 from __future__ import annotations
 
 import hashlib
+import io
 import os
-import time
-from collections import defaultdict
 from collections.abc import Sequence
-from contextlib import contextmanager
 
 import numpy as np
 from tqdm import tqdm
 
-from predict.model_encoder import EncoderSpecModel
-from predict.tiling import Tile, tile_batches
-
-SHUFFLED_COPIES = 4  # v2 "chaotic self-feeding": the query plus 4 word-shuffled copies
-
-
-class StageTimer:
-    """Seconds spent per stage (``cut``, ``sim``, ``gnt``, ``flt``), accumulated where the stage runs."""
-
-    def __init__(self):
-        self.seconds = defaultdict(float)
-
-    @contextmanager
-    def stage(self, name: str):
-        start = time.perf_counter()
-        try:
-            yield
-        finally:
-            self.seconds[name] += time.perf_counter() - start
+from predict.core.tiling import Tile, tile_batches
+from predict.encoders.base import EncoderSpecModel
+from predict.io.atomic import write_atomically
+from predict.run.timing import StageTimer
 
 
 def file_digest(path: str, chunk: int = 1 << 22) -> str:
@@ -46,7 +29,7 @@ def file_digest(path: str, chunk: int = 1 << 22) -> str:
     return digest.hexdigest()
 
 
-class TileVectorCache:
+class TileVectorStore:
     """Vectors of the tiles of one image at a time, computed in batches only for tiles not seen before.
 
     Args:
@@ -88,9 +71,9 @@ class TileVectorCache:
         os.makedirs(self.cache_dir, exist_ok=True)
         tiles = np.array(list(self.vectors_by_tile), dtype=np.int64)
         vectors = np.stack(list(self.vectors_by_tile.values()))
-        tmp = path + ".tmp.npz"
-        np.savez(tmp, tiles=tiles, vectors=vectors)
-        os.replace(tmp, path)
+        buffer = io.BytesIO()
+        np.savez(buffer, tiles=tiles, vectors=vectors)
+        write_atomically(path, buffer.getvalue())
 
     def vectors(self, image_bgr: np.ndarray, tiles: Sequence[Tile], timer: StageTimer) -> np.ndarray:
         """``(len(tiles), D)`` vectors of ``tiles`` of the current image; cutting is timed as ``cut``,
@@ -117,15 +100,3 @@ class TileVectorCache:
             with timer.stage("sim"):
                 self._save()
         return np.stack([self.vectors_by_tile[t] for t in tiles])
-
-
-def query_vector(encoder: EncoderSpecModel, text: str, rng: np.random.Generator | None = None) -> np.ndarray:
-    """The query's text vector; with ``rng`` (v2) the mean of it and of ``SHUFFLED_COPIES`` word-shuffled
-    copies of the query ("chaotic self-feeding")."""
-    vectors = [np.asarray(encoder.text_encoder(text), dtype=np.float32)]
-    if rng is not None:
-        words = text.split(" ")
-        for _ in range(SHUFFLED_COPIES):
-            shuffled = " ".join(words[i] for i in rng.permutation(len(words)))
-            vectors.append(np.asarray(encoder.text_encoder(shuffled), dtype=np.float32))
-    return np.mean(vectors, axis=0)

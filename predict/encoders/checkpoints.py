@@ -6,7 +6,7 @@ from collections.abc import Mapping
 
 import torch
 
-from predict.model_encoder import EncoderError
+from predict.encoders.base import EncoderError
 
 CHECKPOINT_DIR_HINT = "predict/checkpoints/"
 

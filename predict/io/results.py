@@ -24,8 +24,11 @@ import warnings
 import numpy as np
 
 from evaluations.metrics import SeloScore
+from evaluations.utils import ORIGINAL_KEYS
+from predict.io.atomic import write_atomically
 
-INDICATORS = ("Rsu", "Rda", "Ras", "Rmi")
+INDICATORS = tuple(ORIGINAL_KEYS)  # the original's order: Rsu, Rda, Ras, Rmi
+STAGES = ("cut", "sim", "gnt", "flt")  # generation stages, the original's Time-Cut/Sim/Gnt/Flt
 
 
 def _finite_or_none(value):
@@ -44,13 +47,6 @@ def _finite_or_none(value):
 def _as_float(value) -> float:
     """An indicator as stored in JSON (``None`` for NaN) back to a float."""
     return math.nan if value is None else float(value)
-
-
-def _write_atomically(path: str, text: str) -> None:
-    tmp_path = f"{path}.tmp"
-    with open(tmp_path, "w", encoding="utf-8", newline="") as f:
-        f.write(text)
-    os.replace(tmp_path, path)
 
 
 class MetricsStore:
@@ -144,8 +140,8 @@ class MetricsStore:
         os.makedirs(self.cache_path, exist_ok=True)
         data = {"samples": self.samples, "errors": self.errors, "mean": _finite_or_none(self.mean()),
                 "timings": self._timings}
-        _write_atomically(self.json_path, json.dumps(data, indent=1, ensure_ascii=False, allow_nan=False))
-        _write_atomically(self.csv_path, self._csv_text())
+        write_atomically(self.json_path, json.dumps(data, indent=1, ensure_ascii=False, allow_nan=False))
+        write_atomically(self.csv_path, self._csv_text())
 
     def _csv_text(self) -> str:
         out = io.StringIO()

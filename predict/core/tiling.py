@@ -14,14 +14,13 @@ import numpy as np
 
 Tile = tuple[int, int, int, int]
 
-V2_STAGE1_STEP = 512
-V2_KEEP_FRACTION = 0.15
-V2_POINT_OFFSETS = (128, 384, 256)  # quarter, three quarters and centre of a 512 tile
-V2_BOX_HALF_SIZES = (64, 128)
-
 
 def parse_steps(steps: str | Sequence[int]) -> list[int]:
-    """``"256_512_768"`` -> ``[256, 512, 768]``."""
+    """``"256_512_768"`` -> ``[256, 512, 768]``.
+
+    >>> parse_steps("256_512_768"), parse_steps((512,))
+    ([256, 512, 768], [512])
+    """
     if isinstance(steps, str):
         try:
             values = [int(s) for s in steps.split("_") if s]
@@ -37,6 +36,11 @@ def parse_steps(steps: str | Sequence[int]) -> list[int]:
 def axis_intervals(length: int, step: int, offset: int) -> list[tuple[int, int]]:
     """The original's cuts along one axis of ``length`` pixels: starts ``offset, offset + step, ...``;
     a cut reaching or crossing the edge (``a + step >= length``) is moved back to ``(length - step, length)``.
+
+    >>> axis_intervals(600, 256, 0)
+    [(0, 256), (256, 512), (344, 600)]
+    >>> axis_intervals(200, 256, 0)  # shorter than the step: a negative start, as the original named it
+    [(-56, 200)]
     """
     cuts = []
     for start in range(offset, length, step):
@@ -51,35 +55,48 @@ def grid_tiles(height: int, width: int, step: int, offset: int = 0) -> list[Tile
     return [(r0, r1, c0, c1) for c0, c1 in cols for r0, r1 in rows]
 
 
-def v1_tiles(height: int, width: int, steps: Iterable[int]) -> list[Tile]:
-    """Unique tiles of the original v1 ``split_image``: for each step two grids, at offsets 0 and
-    ``step - int(0.5 * step)``; coinciding tiles count once (the original overwrote the same file).
-    Sorted by ``(r0, r1, c0, c1)``."""
+def multiscale_tiles(height: int, width: int, steps: Iterable[int], half_offset: bool = True) -> list[Tile]:
+    """Unique tiles of the grids of every step, sorted by ``(r0, r1, c0, c1)``.
+
+    Each step has a grid at offset 0 and, with ``half_offset`` (v1's ``split_image``), a second one at
+    ``step - int(0.5 * step)``; coinciding tiles count once (the original overwrote the same file). v2's
+    first stage is the 512 grid without the half offset.
+
+    >>> multiscale_tiles(512, 768, [256], half_offset=False)[:3]
+    [(0, 256, 0, 256), (0, 256, 256, 512), (0, 256, 512, 768)]
+    >>> len(multiscale_tiles(512, 768, [256], half_offset=False)), len(multiscale_tiles(512, 768, [256]))
+    (6, 11)
+    """
     tiles = set()
     for step in steps:
-        for offset in (0, step - int(0.5 * step)):
+        for offset in ((0, step - int(0.5 * step)) if half_offset else (0,)):
             tiles.update(grid_tiles(height, width, step, offset))
     return sorted(tiles)
 
 
-def v2_stage1_tiles(height: int, width: int) -> list[Tile]:
-    """Stage-1 tiles of the original v2: one 512 grid from offset 0, sorted."""
-    return sorted(set(grid_tiles(height, width, V2_STAGE1_STEP, 0)))
+def keep_count(n_tiles: int, fraction: float) -> int:
+    """How many of ``n_tiles`` first-stage tiles a refinement keeps: ``int(fraction * n) + 1`` (v2: 0.15).
+
+    >>> keep_count(20, 0.15)
+    4
+    """
+    return int(fraction * n_tiles) + 1
 
 
-def v2_keep_count(n_tiles: int) -> int:
-    """How many stage-1 tiles v2 keeps: ``int(0.15 * n) + 1``."""
-    return int(V2_KEEP_FRACTION * n_tiles) + 1
+def refinement_boxes(tile: Tile, height: int, width: int, half_sizes: Sequence[int]) -> list[Tile]:
+    """v2's second-stage boxes around the 9 points of a kept tile (as named, so possibly a negative start).
 
+    The points are the tile's 4 corners and, for a tile of side s, the offsets (s/4, s/4), (s/4, 3s/4),
+    (3s/4, s/4), (3s/4, 3s/4) and (s/2, s/2) from its first corner (128, 384 and 256 for v2's 512 tiles).
+    Around each point ``(row, col)`` and each half-size ``h``: start ``p - h`` if positive else 0, end
+    ``start + 2h`` if below the edge else the edge (boxes are not moved back inside).
 
-def v2_boxes(tile: Tile, height: int, width: int) -> list[Tile]:
-    """Stage-2 boxes of v2 around the 9 points of a kept tile (as named, so possibly a negative start).
-
-    Around each point ``(row, col)`` and each half-size ``h`` in (64, 128): start ``p - h`` if positive
-    else 0, end ``start + 2h`` if below the edge else the edge (boxes are not moved back inside).
+    >>> refinement_boxes((0, 512, 0, 512), 1000, 1000, [64])[:2]
+    [(0, 128, 0, 128), (0, 128, 448, 576)]
     """
     r0, r1, c0, c1 = tile
-    q, t, m = V2_POINT_OFFSETS
+    side = r1 - r0
+    q, t, m = side // 4, 3 * side // 4, side // 2
     points = [(r0, c0), (r0, c1), (r1, c0), (r1, c1),
               (r0 + q, c0 + q), (r0 + q, c0 + t), (r0 + t, c0 + q), (r0 + t, c0 + t), (r0 + m, c0 + m)]
 
@@ -90,13 +107,17 @@ def v2_boxes(tile: Tile, height: int, width: int) -> list[Tile]:
 
     boxes = []
     for row, col in points:
-        for half in V2_BOX_HALF_SIZES:
+        for half in half_sizes:
             boxes.append(span(row, half, height) + span(col, half, width))
     return boxes
 
 
 def effective_box(tile: Tile, height: int, width: int) -> Tile:
-    """The rows/columns ``image[r0:r1, c0:c1]`` really covers (a negative start counts from the end)."""
+    """The rows/columns ``image[r0:r1, c0:c1]`` really covers (a negative start counts from the end).
+
+    >>> effective_box((-56, 200, 100, 356), 200, 300)
+    (144, 200, 100, 300)
+    """
     r0, r1, c0, c1 = tile
 
     def start(a: int, length: int) -> int:
@@ -111,6 +132,9 @@ def usable_steps(height: int, width: int, steps: Sequence[int], name: str = "ima
     The original cut a step longer than an axis as a strip stretched to a square (and left pixels
     uncovered, then NaN, when every step was too long); we skip such a scale instead, and raise
     ``ValueError`` when none fits.
+
+    >>> usable_steps(600, 900, [256, 512])
+    [256, 512]
     """
     fitting = [s for s in steps if s <= min(height, width)]
     skipped = [s for s in steps if s not in fitting]

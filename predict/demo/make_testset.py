@@ -5,8 +5,8 @@ The annotation file has the real testset's schema: a list of ``{"caption", "jpg_
 generated from the seed sequence ``[seed, i]``; the demo encoder trains on scenes from
 ``[TRAIN_SEED, i]`` (see ``train_demo_encoder.py``), so any ``--seed`` other than that is held out.
 
-    python predict/make_testset.py --out test_data/demo                 # 8 scenes, the demo default
-    python predict/make_testset.py --out test_data/slm_like --like-slm  # 22 images, 59 samples
+    python predict/demo/make_testset.py --out test_data/demo                 # 8 scenes, the demo default
+    python predict/demo/make_testset.py --out test_data/slm_like --like-slm  # 22 images, 59 samples
 """
 from __future__ import annotations
 
@@ -20,8 +20,7 @@ import cv2
 import numpy as np
 from tqdm import tqdm
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from predict.synthetic import generate_scene, scene_samples  # noqa: E402
+from predict.demo.synthetic import generate_scene, scene_samples
 
 TRAIN_SEED = 20220901  # the demo encoder's training scenes; never use it for a testset
 DEMO_DIR = "test_data/demo"

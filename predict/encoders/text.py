@@ -14,7 +14,7 @@ from dataclasses import dataclass
 import numpy as np
 from nltk.tokenize import word_tokenize
 
-from predict.model_encoder import EncoderError
+from predict.encoders.base import EncoderError
 
 # The original encoders' punctuation filter, all 16 strings.
 PUNCTUATION = frozenset([",", ".", ":", ";", "?", "(", ")", "[", "]", "&", "!", "*", "@", "#", "$", "%"])

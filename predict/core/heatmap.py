@@ -14,8 +14,6 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
-MEDIAN_KSIZE = 251  # v1 filter
-GAUSSIAN_KSIZE = (255, 255)  # v2 filter
 OVERLAY_WEIGHTS = (0.7, 0.3)  # image, colour map
 
 
@@ -44,6 +42,12 @@ def mean_tile_scores(boxes: np.ndarray, scores: Sequence[float], height: int, wi
         height, width: image size in pixels.
 
     Cells no box covers get the value 0 (the v2 convention).
+
+    >>> cells = mean_tile_scores([(0, 2, 0, 2), (0, 2, 1, 3)], [1.0, 3.0], 2, 4)
+    >>> cells.col_edges.tolist(), cells.values.tolist()
+    ([0, 1, 2, 3, 4], [[1.0, 2.0, 3.0, 0.0]])
+    >>> cells.expand(cells.values).shape
+    (2, 4)
     """
     boxes = np.asarray(boxes, dtype=np.int64).reshape(-1, 4)
     scores = np.asarray(scores, dtype=np.float64).reshape(-1)
@@ -64,6 +68,9 @@ def normalise_to_uint8(values: np.ndarray, name: str = "heat map") -> np.ndarray
     """``uint8(255 * (v - min) / max(v - min))`` with truncation, as the original.
 
     When every value is equal the original divided 0 by 0; here the map is all zero, with a warning.
+
+    >>> normalise_to_uint8(np.array([0.1, 0.2, 0.3]))
+    array([  0, 127, 255], dtype=uint8)
     """
     shifted = values - np.min(values)
     top = np.max(shifted)
@@ -73,14 +80,35 @@ def normalise_to_uint8(values: np.ndarray, name: str = "heat map") -> np.ndarray
     return (shifted / top * 255).astype(np.uint8)
 
 
-def probability_map(cells: CellMap, pipeline: str = "v1", name: str = "heat map") -> np.ndarray:
-    """The filtered uint8 probability map ``(height, width)``: v1 median 251, v2 Gaussian 255x255."""
-    gray = cells.expand(normalise_to_uint8(cells.values, name))
-    if pipeline == "v1":
-        return cv2.medianBlur(gray, MEDIAN_KSIZE)
-    if pipeline == "v2":
-        return cv2.GaussianBlur(gray, GAUSSIAN_KSIZE, 0, 0)
-    raise ValueError(f"unknown pipeline {pipeline!r}: use v1 or v2")
+@dataclass(frozen=True)
+class MapFilter:
+    """The denoising filter of the uint8 map: ``cv2.medianBlur`` (v1: 251) or ``cv2.GaussianBlur`` with
+    sigma from the size (v2: 255 x 255).
+
+    >>> MapFilter(median=3)(np.array([[0, 0, 0], [0, 255, 0], [0, 0, 0]], np.uint8)).max()
+    np.uint8(0)
+    """
+
+    median: int | None = None
+    gaussian: int | None = None
+
+    def __post_init__(self):
+        if (self.median is None) == (self.gaussian is None):
+            raise ValueError("MapFilter takes exactly one of median=, gaussian=")
+        size = self.median or self.gaussian
+        if size < 1 or size % 2 == 0:
+            raise ValueError(f"filter size {size} must be odd and positive")
+
+    def __call__(self, gray: np.ndarray) -> np.ndarray:
+        """The filtered uint8 ``(H, W)`` map."""
+        if self.median is not None:
+            return cv2.medianBlur(gray, self.median)
+        return cv2.GaussianBlur(gray, (self.gaussian, self.gaussian), 0, 0)
+
+
+def probability_map(cells: CellMap, map_filter: MapFilter, name: str = "heat map") -> np.ndarray:
+    """The filtered uint8 probability map ``(height, width)`` of a cell map: normalised, expanded, filtered."""
+    return map_filter(cells.expand(normalise_to_uint8(cells.values, name)))
 
 
 def colour_heatmap(probmap: np.ndarray) -> np.ndarray:

@@ -16,16 +16,15 @@ import cv2
 import numpy as np
 from tqdm import tqdm
 
-from evaluations.results import MetricsStore
-from predict.dataset import load_annotations
-from predict.outputs import map_path, write_jpeg
+from evaluations.metrics import INDICATORS
+from predict.io.annotations import load_annotations
+from predict.io.maps import map_path, write_jpeg
+from predict.io.results import STAGES, MetricsStore
 
 REPORT_DIR = "report"
 THUMB_SIZE = 360  # longest side of a thumbnail, pixels
 POLYGON_BGR, CIRCLE_BGR, CENTRE_BGR = (0, 255, 0), (0, 255, 255), (255, 0, 255)
 WHITE, BLACK = (255, 255, 255), (0, 0, 0)
-STAGES = ("cut", "sim", "gnt", "flt", "total")
-INDICATORS = ("Rsu", "Ras", "Rda", "Rmi")  # the paper's column order
 
 STYLE = """body{font-family:sans-serif;margin:1.5em;color:#222}table{border-collapse:collapse}
 td,th{border:1px solid #ccc;padding:4px 8px;text-align:left;vertical-align:top}
@@ -116,8 +115,8 @@ def write_report(cache_path: str, anno_path: str) -> str:
              + "".join(f'<td class="num">{_number(mean[n])}</td>' for n in INDICATORS) + "</tr></table>"]
     if store.timings:
         timings = store.timings
-        parts.append("<h2>Time per stage (s)</h2><table><tr>" + "".join(f"<th>{s.capitalize()}</th>" for s in STAGES)
-                     + "</tr><tr>" + "".join(f'<td class="num">{_number(timings.get(s))}</td>' for s in STAGES)
+        parts.append("<h2>Time per stage (s)</h2><table><tr>" + "".join(f"<th>{s.capitalize()}</th>" for s in (*STAGES, "total"))
+                     + "</tr><tr>" + "".join(f'<td class="num">{_number(timings.get(s))}</td>' for s in (*STAGES, "total"))
                      + "</tr></table>")
     parts.append("<h2>Samples</h2><p>Green: annotation polygons; yellow: annotation circles (Ras, Rda); magenta: "
                  "attention centres, numbered by probability. Click a thumbnail for the full size.</p>")

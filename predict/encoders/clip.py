@@ -25,9 +25,9 @@ import open_clip
 import torch
 import torch.nn.functional as F
 
-from predict.checkpoint_io import load_weights, mismatch_message, read_checkpoint, unwrap_state_dict
-from predict.model_encoder import (EncoderError, EncoderSpecModel, check_device, check_tiles, resolve_precision,
-                                   torch_dtype)
+from predict.encoders.base import EncoderError
+from predict.encoders.checkpoints import load_weights, mismatch_message, read_checkpoint, unwrap_state_dict
+from predict.encoders.torch_encoder import TorchEncoder, torch_dtype
 
 INTERPOLATIONS = ("bicubic", "bilinear")
 
@@ -103,7 +103,7 @@ def build_empty_model(architecture: str, precision: str) -> torch.nn.Module:
         root.removeFilter(quiet)
 
 
-class OpenCLIPEncoder(EncoderSpecModel):
+class OpenCLIPEncoder(TorchEncoder):
     """An ``open_clip`` model as a SeLo encoder: uint8 RGB tiles and queries in, L2-normalised vectors out.
 
     Attributes:
@@ -112,6 +112,8 @@ class OpenCLIPEncoder(EncoderSpecModel):
     """
 
     name = "open_clip"
+    uses_autocast = False  # the model itself is cast to model.precision
+    any_tile_size = True  # resized to the model's input by its own preprocessing
 
     def __init__(self, options: dict, device: str | None = None):
         super().__init__(options, device)
@@ -122,8 +124,6 @@ class OpenCLIPEncoder(EncoderSpecModel):
         if not architecture or not weights:
             raise EncoderError(f"{where}: the open_clip encoder needs model.architecture and model.weights")
         check_architecture(architecture, where)
-        self.torch_device = check_device(self.device)
-        self.precision = resolve_precision(str(model_options.get("precision", "fp32")), self.torch_device.type, where)
         self.input_dtype = torch_dtype(self.precision)
 
         checkpoint = read_checkpoint(weights, f"{architecture} weight file", model_options.get("source", ""))
@@ -135,6 +135,7 @@ class OpenCLIPEncoder(EncoderSpecModel):
             warnings.warn(mismatch_message(weights, self.missing_keys, self.unexpected_keys, [])
                           + " (strict: false; missing weights keep their random initial values)")
         self.model = model.to(self.torch_device).eval()
+        self.embed_dim = self.model.visual.output_dim
         self.tokenizer = open_clip.get_tokenizer(architecture)
         cfg = open_clip.get_model_preprocess_cfg(model)
         size = cfg.get("size", 224)
@@ -145,18 +146,12 @@ class OpenCLIPEncoder(EncoderSpecModel):
         if self.interpolation not in INTERPOLATIONS:
             raise EncoderError(f"{where}: {architecture} resizes with {self.interpolation!r}; only bicubic, bilinear")
 
-    @torch.inference_mode()
-    def image_encoder(self, tiles: np.ndarray) -> np.ndarray:
-        """uint8 RGB ``(N, S, S, 3)`` -> ``(N, D)`` float32 unit vectors, ``batch_size`` tiles per forward pass."""
-        tiles = check_tiles(tiles)
-        vectors = [np.zeros((0, self.model.visual.output_dim), np.float32)]
-        for start in range(0, len(tiles), self.batch_size):
-            batch = np.ascontiguousarray(tiles[start:start + self.batch_size])
-            images = preprocess_tiles(torch.as_tensor(batch, device=self.torch_device), self.input_size,
-                                      self.mean, self.std, self.interpolation)
-            features = self.model.encode_image(images.to(self.input_dtype)).float()
-            vectors.append(F.normalize(features, dim=-1).cpu().numpy())
-        return np.concatenate(vectors).astype(np.float32, copy=False)
+    def encode_batch(self, tiles: np.ndarray) -> np.ndarray:
+        """uint8 RGB ``(B, S, S, 3)`` -> ``(B, D)`` float32 unit vectors."""
+        images = preprocess_tiles(torch.as_tensor(tiles, device=self.torch_device), self.input_size,
+                                  self.mean, self.std, self.interpolation)
+        features = self.model.encode_image(images.to(self.input_dtype)).float()
+        return F.normalize(features, dim=-1).cpu().numpy()
 
     @torch.inference_mode()
     def text_encoder(self, text: str) -> np.ndarray:

@@ -10,11 +10,8 @@ import os
 import sys
 import time
 
-if __package__ in (None, ""):
-    sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-
-from predict import generate_selo, make_testset  # noqa: E402
-from predict.model_encoder import REPO_ROOT  # noqa: E402
+from predict import REPO_ROOT, generate_selo
+from predict.demo import make_testset
 
 DEMO_DATA = REPO_ROOT / make_testset.DEMO_DIR
 DEMO_CACHE = REPO_ROOT / "cache" / "demo"

@@ -6,7 +6,7 @@ Tiles are cut as the v1 pipeline cuts them (the 256/512/768 grids, resized to 25
 positions around every object. A tile shows an object when the object covers ``POSITIVE_COVER`` of
 the tile or the tile holds ``POSITIVE_SHARE`` of the object; tiles that hold only a little of an
 object are left out (neither a match nor a non-match), the others show their main background
-(forest, lawn, road, river, sea). Captions come from the grammar of ``predict.synthetic``. The loss is
+(forest, lawn, road, river, sea). Captions come from the grammar of ``predict.demo.synthetic``. The loss is
 a symmetric InfoNCE in which every caption of the same kind counts as a match.
 
 With no arguments it reproduces the committed checkpoint (``make train-demo``): everything is seeded
@@ -20,7 +20,6 @@ import os
 import sys
 import time
 from dataclasses import dataclass
-from pathlib import Path
 
 import cv2
 import numpy as np
@@ -28,11 +27,11 @@ import torch
 from torch.nn import functional as F
 from tqdm import tqdm
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from predict.layers.demo_encoder import DemoNet, default_vocabulary, encode_captions, pool_tiles  # noqa: E402
-from predict.make_testset import JPEG_QUALITY, TRAIN_SEED  # noqa: E402
-from predict.synthetic import BACKGROUND_KINDS, KINDS, LABELS, generate_scene, make_caption  # noqa: E402
-from predict.tiling import cut_tiles, v1_tiles  # noqa: E402
+from predict.core.tiling import cut_tiles, multiscale_tiles
+from predict.demo.make_testset import JPEG_QUALITY, TRAIN_SEED
+from predict.demo.synthetic import BACKGROUND_KINDS, KINDS, LABELS, generate_scene, make_caption
+from predict.encoders.demo import default_vocabulary, encode_captions
+from predict.layers.demo_net import DemoNet, pool_tiles
 
 STEPS = (256, 512, 768)  # the pipeline's default scales
 POSITIVE_COVER = 0.3  # object pixels / tile pixels
@@ -126,7 +125,7 @@ def build_tiles(seeds: list, rng: np.random.Generator, grid: bool, extra: int, d
         height, width = int(scene_rng.integers(2000, 3001)), int(scene_rng.integers(2000, 3001))
         scene = generate_scene(seed, height, width)
         bgr = jpeg_round_trip(scene.rgb)
-        tiles = (v1_tiles(height, width, STEPS) if grid else []) + object_tiles(rng, scene, extra)
+        tiles = (multiscale_tiles(height, width, STEPS) if grid else []) + object_tiles(rng, scene, extra)
         boxes = np.array(tiles, dtype=np.int64)
         tile_classes, tile_attributes = label_tiles(scene, boxes)
         keep = np.flatnonzero(tile_classes >= 0)

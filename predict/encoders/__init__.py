@@ -1,0 +1,1 @@
+"""Encoders: the contract (base), the registry and yaml loading (registry), checkpoint and text helpers, and the adapters of AMFMN / LW-MCR (retrieval), open_clip (clip) and the demo network (demo)."""

@@ -1,0 +1,127 @@
+"""The encoder contract of the SeLo pipeline: :class:`EncoderSpecModel` and the checks every encoder shares.
+
+Every encoder, built-in or the user's own, is an :class:`EncoderSpecModel`:
+
+- ``image_encoder(tiles)``: uint8 RGB tiles ``(N, tile_size, tile_size, 3)`` -> ``(N, D)`` float32. The
+  base class batches: a subclass implements ``encode_batch`` for at most ``batch_size`` tiles (or overrides
+  ``image_encoder`` as a whole);
+- ``text_encoder(text)``: one query string -> ``(D,)`` float32;
+- ``cosine_sim(image_vectors, text_vector)``: ``(N, D)``, ``(D,)`` -> ``(N,)`` scores; by default the
+  original's similarity, the MEAN of the elementwise product of the two L2-normalised vectors
+  (cosine / D, not the cosine).
+
+This module does not import torch, so a numpy-only plug-in stays light.
+"""
+from __future__ import annotations
+
+import contextlib
+import warnings
+
+import numpy as np
+
+PRECISIONS = ("fp32", "fp16", "bf16")  # yaml model.precision
+
+
+class EncoderError(RuntimeError):
+    """A problem with an encoder's yaml, checkpoint or vocabulary; the message is one clear line."""
+
+
+def l2_normalize(x: np.ndarray, axis: int = -1) -> np.ndarray:
+    """``x / ||x||`` along ``axis`` (numpy's norm, as the original's ``cosine_sim``), float32.
+
+    >>> l2_normalize(np.array([3.0, 4.0]))
+    array([0.6, 0.8], dtype=float32)
+    """
+    x = np.asarray(x, dtype=np.float32)
+    return x / np.linalg.norm(x, axis=axis, keepdims=True)
+
+
+def check_tiles(tiles: np.ndarray, tile_size: int | None = None) -> np.ndarray:
+    """``tiles`` as a C-contiguous uint8 RGB ``(N, S, S, 3)`` array (S == ``tile_size`` when given; N may be 0);
+    anything else is a one-line ``ValueError``.
+
+    >>> check_tiles(np.zeros((2, 8, 8, 3), np.uint8), 8).shape
+    (2, 8, 8, 3)
+    """
+    tiles = np.asarray(tiles)
+    side = "S" if tile_size is None else tile_size
+    if (tiles.dtype != np.uint8 or tiles.ndim != 4 or tiles.shape[3] != 3
+            or tiles.shape[1] != tiles.shape[2] or (tile_size is not None and tiles.shape[1] != tile_size)):
+        raise ValueError(f"image_encoder expected uint8 RGB tiles (N, {side}, {side}, 3), got {tiles.dtype} {tiles.shape}")
+    return np.ascontiguousarray(tiles)
+
+
+def resolve_precision(precision: str, device_type: str, where: str) -> str:
+    """The precision to run: ``precision`` checked against :data:`PRECISIONS`; fp16 on a CPU falls back to
+    fp32 with a warning (slow and inexact there; bf16 is the reduced precision CPUs run well)."""
+    if precision not in PRECISIONS:
+        raise EncoderError(f"{where}: model.precision {precision!r} is not one of {', '.join(PRECISIONS)}")
+    if precision == "fp16" and device_type == "cpu":
+        warnings.warn(f"{where}: precision fp16 needs CUDA; running fp32 on the CPU (bf16 works on CPUs)")
+        return "fp32"
+    return precision
+
+
+class EncoderSpecModel:
+    """Base class of every encoder the pipeline can use.
+
+    Attributes:
+        name: a short name used in logs and cache keys.
+        tile_size: side in pixels of the square tiles the pipeline hands to ``image_encoder``.
+        batch_size: how many tiles go through ``encode_batch`` at once (yaml ``model.batch_size``).
+        embed_dim: length of the vectors, for the ``(0, D)`` answer to an empty batch (None: ``(0, 0)``).
+        any_tile_size: ``image_encoder`` takes square tiles of any side (the model resizes them itself).
+    """
+
+    name = "encoder"
+    tile_size = 256
+    batch_size = 64
+    embed_dim: int | None = None
+    any_tile_size = False
+
+    def __init__(self, options: dict | None = None, device: str | None = None):
+        self.options = options or {}
+        self.device = device or "cpu"
+        batch = (self.options.get("model") or {}).get("batch_size")
+        if batch:
+            self.batch_size = int(batch)
+
+    def image_encoder(self, tiles: np.ndarray) -> np.ndarray:
+        """uint8 RGB ``(N, tile_size, tile_size, 3)`` -> ``(N, D)`` float32, ``batch_size`` tiles per
+        ``encode_batch`` call, all of them inside :meth:`inference`."""
+        tiles = check_tiles(tiles, None if self.any_tile_size else self.tile_size)
+        chunks = []
+        with self.inference():
+            for start in range(0, len(tiles), self.batch_size):
+                chunks.append(np.asarray(self.encode_batch(tiles[start:start + self.batch_size]), dtype=np.float32))
+        if not chunks:
+            return np.zeros((0, self.embed_dim or 0), np.float32)
+        return np.concatenate(chunks)
+
+    def encode_batch(self, tiles: np.ndarray) -> np.ndarray:
+        """One batch: uint8 RGB ``(B, tile_size, tile_size, 3)``, B <= ``batch_size`` -> ``(B, D)``."""
+        raise NotImplementedError(f"{type(self).__name__} implements neither encode_batch nor image_encoder")
+
+    def inference(self) -> contextlib.AbstractContextManager:
+        """The context every batch runs in (torch encoders: inference mode and autocast)."""
+        return contextlib.nullcontext()
+
+    def text_encoder(self, text: str) -> np.ndarray:
+        """One query -> ``(D,)`` float32."""
+        raise NotImplementedError
+
+    def cosine_sim(self, image_vectors: np.ndarray, text_vector: np.ndarray) -> np.ndarray:
+        """The original's similarity: ``mean(a / |a| * b / |b|)`` per row, ``(N,)`` float32.
+
+        >>> EncoderSpecModel().cosine_sim(np.array([[1.0, 0.0], [0.0, 2.0]]), np.array([1.0, 0.0]))
+        array([0.5, 0. ], dtype=float32)
+        """
+        a = l2_normalize(np.atleast_2d(image_vectors))
+        b = l2_normalize(np.asarray(text_vector).reshape(-1))
+        return np.mean(a * b, axis=1, dtype=np.float32)
+
+    def cache_key(self) -> str:
+        """Identifies what makes the tile vectors, so that cached vectors are never reused across encoders."""
+        from predict.encoders.identity import encoder_identity  # hashing files is not needed to encode
+
+        return encoder_identity(self)

@@ -1,0 +1,124 @@
+"""The encoder registry, yaml reading and ``load_encoder``.
+
+An encoder is picked by the yaml's ``model.name``: a registered name (``AMFMN``, ``LW_MCR``, ``demo``,
+``open_clip``) or ``package.module:Class`` for a class that lives outside this repository (imported from
+PYTHONPATH). Either way the class is constructed as ``Class(options, device)``, ``options`` being the
+whole parsed yaml with its paths already resolved.
+"""
+from __future__ import annotations
+
+import copy
+import importlib
+import os
+from pathlib import Path
+from typing import Callable
+
+import yaml
+
+from predict import REPO_ROOT
+from predict.encoders.base import EncoderError, EncoderSpecModel
+
+# Built-in encoders by name -> "module:Class", imported only when asked for (keeps torch-free imports cheap).
+ENCODER_REGISTRY: dict[str, str] = {
+    "AMFMN": "predict.encoders.retrieval:AMFMNEncoder",
+    "LW_MCR": "predict.encoders.retrieval:LWMCREncoder",
+    "demo": "predict.encoders.demo:DemoEncoder",
+    "open_clip": "predict.encoders.clip:OpenCLIPEncoder",
+}
+
+# Yaml keys holding file paths, resolved against the yaml's folder, then the repo root.
+PATH_KEYS = (("optim", "resume"), ("dataset", "vocab_path"), ("model", "weights"), ("model", "seq2vec", "dir_st"))
+
+
+def register_encoder(name: str, target: str) -> None:
+    """Register ``target`` ("module:Class") under ``name`` for the yaml's ``model.name``."""
+    ENCODER_REGISTRY[name] = target
+
+
+def import_encoder_class(name: str) -> Callable:
+    """The class behind a registered name or a ``package.module:Class`` path."""
+    target = ENCODER_REGISTRY.get(name, name)
+    if ":" not in target:
+        known = ", ".join(sorted(ENCODER_REGISTRY))
+        raise EncoderError(f"unknown encoder {name!r}: use one of {known} or 'package.module:Class'")
+    module_name, _, class_name = target.partition(":")
+    try:
+        module = importlib.import_module(module_name)
+    except ImportError as exc:
+        raise EncoderError(f"cannot import encoder module {module_name!r} (is it on PYTHONPATH?): {exc}") from exc
+    try:
+        return getattr(module, class_name)
+    except AttributeError:
+        raise EncoderError(f"module {module_name!r} has no encoder class {class_name!r}") from None
+
+
+def resolve_path(path: str | None, base_dir: Path) -> str | None:
+    """An absolute path as is; a relative one against ``base_dir`` if it exists there, else the repo root.
+
+    When it exists in neither place, the first candidate whose folder exists is returned so that errors
+    name it (a preset's ``predict/checkpoints/x.pt`` -> the repo's folder), else the ``base_dir`` one.
+    """
+    if not path:
+        return path
+    p = Path(os.path.expanduser(str(path)))
+    if p.is_absolute():
+        return str(p)
+    candidates = [base / p for base in (base_dir, REPO_ROOT)]
+    for candidate in candidates:
+        if candidate.exists():
+            return str(candidate.resolve())
+    for candidate in candidates:
+        if candidate.parent.is_dir():
+            return str(candidate.resolve())
+    return str(candidates[0].resolve())
+
+
+def read_options(yaml_path: str | os.PathLike) -> dict:
+    """Parse an encoder yaml and resolve the paths it holds (see ``PATH_KEYS``)."""
+    yaml_path = Path(yaml_path)
+    if not yaml_path.is_file():
+        raise EncoderError(f"{yaml_path}: encoder yaml not found")
+    try:
+        with open(yaml_path, encoding="utf-8") as f:
+            options = yaml.safe_load(f)
+    except yaml.YAMLError as exc:
+        raise EncoderError(f"{yaml_path}: not valid yaml ({str(exc).splitlines()[0]})") from None
+    if not isinstance(options, dict) or not isinstance(options.get("model"), dict) or "name" not in options["model"]:
+        raise EncoderError(f"{yaml_path}: missing key 'model.name' (the encoder to build)")
+    base = yaml_path.resolve().parent
+    for keys in PATH_KEYS:
+        node = options
+        for key in keys[:-1]:
+            node = node.get(key) if isinstance(node, dict) else None
+        if isinstance(node, dict) and isinstance(node.get(keys[-1]), str):
+            node[keys[-1]] = resolve_path(node[keys[-1]], base)
+    options["_yaml_path"] = str(yaml_path.resolve())
+    return options
+
+
+def load_encoder(yaml_path: str | os.PathLike, device: str | None = None,
+                 checkpoint: str | None = None, batch_size: int | None = None) -> EncoderSpecModel:
+    """Build the encoder a yaml describes, with its weights loaded.
+
+    Args:
+        yaml_path: the encoder yaml (``model.name``, ``optim.resume``, ``dataset.vocab_path``, ...).
+        device: ``"cpu"``, ``"cuda"``, ``"cuda:1"``...; CUDA when available if None.
+        checkpoint: overrides the yaml's ``optim.resume``.
+        batch_size: overrides the yaml's ``model.batch_size`` (tiles per ``image_encoder`` call).
+    """
+    options = copy.deepcopy(read_options(yaml_path))
+    if checkpoint is not None:
+        options.setdefault("optim", {})["resume"] = resolve_path(checkpoint, Path.cwd())
+    if batch_size is not None:
+        options["model"]["batch_size"] = int(batch_size)
+    cls = import_encoder_class(str(options["model"]["name"]))
+    if device is None:
+        from predict.encoders.torch_encoder import default_device
+
+        device = default_device()
+    encoder = cls(options, device)
+    if not isinstance(encoder, EncoderSpecModel):
+        missing = [m for m in ("image_encoder", "text_encoder", "cosine_sim") if not callable(getattr(encoder, m, None))]
+        if missing:
+            raise EncoderError(f"{cls.__name__} lacks {', '.join(missing)} of the EncoderSpecModel contract")
+    return encoder

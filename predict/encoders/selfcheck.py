@@ -1,0 +1,65 @@
+"""The original's encoder self-check: vector shapes and one similarity (``python predict/model_encoder.py``)."""
+from __future__ import annotations
+
+import argparse
+import sys
+
+import numpy as np
+
+from predict import REPO_ROOT
+from predict.encoders.registry import load_encoder
+
+SAMPLE_IMAGE_SUFFIXES = (".tif", ".tiff", ".png", ".jpg", ".jpeg")
+
+
+def default_image_path() -> str | None:
+    """The first image directly in ``test_data/`` (the original used ``sparseresidential_3814.tif`` there),
+    or None when there is none, as on a fresh clone."""
+    folder = REPO_ROOT / "test_data"
+    images = sorted(p for p in folder.iterdir() if p.suffix.lower() in SAMPLE_IMAGE_SUFFIXES) if folder.is_dir() else []
+    return str(images[0]) if images else None
+
+
+def self_check_tile(image_path: str | None, tile_size: int) -> np.ndarray:
+    """uint8 RGB ``(tile_size, tile_size, 3)``: the image resized with PIL's bilinear filter, as the
+    original's ``transforms.Resize``; a synthetic colour ramp when ``image_path`` is None."""
+    if image_path is None:
+        ramp = np.linspace(0, 255, tile_size).astype(np.uint8)
+        return np.stack(np.broadcast_arrays(ramp[:, None], ramp[None, :], np.uint8(128)), axis=-1)
+    from PIL import Image
+
+    from predict.io.images import read_image  # local import: it pulls in cv2
+
+    rgb = np.ascontiguousarray(read_image(image_path)[:, :, ::-1])
+    return np.asarray(Image.fromarray(rgb).resize((tile_size, tile_size), Image.BILINEAR))
+
+
+def self_check(yaml_path: str, image_path: str | None, text: str, device: str | None = None) -> None:
+    """The original's encoder test: vector shapes and one similarity, printed."""
+    encoder = load_encoder(yaml_path, device=device)
+    tile = self_check_tile(image_path, encoder.tile_size)
+    image_vector = encoder.image_encoder(tile[None])
+    text_vector = encoder.text_encoder(text)
+    sim = encoder.cosine_sim(image_vector, text_vector)
+    print(f"Encoder: {encoder.name} on {encoder.device}")
+    print(f"Image: {image_path or f'synthetic {encoder.tile_size}x{encoder.tile_size} colour ramp'}")
+    print(f"Image vector shape: {image_vector.shape}")
+    print(f"Text vector shape: {text_vector.shape}")
+    print(f"Similarity: {float(sim[0]):.6f}")
+    print("Encoder test successful!")
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--yaml_path", default=str(REPO_ROOT / "predict/options/RSITMD/RSITMD_AMFMN.yaml"))
+    parser.add_argument("--image_path", default=None,
+                        help="image to encode (default: the first image of test_data/, else a synthetic tile)")
+    parser.add_argument("--text", default="many airplanes parked in the airport")
+    parser.add_argument("--device", default=None)
+    args = parser.parse_args(argv)
+    try:
+        self_check(args.yaml_path, args.image_path or default_image_path(), args.text, args.device)
+    except Exception as exc:  # the self-check reports any failure in one line
+        print(f"Encoder test failed: {exc}", file=sys.stderr)
+        return 1
+    return 0

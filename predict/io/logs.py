@@ -1,0 +1,28 @@
+"""log.txt of a run, in the original's line format, with warnings shown above the progress bar."""
+from __future__ import annotations
+
+import logging
+import os
+
+from tqdm import tqdm
+
+from evaluations.utils import LOG_FORMAT, configure_logger
+
+LOGGER_NAME = "selo"
+
+
+class TqdmHandler(logging.Handler):
+    """Writes log records above the progress bar instead of through it."""
+
+    def emit(self, record):
+        tqdm.write(self.format(record))
+
+
+def setup_logger(cache_path: str, console_level: int = logging.WARNING) -> logging.Logger:
+    """The run's logger: every line to ``<cache>/log.txt`` (appended, so a resumed run keeps its history),
+    warnings and errors (``console_level`` and above) to the terminal above the progress bar."""
+    to_file = logging.FileHandler(os.path.join(cache_path, "log.txt"), encoding="utf-8")
+    to_file.setFormatter(logging.Formatter(LOG_FORMAT))
+    console = TqdmHandler(level=console_level)
+    console.setFormatter(logging.Formatter("%(levelname)s: %(message)s"))
+    return configure_logger(LOGGER_NAME, [to_file, console])

@@ -1,0 +1,48 @@
+"""The three JPEG maps a SeLo run writes per sample, under the original's file names."""
+from __future__ import annotations
+
+import os
+
+import cv2
+import numpy as np
+
+from predict.core.heatmap import colour_heatmap, overlay
+from predict.io.atomic import write_atomically
+
+MAP_KINDS = ("probmap", "heatmap", "addmap")
+
+
+def map_path(cache_path: str, kind: str, idx: int) -> str:
+    """``<cache>/<kind>_<idx>.jpg``, the original's file names."""
+    return os.path.join(cache_path, f"{kind}_{idx}.jpg")
+
+
+def maps_exist(cache_path: str, idx: int) -> bool:
+    return all(os.path.isfile(map_path(cache_path, kind, idx)) for kind in MAP_KINDS)
+
+
+def encode_jpeg(image: np.ndarray, path: str = "image") -> np.ndarray:
+    """JPEG bytes of a uint8 gray or BGR image at OpenCV's quality 95, as the original's ``cv2.imwrite``."""
+    ok, data = cv2.imencode(".jpg", image)
+    if not ok:
+        raise OSError(f"{path}: JPEG encoding failed")
+    return data
+
+
+def write_jpeg(path: str, image: np.ndarray) -> np.ndarray:
+    """Write ``image`` as a JPEG (quality 95) atomically; return the encoded bytes."""
+    data = encode_jpeg(image, path)
+    write_atomically(path, data.tobytes())
+    return data
+
+
+def save_maps(cache_path: str, idx: int, image_bgr: np.ndarray, probmap: np.ndarray) -> np.ndarray:
+    """Write ``probmap_{idx}``, ``heatmap_{idx}`` and ``addmap_{idx}`` JPEGs; return the probability map
+    as decoded from its JPEG, which is what the indicators are computed on (as the original did)."""
+    data = write_jpeg(map_path(cache_path, "probmap", idx), probmap)
+    heatmap = colour_heatmap(probmap)
+    write_jpeg(map_path(cache_path, "heatmap", idx), heatmap)
+    addmap = overlay(image_bgr, heatmap)
+    del heatmap  # the 10000 x 10001 maps are 300 MB each: keep at most two alive
+    write_jpeg(map_path(cache_path, "addmap", idx), addmap)
+    return cv2.imdecode(data, cv2.IMREAD_GRAYSCALE)

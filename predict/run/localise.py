@@ -1,0 +1,159 @@
+"""``localise()``: the SeLo probability map of one image for one query, and the steps it is made of.
+
+    >>> from predict import load_encoder, localise
+    >>> encoder = load_encoder("predict/options/demo/demo_encoder.yaml", device="cpu")  # doctest: +SKIP
+    >>> probmap = localise("scene.jpg", "a red track around a green football field", encoder)  # doctest: +SKIP
+
+The steps, each usable alone: :func:`load_image` (decode once, identify by content), :func:`score_tiles`
+(tile, encode through a :class:`~predict.run.vectors.TileVectorStore`, score against the query vector),
+:func:`probability_map_of` (per-pixel mean, normalisation, filter).
+"""
+from __future__ import annotations
+
+import hashlib
+import os
+import weakref
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import cv2
+import numpy as np
+
+from predict.core import tiling
+from predict.core.heatmap import mean_tile_scores, probability_map
+from predict.core.pipelines import PipelineSpec, get_pipeline
+from predict.encoders.base import EncoderSpecModel
+from predict.io.images import read_image
+from predict.run.timing import StageTimer
+from predict.run.vectors import TileVectorStore, file_digest
+
+
+@dataclass
+class LoadedImage:
+    """A decoded image and what identifies it.
+
+    Attributes:
+        path: the file it came from (None for an array).
+        key: sha1 digest of its content (the file's bytes, or the array's shape and pixels).
+        pixels: uint8 BGR ``(H, W, 3)`` (OpenCV's order, as the original's ``cv2.imread``).
+    """
+
+    path: str | None
+    key: str
+    pixels: np.ndarray
+
+
+def load_image(image: str | os.PathLike | np.ndarray) -> LoadedImage:
+    """Decode ``image`` (a file path, or a uint8 RGB ``(H, W, 3)`` array) into a :class:`LoadedImage`."""
+    if isinstance(image, (str, os.PathLike)):
+        path = os.fspath(image)
+        pixels = read_image(path)  # first: it names a missing or corrupt file
+        return LoadedImage(path, file_digest(path), pixels)
+    array = np.asarray(image)
+    if array.dtype != np.uint8 or array.ndim != 3 or array.shape[2] != 3:
+        raise ValueError(f"image array: expected uint8 RGB (H, W, 3), got {array.dtype} {array.shape}")
+    digest = hashlib.sha1(repr(array.shape).encode())
+    digest.update(np.ascontiguousarray(array).data)
+    return LoadedImage(None, digest.hexdigest(), cv2.cvtColor(array, cv2.COLOR_RGB2BGR))
+
+
+def query_rng(seed: int, query: str) -> np.random.Generator:
+    """The generator of a query's word shuffles: seeded by ``seed`` and the query text, so a query gets the
+    same shuffles wherever it is asked (the original's shuffle was unseeded)."""
+    text_key = int.from_bytes(hashlib.sha256(query.encode("utf-8")).digest()[:8], "little")
+    return np.random.default_rng([seed, text_key])
+
+
+def query_vector(encoder: EncoderSpecModel, text: str, shuffled_copies: int = 0,
+                 rng: np.random.Generator | None = None) -> np.ndarray:
+    """The query's text vector ``(D,)``; with ``shuffled_copies`` (v2: 4) the mean of it and of that many
+    word-shuffled copies of the query ("chaotic self-feeding"), shuffled by ``rng``."""
+    vectors = [np.asarray(encoder.text_encoder(text), dtype=np.float32)]
+    if shuffled_copies:
+        words = text.split(" ")
+        for _ in range(shuffled_copies):
+            shuffled = " ".join(words[i] for i in rng.permutation(len(words)))
+            vectors.append(np.asarray(encoder.text_encoder(shuffled), dtype=np.float32))
+    return np.mean(vectors, axis=0)
+
+
+def score_tiles(image: LoadedImage, query: str, encoder: EncoderSpecModel, spec: PipelineSpec,
+                vectors: TileVectorStore, seed: int = 0, timer: StageTimer | None = None,
+                name: str = "image") -> tuple[list[tiling.Tile], np.ndarray]:
+    """The tiles (and refinement boxes) of ``spec`` on ``image`` and their float64 scores against ``query``.
+
+    Cutting is timed as ``cut``, encoding and scoring as ``sim``.
+    """
+    timer = timer or StageTimer()
+    height, width = image.pixels.shape[:2]
+    vectors.use_image(image.key)
+    with timer.stage("cut"):
+        stage1 = spec.first_stage_tiles(height, width, name)
+    stage1_vectors = vectors.vectors(image.pixels, stage1, timer)
+    with timer.stage("sim"):
+        query_vec = query_vector(encoder, query, spec.shuffled_copies, query_rng(seed, query))
+        stage1_scores = np.asarray(encoder.cosine_sim(stage1_vectors, query_vec), dtype=np.float64)
+    if spec.refinement is None:
+        return stage1, stage1_scores
+    refinement = spec.refinement
+    order = np.argsort(-stage1_scores, kind="stable")[:tiling.keep_count(len(stage1), refinement.keep_fraction)]
+    kept = [stage1[i] for i in order]
+    with timer.stage("cut"):
+        boxes = list(dict.fromkeys(box for tile in kept
+                                   for box in tiling.refinement_boxes(tile, height, width, refinement.box_half_sizes)))
+    box_vectors = vectors.vectors(image.pixels, boxes, timer)
+    with timer.stage("sim"):
+        box_scores = np.asarray(encoder.cosine_sim(box_vectors, query_vec), dtype=np.float64)
+    return kept + boxes, np.concatenate([stage1_scores[order], box_scores])
+
+
+def probability_map_of(tiles: Sequence[tiling.Tile], scores: np.ndarray, height: int, width: int,
+                       spec: PipelineSpec, timer: StageTimer | None = None, name: str = "image") -> np.ndarray:
+    """The uint8 ``(height, width)`` probability map of scored tiles: per-pixel mean (timed ``gnt``),
+    normalisation and ``spec``'s filter (timed ``flt``)."""
+    timer = timer or StageTimer()
+    with timer.stage("gnt"):
+        boxes = [tiling.effective_box(tile, height, width) for tile in tiles]
+        cells = mean_tile_scores(boxes, scores, height, width)
+    with timer.stage("flt"):
+        return probability_map(cells, spec.map_filter, name)
+
+
+# One in-memory store per encoder, so that calling localise() again on the same image encodes nothing.
+_STORES: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+
+
+def default_store(encoder: EncoderSpecModel) -> TileVectorStore:
+    """The in-memory :class:`TileVectorStore` ``localise()`` uses for ``encoder`` when given none."""
+    if encoder not in _STORES:
+        _STORES[encoder] = TileVectorStore(encoder)
+    return _STORES[encoder]
+
+
+def localise(image: str | os.PathLike | np.ndarray, query: str, encoder: EncoderSpecModel,
+             pipeline: str | PipelineSpec = "v1", steps: str | Sequence[int] | None = None, seed: int = 0,
+             vectors: TileVectorStore | None = None) -> np.ndarray:
+    """The SeLo probability map of ``image`` for ``query``.
+
+    Args:
+        image: a file path (JPEG, PNG, TIFF) or a uint8 RGB ``(H, W, 3)`` array.
+        query: the text to localise.
+        encoder: an :class:`~predict.encoders.base.EncoderSpecModel` (``load_encoder(yaml)``).
+        pipeline: ``"v1"``, ``"v2"`` (see :data:`~predict.core.pipelines.PIPELINES`) or a
+            :class:`~predict.core.pipelines.PipelineSpec`.
+        steps: tile sides, e.g. ``(256, 512, 768)`` or ``"256_512_768"``; the pipeline's own when None.
+        seed: seed of v2's word shuffles (with the query text).
+        vectors: the tile-vector store to use (e.g. one with a folder on disk); by default one kept in
+            memory per encoder, so calling again on the same image encodes no tile.
+
+    Returns:
+        uint8 ``(H, W)``: the probability map ``generate_selo.py`` saves for this image and query (before
+        its JPEG encoding).
+    """
+    spec = get_pipeline(pipeline, steps)
+    loaded = load_image(image)
+    name = loaded.path or "image array"
+    store = vectors if vectors is not None else default_store(encoder)
+    tiles, scores = score_tiles(loaded, query, encoder, spec, store, seed, name=name)
+    height, width = loaded.pixels.shape[:2]
+    return probability_map_of(tiles, scores, height, width, spec, name=name)
