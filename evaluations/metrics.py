@@ -82,20 +82,36 @@ def annotation_mask(shape: tuple, polygons: list) -> np.ndarray:
 
 
 def rsu(gray: np.ndarray, mask: np.ndarray) -> float:
-    """Salient-area ratio Rsu = 1 - exp(-0.707 * L * R) of a uint8 map ``(H, W)`` and a 0/1 mask ``(H, W)``.
+    """Salient-area ratio Rsu of a uint8 map ``(H, W)`` and a 0/1 mask ``(H, W)``: :func:`rsu_of_sums` of
+    S_in = sum(P*M), S_all = sum(P), A = sum(M) with P = gray / 255.
 
-    L = S_in / (S_all - S_in + 1e-7), R = (H*W - A) / A with S_in = sum(P*M), S_all = sum(P), A = sum(M).
     The sums are exact integer sums of the gray values divided by 255 (no float copy of the map); they equal
     the original's float64 sums to ~1e-15 relative. An empty mask gives NaN (numpy's warnings), as the original.
+
+    >>> gray = np.zeros((4, 4), np.uint8); gray[:2, :2] = 255
+    >>> mask = np.zeros((4, 4), np.uint8); mask[:2, :2] = 1
+    >>> round(rsu(gray, mask), 6)  # all the probability inside the mask: L = 4 / 1e-7, Rsu = 1
+    1.0
+    >>> mask[:2, :2] = 0; mask[2:, 2:] = 1
+    >>> rsu(gray, mask)  # none of it inside: L = 0
+    0.0
     """
     x, y, w, h = cv2.boundingRect(mask)  # the mask is 0 outside this box: sum S_in over it only
     inside = mask[y:y + h, x:x + w].view(bool)
     sum_in = np.float64(np.sum(gray[y:y + h, x:x + w], where=inside, dtype=np.int64)) / 255.0
     sum_all = np.float64(np.sum(gray, dtype=np.int64)) / 255.0
-    area = np.float64(np.count_nonzero(inside))
+    return float(rsu_of_sums(sum_in, sum_all, np.float64(np.count_nonzero(inside)), gray.size))
+
+
+def rsu_of_sums(sum_in: np.float64, sum_all: np.float64, area: np.float64, n_pixels: int) -> np.float64:
+    """Rsu = 1 - exp(-0.707 * L * R), L = S_in / (S_all - S_in + 1e-7), R = (n_pixels - A) / A.
+
+    >>> float(rsu_of_sums(np.float64(2.0), np.float64(4.0), np.float64(4.0), 16))  # L = 1, R = 3
+    0.8800...
+    """
     left = sum_in / (sum_all - sum_in + RSU_EPS)
-    right = (gray.size - area) / area
-    return float(1 - np.exp(-RSU_BETA * left * right))
+    right = (n_pixels - area) / area
+    return 1 - np.exp(-RSU_BETA * left * right)
 
 
 def smooth_gray(gray: np.ndarray) -> np.ndarray:
@@ -182,10 +198,16 @@ def region_centroids(binary: np.ndarray) -> list:
     return [centre for _, centre in regions]
 
 
-def rank_centres(points: list, gray: np.ndarray) -> list:
-    """Attention centres: ``points`` ``(x, y)`` with gray >= 128 (P >= 0.5) there, by gray descending (stable)."""
-    kept = [(x, y) for x, y in points if gray[y, x] >= CENTRE_MIN_GRAY]
-    return sorted(kept, key=lambda p: -int(gray[p[1], p[0]]))
+def rank_centres(points: list, values: np.ndarray, threshold=CENTRE_MIN_GRAY) -> list:
+    """Attention centres: ``points`` ``(x, y)`` where ``values`` (the gray map, or the original's P) is >=
+    ``threshold`` (gray 128, i.e. P >= 0.5), by value descending (stable).
+
+    >>> gray = np.array([[200, 90, 255]], np.uint8)
+    >>> rank_centres([(0, 0), (1, 0), (2, 0)], gray)
+    [(2, 0), (0, 0)]
+    """
+    kept = [(x, y) for x, y in points if values[y, x] >= threshold]
+    return sorted(kept, key=lambda p: values[p[1], p[0]], reverse=True)  # reverse keeps ties in order
 
 
 def attention_centres(gray: np.ndarray) -> list:
@@ -198,6 +220,9 @@ def annotation_circle(polygon) -> tuple:
 
     cx, cy = int(mean of the vertices) (truncation toward zero, repeated vertices counted);
     r = int(1.5 * mean distance of the vertices to (cx, cy)).
+
+    >>> annotation_circle([[0, 0], [4, 0], [4, 4], [0, 4]])  # r = int(1.5 * sqrt(8))
+    (2, 2, 4)
     """
     vertices = np.array(polygon)
     if vertices.ndim != 2 or vertices.shape[1:] != (2,) or len(vertices) == 0:
@@ -225,6 +250,9 @@ def ras(circles: list, centres: list) -> float:
     offset / r; Ras = (exp(3G) - 1) / (exp(3) - 1). With no centre at all only the first circle counts
     (the original's quirk; Ras = 1). A zero-radius circle gives NaN when a centre lies on it (the
     original's 0.0 / 0) and raises :class:`EvaluationInputError` otherwise (its int 0 / 0).
+
+    >>> ras([(2, 2, 4)], [(2, 2)]), ras([(2, 2, 4)], [(5, 2)]), ras([(2, 2, 4)], [])  # G = 0, 3/4, 1
+    (0.0, 0.4447..., 1.0)
     """
     if not centres:
         if not circles:
@@ -249,6 +277,9 @@ def rda(circles: list, centres: list) -> float:
     Per circle, n = number of centres within distance <= r: n <= 1 gives n; otherwise
     0.5 * (1 - d / r) + exp(-0.5 * (n + 2)), d = mean distance of those centres to their mean point.
     Rda = mean over circles (NaN for no circle, as the original).
+
+    >>> rda([(0, 0, 10), (50, 50, 10)], [(0, 0), (3, 4)])  # mean of 0.5 * (1 - 2.5 / 10) + e^-2 and 0
+    0.2551...
     """
     values = []
     for circle in circles:
@@ -263,7 +294,10 @@ def rda(circles: list, centres: list) -> float:
 
 
 def rmi(rsu_value: float, ras_value: float, rda_value: float) -> float:
-    """Mean indicator Rmi = 0.4 * Rsu + 0.35 * (1 - Ras) + 0.25 * Rda."""
+    """Mean indicator Rmi = 0.4 * Rsu + 0.35 * (1 - Ras) + 0.25 * Rda.
+
+    >>> rmi(1.0, 0.0, 1.0), rmi(0.0, 1.0, 0.0), rmi(0.5, 0.5, 0.5)
+    (1.0, 0.0, 0.5)"""
     return RMI_WEIGHT_SU * rsu_value + RMI_WEIGHT_AS * (1 - ras_value) + RMI_WEIGHT_DA * rda_value
 
 
