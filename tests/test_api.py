@@ -2,6 +2,8 @@
 ``predict.localise`` (the same map as ``generate_selo.py``, tile vectors reused across calls)."""
 import json
 import math
+import os
+import subprocess
 import sys
 from pathlib import Path
 
@@ -14,11 +16,13 @@ from evaluations.metrics import EvaluationInputError, evaluate_gray
 from evaluations.SLM import SLM
 from evaluations.utils import ORIGINAL_KEYS
 from predict import generate_selo, load_encoder, localise
+from predict.io.maps import encode_jpeg
 from predict.run import engine
 from predict.run.localise import default_store
 from predict.run.vectors import TileVectorStore
 
 TESTS = Path(__file__).parent
+REPO = TESTS.parent
 sys.path.insert(0, str(TESTS))
 from test_generate_selo import red_square_scene, write_testset, write_yaml  # noqa: E402
 
@@ -31,6 +35,7 @@ def same(value, expected) -> bool:
     return math.isnan(expected) == math.isnan(value) and (math.isnan(expected) or abs(value - expected) <= TOLERANCE)
 
 
+@pytest.mark.filterwarnings("ignore:Mean of empty slice")  # the case without polygons: Rda NaN, as the original
 def test_slm_methods_match_the_original_on_every_reference_case(shared):
     folder = shared("reference", "evaluator")
     cases = json.loads((folder / "cases.json").read_text(encoding="utf-8"))["cases"]
@@ -199,3 +204,28 @@ def test_localise_finds_the_red_square(tmp_path):
     encoder = load_encoder(write_yaml(tmp_path), device="cpu")
     probmap = localise(cv2.cvtColor(image, cv2.COLOR_BGR2RGB), "a red building", encoder, steps="256_512")
     assert evaluate(probmap, [polygon])["Rmi"] > 0.6
+
+
+def test_generate_selo_v2_takes_the_original_v2_arguments(tmp_path):
+    # The original generate_selo_v2.py's arguments, nothing else: its v2 map comes out
+    imgs, anno = write_testset(tmp_path, n_samples=1)
+    cache = tmp_path / "cache"
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(TESTS), str(REPO)])}
+    done = subprocess.run([sys.executable, str(REPO / "predict/generate_selo_v2.py"), "--yaml_path",
+                           str(write_yaml(tmp_path)), "--cache_path", str(cache), "--src_data_path", str(imgs),
+                           "--src_anno_path", str(anno)], env=env, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr
+    assert "Start split images with step 512" in (cache / "log.txt").read_text(encoding="utf-8")
+    encoder = load_encoder(write_yaml(tmp_path), device="cpu")
+    expected = localise(imgs / "scene.png", json.loads(anno.read_text())[0]["caption"], encoder, pipeline="v2")
+    assert np.array_equal(cv2.imread(str(cache / "probmap_0.jpg"), cv2.IMREAD_GRAYSCALE),
+                          cv2.imdecode(encode_jpeg(expected), cv2.IMREAD_GRAYSCALE))
+
+
+@pytest.mark.parametrize("command", ["selo-generate", "selo-generate-v2", "selo-evaluate", "selo-check-encoder"])
+def test_console_commands_are_installed(command):
+    # `make setup` installs the package (pip install -e .), which creates these next to the interpreter
+    path = Path(sys.executable).parent / command
+    assert path.is_file(), f"{path} missing: reinstall with `pip install --no-deps --no-build-isolation -e .`"
+    done = subprocess.run([str(path), "--help"], capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0 and done.stdout.startswith(f"usage: {command}"), done.stderr
