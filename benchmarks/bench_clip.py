@@ -31,10 +31,9 @@ from open_clip.transform import PreprocessCfg, image_transform_v2
 from PIL import Image
 from tqdm import tqdm
 
-REPO = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(REPO))
+from predict.model_encoder import load_encoder
 
-from predict.model_encoder import load_encoder  # noqa: E402
+REPO = Path(__file__).resolve().parent.parent
 
 
 def make_tiles(count: int, side: int = 256, seed: int = 0) -> np.ndarray:

@@ -28,11 +28,10 @@ import yaml
 from PIL import Image
 from torchvision import transforms
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from predict.layers.amfmn import AMFMN  # noqa: E402
+from predict.layers.amfmn import AMFMN
 from predict.encoders.retrieval import IMAGENET_MEAN, IMAGENET_STD
-from predict.layers.common import l2norm  # noqa: E402
-from predict.model_encoder import load_encoder  # noqa: E402
+from predict.layers.common import l2norm
+from predict.model_encoder import load_encoder
 
 SOURCE_TILE = 320  # side of the crops cut from the large image before the resize to 256
 

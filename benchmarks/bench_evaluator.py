@@ -24,7 +24,6 @@ from functools import reduce
 import cv2
 import numpy as np
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 
 def synthetic_probmap(height: int, width: int, seed: int = 0) -> tuple[np.ndarray, list]:

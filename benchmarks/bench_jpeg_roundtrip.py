@@ -14,7 +14,6 @@ import argparse
 import io
 import json
 import os
-import sys
 import tempfile
 from pathlib import Path
 
@@ -23,12 +22,10 @@ import numpy as np
 import yaml
 from PIL import Image
 
-HERE = Path(__file__).resolve().parent
-REPO = HERE.parent
-sys.path[:0] = [str(REPO), str(HERE)]
+from predict import generate_selo
+from predict.model_encoder import EncoderSpecModel, load_encoder
 
-from predict import generate_selo  # noqa: E402
-from predict.model_encoder import EncoderSpecModel, load_encoder  # noqa: E402
+REPO = Path(__file__).resolve().parent.parent
 
 INDICATORS = ("Rsu", "Ras", "Rda", "Rmi")
 

@@ -31,10 +31,9 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-REPO = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(REPO))
+from predict.model_encoder import EncoderSpecModel
 
-from predict.model_encoder import EncoderSpecModel  # noqa: E402
+REPO = Path(__file__).resolve().parent.parent
 
 STEPS = (256, 512, 768)
 

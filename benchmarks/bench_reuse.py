@@ -12,14 +12,12 @@ from __future__ import annotations
 import argparse
 import json
 import math
-import sys
 from collections import Counter
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(REPO))
+from predict.core import tiling
 
-from predict.core import tiling  # noqa: E402
+REPO = Path(__file__).resolve().parent.parent
 
 USUAL_SIZE = (2300, 3000)
 KNOWN_SIZES = {"20.jpg": (10001, 10000)}

@@ -16,7 +16,6 @@ import os
 import sys
 import time
 
-from evaluations.metrics import INDICATORS
 from predict import REPO_ROOT
 from predict.core.pipelines import PIPELINES, get_pipeline
 from predict.encoders.registry import load_encoder
@@ -70,7 +69,7 @@ def main(argv=None, pipeline: str = "v1") -> int:
     run, failures = run_testset(config, encoder, logger, samples)
     mean = run.store.mean()
     print(f"Mean over {len(run.store.samples)} samples: "
-          + "  ".join(f"{k} {mean[k]:.4f}" for k in INDICATORS)
+          + "  ".join(f"{name} {value:.4f}" for name, value in mean.items())
           + f"  ({time.perf_counter() - started:.1f}s; tiles encoded {run.vectors.tiles_encoded}"
           + f" of {run.vectors.tiles_requested} requested)")
     if failures:

@@ -302,5 +302,5 @@ def test_pickled_skipthought_table_is_refused(tmp_path):
     (tmp_path / "dictionary.txt").write_text("UNK\n")
     np.save(tmp_path / "utable.npy", np.array([np.zeros(WORD_DIM)], dtype=object), allow_pickle=True)
     np.savez(tmp_path / "uni_skip.npz", encoder_W=np.zeros(1))
-    with pytest.raises(EncoderError, match="utable.npy: cannot read SkipThought array.*Object arrays cannot be loaded"):
+    with pytest.raises(ValueError, match="utable.npy: cannot read SkipThought array.*Object arrays cannot be loaded"):
         UniSkip(5).init_from_skipthoughts(str(tmp_path), TINY_WORDS)

@@ -20,11 +20,9 @@ import cv2
 import numpy as np
 from tqdm import tqdm
 
-from predict.demo.synthetic import generate_scene, scene_samples
+from predict.demo.synthetic import JPEG_QUALITY, TRAIN_SEED, generate_scene, scene_samples
 
-TRAIN_SEED = 20220901  # the demo encoder's training scenes; never use it for a testset
 DEMO_DIR = "test_data/demo"
-JPEG_QUALITY = 95
 
 
 def demo_layout(rng: np.random.Generator, scenes: int) -> list[tuple[int, int, int]]:

@@ -22,6 +22,9 @@ import numpy as np
 # Object kinds and the caption grammar
 # ----------------------------------------------------------------------------------------------
 
+TRAIN_SEED = 20220901  # the demo encoder's training scenes are [TRAIN_SEED, i]; never use it for a testset
+JPEG_QUALITY = 95  # of the testset images and of the training scenes
+
 KINDS = ("football_field", "baseball_field", "tennis_courts", "parking_lot", "airport", "lake",
          "bridge", "residential", "oil_tanks", "ships", "bare_land")
 # Never queried: the backgrounds, and distractors that look like parts of the queried kinds

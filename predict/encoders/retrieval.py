@@ -126,7 +126,10 @@ class AMFMNEncoder(RetrievalEncoder):
                         int(multiscale.get("multiscale_input_channel", 3)),
                         int(multiscale.get("multiscale_output_channel", 1)))
         dir_st = (model.get("seq2vec") or {}).get("dir_st")
-        network.text_feature.seq2vec.init_from_skipthoughts(dir_st, vocab.words_in_index_order())
+        try:
+            network.text_feature.seq2vec.init_from_skipthoughts(dir_st, vocab.words_in_index_order())
+        except ValueError as exc:  # the network names the bad SkipThought file
+            raise EncoderError(str(exc)) from None
         return network
 
 

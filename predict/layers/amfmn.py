@@ -22,7 +22,6 @@ from torch import nn
 from torchvision.models import resnet18
 
 from predict.layers.common import l2norm
-from predict.encoders.base import EncoderError
 
 logger = logging.getLogger(__name__)
 
@@ -169,7 +168,7 @@ def load_plain_array(path: str, key: str | None = None) -> np.ndarray:
         with np.load(path, allow_pickle=False) as archive:
             return archive[key].astype(np.float32, copy=False)
     except (ValueError, KeyError, OSError) as exc:
-        raise EncoderError(f"{path}: cannot read SkipThought array{f' {key!r}' if key else ''} ({exc}); "
+        raise ValueError(f"{path}: cannot read SkipThought array{f' {key!r}' if key else ''} ({exc}); "
                            "see predict/checkpoints/README.md") from None
 
 
@@ -180,7 +179,7 @@ def skipthought_embedding(dir_st: str, words: list[str]) -> torch.Tensor:
         dictionary = {line.strip(): idx for idx, line in enumerate(f)}
     table = load_plain_array(os.path.join(dir_st, "utable.npy"))
     if "UNK" not in dictionary or table.shape != (len(dictionary), WORD_DIM):
-        raise EncoderError(f"{dir_st}: dictionary.txt needs an 'UNK' line and utable.npy one {WORD_DIM}-d row "
+        raise ValueError(f"{dir_st}: dictionary.txt needs an 'UNK' line and utable.npy one {WORD_DIM}-d row "
                            f"per line, got {len(dictionary)} lines and table {table.shape}")
     rows = np.array([dictionary.get(word, dictionary["UNK"]) for word in words])
     unknown = sum(word not in dictionary for word in words)
