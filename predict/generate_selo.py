@@ -6,8 +6,9 @@ v1 (default): tiles of every step at two grid offsets, per-pixel mean of the til
 v2 (``--pipeline v2``, or ``generate_selo_v2.py``): 512 tiles, the best 15 % refined by boxes around 9
 points each, a query averaged with 4 word-shuffled copies, Gaussian 255.
 Results are written per sample as they are produced (maps, log.txt, metrics.json/csv), report.html at
-the end; a rerun skips the samples already complete unless ``--overwrite``. Exit code 1 when any sample
-failed, 2 when the run cannot start.
+the end; a rerun skips the samples already complete unless ``--overwrite``. Arguments, paths and the
+yaml are checked before any model loads. Exit code 1 when any sample failed, 2 when the run cannot start
+(or stops: disk full, read-only folder), 130 on Ctrl-C (what is saved is kept; rerun to resume).
 """
 from __future__ import annotations
 
@@ -18,15 +19,18 @@ import time
 
 from predict import REPO_ROOT
 from predict.core.pipelines import PIPELINES, get_pipeline
-from predict.encoders.registry import load_encoder
+from predict.encoders.registry import load_encoder, read_options
 from predict.io.annotations import load_annotations
+from predict.io.atomic import WriteError
+from predict.io.checks import (EXIT_INTERRUPTED, OneLineParser, fail_to_start, first_line, interrupted_line,
+                               positive_int, prepare_output_folder, require_folder, tile_steps)
 from predict.io.logs import setup_logger
 from predict.run.engine import RunConfig, run_testset
 
 
 def build_parser(pipeline: str = "v1") -> argparse.ArgumentParser:
     """The original's arguments and ours; ``pipeline`` is the default of ``--pipeline``."""
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = OneLineParser(description=__doc__.splitlines()[0])
     parser.add_argument("--yaml_path", default=str(REPO_ROOT / "predict/options/RSITMD/RSITMD_AMFMN.yaml"),
                         help="encoder yaml (model.name picks the encoder)")
     parser.add_argument("--cache_path", default=str(REPO_ROOT / "cache/RSITMD_AMFMN"),
@@ -34,11 +38,11 @@ def build_parser(pipeline: str = "v1") -> argparse.ArgumentParser:
     parser.add_argument("--src_data_path", default=str(REPO_ROOT / "test_data/imgs"), help="folder of the images")
     parser.add_argument("--src_anno_path", default=str(REPO_ROOT / "test_data/annotations/anno.json"),
                         help="annotation file in the SLM schema")
-    parser.add_argument("--step", default=None,
+    parser.add_argument("--step", type=tile_steps, default=None,
                         help="tile steps joined by '_' (default: the pipeline's, v1 256_512_768, v2 512)")
     parser.add_argument("--pipeline", choices=tuple(PIPELINES), default=pipeline)
     parser.add_argument("--device", default=None, help="cpu, cuda, cuda:1 ... (CUDA when available by default)")
-    parser.add_argument("--batch_size", type=int, default=None, help="tiles per encoder call (yaml's by default)")
+    parser.add_argument("--batch_size", type=positive_int, default=None, help="tiles per encoder call (yaml's by default)")
     parser.add_argument("--seed", type=int, default=0, help="seed of v2's word shuffling")
     parser.add_argument("--overwrite", action="store_true", help="recompute samples that are already complete")
     parser.add_argument("--no_report", action="store_true", help="do not write <cache_path>/report.html")
@@ -56,19 +60,31 @@ def run_config(args: argparse.Namespace) -> RunConfig:
 
 def main(argv=None, pipeline: str = "v1") -> int:
     args = build_parser(pipeline).parse_args(argv)
-    os.makedirs(args.cache_path, exist_ok=True)
+    try:
+        prepare_output_folder(args.cache_path)
+    except OSError as exc:
+        return fail_to_start(str(exc))
     logger = setup_logger(args.cache_path)
     started = time.perf_counter()
     try:
-        config = run_config(args)
-        samples = load_annotations(config.src_anno_path)
-        encoder = load_encoder(args.yaml_path, device=args.device, batch_size=args.batch_size)
-    except Exception as exc:
-        logger.error("%s", str(exc).splitlines()[0] if str(exc) else type(exc).__name__)
-        return 2
-    run, failures = run_testset(config, encoder, logger, samples)
+        try:  # everything a run needs, checked before any model loads
+            config = run_config(args)
+            require_folder(config.src_data_path, "image folder (--src_data_path)")
+            samples = load_annotations(config.src_anno_path)
+            read_options(args.yaml_path)
+            encoder = load_encoder(args.yaml_path, device=args.device, batch_size=args.batch_size)
+        except Exception as exc:
+            return fail_to_start(first_line(exc), logger)
+        run, failures = run_testset(config, encoder, logger, samples)
+    except KeyboardInterrupt:
+        logger.error("%s", interrupted_line(args.cache_path))
+        return EXIT_INTERRUPTED
+    except WriteError as exc:
+        return fail_to_start(f"{exc}; the run stopped, the results saved before are kept", logger)
     mean = run.store.mean()
-    print(f"Mean over {len(run.store.samples)} samples: "
+    degenerate = sum(bool(record.get("degenerate")) for record in run.store.samples)
+    print(f"Mean over {len(run.store.samples) - degenerate} samples"
+          + (f" ({degenerate} degenerate left out)" if degenerate else "") + ": "
           + "  ".join(f"{name} {value:.4f}" for name, value in mean.items())
           + f"  ({time.perf_counter() - started:.1f}s; tiles encoded {run.vectors.tiles_encoded}"
           + f" of {run.vectors.tiles_requested} requested)")

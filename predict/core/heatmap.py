@@ -33,19 +33,22 @@ class CellMap:
 
 
 def mean_tile_scores(boxes: np.ndarray, scores: Sequence[float], height: int, width: int) -> CellMap:
-    """Per-pixel mean of the scores of the boxes covering each pixel, as a :class:`CellMap`.
+    """Per-pixel mean of the finite scores of the boxes covering each pixel, as a :class:`CellMap`.
 
     Args:
         boxes: ``(K, 4)`` int ``(r0, r1, c0, c1)`` of the pixels each tile covers (``effective_box``),
             half-open, inside the image.
-        scores: ``(K,)`` similarity of each tile.
+        scores: ``(K,)`` similarity of each tile; NaN and infinite scores are left out of the mean.
         height, width: image size in pixels.
 
-    Cells no box covers get the value 0 (the v2 convention).
+    Cells no box covers get the value 0 (the v2 convention); cells covered only by boxes whose score is
+    not finite get the minimum of the other covered cells (0 when no score is finite).
 
     >>> cells = mean_tile_scores([(0, 2, 0, 2), (0, 2, 1, 3)], [1.0, 3.0], 2, 4)
     >>> cells.col_edges.tolist(), cells.values.tolist()
     ([0, 1, 2, 3, 4], [[1.0, 2.0, 3.0, 0.0]])
+    >>> mean_tile_scores([(0, 2, 0, 2), (0, 2, 1, 3)], [2.0, np.nan], 2, 4).values.tolist()
+    [[2.0, 2.0, 2.0, 0.0]]
     >>> cells.expand(cells.values).shape
     (2, 4)
     """
@@ -57,11 +60,26 @@ def mean_tile_scores(boxes: np.ndarray, scores: Sequence[float], height: int, wi
     cols = np.searchsorted(col_edges, boxes[:, 2:])
     sums = np.zeros((len(row_edges) - 1, len(col_edges) - 1))
     counts = np.zeros(sums.shape, dtype=np.int64)
-    for (ra, rb), (ca, cb), score in zip(rows, cols, scores):
-        sums[ra:rb, ca:cb] += score
-        counts[ra:rb, ca:cb] += 1
-    values = np.divide(sums, counts, out=np.zeros_like(sums), where=counts > 0)
+    covered = np.zeros(sums.shape, dtype=bool)
+    for (ra, rb), (ca, cb), score, finite in zip(rows, cols, scores, np.isfinite(scores)):
+        covered[ra:rb, ca:cb] = True
+        if finite:
+            sums[ra:rb, ca:cb] += score
+            counts[ra:rb, ca:cb] += 1
+    scored = counts > 0
+    values = np.divide(sums, counts, out=np.zeros_like(sums), where=scored)
+    if scored.any():
+        values[covered & ~scored] = values[scored].min()
     return CellMap(row_edges, col_edges, values)
+
+
+def is_flat(values: np.ndarray) -> bool:
+    """Whether all ``values`` are equal (or not finite): a map normalisation cannot spread.
+
+    >>> is_flat(np.zeros(3)), is_flat(np.array([0.0, 1.0]))
+    (True, False)
+    """
+    return not np.ptp(values) > 0
 
 
 def normalise_to_uint8(values: np.ndarray, name: str = "heat map") -> np.ndarray:
@@ -72,12 +90,11 @@ def normalise_to_uint8(values: np.ndarray, name: str = "heat map") -> np.ndarray
     >>> normalise_to_uint8(np.array([0.1, 0.2, 0.3]))
     array([  0, 127, 255], dtype=uint8)
     """
-    shifted = values - np.min(values)
-    top = np.max(shifted)
-    if not top > 0:
+    if is_flat(values):
         warnings.warn(f"{name}: all tile scores are equal; the probability map is all zero", stacklevel=2)
         return np.zeros(values.shape, dtype=np.uint8)
-    return (shifted / top * 255).astype(np.uint8)
+    shifted = values - np.min(values)
+    return (shifted / np.max(shifted) * 255).astype(np.uint8)
 
 
 @dataclass(frozen=True)

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Mapping
 
 import torch
@@ -45,8 +46,31 @@ def read_checkpoint(path: str | None, what: str, download_hint: str = "") -> Map
         with torch.serialization.safe_globals(numpy_scalar_globals()):
             return torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # pickle, zip and weights-only refusals all mean "not a usable checkpoint"
-        first_line = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise EncoderError(f"{path}: cannot read {what} ({first_line})") from None
+        raise EncoderError(f"{path}: cannot read {what} ({load_failure(exc)})") from None
+
+
+REFUSED_GLOBAL = re.compile(r"Unsupported global: GLOBAL ([\w.]+)")
+
+
+def load_failure(error: Exception) -> str:
+    """Why ``torch.load`` failed, in words that fit the file: a refused Python object, or a damaged file.
+
+    torch's weights-only refusal advises loading with ``weights_only=False``, which is wrong for a damaged
+    file (a truncated pickle names a cut-off global such as ``torch.``) and unsafe for any other.
+
+    >>> load_failure(EOFError())
+    'corrupt or truncated file: EOFError'
+    >>> load_failure(RuntimeError("Weights only load failed. ...\\n\\tWeightsUnpickler error: Unsupported global: "
+    ...                           "GLOBAL __main__.Net was not an allowed global by default."))
+    'holds a Python object (__main__.Net), not only tensors: save its state_dict() instead'
+    """
+    text = str(error).strip()
+    refused = REFUSED_GLOBAL.search(text)
+    if refused and all(part.isidentifier() for part in refused.group(1).split(".")) and "." in refused.group(1):
+        return f"holds a Python object ({refused.group(1)}), not only tensors: save its state_dict() instead"
+    reason = next((line.strip() for line in text.splitlines() if "WeightsUnpickler error" in line), None)
+    reason = (reason or (text.splitlines()[0] if text else type(error).__name__)).split(" Please use")[0]
+    return f"corrupt or truncated file: {reason}"
 
 
 def unwrap_state_dict(checkpoint: Mapping, keys: tuple[str, ...] = ("model", "state_dict")) -> dict:

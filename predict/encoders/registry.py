@@ -16,7 +16,7 @@ from typing import Callable
 import yaml
 
 from predict import REPO_ROOT
-from predict.encoders.base import EncoderError, EncoderSpecModel
+from predict.encoders.base import PRECISIONS, EncoderError, EncoderSpecModel
 
 # Built-in encoders by name -> "module:Class", imported only when asked for (keeps torch-free imports cheap).
 ENCODER_REGISTRY: dict[str, str] = {
@@ -73,8 +73,47 @@ def resolve_path(path: str | None, base_dir: Path) -> str | None:
     return str(candidates[0].resolve())
 
 
+def path_entries(options: dict):
+    """``(keys, node)`` for each of ``PATH_KEYS`` present in ``options``: ``node[keys[-1]]`` is the path."""
+    for keys in PATH_KEYS:
+        node = options
+        for key in keys[:-1]:
+            node = node.get(key) if isinstance(node, dict) else None
+        if isinstance(node, dict) and keys[-1] in node:
+            yield keys, node
+
+
+def _is_positive_int(value) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value >= 1
+
+
+def check_options(options: dict, where: str) -> None:
+    """The keys the pipeline itself reads have the right type: ``model.name`` a non-empty string,
+    ``model.batch_size`` a positive integer, ``model.precision`` one of :data:`PRECISIONS`, the paths of
+    ``PATH_KEYS`` strings. A bad one is an :class:`EncoderError` naming ``where`` and the key.
+
+    >>> check_options({"model": {"name": "demo", "batch_size": "abc"}}, "x.yaml")
+    Traceback (most recent call last):
+    ...
+    predict.encoders.base.EncoderError: x.yaml: model.batch_size must be a positive integer, got 'abc'
+    """
+    model = options["model"]
+    if not isinstance(model["name"], str) or not model["name"].strip():
+        raise EncoderError(f"{where}: model.name must be an encoder name or 'package.module:Class', "
+                           f"got {model['name']!r}")
+    if "batch_size" in model and not _is_positive_int(model["batch_size"]):
+        raise EncoderError(f"{where}: model.batch_size must be a positive integer, got {model['batch_size']!r}")
+    if "precision" in model and model["precision"] not in PRECISIONS:
+        raise EncoderError(f"{where}: model.precision must be one of {', '.join(PRECISIONS)}, "
+                           f"got {model['precision']!r}")
+    for keys, node in path_entries(options):
+        if node[keys[-1]] is not None and not isinstance(node[keys[-1]], str):
+            raise EncoderError(f"{where}: {'.'.join(keys)} must be a file path, got {node[keys[-1]]!r}")
+
+
 def read_options(yaml_path: str | os.PathLike) -> dict:
-    """Parse an encoder yaml and resolve the paths it holds (see ``PATH_KEYS``)."""
+    """Parse an encoder yaml, check the keys the pipeline reads (:func:`check_options`) and resolve the
+    paths it holds (see ``PATH_KEYS``)."""
     yaml_path = Path(yaml_path)
     if not yaml_path.is_file():
         raise EncoderError(f"{yaml_path}: encoder yaml not found")
@@ -85,12 +124,10 @@ def read_options(yaml_path: str | os.PathLike) -> dict:
         raise EncoderError(f"{yaml_path}: not valid yaml ({str(exc).splitlines()[0]})") from None
     if not isinstance(options, dict) or not isinstance(options.get("model"), dict) or "name" not in options["model"]:
         raise EncoderError(f"{yaml_path}: missing key 'model.name' (the encoder to build)")
+    check_options(options, str(yaml_path))
     base = yaml_path.resolve().parent
-    for keys in PATH_KEYS:
-        node = options
-        for key in keys[:-1]:
-            node = node.get(key) if isinstance(node, dict) else None
-        if isinstance(node, dict) and isinstance(node.get(keys[-1]), str):
+    for keys, node in path_entries(options):
+        if isinstance(node[keys[-1]], str):
             node[keys[-1]] = resolve_path(node[keys[-1]], base)
     options["_yaml_path"] = str(yaml_path.resolve())
     return options
@@ -110,7 +147,9 @@ def load_encoder(yaml_path: str | os.PathLike, device: str | None = None,
     if checkpoint is not None:
         options.setdefault("optim", {})["resume"] = resolve_path(checkpoint, Path.cwd())
     if batch_size is not None:
-        options["model"]["batch_size"] = int(batch_size)
+        if not _is_positive_int(batch_size):
+            raise EncoderError(f"batch_size must be a positive integer, got {batch_size!r}")
+        options["model"]["batch_size"] = batch_size
     cls = import_encoder_class(str(options["model"]["name"]))
     if device is None:
         from predict.encoders.torch_encoder import default_device

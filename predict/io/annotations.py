@@ -16,17 +16,53 @@ class SampleError(ValueError):
 
 @dataclass(frozen=True)
 class Sample:
+    """One annotated query. ``problem`` is why the sample cannot be run (a bad caption, image name or
+    coordinates), or None: such a sample fails alone, with that one line, and the others still run."""
+
     idx: int
     jpg_name: str
     caption: str
     polygons: list  # list of polygons, each a list of (x, y) floats
+    problem: str | None = None
+
+
+def _is_number(value) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def sample_problem(item: dict) -> str | None:
+    """Why an annotation entry cannot be run, or None: the caption and ``jpg_name`` must be non-empty
+    strings, ``points`` a list of polygons of ``[x, y]`` number pairs (a string such as ``"12"`` is not
+    a number). Degenerate but well-typed polygons are left to the evaluator.
+
+    >>> sample_problem({"caption": "a field", "jpg_name": "a.jpg", "points": [[[0, 0], [5, 0], [5, 5]]]}) is None
+    True
+    >>> sample_problem({"caption": "  ", "jpg_name": "a.jpg", "points": []})
+    "caption must be a non-empty string, got '  '"
+    >>> sample_problem({"caption": "x", "jpg_name": "a.jpg", "points": [[["1", 2]]]})
+    "points: polygon 0 vertex 0 is not an [x, y] pair of numbers: ['1', 2]"
+    """
+    for key in ("caption", "jpg_name"):
+        value = item[key]
+        if not isinstance(value, str) or not value.strip():
+            return f"{key} must be a non-empty string, got {'null' if value is None else repr(value)}"
+    points = item["points"]
+    if not isinstance(points, list):
+        return f"points must be a list of polygons, got {type(points).__name__}"
+    for index, polygon in enumerate(points):
+        if not isinstance(polygon, list):
+            return f"points: polygon {index} is not a list of [x, y] pairs"
+        for vertex_index, vertex in enumerate(polygon):
+            if not (isinstance(vertex, list) and len(vertex) == 2 and all(map(_is_number, vertex))):
+                return f"points: polygon {index} vertex {vertex_index} is not an [x, y] pair of numbers: {vertex!r}"
+    return None
 
 
 def load_annotations(path: str) -> list[Sample]:
     """Read an SLM annotation file. Structural errors of the file raise :class:`SampleError`.
 
-    Per-polygon problems (too few points, non-finite values) are left to the evaluator, so that one bad
-    sample does not stop the others.
+    A sample with bad values (see :func:`sample_problem`) is returned with its ``problem`` set, so that it
+    fails alone; per-polygon problems (too few points, non-finite values) are left to the evaluator.
     """
     if not os.path.isfile(path):
         raise SampleError(f"{path}: annotation file not found")
@@ -41,5 +77,8 @@ def load_annotations(path: str) -> list[Sample]:
     for idx, item in enumerate(items):
         if not isinstance(item, dict) or not {"caption", "jpg_name", "points"} <= set(item):
             raise SampleError(f"{path}: sample {idx} lacks one of 'caption', 'jpg_name', 'points'")
-        samples.append(Sample(idx, str(item["jpg_name"]), str(item["caption"]), item["points"]))
+        problem = sample_problem(item)
+        text = {key: item[key] if isinstance(item[key], str) else "" for key in ("jpg_name", "caption")}
+        samples.append(Sample(idx, text["jpg_name"], text["caption"], item["points"] if problem is None else [],
+                              problem and f"{path}: sample {idx}: {problem}"))
     return samples

@@ -130,11 +130,12 @@ class MetricsStore:
         self._save()
 
     def mean(self) -> dict:
-        """Mean of each indicator over the successful samples (NaN when there is none, or one is NaN)."""
-        if not self._samples:
+        """Mean of each indicator over the successful samples, those flagged ``degenerate`` (an all-zero map
+        whose indicators mean nothing) left out; NaN when there is none, or one is NaN."""
+        valid = [item for item in self._samples.values() if not item.get("degenerate")]
+        if not valid:
             return {name: math.nan for name in INDICATORS}
-        return {name: float(np.mean([_as_float(item[name]) for item in self._samples.values()]))
-                for name in INDICATORS}
+        return {name: float(np.mean([_as_float(item[name]) for item in valid])) for name in INDICATORS}
 
     def _save(self) -> None:
         os.makedirs(self.cache_path, exist_ok=True)

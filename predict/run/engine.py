@@ -15,7 +15,8 @@ from evaluations.metrics import evaluate_gray
 from evaluations.utils import log_metric_block
 from predict.core.pipelines import PIPELINES, PipelineSpec
 from predict.encoders.base import EncoderSpecModel
-from predict.io.annotations import Sample, load_annotations
+from predict.io.annotations import Sample, SampleError, load_annotations
+from predict.io.atomic import WriteError
 from predict.io.maps import map_path, maps_exist, save_maps
 from predict.io.report import write_report
 from predict.io.results import STAGES, MetricsStore
@@ -74,6 +75,8 @@ class SeloRun:
         name = sample.jpg_name
         log.info("Processing %d/%d: %s", sample.idx, total, name)
         log.info("Corresponding text: %s", sample.caption)
+        if sample.problem:
+            raise SampleError(sample.problem)
         timer = StageTimer()
         image = self.load_image(os.path.join(config.src_data_path, name), timer)
         height, width = image.pixels.shape[:2]
@@ -83,13 +86,17 @@ class SeloRun:
         log.info("Calculate similarities in %.4fs", timer.seconds["cut"] + timer.seconds["sim"])
         probmap = probability_map_of(tiles, scores, height, width, spec, timer, name)
         log.info("Generate heatmap in %.4fs", timer.seconds["gnt"])
+        if probmap.degenerate:
+            log.warning("Sample %d (%s): degenerate map (its tile scores localise nothing); flagged "
+                        "\"degenerate\" in metrics.json and left out of the mean", sample.idx, name)
         with timer.stage("flt"):
             log.info("Saving heatmap in %s ...", map_path(config.cache_path, "heatmap", sample.idx))
-            decoded = save_maps(config.cache_path, sample.idx, image.pixels, probmap)
+            decoded = save_maps(config.cache_path, sample.idx, image.pixels, probmap.pixels)
         with timer.stage("eval"):
             score = evaluate_gray(decoded, sample.polygons, name=f"{name} (sample {sample.idx})")
         seconds = {stage: timer.seconds[stage] for stage in (*STAGES, "eval")}
-        record = self.store.record(sample.idx, name, sample.caption, score, n_tiles=len(tiles), seconds=seconds)
+        record = self.store.record(sample.idx, name, sample.caption, score, n_tiles=len(tiles),
+                                   nonfinite_tiles=probmap.nonfinite, degenerate=probmap.degenerate, seconds=seconds)
         log_metric_block(log, record, map_path(config.cache_path, "probmap", sample.idx))
 
     def run(self, samples: list[Sample]) -> int:
@@ -110,6 +117,8 @@ class SeloRun:
                     finally:
                         for warning in caught:
                             self.logger.warning("%s", warning.message)
+            except WriteError:
+                raise  # disk full or read-only: no later sample could be saved either
             except Exception as exc:  # one bad sample never loses the others; the message names the problem
                 failures += 1
                 message = str(exc).splitlines()[0] if str(exc) else type(exc).__name__

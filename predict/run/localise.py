@@ -12,15 +12,17 @@ from __future__ import annotations
 
 import hashlib
 import os
+import warnings
 import weakref
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import NamedTuple
 
 import cv2
 import numpy as np
 
 from predict.core import tiling
-from predict.core.heatmap import mean_tile_scores, probability_map
+from predict.core.heatmap import is_flat, mean_tile_scores, probability_map
 from predict.core.pipelines import PipelineSpec, get_pipeline
 from predict.encoders.base import EncoderSpecModel
 from predict.io.images import read_image
@@ -107,16 +109,38 @@ def score_tiles(image: LoadedImage, query: str, encoder: EncoderSpecModel, spec:
     return kept + boxes, np.concatenate([stage1_scores[order], box_scores])
 
 
+class ProbabilityMap(NamedTuple):
+    """The result of :func:`probability_map_of`.
+
+    Attributes:
+        pixels: uint8 ``(H, W)``, the probability map.
+        nonfinite: how many tile scores were NaN or infinite (left out of the mean).
+        degenerate: True when there was nothing to localise: no finite score, or the mean is the same
+            everywhere (the map is all zero; the original divided 0 by 0 there).
+    """
+
+    pixels: np.ndarray
+    nonfinite: int
+    degenerate: bool
+
+
 def probability_map_of(tiles: Sequence[tiling.Tile], scores: np.ndarray, height: int, width: int,
-                       spec: PipelineSpec, timer: StageTimer | None = None, name: str = "image") -> np.ndarray:
-    """The uint8 ``(height, width)`` probability map of scored tiles: per-pixel mean (timed ``gnt``),
-    normalisation and ``spec``'s filter (timed ``flt``)."""
+                       spec: PipelineSpec, timer: StageTimer | None = None, name: str = "image") -> ProbabilityMap:
+    """The probability map of scored tiles: per-pixel mean (timed ``gnt``), normalisation and ``spec``'s
+    filter (timed ``flt``). Tiles whose score is not finite are left out of the mean, with a warning that
+    counts them."""
     timer = timer or StageTimer()
+    scores = np.asarray(scores, dtype=np.float64)
+    nonfinite = int(np.count_nonzero(~np.isfinite(scores)))
+    if nonfinite:
+        warnings.warn(f"{name}: {nonfinite} of {len(scores)} tile scores are not finite (NaN or infinite); "
+                      "left out of the per-pixel mean", stacklevel=2)
     with timer.stage("gnt"):
         boxes = [tiling.effective_box(tile, height, width) for tile in tiles]
         cells = mean_tile_scores(boxes, scores, height, width)
     with timer.stage("flt"):
-        return probability_map(cells, spec.map_filter, name)
+        pixels = probability_map(cells, spec.map_filter, name)
+    return ProbabilityMap(pixels, nonfinite, is_flat(cells.values))  # no finite score: all-zero cells
 
 
 # One in-memory store per encoder, so that calling localise() again on the same image encodes nothing.
@@ -148,7 +172,8 @@ def localise(image: str | os.PathLike | np.ndarray, query: str, encoder: Encoder
 
     Returns:
         uint8 ``(H, W)``: the probability map ``generate_selo.py`` saves for this image and query (before
-        its JPEG encoding).
+        its JPEG encoding); all zero, with a warning, when the scores localise nothing (all equal or
+        none finite).
     """
     spec = get_pipeline(pipeline, steps)
     loaded = load_image(image)
@@ -156,4 +181,4 @@ def localise(image: str | os.PathLike | np.ndarray, query: str, encoder: Encoder
     store = vectors if vectors is not None else default_store(encoder)
     tiles, scores = score_tiles(loaded, query, encoder, spec, store, seed, name=name)
     height, width = loaded.pixels.shape[:2]
-    return probability_map_of(tiles, scores, height, width, spec, name=name)
+    return probability_map_of(tiles, scores, height, width, spec, name=name).pixels
