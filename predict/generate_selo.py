@@ -21,7 +21,6 @@ from predict import REPO_ROOT
 from predict.core.pipelines import PIPELINES, get_pipeline
 from predict.encoders.registry import load_encoder, read_options
 from predict.io.annotations import load_annotations
-from predict.io.atomic import WriteError
 from predict.io.checks import (EXIT_INTERRUPTED, OneLineParser, fail_to_start, first_line, interrupted_line,
                                positive_int, prepare_output_folder, require_folder, tile_steps)
 from predict.io.logs import setup_logger
@@ -79,7 +78,7 @@ def main(argv=None, pipeline: str = "v1") -> int:
     except KeyboardInterrupt:
         logger.error("%s", interrupted_line(args.cache_path))
         return EXIT_INTERRUPTED
-    except WriteError as exc:
+    except OSError as exc:  # disk full, read-only folder, no permission
         return fail_to_start(f"{exc}; the run stopped, the results saved before are kept", logger)
     mean = run.store.mean()
     degenerate = sum(bool(record.get("degenerate")) for record in run.store.samples)

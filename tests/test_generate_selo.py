@@ -14,6 +14,7 @@ import yaml
 
 from predict import generate_selo
 from predict.core import tiling
+from predict.core.stretch import percentile_stretch
 from predict.io.images import SampleError, read_image
 
 TESTS = Path(__file__).parent
@@ -113,7 +114,7 @@ def test_missing_and_corrupt_images_fail_alone(tmp_path):
     assert [s["idx"] for s in result["samples"]] == [1]
     errors = {e["idx"]: e["error"] for e in result["errors"]}
     assert "missing.jpg: image not found" in errors[0]
-    assert "corrupt.jpg: cannot decode image" in errors[2]
+    assert "corrupt.jpg: truncated or corrupt JPEG" in errors[2]
     log = (cache / "log.txt").read_text(encoding="utf-8")
     assert "Sample 0 (missing.jpg) failed" in log and "Sample 2 (corrupt.jpg) failed" in log
 
@@ -128,10 +129,12 @@ def test_image_formats_are_read_as_bgr_uint8(tmp_path):
     import tifffile
 
     tifffile.imwrite(str(tmp_path / "e.tif"), np.dstack([rgb, rgb[:, :, :1]]))  # 4-band RGB+NIR GeoTIFF-like
-    for name in ("a.png", "b.png", "c.tif", "e.tif"):
+    for name in ("a.png", "c.tif", "e.tif"):
         out = read_image(str(tmp_path / name))
         assert out.dtype == np.uint8 and out.shape == image.shape, name
         np.testing.assert_array_equal(out, image, err_msg=name)
+    # 16-bit data are stretched 2-98 % per band (see test_bad_input for 12-bit data)
+    np.testing.assert_array_equal(read_image(str(tmp_path / "b.png")), percentile_stretch(image.astype(np.uint16) * 257))
     gray = read_image(str(tmp_path / "d.png"))
     assert gray.shape == image.shape and np.array_equal(gray[:, :, 0], image[:, :, 2])
     with pytest.raises(SampleError, match="nothing.png: image not found"):

@@ -62,12 +62,12 @@ def load_failure(error: Exception) -> str:
     'corrupt or truncated file: EOFError'
     >>> load_failure(RuntimeError("Weights only load failed. ...\\n\\tWeightsUnpickler error: Unsupported global: "
     ...                           "GLOBAL __main__.Net was not an allowed global by default."))
-    'holds a Python object (__main__.Net), not only tensors: save its state_dict() instead'
+    'refused: holds Python objects (__main__.Net), not only tensors; save a state_dict() instead'
     """
     text = str(error).strip()
     refused = REFUSED_GLOBAL.search(text)
-    if refused and all(part.isidentifier() for part in refused.group(1).split(".")) and "." in refused.group(1):
-        return f"holds a Python object ({refused.group(1)}), not only tensors: save its state_dict() instead"
+    if refused and all(part.isidentifier() for part in refused.group(1).split(".")):
+        return f"refused: holds Python objects ({refused.group(1)}), not only tensors; save a state_dict() instead"
     reason = next((line.strip() for line in text.splitlines() if "WeightsUnpickler error" in line), None)
     reason = (reason or (text.splitlines()[0] if text else type(error).__name__)).split(" Please use")[0]
     return f"corrupt or truncated file: {reason}"

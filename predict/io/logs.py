@@ -18,10 +18,22 @@ class TqdmHandler(logging.Handler):
         tqdm.write(self.format(record))
 
 
+class LogFileHandler(logging.FileHandler):
+    """log.txt; when it cannot be written (disk full...) says so once, in one line, instead of a traceback
+    per record."""
+
+    failed = False
+
+    def handleError(self, record):
+        if not self.failed:
+            self.failed = True
+            tqdm.write(f"WARNING: {self.baseFilename}: cannot write the log; lines go to the terminal only")
+
+
 def setup_logger(cache_path: str, console_level: int = logging.WARNING) -> logging.Logger:
     """The run's logger: every line to ``<cache>/log.txt`` (appended, so a resumed run keeps its history),
     warnings and errors (``console_level`` and above) to the terminal above the progress bar."""
-    to_file = logging.FileHandler(os.path.join(cache_path, "log.txt"), encoding="utf-8")
+    to_file = LogFileHandler(os.path.join(cache_path, "log.txt"), encoding="utf-8")
     to_file.setFormatter(logging.Formatter(LOG_FORMAT))
     console = TqdmHandler(level=console_level)
     console.setFormatter(logging.Formatter("%(levelname)s: %(message)s"))

@@ -18,6 +18,7 @@ from tqdm import tqdm
 
 from evaluations.metrics import INDICATORS
 from predict.io.annotations import load_annotations
+from predict.io.atomic import write_atomically
 from predict.io.maps import map_path, write_jpeg
 from predict.io.results import STAGES, MetricsStore
 
@@ -76,7 +77,12 @@ def _number(value) -> str:
 def _sample_row(cache_path: str, record: dict, polygons: list) -> str:
     """One table row; draws the full-size annotated overlay and its thumbnail into ``report/``."""
     idx = record["idx"]
-    cells = [str(idx), html.escape(record["caption"].strip()) + f"<br><small>{html.escape(record['jpg_name'])}</small>"]
+    caption = html.escape(record["caption"].strip()) + f"<br><small>{html.escape(record['jpg_name'])}</small>"
+    if record.get("degenerate"):
+        caption += '<br><span class="err">degenerate map (tile scores all equal or not finite): left out of the mean</span>'
+    if record.get("nonfinite_tiles"):
+        caption += f'<br><span class="err">{record["nonfinite_tiles"]} non-finite tile score(s) left out</span>'
+    cells = [str(idx), caption]
     cells += [_number(record.get(name)) for name in INDICATORS]
     image = _background(cache_path, idx)
     if image is None:
@@ -107,10 +113,12 @@ def write_report(cache_path: str, anno_path: str) -> str:
     os.makedirs(os.path.join(cache_path, REPORT_DIR), exist_ok=True)
 
     mean = store.mean()
+    degenerate = sum(bool(record.get("degenerate")) for record in store.samples)
     parts = ["<!DOCTYPE html>", '<html lang="en">', "<head>", '<meta charset="utf-8">',
              f"<title>SeLo report: {html.escape(os.path.basename(os.path.abspath(cache_path)))}</title>",
              f"<style>{STYLE}</style>", "</head>", "<body>",
-             f"<h1>SeLo report</h1><p>{len(store.samples)} sample(s) evaluated, {len(store.errors)} failed.</p>",
+             f"<h1>SeLo report</h1><p>{len(store.samples)} sample(s) evaluated, {len(store.errors)} failed"
+             + (f", {degenerate} degenerate (left out of the mean)" if degenerate else "") + ".</p>",
              "<h2>Mean indicators</h2><table><tr>" + "".join(f"<th>{n}</th>" for n in INDICATORS) + "</tr><tr>"
              + "".join(f'<td class="num">{_number(mean[n])}</td>' for n in INDICATORS) + "</tr></table>"]
     if store.timings:
@@ -132,6 +140,5 @@ def write_report(cache_path: str, anno_path: str) -> str:
         parts.append("</ul>")
     parts += ["</body>", "</html>"]
     path = os.path.join(cache_path, "report.html")
-    with open(path, "w", encoding="utf-8") as f:
-        f.write("\n".join(parts) + "\n")
+    write_atomically(path, "\n".join(parts) + "\n")
     return path
