@@ -55,3 +55,16 @@ class RednessEncoder(EncoderSpecModel):
 
     def cosine_sim(self, image_vectors, text_vector):
         return np.asarray(image_vectors, dtype=np.float64)[:, 0]
+
+
+class NoDataZeroEncoder(RednessEncoder):
+    """RednessEncoder through the default (original's) ``cosine_sim``, with a zero vector for black no-data
+    tiles, which that similarity turns into NaN."""
+
+    name = "nodata_zero"
+    cosine_sim = EncoderSpecModel.cosine_sim
+
+    def image_encoder(self, tiles):
+        vectors = super().image_encoder(tiles)
+        vectors[np.asarray(tiles).reshape(len(vectors), -1).max(axis=1) == 0] = 0
+        return vectors

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import logging
 import os
+import sys
 
 from tqdm import tqdm
 
@@ -15,7 +16,7 @@ class TqdmHandler(logging.Handler):
     """Writes log records above the progress bar instead of through it."""
 
     def emit(self, record):
-        tqdm.write(self.format(record))
+        tqdm.write(self.format(record), file=sys.stderr)  # where the bar is, and where errors belong
 
 
 class LogFileHandler(logging.FileHandler):
@@ -27,7 +28,8 @@ class LogFileHandler(logging.FileHandler):
     def handleError(self, record):
         if not self.failed:
             self.failed = True
-            tqdm.write(f"WARNING: {self.baseFilename}: cannot write the log; lines go to the terminal only")
+            tqdm.write(f"WARNING: {self.baseFilename}: cannot write the log; warnings and errors still go to the terminal",
+                       file=sys.stderr)
 
 
 def setup_logger(cache_path: str, console_level: int = logging.WARNING) -> logging.Logger:
