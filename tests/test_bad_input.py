@@ -29,9 +29,8 @@ from predict.encoders.registry import read_options
 from predict.io.annotations import SampleError, load_annotations
 from predict.io.images import read_image
 
-TESTS = Path(__file__).parent
-REPO = TESTS.parent
-sys.path.insert(0, str(TESTS))
+sys.path.insert(0, str(Path(__file__).parent))
+from toy_encoders import slow_generate_command  # noqa: E402  (the tests' folder, also on PYTHONPATH of subprocesses)
 SQUARE = [[500, 300], [800, 300], [800, 600], [500, 600]]  # the red square of red_square_scene
 
 
@@ -373,30 +372,27 @@ def test_disk_full_or_read_only_stops_the_run_in_one_line_and_keeps_what_was_sav
     assert code == 0 and sorted(results(cache)[0]) == [0, 1, 2]
 
 
+def saved_samples(cache) -> int:
+    try:
+        return len(json.loads((cache / "metrics.json").read_text())["samples"])
+    except (OSError, ValueError):
+        return 0
+
+
 def test_ctrl_c_stops_with_one_line_and_the_rerun_resumes(tmp_path):
     names = [f"s{i}.png" for i in range(4)]  # one image per sample, so every sample encodes tiles
     write_testset(tmp_path, [{"jpg_name": name} for name in names], {name: red_square_scene() for name in names})
-    options = {"model": {"name": "toy_encoders:PositionScorer", "batch_size": 8},
-               "scorer": {"height": 900, "width": 1200, "offset": 0.0, "delay": 0.05,
-                          "targets": [{"x": 650, "y": 450, "amp": 1.0, "sigma": 200}]}}
-    (tmp_path / "slow.yaml").write_text(yaml.safe_dump(options))
+    cmd, env = slow_generate_command(tmp_path, tmp_path / "imgs", tmp_path / "anno.json")
     cache = tmp_path / "cache"
-    cmd = [sys.executable, str(REPO / "predict" / "generate_selo.py"), "--yaml_path", str(tmp_path / "slow.yaml"),
-           "--cache_path", str(cache), "--src_data_path", str(tmp_path / "imgs"),
-           "--src_anno_path", str(tmp_path / "anno.json"), "--step", "256_512", "--device", "cpu"]
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(TESTS), str(REPO)])}
     proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     deadline = time.time() + 120
-    while time.time() < deadline and proc.poll() is None:
-        if (cache / "probmap_0.jpg").is_file():  # sample 0 saved, sample 1 encoding
-            break
+    while time.time() < deadline and proc.poll() is None and saved_samples(cache) < 1:
         time.sleep(0.05)
-    time.sleep(0.3)
-    proc.send_signal(signal.SIGINT)
+    proc.send_signal(signal.SIGINT)  # sample 0 saved, sample 1 encoding
     _, err = proc.communicate(timeout=120)
     assert proc.returncode == 130, err
     assert "Traceback" not in err and "KeyboardInterrupt" not in err
-    saved = len(json.loads((cache / "metrics.json").read_text())["samples"])
+    saved = saved_samples(cache)
     assert 1 <= saved < 4, "the interrupt must land mid-run"
     assert error_lines(err) == [f"ERROR: interrupted: {saved} sample(s) saved in {cache / 'metrics.json'}; "
                                 "rerun the same command to resume"]

@@ -18,8 +18,8 @@ from predict.core.stretch import percentile_stretch
 from predict.io.images import SampleError, read_image
 
 TESTS = Path(__file__).parent
-REPO = TESTS.parent
 sys.path.insert(0, str(TESTS))
+from toy_encoders import slow_generate_command  # noqa: E402
 
 
 def red_square_scene(height=900, width=1200, box=(300, 600, 500, 800)):
@@ -158,15 +158,8 @@ def test_a_killed_run_resumes_without_losing_or_recomputing_samples(tmp_path):
         cv2.imwrite(str(imgs / name), image)
     anno = [{"caption": f"red {i}", "jpg_name": n, "points": [polygon]} for i, n in enumerate(names)]
     (tmp_path / "anno.json").write_text(json.dumps(anno))
-    options = {"model": {"name": "toy_encoders:PositionScorer", "batch_size": 8},
-               "scorer": {"height": 900, "width": 1200, "offset": 0.0, "delay": 0.05,
-                          "targets": [{"x": 650, "y": 450, "amp": 1.0, "sigma": 200}]}}
-    (tmp_path / "slow.yaml").write_text(yaml.safe_dump(options))
+    cmd, env = slow_generate_command(tmp_path, imgs, tmp_path / "anno.json")
     cache = tmp_path / "cache"
-    cmd = [sys.executable, str(REPO / "predict" / "generate_selo.py"), "--yaml_path", str(tmp_path / "slow.yaml"),
-           "--cache_path", str(cache), "--src_data_path", str(imgs), "--src_anno_path", str(tmp_path / "anno.json"),
-           "--step", "256_512", "--device", "cpu"]
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(TESTS), str(REPO)])}
     proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     metrics = cache / "metrics.json"
     deadline = time.time() + 120
