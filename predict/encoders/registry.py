@@ -104,8 +104,7 @@ def check_options(options: dict, where: str) -> None:
     if "batch_size" in model and not _is_positive_int(model["batch_size"]):
         raise EncoderError(f"{where}: model.batch_size must be a positive integer, got {model['batch_size']!r}")
     if "precision" in model and model["precision"] not in PRECISIONS:
-        raise EncoderError(f"{where}: model.precision must be one of {', '.join(PRECISIONS)}, "
-                           f"got {model['precision']!r}")
+        raise EncoderError(f"{where}: model.precision {model['precision']!r} is not one of {', '.join(PRECISIONS)}")
     for keys, node in path_entries(options):
         if node[keys[-1]] is not None and not isinstance(node[keys[-1]], str):
             raise EncoderError(f"{where}: {'.'.join(keys)} must be a file path, got {node[keys[-1]]!r}")
