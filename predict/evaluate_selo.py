@@ -17,6 +17,7 @@ import sys
 
 from predict import REPO_ROOT
 from predict.io.annotations import SampleError, load_annotations
+from predict.io.lock import FolderBusyError
 from predict.io.logs import setup_logger
 from predict.run.evaluate import evaluate_folder
 
@@ -42,7 +43,11 @@ def main(argv=None) -> int:
     except SampleError as error:
         logger.error("%s", error)
         return 2
-    failures = evaluate_folder(args.cache_path, samples, logger, args.src_anno_path)
+    try:
+        failures = evaluate_folder(args.cache_path, samples, logger, args.src_anno_path)
+    except FolderBusyError as error:
+        logger.error("%s", error)
+        return 2
     if args.report:
         from predict.io.report import write_report
 

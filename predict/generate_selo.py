@@ -6,8 +6,9 @@ v1 (default): tiles of every step at two grid offsets, per-pixel mean of the til
 v2 (``--pipeline v2``, or ``generate_selo_v2.py``): 512 tiles, the best 15 % refined by boxes around 9
 points each, a query averaged with 4 word-shuffled copies, Gaussian 255.
 Results are written per sample as they are produced (maps, log.txt, metrics.json/csv), report.html at
-the end; a rerun skips the samples already complete unless ``--overwrite``. Exit code 1 when any sample
-failed, 2 when the run cannot start.
+the end; a rerun skips the samples whose recorded provenance still holds (and recomputes the others,
+saying why) unless ``--overwrite``; a folder holding results of other run settings, or written by a live
+run, stops the run before any work. Exit code 1 when any sample failed, 2 when the run cannot start.
 """
 from __future__ import annotations
 
@@ -20,8 +21,10 @@ from predict import REPO_ROOT
 from predict.core.pipelines import PIPELINES, get_pipeline
 from predict.encoders.registry import load_encoder
 from predict.io.annotations import load_annotations
+from predict.io.lock import FolderBusyError, folder_lock
 from predict.io.logs import setup_logger
 from predict.run.engine import RunConfig, run_testset
+from predict.run.provenance import SettingsMismatchError
 
 
 def build_parser(pipeline: str = "v1") -> argparse.ArgumentParser:
@@ -56,7 +59,16 @@ def run_config(args: argparse.Namespace) -> RunConfig:
 
 def main(argv=None, pipeline: str = "v1") -> int:
     args = build_parser(pipeline).parse_args(argv)
-    os.makedirs(args.cache_path, exist_ok=True)
+    try:
+        with folder_lock(args.cache_path):  # before anything is loaded or written: one run per folder
+            return generate(args)
+    except FolderBusyError as exc:
+        print(exc, file=sys.stderr)
+        return 2
+
+
+def generate(args: argparse.Namespace) -> int:
+    """The run of :func:`main`, its folder locked."""
     logger = setup_logger(args.cache_path)
     started = time.perf_counter()
     try:
@@ -66,9 +78,13 @@ def main(argv=None, pipeline: str = "v1") -> int:
     except Exception as exc:
         logger.error("%s", str(exc).splitlines()[0] if str(exc) else type(exc).__name__)
         return 2
-    run, failures = run_testset(config, encoder, logger, samples)
+    try:
+        run, failures = run_testset(config, encoder, logger, samples)
+    except SettingsMismatchError as exc:
+        logger.error("%s", exc)
+        return 2
     mean = run.store.mean()
-    print(f"Mean over {len(run.store.samples)} samples: "
+    print(f"Mean over {len(run.store.mean_over)} samples: "
           + "  ".join(f"{name} {value:.4f}" for name, value in mean.items())
           + f"  ({time.perf_counter() - started:.1f}s; tiles encoded {run.vectors.tiles_encoded}"
           + f" of {run.vectors.tiles_requested} requested)")
