@@ -352,6 +352,10 @@ def test_an_empty_annotation_file_deletes_nothing(tmp_path):
     assert code == 0
     assert after["samples"] == first["samples"] and after["mean_over"] == []
     assert "2 result(s) of samples not in" in log and "kept but not counted in the mean (idx 0, 1)" in log
+    from predict.io.report import write_report
+
+    page = Path(write_report(str(tmp_path / "cache"), str(tmp_path / "anno.json"))).read_text(encoding="utf-8")
+    assert "The mean covers 0 sample(s) of" in page and "kept but not counted (idx 0, 1)" in page
     # the evaluation CLI keeps them too
     from predict import evaluate_selo
 
