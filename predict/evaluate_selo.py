@@ -17,7 +17,7 @@ import sys
 
 from predict import REPO_ROOT
 from predict.io.annotations import SampleError, load_annotations
-from predict.io.lock import FolderBusyError
+from predict.io.lock import FolderBusyError, folder_lock
 from predict.io.logs import setup_logger
 from predict.run.evaluate import evaluate_folder
 
@@ -37,23 +37,28 @@ def main(argv=None) -> int:
     if not os.path.isdir(args.cache_path):
         print(f"{args.cache_path}: cache folder not found", file=sys.stderr)
         return 2
+    try:
+        with folder_lock(args.cache_path):  # before the log is touched: one writer per folder
+            return evaluate(args)
+    except FolderBusyError as error:
+        print(error, file=sys.stderr)
+        return 2
+
+
+def evaluate(args: argparse.Namespace) -> int:
+    """The evaluation of :func:`main`, its folder locked."""
     logger = setup_logger(args.cache_path, console_level=logging.INFO)
     try:
         samples = load_annotations(args.src_anno_path)
     except SampleError as error:
         logger.error("%s", error)
         return 2
-    try:
-        failures = evaluate_folder(args.cache_path, samples, logger, args.src_anno_path)
-    except FolderBusyError as error:
-        logger.error("%s", error)
-        return 2
+    failures = evaluate_folder(args.cache_path, samples, logger, args.src_anno_path)
     if args.report:
         from predict.io.report import write_report
 
         logger.info("Report: %s", write_report(args.cache_path, args.src_anno_path))
     return 1 if failures else 0
-
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -389,6 +389,10 @@ def test_a_second_run_into_a_live_runs_folder_stops_at_once(tmp_path, capsys):
         assert code == 2
         assert f"{cache}: another run (pid {proc.pid}) is writing this folder" in err
         assert err.count("\n") == 1
+        from predict import evaluate_selo
+
+        assert evaluate_selo.main(["--cache_path", str(cache), "--src_anno_path", str(tmp_path / "anno.json")]) == 2
+        assert f"{cache}: another run (pid {proc.pid}) is writing this folder" in capsys.readouterr().err
         assert (cache / "log.txt").read_text(encoding="utf-8").startswith(log_before)
     finally:
         proc.send_signal(signal.SIGKILL)
