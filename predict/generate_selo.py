@@ -23,8 +23,7 @@ from predict.encoders.registry import load_encoder
 from predict.io.annotations import load_annotations
 from predict.io.lock import FolderBusyError, folder_lock
 from predict.io.logs import setup_logger
-from predict.run.engine import RunConfig, run_testset
-from predict.run.provenance import SettingsMismatchError
+from predict.run.engine import RunConfig, SettingsMismatchError, run_testset
 
 
 def build_parser(pipeline: str = "v1") -> argparse.ArgumentParser:

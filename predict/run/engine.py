@@ -22,10 +22,12 @@ from predict.io.maps import map_path, save_maps
 from predict.io.report import write_report
 from predict.io.results import STAGES, MetricsStore
 from predict.run.localise import LoadedImage, load_image, probability_map_of, score_tiles
-from predict.run.provenance import (NOT_COMPUTED, check_settings, image_digest, log_mean_coverage, reuse_problem,
-                                    run_settings, sample_identity)
+from predict.run.provenance import (NOT_COMPUTED, SettingsMismatchError, check_settings, image_digest,
+                                    log_mean_coverage, reuse_problem, run_settings, sample_identity)
 from predict.run.timing import StageTimer
 from predict.run.vectors import TileVectorStore
+
+__all__ = ["RunConfig", "SeloRun", "SettingsMismatchError", "run_testset"]  # the error: for the CLIs to catch
 
 
 @dataclass
@@ -159,12 +161,17 @@ class SeloRun:
 def run_testset(config: RunConfig, encoder: EncoderSpecModel, logger: logging.Logger,
                 samples: list[Sample] | None = None) -> tuple[SeloRun, int]:
     """Run every sample of ``config.src_anno_path`` (or ``samples``, read from it already); return the run
-    and its failure count."""
+    and its failure count.
+
+    Raises:
+        FolderBusyError: another live run writes ``config.cache_path``.
+        SettingsMismatchError: the folder holds results of other run settings (and not ``config.overwrite``).
+    """
     if samples is None:
         samples = load_annotations(config.src_anno_path)
     with folder_lock(config.cache_path):  # one writer per folder (raises FolderBusyError)
         run = SeloRun(config, encoder, logger)
-        if not config.overwrite:  # stops before any work (SettingsMismatchError)
+        if not config.overwrite:  # stops before any work
             check_settings(config.cache_path, run.store.settings, run.settings)
         run.store.set_settings(run.settings_digest, run.settings)
         run.store.set_current(samples, config.src_anno_path)
