@@ -108,9 +108,14 @@ def vector_options(options: dict) -> dict:
 
 
 def _files_digest(paths) -> str:
+    """sha256 over the names and bytes of small files (source code: read directly, not memoised); a name is
+    relative to the package, or the bare file name, so that another checkout of the same code agrees."""
     digest = hashlib.sha256()
     for path in sorted(set(paths)):
-        digest.update(f"{path}\0{content_digest(path)}\0".encode())
+        inside = Path(path).is_relative_to(PACKAGE_DIR)
+        name = str(Path(path).relative_to(PACKAGE_DIR)) if inside else os.path.basename(path)
+        with open(path, "rb") as f:
+            digest.update(f"{name}\0".encode() + f.read() + b"\0")
     return digest.hexdigest()
 
 

@@ -60,11 +60,14 @@ def _as_float(value) -> float:
 def record_problem(item) -> str | None:
     """Why a ``samples`` entry of ``metrics.json`` cannot be used (None when it can).
 
-    >>> record_problem({"idx": 3, "Rsu": 0.5, "Rda": 1.0, "Ras": None})
+    >>> record_problem({"idx": 3, "jpg_name": "a.jpg", "caption": "c", "Rsu": 0.5, "Rda": 1.0, "Ras": None})
     'no Rmi'
     """
     if not isinstance(item, dict):
         return "not a record"
+    for key in ("jpg_name", "caption"):
+        if not isinstance(item.get(key), str):
+            return f"no {key}"
     for name in INDICATORS:
         if name not in item:
             return f"no {name}"
@@ -123,7 +126,8 @@ class MetricsStore:
                 self.unusable[idx] = f"its record in metrics.json is unusable ({problem})"
             else:
                 self._samples[idx] = item
-        self._errors = {idx: item for item in errors if (idx := _index(item)) is not None and idx not in self._samples}
+        self._errors = {idx: {"idx": idx, **{key: str(item.get(key, "")) for key in ("jpg_name", "caption", "error")}}
+                        for item in errors if (idx := _index(item)) is not None and idx not in self._samples}
         self._timings, self._settings, self._run = timings, settings, run
         if isinstance(mean_over, list):
             self._mean_over = [idx for idx in mean_over if isinstance(idx, int)]
