@@ -20,6 +20,7 @@ import sys
 from predict import REPO_ROOT
 from predict.io.annotations import SampleError, load_annotations
 from predict.io.checks import EXIT_INTERRUPTED, OneLineParser, fail_to_start, interrupted_line, require_folder
+from predict.io.lock import FolderBusyError, folder_lock
 from predict.io.logs import setup_logger
 from predict.io.report import write_report
 from predict.run.evaluate import evaluate_folder
@@ -43,6 +44,15 @@ def main(argv=None) -> int:
     args = parse_args(argv)
     if not os.path.isdir(args.cache_path):
         return fail_to_start(f"{args.cache_path}: cache folder not found")
+    try:
+        with folder_lock(args.cache_path):  # before the log is touched: one writer per folder
+            return evaluate(args)
+    except FolderBusyError as error:
+        return fail_to_start(str(error))
+
+
+def evaluate(args: argparse.Namespace) -> int:
+    """The evaluation of :func:`main`, its folder locked."""
     logger = setup_logger(args.cache_path, console_level=logging.INFO)
     try:
         try:

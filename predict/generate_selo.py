@@ -6,9 +6,11 @@ v1 (default): tiles of every step at two grid offsets, per-pixel mean of the til
 v2 (``--pipeline v2``, or ``generate_selo_v2.py``): 512 tiles, the best 15 % refined by boxes around 9
 points each, a query averaged with 4 word-shuffled copies, Gaussian 255.
 Results are written per sample as they are produced (maps, log.txt, metrics.json/csv), report.html at
-the end; a rerun skips the samples already complete unless ``--overwrite``. Arguments, paths and the
-yaml are checked before any model loads. Exit code 1 when any sample failed, 2 when the run cannot start
-(or stops: disk full, read-only folder), 130 on Ctrl-C (what is saved is kept; rerun to resume).
+the end; a rerun skips the samples whose recorded provenance still holds (and recomputes the others,
+saying why) unless ``--overwrite``; a folder holding results of other run settings, or written by a live
+run, stops the run before any work. Arguments, paths and the yaml are checked before any model loads.
+Exit code 1 when any sample failed, 2 when the run cannot start (or stops: disk full, read-only folder),
+130 on Ctrl-C (what is saved is kept; rerun to resume).
 """
 from __future__ import annotations
 
@@ -23,8 +25,9 @@ from predict.encoders.registry import load_encoder, read_options
 from predict.io.annotations import load_annotations
 from predict.io.checks import (EXIT_INTERRUPTED, OneLineParser, fail_to_start, first_line, interrupted_line,
                                positive_int, prepare_output_folder, require_folder, tile_steps)
+from predict.io.lock import FolderBusyError, folder_lock
 from predict.io.logs import setup_logger
-from predict.run.engine import RunConfig, run_testset
+from predict.run.engine import RunConfig, SettingsMismatchError, run_testset
 
 
 def build_parser(pipeline: str = "v1") -> argparse.ArgumentParser:
@@ -63,6 +66,15 @@ def main(argv=None, pipeline: str = "v1") -> int:
         prepare_output_folder(args.cache_path)
     except OSError as exc:
         return fail_to_start(str(exc))
+    try:
+        with folder_lock(args.cache_path):  # before anything is loaded or written: one run per folder
+            return generate(args)
+    except FolderBusyError as exc:
+        return fail_to_start(str(exc))
+
+
+def generate(args: argparse.Namespace) -> int:
+    """The run of :func:`main`, its folder locked."""
     logger = setup_logger(args.cache_path)
     started = time.perf_counter()
     try:
@@ -75,15 +87,15 @@ def main(argv=None, pipeline: str = "v1") -> int:
         except Exception as exc:
             return fail_to_start(first_line(exc), logger)
         run, failures = run_testset(config, encoder, logger, samples)
+    except SettingsMismatchError as exc:
+        return fail_to_start(str(exc), logger)
     except KeyboardInterrupt:
         logger.error("%s", interrupted_line(args.cache_path))
         return EXIT_INTERRUPTED
     except OSError as exc:  # disk full, read-only folder, no permission
         return fail_to_start(f"{exc}; the run stopped, the results saved before are kept", logger)
     mean = run.store.mean()
-    degenerate = sum(bool(record.get("degenerate")) for record in run.store.samples)
-    print(f"Mean over {len(run.store.samples) - degenerate} samples"
-          + (f" ({degenerate} degenerate left out)" if degenerate else "") + ": "
+    print(f"Mean over {len(run.store.mean_over)} samples: "
           + "  ".join(f"{name} {value:.4f}" for name, value in mean.items())
           + f"  ({time.perf_counter() - started:.1f}s; tiles encoded {run.vectors.tiles_encoded}"
           + f" of {run.vectors.tiles_requested} requested)")

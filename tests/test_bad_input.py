@@ -88,7 +88,7 @@ def test_truncated_jpeg_and_png_are_errors_not_partial_images(tmp_path):
 
 
 def test_a_truncated_image_fails_its_sample_only(tmp_path):
-    anno = write_testset(tmp_path, [{"jpg_name": "half.jpg"}, {}])
+    write_testset(tmp_path, [{"jpg_name": "half.jpg"}, {}])
     cv2.imwrite(str(tmp_path / "imgs" / "whole.jpg"), red_square_scene())
     data = (tmp_path / "imgs" / "whole.jpg").read_bytes()
     (tmp_path / "imgs" / "half.jpg").write_bytes(data[:len(data) // 2])

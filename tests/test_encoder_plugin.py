@@ -304,3 +304,86 @@ def test_pickled_skipthought_table_is_refused(tmp_path):
     np.savez(tmp_path / "uni_skip.npz", encoder_W=np.zeros(1))
     with pytest.raises(ValueError, match="utable.npy: cannot read SkipThought array.*Object arrays cannot be loaded"):
         UniSkip(5).init_from_skipthoughts(str(tmp_path), TINY_WORDS)
+
+
+# --- plug-ins that skip super().__init__(), and what the self-check catches (issue 10) ----------------------
+
+CHECKED_SOURCE = textwrap.dedent('''
+    import numpy as np
+    from predict.model_encoder import EncoderSpecModel
+
+    class Answering(EncoderSpecModel):
+        """Answers right, or with the mistake the yaml's model.answer names."""
+        name = "answering"
+
+        def __init__(self, options, device):
+            super().__init__(options, device)
+            self.answer = options["model"].get("answer", "good")
+
+        def encode_batch(self, tiles):
+            vectors = tiles.reshape(len(tiles), -1, 3).mean(axis=1).astype(np.float32) + 1
+            if self.answer == "nan":
+                vectors[0, 0] = np.nan
+            if self.answer == "first_only":  # a batching bug: one vector per batch
+                vectors = vectors[:1]
+            if self.answer == "flat":
+                vectors = vectors.ravel()
+            return vectors
+
+        def text_encoder(self, text):
+            return np.ones(4 if self.answer == "text_dim" else 3, np.float32)
+
+    class OwnInit(Answering):
+        """Defines __init__ without calling super().__init__()."""
+        name = "own_init"
+
+        def __init__(self, options, device):
+            self.answer = "good"
+''')
+
+
+@pytest.fixture
+def checked_dir(tmp_path, monkeypatch):
+    (tmp_path / "checked_encoders.py").write_text(CHECKED_SOURCE)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    return tmp_path
+
+
+def test_a_plugin_without_super_init_gets_options_device_and_batch_size(checked_dir, tmp_path):
+    path = write_yaml(checked_dir, {"model": {"name": "checked_encoders:OwnInit", "batch_size": 3}})
+    encoder = load_encoder(path, device="cpu")
+    assert encoder.batch_size == 3 and encoder.device == "cpu" and encoder.options["model"]["batch_size"] == 3
+    calls = []
+    encode = encoder.encode_batch
+    encoder.encode_batch = lambda tiles: calls.append(len(tiles)) or encode(tiles)
+    assert encoder.image_encoder(np.zeros((7, 256, 256, 3), np.uint8)).shape == (7, 3)
+    assert calls == [3, 3, 1] and encoder.cache_key().startswith("own_init-")
+
+    from predict import generate_selo
+    from test_generate_selo import write_testset
+
+    write_testset(tmp_path / "set", n_samples=1)
+    code = generate_selo.main(["--yaml_path", str(path), "--cache_path", str(tmp_path / "cache"),
+                               "--src_data_path", str(tmp_path / "set" / "imgs"), "--step", "256_512",
+                               "--src_anno_path", str(tmp_path / "set" / "anno.json"), "--no_report"])
+    assert code == 0  # the whole pipeline, not only the self-check
+
+
+@pytest.mark.parametrize("answer, message", [
+    ("good", None),
+    ("nan", "encoder answering: image vector holds non-finite values (1 of 3)"),
+    ("first_only", "encoder answering: image_encoder returned vectors of shape (2, 3) for 3 tiles; expected (3, 3)"),
+    ("flat", "encoder answering: image_encoder returned vectors of shape (3,) for 1 tiles; expected (1, D)"),
+    ("text_dim", "encoder answering: text vector of shape (4,) does not match image vectors (3, 3); expected (3,)"),
+])
+def test_self_check_refuses_non_finite_values_and_wrong_shapes(checked_dir, capsys, monkeypatch, answer, message):
+    monkeypatch.setattr(selfcheck, "default_image_path", lambda: None)
+    path = write_yaml(checked_dir, {"model": {"name": "checked_encoders:Answering", "answer": answer}})
+    code = main(["--yaml_path", str(path), "--device", "cpu"])
+    out, err = capsys.readouterr()
+    if message is None:
+        assert code == 0 and out.rstrip().endswith("Encoder test successful!")
+        assert "Batch of 3 in batches of 2: (3, 3)" in out and "Vector cache key: answering-" in out
+    else:
+        assert code == 1 and "successful" not in out
+        assert err == f"Encoder test failed: {message}\n"

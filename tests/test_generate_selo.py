@@ -86,10 +86,16 @@ def test_tile_vectors_are_computed_once_per_image(tmp_path, capsys):
     assert code == 0
     n_tiles = len(tiling.multiscale_tiles(900, 1200, [256, 512]))
     assert f"tiles encoded {n_tiles} of {3 * n_tiles} requested" in capsys.readouterr().out
-    # a second run with --overwrite finds the vectors on disk and encodes nothing
+    # a new query on the same image finds the vectors on disk and encodes nothing
+    anno = json.loads((tmp_path / "anno.json").read_text())
+    (tmp_path / "anno.json").write_text(json.dumps(anno + [{**anno[0], "caption": "a fourth query"}]))
+    code, _ = run(tmp_path)
+    assert code == 0
+    assert f"tiles encoded 0 of {n_tiles} requested" in capsys.readouterr().out
+    # --overwrite recomputes the vectors too, once for all the samples on the image
     code, _ = run(tmp_path, "--overwrite")
     assert code == 0
-    assert f"tiles encoded 0 of {3 * n_tiles} requested" in capsys.readouterr().out
+    assert f"tiles encoded {n_tiles} of {4 * n_tiles} requested" in capsys.readouterr().out
 
 
 def test_v2_is_repeatable_with_a_seed(tmp_path):
@@ -193,8 +199,8 @@ def test_a_killed_run_resumes_without_losing_or_recomputing_samples(tmp_path):
             assert f"Processing {i}/5" in second_log
 
 
-def test_results_of_another_annotation_file_are_dropped(tmp_path):
-    """A cache folder reused with a different anno.json: old samples must not be skipped or averaged."""
+def test_results_of_another_annotation_file_are_kept_but_not_counted(tmp_path):
+    """A cache folder reused with a different anno.json: old samples must not be skipped or averaged, nor lost."""
     write_testset(tmp_path, n_samples=3)
     code, cache = run(tmp_path)
     assert code == 0
@@ -206,6 +212,12 @@ def test_results_of_another_annotation_file_are_dropped(tmp_path):
     assert code == 0
     result = json.loads((cache / "metrics.json").read_text())
     assert [(s["idx"], s["caption"]) for s in result["samples"]] == [(0, "a red building number 0"),
-                                                                    (1, "another query")]
+                                                                    (1, "another query"),
+                                                                    (2, "a red building number 2")]
+    assert result["mean_over"] == [0, 1]
+    counted = [s for s in result["samples"] if s["idx"] in (0, 1)]
+    assert result["mean"]["Rmi"] == pytest.approx(np.mean([s["Rmi"] for s in counted]))
     second_log = (cache / "log.txt").read_text(encoding="utf-8").split("Time-Eval")[1]
     assert "Skipping 0/2" in second_log and "Processing 1/2" in second_log
+    assert "Mean over 2 sample(s) of" in second_log
+    assert "1 result(s) of samples not in" in second_log and "kept but not counted in the mean (idx 2)" in second_log

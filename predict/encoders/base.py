@@ -79,7 +79,20 @@ class EncoderSpecModel:
     embed_dim: int | None = None
     any_tile_size = False
 
+    def __new__(cls, *args, **kwargs):
+        # configured here as well as in __init__, so that a subclass whose own __init__ does not call
+        # super().__init__() still has its options, device and yaml batch size
+        self = super().__new__(cls)
+        options = kwargs.get("options", args[0] if args else None)
+        device = kwargs.get("device", args[1] if len(args) > 1 else None)
+        EncoderSpecModel._configure(self, options if isinstance(options, dict) else None,
+                                    device if isinstance(device, str) else None)
+        return self
+
     def __init__(self, options: dict | None = None, device: str | None = None):
+        self._configure(options, device)
+
+    def _configure(self, options: dict | None, device: str | None) -> None:
         self.options = options or {}
         self.device = device or "cpu"
         batch = (self.options.get("model") or {}).get("batch_size")
@@ -120,8 +133,18 @@ class EncoderSpecModel:
         b = l2_normalize(np.asarray(text_vector).reshape(-1))
         return np.mean(a * b, axis=1, dtype=np.float32)
 
-    def cache_key(self) -> str:
-        """Identifies what makes the tile vectors, so that cached vectors are never reused across encoders."""
-        from predict.encoders.identity import encoder_identity  # hashing files is not needed to encode
+    def identity(self) -> dict:
+        """What determines the tile vectors (class, source digest, vector-changing options, weights by
+        content); see :mod:`predict.encoders.identity`. Computed once per encoder."""
+        if getattr(self, "_identity", None) is None:
+            from predict.encoders.identity import encoder_identity  # hashing files is not needed to encode
 
-        return encoder_identity(self)
+            self._identity = encoder_identity(self)
+        return self._identity
+
+    def cache_key(self) -> str:
+        """``<name>-<digest of identity()>``: the tile-vector store's key, so that cached vectors are never
+        reused across encoders, weights or encoder code."""
+        from predict.encoders.identity import identity_digest
+
+        return f"{self.name}-{identity_digest(self.identity())}"

@@ -1,4 +1,4 @@
-"""The original's encoder self-check: vector shapes and one similarity (``python predict/model_encoder.py``)."""
+"""The original's encoder self-check, and what the pipeline calls of an encoder (``python predict/model_encoder.py``)."""
 from __future__ import annotations
 
 import argparse
@@ -8,6 +8,7 @@ import numpy as np
 
 from predict import REPO_ROOT
 from predict.encoders.registry import load_encoder
+from predict.run.vectors import check_image_vectors, similarities
 
 SAMPLE_IMAGE_SUFFIXES = (".tif", ".tiff", ".png", ".jpg", ".jpeg")
 
@@ -34,18 +35,43 @@ def self_check_tile(image_path: str | None, tile_size: int) -> np.ndarray:
     return np.asarray(Image.fromarray(rgb).resize((tile_size, tile_size), Image.BILINEAR))
 
 
+def check_finite(values: np.ndarray, what: str) -> None:
+    """A one-line ``ValueError`` when ``values`` hold a NaN or an infinity."""
+    if not np.all(np.isfinite(values)):
+        raise ValueError(f"{what} holds non-finite values ({int(np.sum(~np.isfinite(values)))} of {values.size})")
+
+
 def self_check(yaml_path: str, image_path: str | None, text: str, device: str | None = None) -> None:
-    """The original's encoder test: vector shapes and one similarity, printed."""
+    """The original's encoder test, and what the pipeline calls: one tile's vector, a batch of 3 tiles in
+    batches of 2 (``image_encoder``'s batching), the text vector, ``cosine_sim`` on the batch and the
+    tile-vector store's key; every shape checked and every value finite, else a one-line ``ValueError``."""
     encoder = load_encoder(yaml_path, device=device)
     tile = self_check_tile(image_path, encoder.tile_size)
-    image_vector = encoder.image_encoder(tile[None])
-    text_vector = encoder.text_encoder(text)
-    sim = encoder.cosine_sim(image_vector, text_vector)
-    print(f"Encoder: {encoder.name} on {encoder.device}")
+    name = getattr(encoder, "name", type(encoder).__name__)
+    image_vector = check_image_vectors(encoder.image_encoder(tile[None]), 1, name)
+    dim = image_vector.shape[1]
+    tiles = np.stack([tile, tile[::-1], tile[:, ::-1]])
+    batch_size, encoder.batch_size = encoder.batch_size, 2
+    try:
+        batch_vectors = check_image_vectors(encoder.image_encoder(tiles), len(tiles), name, dim)
+    finally:
+        encoder.batch_size = batch_size
+    text_vector = np.asarray(encoder.text_encoder(text), dtype=np.float32)
+    if text_vector.ndim != 1:
+        raise ValueError(f"encoder {name}: text_encoder returned shape {text_vector.shape}; expected ({dim},)")
+    sims = similarities(encoder, batch_vectors, text_vector)
+    sim = similarities(encoder, image_vector, text_vector)
+    for values, what in ((image_vector, "image vector"), (batch_vectors, "batch of image vectors"),
+                         (text_vector, "text vector"), (sims, "similarities of the batch"), (sim, "similarity")):
+        check_finite(values, f"encoder {name}: {what}")
+    key = encoder.cache_key()
+    print(f"Encoder: {name} on {encoder.device}")
     print(f"Image: {image_path or f'synthetic {encoder.tile_size}x{encoder.tile_size} colour ramp'}")
     print(f"Image vector shape: {image_vector.shape}")
+    print(f"Batch of {len(tiles)} in batches of 2: {batch_vectors.shape}")
     print(f"Text vector shape: {text_vector.shape}")
     print(f"Similarity: {float(sim[0]):.6f}")
+    print(f"Vector cache key: {key}")
     print("Encoder test successful!")
 
 

@@ -109,7 +109,9 @@ def write_report(cache_path: str, anno_path: str) -> str:
     if not os.path.isfile(os.path.join(cache_path, "metrics.json")):
         raise FileNotFoundError(f"{os.path.join(cache_path, 'metrics.json')}: not found; evaluate the folder first")
     store = MetricsStore(cache_path)
-    polygons = {sample.idx: sample.polygons for sample in load_annotations(anno_path)}
+    samples = load_annotations(anno_path)
+    store.set_current(samples, anno_path)
+    polygons = {sample.idx: sample.polygons for sample in samples}
     os.makedirs(os.path.join(cache_path, REPORT_DIR), exist_ok=True)
 
     mean = store.mean()
@@ -119,6 +121,9 @@ def write_report(cache_path: str, anno_path: str) -> str:
              f"<style>{STYLE}</style>", "</head>", "<body>",
              f"<h1>SeLo report</h1><p>{len(store.samples)} sample(s) evaluated, {len(store.errors)} failed"
              + (f", {degenerate} degenerate (left out of the mean)" if degenerate else "") + ".</p>",
+             f"<p>The mean covers {len(store.mean_over)} sample(s) of {html.escape(anno_path)}"
+             + (f"; results of samples not in it are kept but not counted (idx {', '.join(map(str, others))})."
+                if (others := store.not_counted) else ".") + "</p>",
              "<h2>Mean indicators</h2><table><tr>" + "".join(f"<th>{n}</th>" for n in INDICATORS) + "</tr><tr>"
              + "".join(f'<td class="num">{_number(mean[n])}</td>' for n in INDICATORS) + "</tr></table>"]
     if store.timings:

@@ -2,15 +2,23 @@
 
 ``metrics.json``::
 
-    {"samples": [{"idx", "jpg_name", "caption", "Rsu", "Rda", "Ras", "Rmi", "centers", "circles", ...}],
-     "errors":  [{"idx", "jpg_name", "caption", "error"}],
-     "mean":    {"Rsu", "Rda", "Ras", "Rmi"},
-     "timings": {"cut", "sim", "gnt", "flt", "total"}}
+    {"samples":   [{"idx", "jpg_name", "caption", "Rsu", "Rda", "Ras", "Rmi", "centers", "circles",
+                    "identity": {...what produced the numbers...}, "size": [H, W], ...}],
+     "errors":    [{"idx", "jpg_name", "caption", "error"}],
+     "settings":  {<digest>: {"pipeline", "seed", "encoder"}},   the run settings the identities refer to
+     "run":       {"settings": <digest of the current settings>, "annotations": path},
+     "mean":      {"Rsu", "Rda", "Ras", "Rmi"},
+     "mean_over": [idx, ...],   the samples of the current annotation file the mean covers
+     "timings":   {"cut", "sim", "gnt", "flt", "total"}}
 
-samples and errors sorted by ``idx``; an index is in at most one of them (the latest outcome). Strict JSON:
-a NaN or infinite number is written as ``null`` and read back as NaN. ``metrics.csv`` has one row per
-sample (``idx, jpg_name, caption, Rsu, Rda, Ras, Rmi``; NaN as ``nan``) and a last ``mean`` row. Both files
-are replaced atomically (temporary file + ``os.replace``), so an interrupted run leaves valid files.
+samples and errors sorted by ``idx``; an index is in at most one of them (the latest outcome). Results of
+samples that are not in the current annotation file are kept but not counted in the mean. A record that
+cannot be used (no idx, a missing or non-numeric indicator) is listed in :attr:`MetricsStore.unusable` with
+why, and treated as not done. Strict JSON: a NaN or infinite number is written as ``null`` and read back
+as NaN. ``metrics.csv`` has one row per sample (``idx, jpg_name, caption, Rsu, Rda, Ras, Rmi``; NaN as
+``nan``) and a last ``mean`` row. Both files are replaced atomically (a temporary file of each writer's
+own + ``os.replace``), so an interrupted run leaves valid files; an unreadable ``metrics.json`` is moved
+aside to ``metrics.json.unreadable`` before it is replaced, never lost.
 """
 from __future__ import annotations
 
@@ -49,8 +57,38 @@ def _as_float(value) -> float:
     return math.nan if value is None else float(value)
 
 
+def record_problem(item) -> str | None:
+    """Why a ``samples`` entry of ``metrics.json`` cannot be used (None when it can).
+
+    >>> record_problem({"idx": 3, "jpg_name": "a.jpg", "caption": "c", "Rsu": 0.5, "Rda": 1.0, "Ras": None})
+    'no Rmi'
+    """
+    if not isinstance(item, dict):
+        return "not a record"
+    for key in ("jpg_name", "caption"):
+        if not isinstance(item.get(key), str):
+            return f"no {key}"
+    for name in INDICATORS:
+        if name not in item:
+            return f"no {name}"
+        if item[name] is not None and (isinstance(item[name], bool) or not isinstance(item[name], (int, float))):
+            return f"{name} is not a number"
+    return None
+
+
+def _index(item) -> int | None:
+    try:
+        return int(item["idx"])
+    except (TypeError, KeyError, ValueError):
+        return None
+
+
 class MetricsStore:
-    """Per-sample indicators and errors of one cache folder, kept on disk after every change."""
+    """Per-sample indicators and errors of one cache folder, kept on disk after every change.
+
+    Attributes:
+        unusable: ``{idx: why}`` for records found in the file that cannot be used (they count as not done).
+    """
 
     def __init__(self, cache_path: str):
         self.cache_path = cache_path
@@ -59,6 +97,12 @@ class MetricsStore:
         self._samples: dict[int, dict] = {}
         self._errors: dict[int, dict] = {}
         self._timings: dict = {}
+        self._settings: dict[str, dict] = {}
+        self._run: dict = {}
+        self._current: dict[int, tuple] | None = None  # idx -> (jpg_name, caption) of the current annotation file
+        self._mean_over: list[int] | None = None  # as recorded in the file, until set_current() is called
+        self._unreadable = False
+        self.unusable: dict[int, str] = {}
         if os.path.isfile(self.json_path):
             self._load()
 
@@ -66,13 +110,27 @@ class MetricsStore:
         try:
             with open(self.json_path, encoding="utf-8") as f:
                 data = json.load(f)
-            samples = {int(item["idx"]): item for item in data.get("samples", [])}
-            errors = {int(item["idx"]): item for item in data.get("errors", [])}
-            timings = dict(data.get("timings", {}))
-        except (OSError, ValueError, TypeError, KeyError, AttributeError) as exc:
-            warnings.warn(f"{self.json_path}: unreadable results file ({exc}); starting with no results")
+            samples, errors = list(data.get("samples", [])), list(data.get("errors", []))
+            timings, settings = dict(data.get("timings", {})), dict(data.get("settings", {}))
+            run, mean_over = dict(data.get("run", {})), data.get("mean_over")
+        except (OSError, ValueError, TypeError, AttributeError) as exc:
+            self._unreadable = True
+            warnings.warn(f"{self.json_path}: unreadable results file ({exc}); starting with no results "
+                          "(the file is kept as metrics.json.unreadable)")
             return
-        self._samples, self._errors, self._timings = samples, errors, timings
+        for item in samples:
+            idx, problem = _index(item), record_problem(item)
+            if idx is None:
+                warnings.warn(f"{self.json_path}: a sample record without a valid idx is ignored")
+            elif problem:
+                self.unusable[idx] = f"its record in metrics.json is unusable ({problem})"
+            else:
+                self._samples[idx] = item
+        self._errors = {idx: {"idx": idx, **{key: str(item.get(key, "")) for key in ("jpg_name", "caption", "error")}}
+                        for item in errors if (idx := _index(item)) is not None and idx not in self._samples}
+        self._timings, self._settings, self._run = timings, settings, run
+        if isinstance(mean_over, list):
+            self._mean_over = [idx for idx in mean_over if isinstance(idx, int)]
 
     @property
     def samples(self) -> list[dict]:
@@ -88,18 +146,51 @@ class MetricsStore:
     def timings(self) -> dict:
         return dict(self._timings)
 
-    def keep_only(self, samples) -> int:
-        """Drop the results of samples that are not in ``samples`` (objects with ``idx``, ``jpg_name``,
-        ``caption``), e.g. left by a run on another annotation file; returns how many were dropped."""
-        current = {int(s.idx): (s.jpg_name, s.caption) for s in samples}
-        stale = [idx for idx, item in (*self._samples.items(), *self._errors.items())
-                 if current.get(idx) != (item.get("jpg_name"), item.get("caption"))]
-        for idx in stale:
-            self._samples.pop(idx, None)
-            self._errors.pop(idx, None)
-        if stale:
-            self._save()
-        return len(stale)
+    def get(self, idx: int) -> dict | None:
+        """The successful record of sample ``idx``, or None."""
+        return self._samples.get(int(idx))
+
+    @property
+    def settings(self) -> dict | None:
+        """The run settings recorded as the folder's current ones (None for a folder without any)."""
+        return self._settings.get(self._run.get("settings"))
+
+    def set_settings(self, digest: str, settings: dict) -> None:
+        """Record ``settings`` (under ``digest``) as the folder's current run settings; earlier settings stay
+        while a kept record refers to them. Rewrites the files."""
+        self._settings[digest] = _finite_or_none(settings)
+        self._run["settings"] = digest
+        self._save()
+
+    def set_current(self, samples, anno_path: str = "") -> None:
+        """Count in the mean only the records of ``samples`` (objects with ``idx``, ``jpg_name``, ``caption``:
+        the current annotation file ``anno_path``); the others are kept."""
+        self._current = {int(s.idx): (s.jpg_name, s.caption) for s in samples}
+        self._run["annotations"] = str(anno_path)
+
+    @property
+    def not_counted(self) -> list[int]:
+        """idx of the results and errors kept in the folder that are not of the current annotation file."""
+        if self._current is None:
+            return []
+        return sorted(idx for idx in {*self._samples, *self._errors} if not self._counts(idx))
+
+    def _counts(self, idx: int) -> bool:
+        item = self._samples.get(idx) or self._errors.get(idx)
+        return item is not None and self._current.get(idx) == (item.get("jpg_name"), item.get("caption"))
+
+    @property
+    def mean_over(self) -> list[int]:
+        """idx of the records the mean covers: those of the current annotation file (see :meth:`set_current`),
+        as recorded in the file when it was not set, all of them for a file that never recorded it; records
+        flagged ``degenerate`` (an all-equal map whose indicators mean nothing) are left out."""
+        if self._current is not None:
+            over = [idx for idx in sorted(self._samples) if self._counts(idx)]
+        elif self._mean_over is not None:
+            over = [idx for idx in self._mean_over if idx in self._samples]
+        else:
+            over = sorted(self._samples)
+        return [idx for idx in over if not self._samples[idx].get("degenerate")]
 
     def is_done(self, idx: int) -> bool:
         """Whether a successful record exists for sample ``idx``."""
@@ -113,6 +204,7 @@ class MetricsStore:
                 "circles": [list(map(int, circle)) for circle in score.circles], **extra}
         self._samples[idx] = _finite_or_none(item)
         self._errors.pop(idx, None)
+        self.unusable.pop(idx, None)
         self._save()
         return self._samples[idx]
 
@@ -121,6 +213,7 @@ class MetricsStore:
         idx = int(idx)
         self._errors[idx] = {"idx": idx, "jpg_name": jpg_name, "caption": caption, "error": str(message)}
         self._samples.pop(idx, None)
+        self.unusable.pop(idx, None)
         self._save()
         return self._errors[idx]
 
@@ -130,17 +223,22 @@ class MetricsStore:
         self._save()
 
     def mean(self) -> dict:
-        """Mean of each indicator over the successful samples, those flagged ``degenerate`` (an all-zero map
-        whose indicators mean nothing) left out; NaN when there is none, or one is NaN."""
-        valid = [item for item in self._samples.values() if not item.get("degenerate")]
-        if not valid:
+        """Mean of each indicator over the records of :attr:`mean_over` (NaN when there is none, or one is NaN)."""
+        over = self.mean_over
+        if not over:
             return {name: math.nan for name in INDICATORS}
-        return {name: float(np.mean([_as_float(item[name]) for item in valid])) for name in INDICATORS}
+        return {name: float(np.mean([_as_float(self._samples[idx][name]) for idx in over])) for name in INDICATORS}
 
     def _save(self) -> None:
         os.makedirs(self.cache_path, exist_ok=True)
-        data = {"samples": self.samples, "errors": self.errors, "mean": _finite_or_none(self.mean()),
-                "timings": self._timings}
+        if self._unreadable and os.path.isfile(self.json_path):
+            os.replace(self.json_path, self.json_path + ".unreadable")
+        self._unreadable = False
+        referred = {(item.get("identity") or {}).get("settings") for item in self._samples.values()}
+        settings = {digest: value for digest, value in self._settings.items()
+                    if digest in referred or digest == self._run.get("settings")}
+        data = {"samples": self.samples, "errors": self.errors, "settings": settings, "run": self._run,
+                "mean": _finite_or_none(self.mean()), "mean_over": self.mean_over, "timings": self._timings}
         write_atomically(self.json_path, json.dumps(data, indent=1, ensure_ascii=False, allow_nan=False))
         write_atomically(self.csv_path, self._csv_text())
 
@@ -149,7 +247,7 @@ class MetricsStore:
         writer = csv.writer(out, lineterminator="\n")
         writer.writerow(["idx", "jpg_name", "caption", *INDICATORS])
         for item in self.samples:
-            writer.writerow([item["idx"], item["jpg_name"], item["caption"].strip(),
+            writer.writerow([item["idx"], item.get("jpg_name", ""), str(item.get("caption", "")).strip(),
                              *(repr(_as_float(item[name])) for name in INDICATORS)])
         mean = self.mean()
         writer.writerow(["mean", "", "", *(repr(mean[name]) for name in INDICATORS)])

@@ -15,14 +15,20 @@ from evaluations.metrics import evaluate_gray
 from evaluations.utils import log_metric_block
 from predict.core.pipelines import PIPELINES, PipelineSpec
 from predict.encoders.base import EncoderSpecModel
+from predict.encoders.identity import identity_digest
 from predict.io.annotations import Sample, SampleError, load_annotations
 from predict.io.atomic import WriteError
-from predict.io.maps import map_path, maps_exist, save_maps
+from predict.io.lock import folder_lock
+from predict.io.maps import map_path, save_maps
 from predict.io.report import write_report
 from predict.io.results import STAGES, MetricsStore
 from predict.run.localise import LoadedImage, load_image, probability_map_of, score_tiles
+from predict.run.provenance import (NOT_COMPUTED, SettingsMismatchError, check_settings, image_digest,
+                                    log_mean_coverage, reuse_problem, run_settings, sample_identity)
 from predict.run.timing import StageTimer
 from predict.run.vectors import TileVectorStore
+
+__all__ = ["RunConfig", "SeloRun", "SettingsMismatchError", "run_testset"]  # the error: for the CLIs to catch
 
 
 @dataclass
@@ -35,7 +41,8 @@ class RunConfig:
         src_anno_path: annotation file in the SLM schema.
         pipeline: the :class:`~predict.core.pipelines.PipelineSpec` (steps included).
         seed: seed of the query's word shuffles (v2).
-        overwrite: recompute samples that are already complete.
+        overwrite: recompute samples that are already complete, and their tile vectors; replaces the
+            folder's recorded run settings.
         vector_cache: keep tile vectors on disk under ``<cache_path>/tile_vectors``.
         report: write ``report.html`` at the end.
     """
@@ -58,8 +65,10 @@ class SeloRun:
         self.encoder = encoder
         self.logger = logger
         cache_dir = os.path.join(config.cache_path, "tile_vectors") if config.vector_cache else None
-        self.vectors = TileVectorStore(encoder, cache_dir)
+        self.vectors = TileVectorStore(encoder, cache_dir, refresh=config.overwrite)
         self.store = MetricsStore(config.cache_path)
+        self.settings = run_settings(config.pipeline, config.seed, encoder)
+        self.settings_digest = identity_digest(self.settings)
         self.image: LoadedImage | None = None
 
     def load_image(self, path: str, timer: StageTimer) -> LoadedImage:
@@ -69,6 +78,22 @@ class SeloRun:
                 self.image = None  # free the previous image before decoding the next one
                 self.image = load_image(path)
         return self.image
+
+
+    def reusable(self, sample: Sample, total: int) -> bool:
+        """Whether ``sample``'s recorded result stands (logged as skipped); when one is recorded but cannot be
+        reused, the log says why."""
+        if self.config.overwrite:
+            return False
+        problem = self.store.unusable.get(sample.idx) or reuse_problem(
+            self.store.get(sample.idx),
+            sample_identity(self.settings_digest, sample, image_digest(os.path.join(self.config.src_data_path, sample.jpg_name))),
+            self.config.cache_path, sample.idx)
+        if problem is None:
+            self.logger.info("Skipping %d/%d: %s (already complete)", sample.idx, total, sample.jpg_name)
+        elif problem != NOT_COMPUTED:
+            self.logger.info("Recomputing %d/%d: %s (%s)", sample.idx, total, sample.jpg_name, problem)
+        return problem is None
 
     def process(self, sample: Sample, total: int) -> None:
         config, log, spec = self.config, self.logger, self.config.pipeline
@@ -96,7 +121,8 @@ class SeloRun:
             score = evaluate_gray(decoded, sample.polygons, name=f"{name} (sample {sample.idx})")
         seconds = {stage: timer.seconds[stage] for stage in (*STAGES, "eval")}
         record = self.store.record(sample.idx, name, sample.caption, score, n_tiles=len(tiles),
-                                   nonfinite_tiles=probmap.nonfinite, degenerate=probmap.degenerate, seconds=seconds)
+                                   nonfinite_tiles=probmap.nonfinite, degenerate=probmap.degenerate, seconds=seconds,
+                                   identity=sample_identity(self.settings_digest, sample, image.key), size=[height, width])
         log_metric_block(log, record, map_path(config.cache_path, "probmap", sample.idx))
 
     def run(self, samples: list[Sample]) -> int:
@@ -105,9 +131,7 @@ class SeloRun:
         bar = tqdm(samples, desc=f"SeLo {self.config.pipeline.name}", unit="sample", dynamic_ncols=True)
         for sample in bar:
             bar.set_postfix_str(sample.jpg_name)
-            if (not self.config.overwrite and self.store.is_done(sample.idx)
-                    and maps_exist(self.config.cache_path, sample.idx)):
-                self.logger.info("Skipping %d/%d: %s (already complete)", sample.idx, len(samples), sample.jpg_name)
+            if self.reusable(sample, len(samples)):
                 continue
             try:
                 with warnings.catch_warnings(record=True) as caught:
@@ -130,8 +154,10 @@ class SeloRun:
     def finish(self) -> None:
         """The mean block and the Time-Cut/Sim/Gnt/Flt/Total lines, as the original ends its log."""
         log_metric_block(self.logger, self.store.mean(), None)
+        log_mean_coverage(self.logger, self.store, self.config.src_anno_path)
         # summed over the per-sample records, so a resumed run still reports the whole testset
-        timings = {stage: sum(r.get("seconds", {}).get(stage, 0.0) for r in self.store.samples)
+        counted = [self.store.get(idx) for idx in self.store.mean_over]
+        timings = {stage: sum(r.get("seconds", {}).get(stage, 0.0) for r in counted)
                    for stage in (*STAGES, "eval")}
         timings["total"] = sum(timings[stage] for stage in STAGES)  # generation only, as the original's Total
         self.store.set_timings(timings)
@@ -144,15 +170,23 @@ class SeloRun:
 def run_testset(config: RunConfig, encoder: EncoderSpecModel, logger: logging.Logger,
                 samples: list[Sample] | None = None) -> tuple[SeloRun, int]:
     """Run every sample of ``config.src_anno_path`` (or ``samples``, read from it already); return the run
-    and its failure count."""
+    and its failure count.
+
+    Raises:
+        FolderBusyError: another live run writes ``config.cache_path``.
+        SettingsMismatchError: the folder holds results of other run settings (and not ``config.overwrite``).
+    """
     if samples is None:
         samples = load_annotations(config.src_anno_path)
-    run = SeloRun(config, encoder, logger)
-    if dropped := run.store.keep_only(samples):
-        logger.warning("%s: dropped %d result(s) of samples not in %s", run.store.json_path, dropped,
-                       config.src_anno_path)
-    failures = run.run(samples)
-    run.finish()
-    if config.report:
-        write_report(config.cache_path, config.src_anno_path)
+    with folder_lock(config.cache_path):  # one writer per folder (raises FolderBusyError)
+        run = SeloRun(config, encoder, logger)
+        if not config.overwrite:  # stops before any work
+            check_settings(config.cache_path, run.store.settings, run.settings)
+        run.store.set_settings(run.settings_digest, run.settings)
+        run.store.set_current(samples, config.src_anno_path)
+        failures = run.run(samples)
+        run.finish()
+        if config.report:
+            write_report(config.cache_path, config.src_anno_path)
     return run, failures
+

@@ -13,7 +13,9 @@ from evaluations.utils import log_metric_block
 from predict.io.annotations import Sample, SampleError
 from predict.io.images import decode_strictly, image_size
 from predict.io.maps import map_path
+from predict.io.lock import folder_lock
 from predict.io.results import MetricsStore
+from predict.run.provenance import log_mean_coverage, rescored_identity
 
 GRAY_TOLERANCE = 2  # gray levels by which the channels of a gray map saved as colour JPEG may differ
 
@@ -53,12 +55,15 @@ def evaluate_sample(cache_path: str, sample: Sample, store: MetricsStore, logger
         if sample.problem:
             raise SampleError(sample.problem)
         shape = image_size(os.path.join(images_path, sample.jpg_name)) if images_path else None
-        score = evaluate_gray(read_map(path, shape), sample.polygons, name=path)
+        gray = read_map(path, shape)
+        score = evaluate_gray(gray, sample.polygons, name=path)
     except (EvaluationInputError, SampleError) as error:
         store.record_error(sample.idx, sample.jpg_name, sample.caption, str(error))
         logger.error("Sample %d (%s) failed: %s", sample.idx, sample.jpg_name, error)
         return False
-    store.record(sample.idx, sample.jpg_name, sample.caption, score)
+    previous = store.get(sample.idx)
+    store.record(sample.idx, sample.jpg_name, sample.caption, score,
+                 identity=rescored_identity(previous, sample, gray.shape), size=list(gray.shape))
     log_metric_block(logger, score.as_dict(), path)
     return True
 
@@ -67,12 +72,13 @@ def evaluate_folder(cache_path: str, samples: list[Sample], logger: logging.Logg
                     images_path: str | None = None) -> int:
     """Score ``probmap_{idx}.jpg`` of every sample into ``<cache_path>/metrics.json``, log the mean block;
     return the number of samples that could not be scored. ``images_path``: see :func:`evaluate_sample`."""
-    store = MetricsStore(cache_path)
-    if dropped := store.keep_only(samples):
-        logger.warning("%s: dropped %d result(s) of samples not in %s", store.json_path, dropped, anno_path)
-    failures = sum(not evaluate_sample(cache_path, sample, store, logger, images_path)
-                   for sample in tqdm(samples, desc="SeLo evaluation", unit="map", dynamic_ncols=True))
+    with folder_lock(cache_path):  # one writer per folder (raises FolderBusyError)
+        store = MetricsStore(cache_path)
+        store.set_current(samples, anno_path)
+        failures = sum(not evaluate_sample(cache_path, sample, store, logger, images_path)
+                       for sample in tqdm(samples, desc="SeLo evaluation", unit="map", dynamic_ncols=True))
     log_metric_block(logger, store.mean(), None)
+    log_mean_coverage(logger, store, anno_path)
     if failures:
         logger.error("%d of %d sample(s) failed; see %s", failures, len(samples), os.path.join(cache_path, "log.txt"))
     return failures

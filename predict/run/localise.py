@@ -27,7 +27,7 @@ from predict.core.pipelines import PipelineSpec, get_pipeline
 from predict.encoders.base import EncoderSpecModel
 from predict.io.images import read_image
 from predict.run.timing import StageTimer
-from predict.run.vectors import TileVectorStore, file_digest
+from predict.run.vectors import TileVectorStore, file_digest, similarities
 
 
 @dataclass
@@ -94,7 +94,7 @@ def score_tiles(image: LoadedImage, query: str, encoder: EncoderSpecModel, spec:
     stage1_vectors = vectors.vectors(image.pixels, stage1, timer)
     with timer.stage("sim"):
         query_vec = query_vector(encoder, query, spec.shuffled_copies, query_rng(seed, query))
-        stage1_scores = np.asarray(encoder.cosine_sim(stage1_vectors, query_vec), dtype=np.float64)
+        stage1_scores = similarities(encoder, stage1_vectors, query_vec)
     if spec.refinement is None:
         return stage1, stage1_scores
     refinement = spec.refinement
@@ -105,7 +105,7 @@ def score_tiles(image: LoadedImage, query: str, encoder: EncoderSpecModel, spec:
                                    for box in tiling.refinement_boxes(tile, height, width, refinement.box_half_sizes)))
     box_vectors = vectors.vectors(image.pixels, boxes, timer)
     with timer.stage("sim"):
-        box_scores = np.asarray(encoder.cosine_sim(box_vectors, query_vec), dtype=np.float64)
+        box_scores = similarities(encoder, box_vectors, query_vec)
     return kept + boxes, np.concatenate([stage1_scores[order], box_scores])
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 import hashlib
 import io
 import os
+import warnings
 from collections.abc import Sequence
 
 import numpy as np
@@ -29,21 +30,66 @@ def file_digest(path: str, chunk: int = 1 << 22) -> str:
     return digest.hexdigest()
 
 
+def check_image_vectors(vectors: np.ndarray, n_tiles: int, encoder_name: str, dim: int | None = None) -> np.ndarray:
+    """``vectors`` as float32 if they are ``(n_tiles, D)`` (``D == dim`` when given); otherwise a one-line
+    ``ValueError`` naming the encoder and both shapes. Non-finite values are let through (their scores are
+    the map's business).
+
+    >>> check_image_vectors(np.zeros((2, 3)), 3, "toy")
+    Traceback (most recent call last):
+    ValueError: encoder toy: image_encoder returned vectors of shape (2, 3) for 3 tiles; expected (3, D)
+    """
+    vectors = np.asarray(vectors, dtype=np.float32)
+    expected = f"({n_tiles}, {'D' if dim is None else dim})"
+    if vectors.ndim != 2 or vectors.shape[0] != n_tiles or (dim is not None and vectors.shape[1] != dim):
+        raise ValueError(f"encoder {encoder_name}: image_encoder returned vectors of shape {vectors.shape} "
+                         f"for {n_tiles} tiles; expected {expected}")
+    return vectors
+
+
+def similarities(encoder: EncoderSpecModel, image_vectors: np.ndarray, text_vector: np.ndarray) -> np.ndarray:
+    """``encoder.cosine_sim`` as float64 ``(N,)`` for ``(N, D)`` image vectors, shapes checked: with the base
+    class's similarity the text vector must be ``(D,)`` (a plug-in's own similarity may pair other shapes),
+    and the scores ``(N,)``. A mismatch is a one-line ``ValueError`` naming the encoder and the shapes.
+
+    >>> similarities(EncoderSpecModel(), np.ones((2, 4)), np.ones(3))
+    Traceback (most recent call last):
+    ValueError: encoder encoder: text vector of shape (3,) does not match image vectors (2, 4); expected (4,)
+    """
+    name = getattr(encoder, "name", type(encoder).__name__)
+    dim = image_vectors.shape[1]
+    if getattr(type(encoder), "cosine_sim", None) is EncoderSpecModel.cosine_sim and np.shape(text_vector) != (dim,):
+        raise ValueError(f"encoder {name}: text vector of shape {np.shape(text_vector)} does not match image "
+                         f"vectors {image_vectors.shape}; expected ({dim},)")
+    scores = np.asarray(encoder.cosine_sim(image_vectors, text_vector), dtype=np.float64)
+    if scores.shape != (len(image_vectors),):
+        raise ValueError(f"encoder {name}: cosine_sim returned scores of shape {scores.shape} for image vectors "
+                         f"{image_vectors.shape}; expected ({len(image_vectors)},)")
+    return scores
+
+
 class TileVectorStore:
     """Vectors of the tiles of one image at a time, computed in batches only for tiles not seen before.
 
     Args:
         encoder: the encoder whose ``image_encoder`` makes the vectors.
         cache_dir: folder for ``.npz`` files of vectors, or None to keep them in memory only.
+        refresh: ignore the files already in ``cache_dir`` (``--overwrite``): every image's vectors are
+            computed again once, then reused within this store's life.
+
+    A file that cannot be read is recomputed and replaced, with a warning naming it; a file is written only
+    after every tile asked for has been encoded, so a failing encoder leaves none behind.
     """
 
-    def __init__(self, encoder: EncoderSpecModel, cache_dir: str | None = None):
+    def __init__(self, encoder: EncoderSpecModel, cache_dir: str | None = None, refresh: bool = False):
         self.encoder = encoder
         self.cache_dir = cache_dir
+        self.refresh = refresh
         self.image_key = None
         self.vectors_by_tile: dict[Tile, np.ndarray] = {}
         self.tiles_encoded = 0  # tiles that went through the encoder (for the reuse report)
         self.tiles_requested = 0
+        self._written: set[str] = set()  # files this store wrote (trusted even when refreshing)
 
     def _disk_path(self) -> str | None:
         if not self.cache_dir:
@@ -57,12 +103,12 @@ class TileVectorStore:
         self.image_key = image_key
         self.vectors_by_tile = {}
         path = self._disk_path()
-        if path and os.path.isfile(path):
+        if path and os.path.isfile(path) and (not self.refresh or path in self._written):
             try:
-                with np.load(path) as data:
-                    self.vectors_by_tile = {tuple(int(v) for v in t): vec for t, vec in zip(data["tiles"], data["vectors"])}
-            except (OSError, ValueError, KeyError):
-                self.vectors_by_tile = {}  # an unreadable cache file is only a lost speed-up
+                self.vectors_by_tile = read_vectors(path)
+            except Exception as exc:  # any damage (truncated zip, wrong arrays) only costs the encoding again
+                warnings.warn(f"{path}: unreadable tile vectors ({str(exc).splitlines()[0] if str(exc) else type(exc).__name__}); "
+                              "recomputing and replacing them")
 
     def _save(self) -> None:
         path = self._disk_path()
@@ -74,15 +120,18 @@ class TileVectorStore:
         buffer = io.BytesIO()
         np.savez(buffer, tiles=tiles, vectors=vectors)
         write_atomically(path, buffer.getvalue())
+        self._written.add(path)
 
     def vectors(self, image_bgr: np.ndarray, tiles: Sequence[Tile], timer: StageTimer) -> np.ndarray:
         """``(len(tiles), D)`` vectors of ``tiles`` of the current image; cutting is timed as ``cut``,
-        encoding as ``sim``."""
+        encoding as ``sim``. An encoder answering with another shape is a one-line ``ValueError``."""
         self.tiles_requested += len(tiles)
         missing = [t for t in dict.fromkeys(tiles) if t not in self.vectors_by_tile]
         if missing:
+            name = getattr(self.encoder, "name", type(self.encoder).__name__)
+            dim = next(iter(self.vectors_by_tile.values())).shape[0] if self.vectors_by_tile else None
             batches = tile_batches(image_bgr, missing, self.encoder.tile_size, self.encoder.batch_size)
-            done = 0
+            computed: dict[Tile, np.ndarray] = {}  # kept only once every batch succeeded
             # a second bar under the per-sample one: a large image takes minutes with a real model on a CPU
             with tqdm(total=len(missing), desc="tiles", unit="tile", leave=False, dynamic_ncols=True) as bar:
                 while True:
@@ -91,12 +140,22 @@ class TileVectorStore:
                     if batch is None:
                         break
                     with timer.stage("sim"):
-                        vecs = np.asarray(self.encoder.image_encoder(batch), dtype=np.float32)
-                    for tile, vec in zip(missing[done:done + len(batch)], vecs):
-                        self.vectors_by_tile[tile] = vec
-                    done += len(batch)
+                        vecs = check_image_vectors(self.encoder.image_encoder(batch), len(batch), name, dim)
+                    dim = vecs.shape[1]
+                    computed.update(zip(missing[len(computed):len(computed) + len(batch)], vecs))
                     bar.update(len(batch))
+            self.vectors_by_tile.update(computed)
             self.tiles_encoded += len(missing)
             with timer.stage("sim"):
                 self._save()
         return np.stack([self.vectors_by_tile[t] for t in tiles])
+
+
+def read_vectors(path: str) -> dict[Tile, np.ndarray]:
+    """The ``{tile: (D,) vector}`` of a ``.npz`` the store wrote; ``ValueError`` when its arrays are not
+    ``tiles (N, 4)`` and ``vectors (N, D)``."""
+    with np.load(path) as data:
+        tiles, vectors = data["tiles"], data["vectors"]
+    if tiles.ndim != 2 or tiles.shape[1] != 4 or vectors.ndim != 2 or len(vectors) != len(tiles):
+        raise ValueError(f"arrays tiles {tiles.shape} and vectors {vectors.shape} do not match")
+    return {tuple(int(v) for v in t): vec for t, vec in zip(tiles, vectors)}
