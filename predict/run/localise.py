@@ -79,18 +79,39 @@ def query_vector(encoder: EncoderSpecModel, text: str, shuffled_copies: int = 0,
     return np.mean(vectors, axis=0)
 
 
+def mostly_valid(tiles: Sequence[tiling.Tile], valid: np.ndarray) -> list[tiling.Tile]:
+    """The tiles at least half of whose pixels are valid (``valid``: bool ``(H, W)``, False on nodata).
+
+    >>> valid = np.zeros((4, 8), bool); valid[:, :5] = True
+    >>> mostly_valid([(0, 4, 0, 4), (0, 4, 2, 6), (0, 4, 4, 8)], valid)
+    [(0, 4, 0, 4), (0, 4, 2, 6)]
+    """
+    height, width = valid.shape
+    kept = []
+    for tile in tiles:
+        r0, r1, c0, c1 = tiling.effective_box(tile, height, width)
+        if 2 * np.count_nonzero(valid[r0:r1, c0:c1]) >= (r1 - r0) * (c1 - c0):
+            kept.append(tile)
+    return kept
+
+
 def score_tiles(image: LoadedImage, query: str, encoder: EncoderSpecModel, spec: PipelineSpec,
                 vectors: TileVectorStore, seed: int = 0, timer: StageTimer | None = None,
-                name: str = "image") -> tuple[list[tiling.Tile], np.ndarray]:
+                name: str = "image", valid: np.ndarray | None = None) -> tuple[list[tiling.Tile], np.ndarray]:
     """The tiles (and refinement boxes) of ``spec`` on ``image`` and their float64 scores against ``query``.
 
-    Cutting is timed as ``cut``, encoding and scoring as ``sim``.
+    With ``valid`` (bool ``(H, W)``, False on nodata) only tiles and boxes at least half valid are encoded
+    and scored. Cutting is timed as ``cut``, encoding and scoring as ``sim``.
     """
     timer = timer or StageTimer()
     height, width = image.pixels.shape[:2]
     vectors.use_image(image.key)
     with timer.stage("cut"):
         stage1 = spec.first_stage_tiles(height, width, name)
+        if valid is not None:
+            stage1 = mostly_valid(stage1, valid)
+            if not stage1:
+                raise ValueError(f"{name}: no tile is at least half valid pixels (the image is mostly nodata)")
     stage1_vectors = vectors.vectors(image.pixels, stage1, timer)
     with timer.stage("sim"):
         query_vec = query_vector(encoder, query, spec.shuffled_copies, query_rng(seed, query))
@@ -103,6 +124,10 @@ def score_tiles(image: LoadedImage, query: str, encoder: EncoderSpecModel, spec:
     with timer.stage("cut"):
         boxes = list(dict.fromkeys(box for tile in kept
                                    for box in tiling.refinement_boxes(tile, height, width, refinement.box_half_sizes)))
+        if valid is not None:
+            boxes = mostly_valid(boxes, valid)
+    if not boxes:
+        return kept, stage1_scores[order]
     box_vectors = vectors.vectors(image.pixels, boxes, timer)
     with timer.stage("sim"):
         box_scores = similarities(encoder, box_vectors, query_vec)

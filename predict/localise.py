@@ -1,0 +1,112 @@
+"""Localise text queries in your own scenes (GeoTIFF/COG, PNG, JPEG): georeferenced maps and peaks out.
+
+    python predict/localise.py --yaml_path predict/options/demo/demo_encoder.yaml --image scene.tif \\
+        --query "a red-roofed factory next to a river" --out results/
+
+(or ``selo-localise ...``). Per image x query, in ``--out``: ``<stem>_q<k>_probmap.tif`` (uint8, the
+input's CRS and transform, masked on nodata), ``<stem>_q<k>_overlay.jpg``, ``<stem>_q<k>_peaks.geojson``
+(attention centres, WGS84), with ``--regions Q`` ``<stem>_q<k>_regions.geojson``; ``summary.json``; ``log.txt``.
+Tile vectors are kept in ``<out>/tile_vectors`` (or ``--vector_cache``): a later query on an image, in this
+run or a later one, encodes no tile. Exit code 1 when an image or query failed, 2 when the run cannot start.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+
+from predict.core.pipelines import PIPELINES, get_pipeline
+from predict.encoders.registry import load_encoder
+from predict.io.logs import setup_logger
+from predict.io.raster import DEFAULT_STRETCH
+from predict.run.scenes import SceneConfig, localise_scenes, one_line
+
+
+def parse_bands(text: str) -> tuple[int, ...]:
+    """``"4,3,2"`` -> ``(4, 3, 2)`` (1-based band numbers)."""
+    try:
+        return tuple(int(b) for b in text.split(","))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected band numbers joined by ',', e.g. 4,3,2, got {text!r}") from None
+
+
+def parse_stretch(text: str) -> tuple[float, float] | None:
+    """``"2,98"`` -> ``(2.0, 98.0)``; ``"none"`` -> None (no stretch)."""
+    if text.lower() in ("none", "off"):
+        return None
+    try:
+        low, high = (float(v) for v in text.split(","))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected LOW,HIGH percentiles (e.g. 2,98) or none, got {text!r}") from None
+    if not 0 <= low < high <= 100:
+        raise argparse.ArgumentTypeError(f"percentiles must satisfy 0 <= LOW < HIGH <= 100, got {text!r}")
+    return low, high
+
+
+def parse_quantile(text: str) -> float:
+    value = float(text)
+    if not 0 <= value < 1:
+        raise argparse.ArgumentTypeError(f"expected a quantile in [0, 1), e.g. 0.95, got {text!r}")
+    return value
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--yaml_path", required=True, help="encoder yaml (model.name picks the encoder)")
+    parser.add_argument("--image", action="append", required=True, help="an image file; repeat for more")
+    parser.add_argument("--query", action="append", default=[], help="a text query; repeat for more")
+    parser.add_argument("--queries", help="a text file of queries, one per line (blank lines skipped)")
+    parser.add_argument("--out", required=True, help="output folder")
+    parser.add_argument("--pipeline", choices=tuple(PIPELINES), default="v1")
+    parser.add_argument("--step", default=None, help="tile steps joined by '_' (default: the pipeline's)")
+    parser.add_argument("--device", default=None, help="cpu, cuda, cuda:1 ... (CUDA when available by default)")
+    parser.add_argument("--batch_size", type=int, default=None, help="tiles per encoder call (yaml's by default)")
+    parser.add_argument("--seed", type=int, default=0, help="seed of v2's word shuffling")
+    parser.add_argument("--bands", type=parse_bands, default=None,
+                        help="1-based bands, one (gray) or three (R,G,B), e.g. 4,3,2 (default: the file's RGB)")
+    parser.add_argument("--stretch", type=parse_stretch, default=DEFAULT_STRETCH,
+                        help="percentiles LOW,HIGH of the per-band stretch of 12/16-bit and float data "
+                             "(default 2,98), or none for the data type's range; 8-bit data are never stretched")
+    parser.add_argument("--regions", type=parse_quantile, default=None,
+                        help="also write polygons of the map above this quantile, e.g. 0.95")
+    parser.add_argument("--vector_cache", default=None, help="tile-vector folder (default <out>/tile_vectors)")
+    return parser
+
+
+def read_queries(args: argparse.Namespace) -> list[str]:
+    """``--query`` values, then the lines of ``--queries``, in that order."""
+    queries = list(args.query)
+    if args.queries:
+        with open(args.queries, encoding="utf-8") as f:
+            queries += [line.strip() for line in f if line.strip()]
+    if not queries:
+        raise ValueError("no query: give --query TEXT or --queries FILE")
+    return queries
+
+
+def scene_config(args: argparse.Namespace) -> SceneConfig:
+    """The library's configuration of parsed arguments."""
+    return SceneConfig(out_dir=args.out, pipeline=get_pipeline(args.pipeline, args.step), bands=args.bands,
+                       stretch=args.stretch, regions=args.regions, vector_cache=args.vector_cache, seed=args.seed)
+
+
+def main(argv=None) -> int:
+    args = build_parser().parse_args(argv)
+    os.makedirs(args.out, exist_ok=True)
+    logger = setup_logger(args.out)
+    try:
+        config = scene_config(args)
+        queries = read_queries(args)
+        encoder = load_encoder(args.yaml_path, device=args.device, batch_size=args.batch_size)
+    except Exception as exc:
+        logger.error("%s", one_line(exc))
+        return 2
+    run = localise_scenes(args.image, queries, encoder, config, logger)
+    print(f"{len(run.results)} map(s) in {args.out} ({sum(r['tiles_encoded'] for r in run.results)} tiles encoded)")
+    if run.errors:
+        print(f"{len(run.errors)} failure(s); see {os.path.join(args.out, 'log.txt')}", file=sys.stderr)
+    return 1 if run.errors else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

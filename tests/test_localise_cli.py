@@ -1,0 +1,247 @@
+"""SeLo on a user's own scenes (``predict/localise.py``, ``selo-localise``): a synthetic scene written by the
+test as a GeoTIFF in UTM 33N, an 8-bit copy, a 12-bit-in-uint16 copy and a copy with a nodata border,
+localised with the demo encoder; the outputs' georeferencing, peaks, nodata, tile-vector reuse and bad input.
+"""
+import json
+import shutil
+
+import cv2
+import numpy as np
+import pytest
+import rasterio
+import rasterio.warp
+from rasterio.transform import from_origin
+
+from predict.demo.synthetic import generate_scene
+from predict.io.annotations import SampleError
+from predict.io.images import read_image
+from predict.io.raster import read_raster
+
+from conftest import REPO_ROOT
+
+DEMO_YAML = str(REPO_ROOT / "predict/options/demo/demo_encoder.yaml")
+SCENE_SEED, SIZE = [90, 2], 1500
+CRS = "EPSG:32633"  # WGS 84 / UTM zone 33N
+TRANSFORM = from_origin(500000.0, 5000000.0, 0.5, 0.5)  # 0.5 m pixels
+QUERIES = ["a playground with a green football field and a red track.", "there is a baseball field.", ""]
+BORDER = 300  # nodata columns on the left of the nodata copy
+
+
+@pytest.fixture(scope="module")
+def scene():
+    scene = generate_scene(SCENE_SEED, SIZE, SIZE)
+    kinds = [o.kind for o in scene.objects]
+    assert "football_field" in kinds and "baseball_field" in kinds
+    return scene
+
+
+def polygon_of(scene, kind):
+    return next(o.polygon for o in scene.objects if o.kind == kind).astype(np.float32)
+
+
+def write_geotiff(path, bands_first, nodata=None, **extra):
+    count, height, width = bands_first.shape
+    with rasterio.open(path, "w", driver="GTiff", width=width, height=height, count=count, dtype=bands_first.dtype,
+                       crs=CRS, transform=TRANSFORM, nodata=nodata, **extra) as dst:
+        dst.write(bands_first)
+
+
+@pytest.fixture(scope="module")
+def scenes(tmp_path_factory, scene):
+    """The scene as 8-bit, 12-bit-in-uint16 and nodata-bordered GeoTIFFs, and as PNG and JPEG."""
+    folder = tmp_path_factory.mktemp("scenes")
+    rgb_first = np.moveaxis(scene.rgb, -1, 0)
+    paths = {kind: str(folder / f"{kind}.tif") for kind in ("scene8", "scene12", "border")}
+    write_geotiff(paths["scene8"], rgb_first, photometric="RGB")
+    noise = np.random.default_rng(0).integers(0, 16, rgb_first.shape)
+    write_geotiff(paths["scene12"], (rgb_first.astype(np.uint16) * 16 + noise).astype(np.uint16))  # 0..4095
+    bordered = rgb_first.copy()
+    bordered[:, :, :BORDER] = 0
+    write_geotiff(paths["border"], bordered, nodata=0)
+    for ext in ("png", "jpg"):
+        paths[ext] = str(folder / f"plain.{ext}")
+        cv2.imwrite(paths[ext], cv2.cvtColor(scene.rgb, cv2.COLOR_RGB2BGR))
+    return paths
+
+
+@pytest.fixture(scope="module")
+def run(tmp_path_factory, scenes):
+    """One CLI run over every scene, a missing image and QUERIES (the last one empty)."""
+    from predict.localise import main
+
+    out = tmp_path_factory.mktemp("out")
+    images = [scenes["scene8"], scenes["scene12"], str(out / "missing.tif"), scenes["border"], scenes["png"]]
+    # the 12-bit copy is min-max stretched (found from its data): the default 2-98 % stretch raises the
+    # contrast of this synthetic scene beyond what the demo encoder saw in training (tested on its own below)
+    argv = ["--yaml_path", DEMO_YAML, "--device", "cpu", "--out", str(out), "--regions", "0.95", "--stretch", "0,100"]
+    argv += [a for image in images for a in ("--image", image)] + [a for q in QUERIES for a in ("--query", q)]
+    rc = main(argv)
+    summary = json.loads((out / "summary.json").read_text())
+    return rc, out, summary
+
+
+def result(summary, stem, k):
+    return next(r for r in summary["results"] if r["probmap"] == f"{stem}_q{k}_probmap.tif")
+
+
+def top_peak(out, stem, k):
+    peaks = json.loads((out / f"{stem}_q{k}_peaks.geojson").read_text())
+    assert peaks["type"] == "FeatureCollection" and peaks["features"]
+    ranks = [f["properties"]["rank"] for f in peaks["features"]]
+    assert ranks == list(range(1, len(ranks) + 1))
+    return peaks["features"][0]
+
+
+def test_bad_input_costs_one_line_each_and_the_rest_goes_on(run):
+    rc, out, summary = run
+    assert rc == 1
+    assert len(summary["errors"]) == 2
+    assert any("missing.tif" in e and "not found" in e for e in summary["errors"])
+    assert any("query 2" in e and "empty" in e for e in summary["errors"])
+    assert len(summary["results"]) == 4 * 2  # four readable images x two non-empty queries
+    log = (out / "log.txt").read_text()
+    assert "missing.tif: image not found" in log
+
+
+def test_summary_lists_every_output_relative_to_the_folder(run):
+    _, out, summary = run
+    for entry in summary["results"]:
+        assert set(entry) == {"image", "query", "probmap", "overlay", "peaks", "regions", "tiles_encoded", "seconds"}
+        for kind in ("probmap", "overlay", "peaks", "regions"):
+            assert not entry[kind].startswith("/") and (out / entry[kind]).is_file()
+        assert entry["query"] in QUERIES and entry["seconds"] > 0
+
+
+def test_each_image_is_encoded_once_and_later_queries_encode_no_tile(run):
+    _, _, summary = run
+    for stem in ("scene8", "scene12", "border", "plain"):
+        assert result(summary, stem, 0)["tiles_encoded"] > 0
+        assert result(summary, stem, 1)["tiles_encoded"] == 0
+
+
+def test_a_later_run_reuses_the_vectors_on_disk(run, scenes, tmp_path):
+    from predict.localise import main
+
+    _, out, _ = run
+    again = tmp_path / "again.png"  # the same bytes under another name (so that no output of `run` is replaced)
+    shutil.copyfile(scenes["png"], again)
+    for folder, cache in ((out, []), (tmp_path / "elsewhere", ["--vector_cache", str(out / "tile_vectors")])):
+        rc = main(["--yaml_path", DEMO_YAML, "--device", "cpu", "--out", str(folder), "--image", str(again),
+                   "--query", "some tennis courts.", *cache])
+        summary = json.loads((folder / "summary.json").read_text())
+        assert rc == 0 and len(summary["results"]) == 1  # rewritten for this run's queries
+        assert summary["results"][0]["tiles_encoded"] == 0
+
+
+def test_probmap_keeps_the_inputs_crs_transform_and_size(run):
+    _, out, _ = run
+    with rasterio.open(out / "scene8_q0_probmap.tif") as src:
+        assert src.crs == rasterio.crs.CRS.from_string(CRS)
+        assert src.transform == TRANSFORM
+        assert (src.height, src.width, src.count, src.dtypes[0]) == (SIZE, SIZE, 1, "uint8")
+        assert src.block_shapes == [(256, 256)] and src.compression.name == "deflate"
+
+
+def test_probmap_is_the_benchmark_pipelines_map(run, scenes):
+    import predict.localise  # noqa: F401  the script's module, imported beside the library function
+    from predict import load_encoder, localise
+
+    assert callable(localise) and localise.__module__ == "predict.run.localise"
+    _, out, _ = run
+    encoder = load_encoder(DEMO_YAML, device="cpu")
+    expected = localise(scenes["png"], QUERIES[0], encoder)
+    for stem in ("scene8", "plain"):
+        with rasterio.open(out / f"{stem}_q0_probmap.tif") as src:
+            assert np.array_equal(src.read(1), expected)
+
+
+def test_peaks_are_the_wgs84_position_of_their_pixel_centre(run):
+    _, out, _ = run
+    peaks = json.loads((out / "scene8_q1_peaks.geojson").read_text())["features"]
+    with rasterio.open(out / "scene8_q1_probmap.tif") as src:
+        probmap = src.read(1)
+    for peak in peaks:
+        col, row = peak["properties"]["col"], peak["properties"]["row"]
+        x, y = TRANSFORM @ (col + 0.5, row + 0.5)
+        lon, lat = rasterio.warp.transform(CRS, "EPSG:4326", [x], [y])
+        assert peak["geometry"]["coordinates"] == pytest.approx([lon[0], lat[0]], abs=1e-9)
+        assert 14.9 < lon[0] < 15.1 and 45.1 < lat[0] < 45.2  # UTM 33N's central meridian is 15 E
+        assert peak["properties"]["score"] == probmap[row, col] / 255 >= 0.5
+
+
+def test_unreferenced_png_peaks_are_pixel_positions(run):
+    _, out, _ = run
+    peak = top_peak(out, "plain", 0)
+    assert peak["geometry"]["coordinates"] == [peak["properties"]["col"], peak["properties"]["row"]]
+    with rasterio.open(out / "plain_q0_probmap.tif") as src:
+        assert src.crs is None
+
+
+@pytest.mark.parametrize("stem", ["scene8", "scene12", "border"])
+@pytest.mark.parametrize("k, kind", [(0, "football_field"), (1, "baseball_field")])
+def test_top_peak_lies_inside_the_queried_object(run, scene, stem, k, kind):
+    _, out, _ = run
+    peak = top_peak(out, stem, k)
+    col, row = peak["properties"]["col"], peak["properties"]["row"]
+    assert cv2.pointPolygonTest(polygon_of(scene, kind), (float(col), float(row)), False) >= 0
+
+
+def test_twelve_bit_scene_is_stretched_to_a_full_range(scenes):
+    raster = read_raster(scenes["scene12"])
+    assert raster.pixels.dtype == np.uint8 and raster.valid is None
+    low, high = np.percentile(raster.pixels, [2, 98])
+    assert low <= 5 and high >= 250  # not near-black, as a 65535 scale would make it
+    assert raster.key != read_raster(scenes["scene12"], stretch=(1, 99)).key != read_raster(scenes["scene12"], stretch=None).key
+
+
+def test_nodata_border_is_not_scored_and_masked_in_the_map(run, scenes):
+    _, out, summary = run
+    raster = read_raster(scenes["border"])
+    assert raster.valid is not None and not raster.valid[:, :BORDER].any() and raster.valid[:, BORDER:].all()
+    assert result(summary, "border", 0)["tiles_encoded"] < result(summary, "scene8", 0)["tiles_encoded"]
+    with rasterio.open(out / "border_q0_probmap.tif") as src:
+        mask = src.dataset_mask()
+        probmap = src.read(1)
+    assert not mask[:, :BORDER].any() and mask[:, BORDER:].all()
+    assert not probmap[:, :BORDER].any()
+    peaks = json.loads((out / "border_q0_peaks.geojson").read_text())["features"]
+    assert all(p["properties"]["col"] >= BORDER for p in peaks)
+
+
+def test_regions_are_wgs84_polygons_above_the_quantile(run, scene):
+    _, out, _ = run
+    regions = json.loads((out / "scene8_q0_regions.geojson").read_text())["features"]
+    assert regions and all(f["geometry"]["type"] == "Polygon" for f in regions)
+    lon, lat = np.array([xy for f in regions for ring in f["geometry"]["coordinates"] for xy in ring]).T
+    assert 14.9 < lon.min() <= lon.max() < 15.1 and 45.1 < lat.min() <= lat.max() < 45.2
+    with rasterio.open(out / "scene8_q0_probmap.tif") as src:
+        probmap = src.read(1)
+    threshold = round(regions[0]["properties"]["threshold"] * 255)
+    assert np.mean(probmap > threshold) <= 0.05 < np.mean(probmap >= threshold)  # the 0.95 quantile
+    count, _ = cv2.connectedComponents((probmap > threshold).astype(np.uint8), connectivity=4)
+    assert len(regions) == count - 1
+
+
+def test_eight_bit_jpeg_and_png_give_the_benchmark_pipelines_pixels(scenes):
+    for ext in ("jpg", "png"):
+        raster = read_raster(scenes[ext])
+        assert np.array_equal(raster.pixels, read_image(scenes[ext]))
+        assert raster.crs is None and raster.valid is None
+
+
+def test_bands_pick_the_pixels_and_change_the_key(scenes, scene):
+    default, swapped, gray = (read_raster(scenes["scene8"], bands) for bands in (None, (3, 2, 1), (2,)))
+    assert np.array_equal(default.pixels, cv2.cvtColor(scene.rgb, cv2.COLOR_RGB2BGR))
+    assert np.array_equal(swapped.pixels, scene.rgb)  # blue read as red: RGB in BGR order
+    assert np.array_equal(gray.pixels[:, :, 0], scene.rgb[:, :, 1]) and len({default.key, swapped.key, gray.key}) == 3
+    with pytest.raises(SampleError, match="scene8.tif: no band 4"):
+        read_raster(scenes["scene8"], (4, 3, 2))
+
+
+def test_unreadable_and_missing_files_are_one_line(tmp_path):
+    broken = tmp_path / "broken.tif"
+    broken.write_bytes(b"not a tiff")
+    for path, problem in ((broken, "cannot read"), (tmp_path / "absent.tif", "not found")):
+        with pytest.raises(SampleError) as error:
+            read_raster(path)
+        assert str(path) in str(error.value) and problem in str(error.value) and "\n" not in str(error.value)
