@@ -2,8 +2,12 @@
 test as a GeoTIFF in UTM 33N, an 8-bit copy, a 12-bit-in-uint16 copy and a copy with a nodata border,
 localised with the demo encoder; the outputs' georeferencing, peaks, nodata, tile-vector reuse and bad input.
 """
+import doctest
+import importlib
 import json
 import shutil
+import subprocess
+import sys
 
 import cv2
 import numpy as np
@@ -245,3 +249,40 @@ def test_unreadable_and_missing_files_are_one_line(tmp_path):
         with pytest.raises(SampleError) as error:
             read_raster(path)
         assert str(path) in str(error.value) and problem in str(error.value) and "\n" not in str(error.value)
+
+
+def test_v2_on_the_nodata_scene_scores_only_valid_tiles_and_boxes(scenes, tmp_path):
+    from predict import load_encoder
+    from predict.core.pipelines import PIPELINES
+    from predict.run.scenes import SceneConfig, localise_scenes
+
+    run = localise_scenes([scenes["border"]], QUERIES[:1], load_encoder(DEMO_YAML, device="cpu"),
+                          SceneConfig(out_dir=str(tmp_path), pipeline=PIPELINES["v2"]))
+    assert not run.errors and run.results[0]["tiles_encoded"] > 0
+    with rasterio.open(tmp_path / "border_q0_probmap.tif") as src:
+        assert not src.dataset_mask()[:, :BORDER].any() and not src.read(1)[:, :BORDER].any()
+
+
+def test_float_bands_with_nan_nodata_are_stretched_over_the_valid_pixels(tmp_path):
+    reflectance = np.random.default_rng(1).uniform(0.02, 0.3, (3, 64, 80)).astype(np.float32)
+    reflectance[:, :10] = np.nan
+    path = tmp_path / "reflectance.tif"
+    write_geotiff(path, reflectance, nodata=np.nan)
+    raster = read_raster(path)
+    assert raster.valid is not None and not raster.valid[:10].any() and raster.valid[10:].all()
+    assert not raster.pixels[:10].any()
+    low, high = np.percentile(raster.pixels[10:], [2, 98])
+    assert low <= 3 and high >= 252
+    assert raster.crs == rasterio.crs.CRS.from_string(CRS) and raster.transform == TRANSFORM
+
+
+def test_the_script_runs_and_refuses_a_run_without_queries(scenes, tmp_path):
+    command = [sys.executable, str(REPO_ROOT / "predict/localise.py"), "--yaml_path", DEMO_YAML,
+               "--image", scenes["png"], "--out", str(tmp_path)]
+    done = subprocess.run(command, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 2 and "no query" in done.stdout + done.stderr
+
+
+@pytest.mark.parametrize("module", ["predict.io.raster", "predict.run.scenes", "predict.run.localise"])
+def test_docstring_examples(module):
+    assert doctest.testmod(importlib.import_module(module)).failed == 0
