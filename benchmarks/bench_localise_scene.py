@@ -1,11 +1,11 @@
 """Wall time of each query of ``selo-localise`` on one large synthetic GeoTIFF: the first query reads the
 image and encodes its tiles, the later ones reuse the tile vectors.
 
-    .venv/bin/python benchmarks/bench_localise_scene.py [--size 10000] [--queries 5] [--pipeline v1]
+    .venv/bin/python benchmarks/bench_localise_scene.py [--size 10000] [--queries 5] [--pipeline v1] [--device cpu]
 
 The scene (``predict.demo.synthetic.generate_scene``) is written as an 8-bit RGB GeoTIFF in UTM 33N
-(tiled, deflate) and localised with the demo encoder (``--device``, CPU by default) for captions of its objects; a second run
-with the first query alone then finds the tile vectors on disk. Times are per query as ``summary.json``
+(tiled, deflate) and localised with the demo encoder for captions of its objects; a second run with the
+first query alone then finds the tile vectors on disk. Times are per query as ``summary.json``
 records them (the first includes reading the image), and as a ratio to the first query of the same run.
 """
 from __future__ import annotations
