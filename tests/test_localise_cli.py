@@ -286,3 +286,18 @@ def test_the_script_runs_and_refuses_a_run_without_queries(scenes, tmp_path):
 @pytest.mark.parametrize("module", ["predict.io.raster", "predict.run.scenes", "predict.run.localise"])
 def test_docstring_examples(module):
     assert doctest.testmod(importlib.import_module(module)).failed == 0
+
+
+def test_unknown_band_fails_that_image_only_and_warnings_reach_the_log(scene, tmp_path):
+    from predict.localise import main
+
+    four_bands = np.concatenate([np.moveaxis(scene.rgb[:300, :400], -1, 0), scene.rgb[None, :300, :400, 1]])
+    write_geotiff(tmp_path / "rgbn.tif", four_bands)
+    cv2.imwrite(str(tmp_path / "rgb.png"), scene.rgb[:300, :400])
+    out = tmp_path / "out"
+    rc = main(["--yaml_path", DEMO_YAML, "--device", "cpu", "--out", str(out), "--bands", "4,3,2",
+               "--image", str(tmp_path / "rgb.png"), "--image", str(tmp_path / "rgbn.tif"), "--query", QUERIES[0]])
+    summary = json.loads((out / "summary.json").read_text())
+    assert rc == 1 and summary["errors"] == [f"{tmp_path / 'rgb.png'}: no band 4 (the file has 3 band(s), numbered from 1)"]
+    assert [r["probmap"] for r in summary["results"]] == ["rgbn_q0_probmap.tif"]
+    assert "smaller than step(s) [512, 768]" in (out / "log.txt").read_text()  # v1 keeps only the 256 tiles

@@ -28,6 +28,7 @@ from predict.core.heatmap import colour_heatmap, overlay
 from predict.core.pipelines import PIPELINES, PipelineSpec
 from predict.encoders.base import EncoderSpecModel
 from predict.io.atomic import write_atomically
+from predict.io.logs import warnings_logged
 from predict.io.maps import write_jpeg
 from predict.io.raster import (DEFAULT_STRETCH, RasterImage, peaks_feature_collection, read_raster,
                                regions_feature_collection, write_probmap_tif)
@@ -133,14 +134,16 @@ class SceneRun:
                     if stem in stems:
                         raise ValueError(f"{image}: same file name as {stems[stem]}; its outputs would overwrite those")
                     stems[stem] = image
-                    raster = read_raster(image, self.config.bands, self.config.stretch)
+                    with warnings_logged(self.logger):
+                        raster = read_raster(image, self.config.bands, self.config.stretch)
                 except Exception as exc:
                     self.fail(one_line(exc))
                     bar.update(len(todo))
                     continue
                 for k, query in todo:
                     try:
-                        result = self.localise(raster, image, k, query, started)
+                        with warnings_logged(self.logger):
+                            result = self.localise(raster, image, k, query, started)
                     except Exception as exc:
                         self.fail(f"{image}, query {k}: {one_line(exc)}")
                     else:
