@@ -205,6 +205,7 @@ def pixel_coordinates(raster: RasterImage, cols: Sequence[int], rows: Sequence[i
 
 
 def feature_collection(features: list[dict]) -> dict:
+    """A GeoJSON FeatureCollection of ``features``."""
     return {"type": "FeatureCollection", "features": features}
 
 

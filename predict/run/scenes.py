@@ -127,7 +127,7 @@ class SceneRun:
         stems: dict[str, str] = {}
         with tqdm(total=len(images) * len(todo), desc=f"SeLo {self.config.pipeline.name}", unit="query",
                   dynamic_ncols=True) as bar:
-            for image in images:
+            for image in images if todo else []:  # no image is read for nothing
                 started = time.perf_counter()
                 stem = os.path.splitext(os.path.basename(image))[0]
                 try:
