@@ -2,8 +2,6 @@
 test as a GeoTIFF in UTM 33N, an 8-bit copy, a 12-bit-in-uint16 copy and a copy with a nodata border,
 localised with the demo encoder; the outputs' georeferencing, peaks, nodata, tile-vector reuse and bad input.
 """
-import doctest
-import importlib
 import json
 import shutil
 import subprocess
@@ -291,11 +289,6 @@ def test_the_script_runs_and_refuses_a_run_without_queries(scenes, tmp_path):
                "--image", scenes["png"], "--out", str(tmp_path)]
     done = subprocess.run(command, capture_output=True, text=True, timeout=300)
     assert done.returncode == 2 and "no query" in done.stdout + done.stderr
-
-
-@pytest.mark.parametrize("module", ["predict.io.raster", "predict.run.scenes", "predict.run.localise"])
-def test_docstring_examples(module):
-    assert doctest.testmod(importlib.import_module(module)).failed == 0
 
 
 def test_unknown_band_fails_that_image_only_and_warnings_reach_the_log(scene, tmp_path):
