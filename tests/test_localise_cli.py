@@ -11,6 +11,7 @@ import cv2
 import numpy as np
 import pytest
 import rasterio
+import rasterio.shutil
 import rasterio.warp
 from rasterio.transform import from_origin
 
@@ -216,6 +217,7 @@ def test_nodata_border_is_not_scored_and_masked_in_the_map(run, scenes):
         probmap = src.read(1)
     assert not mask[:, :BORDER].any() and mask[:, BORDER:].all()
     assert not probmap[:, :BORDER].any()
+    assert cv2.imread(str(out / "border_q0_overlay.jpg"))[:, :BORDER - 8].max() < 8  # black, up to JPEG noise
     peaks = json.loads((out / "border_q0_peaks.geojson").read_text())["features"]
     assert all(p["properties"]["col"] >= BORDER for p in peaks)
 
@@ -232,6 +234,14 @@ def test_regions_are_wgs84_polygons_above_the_quantile(run, scene):
     assert np.mean(probmap > threshold) <= 0.05 < np.mean(probmap >= threshold)  # the 0.95 quantile
     count, _ = cv2.connectedComponents((probmap > threshold).astype(np.uint8), connectivity=4)
     assert len(regions) == count - 1
+
+
+def test_cloud_optimised_geotiff_reads_as_the_geotiff(scenes, tmp_path):
+    cog = tmp_path / "scene8_cog.tif"
+    rasterio.shutil.copy(scenes["scene8"], cog, driver="COG")
+    plain, optimised = read_raster(scenes["scene8"]), read_raster(cog)
+    assert np.array_equal(plain.pixels, optimised.pixels)
+    assert (optimised.crs, optimised.transform) == (plain.crs, plain.transform)
 
 
 def test_eight_bit_jpeg_and_png_give_the_benchmark_pipelines_pixels(scenes):

@@ -108,7 +108,10 @@ class SceneRun:
         names = output_names(os.path.splitext(os.path.basename(image))[0], k, config.regions is not None)
         out = {kind: os.path.join(config.out_dir, name) for kind, name in names.items()}
         write_probmap_tif(out["probmap"], probmap, raster)
-        write_jpeg(out["overlay"], overlay(raster.pixels, colour_heatmap(probmap)))
+        overlaid = overlay(raster.pixels, colour_heatmap(probmap))
+        if raster.valid is not None:
+            overlaid[~raster.valid] = 0  # nodata stays black, as in the image
+        write_jpeg(out["overlay"], overlaid)
         write_json(out["peaks"], peaks_feature_collection(probmap, raster))
         if config.regions is not None:
             write_json(out["regions"], regions_feature_collection(probmap, raster, config.regions))
