@@ -17,9 +17,10 @@ import sys
 
 from predict.core.pipelines import PIPELINES, get_pipeline
 from predict.encoders.registry import load_encoder
+from predict.io.checks import first_line
 from predict.io.logs import setup_logger
 from predict.io.raster import DEFAULT_STRETCH
-from predict.run.scenes import SceneConfig, localise_scenes, one_line
+from predict.run.scenes import SceneConfig, localise_scenes
 
 
 def parse_bands(text: str) -> tuple[int, ...]:
@@ -99,7 +100,7 @@ def main(argv=None) -> int:
         queries = read_queries(args)
         encoder = load_encoder(args.yaml_path, device=args.device, batch_size=args.batch_size)
     except Exception as exc:
-        logger.error("%s", one_line(exc))
+        logger.error("%s", first_line(exc))
         return 2
     run = localise_scenes(args.image, queries, encoder, config, logger)
     print(f"{len(run.results)} map(s) in {args.out} ({sum(r['tiles_encoded'] for r in run.results)} tiles encoded)")

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import logging
 import os
-import warnings
 from dataclasses import dataclass, field
 
 from tqdm import tqdm
@@ -18,7 +17,9 @@ from predict.encoders.base import EncoderSpecModel
 from predict.encoders.identity import identity_digest
 from predict.io.annotations import Sample, SampleError, load_annotations
 from predict.io.atomic import WriteError
+from predict.io.checks import first_line
 from predict.io.lock import folder_lock
+from predict.io.logs import warnings_logged
 from predict.io.maps import map_path, save_maps
 from predict.io.report import write_report
 from predict.io.results import STAGES, MetricsStore
@@ -134,18 +135,13 @@ class SeloRun:
             if self.reusable(sample, len(samples)):
                 continue
             try:
-                with warnings.catch_warnings(record=True) as caught:
-                    warnings.simplefilter("always")
-                    try:
-                        self.process(sample, len(samples))
-                    finally:
-                        for warning in caught:
-                            self.logger.warning("%s", warning.message)
+                with warnings_logged(self.logger):
+                    self.process(sample, len(samples))
             except WriteError:
                 raise  # disk full or read-only: no later sample could be saved either
             except Exception as exc:  # one bad sample never loses the others; the message names the problem
                 failures += 1
-                message = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+                message = first_line(exc)
                 self.store.record_error(sample.idx, sample.jpg_name, sample.caption, message)
                 self.logger.error("Sample %d (%s) failed: %s", sample.idx, sample.jpg_name, message)
         bar.close()

@@ -28,6 +28,7 @@ from predict.core.heatmap import colour_heatmap, overlay
 from predict.core.pipelines import PIPELINES, PipelineSpec
 from predict.encoders.base import EncoderSpecModel
 from predict.io.atomic import write_atomically
+from predict.io.checks import first_line
 from predict.io.logs import warnings_logged
 from predict.io.maps import write_jpeg
 from predict.io.raster import (DEFAULT_STRETCH, RasterImage, peaks_feature_collection, read_raster,
@@ -140,7 +141,7 @@ class SceneRun:
                     with warnings_logged(self.logger):
                         raster = read_raster(image, self.config.bands, self.config.stretch)
                 except Exception as exc:
-                    self.fail(one_line(exc))
+                    self.fail(first_line(exc))
                     bar.update(len(todo))
                     continue
                 for k, query in todo:
@@ -148,7 +149,7 @@ class SceneRun:
                         with warnings_logged(self.logger):
                             result = self.localise(raster, image, k, query, started)
                     except Exception as exc:
-                        self.fail(f"{image}, query {k}: {one_line(exc)}")
+                        self.fail(f"{image}, query {k}: {first_line(exc)}")
                     else:
                         self.results.append(result)
                         self.logger.info("%s q%d %r: %d tiles encoded, %.1fs", image, k, query,
@@ -158,12 +159,6 @@ class SceneRun:
                     bar.update(1)
                 del raster
         self.write_summary()
-
-
-def one_line(exc: Exception) -> str:
-    """The first line of an exception's message (its type when it has none)."""
-    text = str(exc)
-    return text.splitlines()[0] if text else type(exc).__name__
 
 
 def localise_scenes(images: list[str], queries: list[str], encoder: EncoderSpecModel, config: SceneConfig,
