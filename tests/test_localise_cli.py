@@ -307,10 +307,13 @@ def test_unknown_band_fails_that_image_only_and_warnings_reach_the_log(scene, tm
     four_bands = np.concatenate([np.moveaxis(scene.rgb[:300, :400], -1, 0), scene.rgb[None, :300, :400, 1]])
     write_geotiff(tmp_path / "rgbn.tif", four_bands)
     cv2.imwrite(str(tmp_path / "rgb.png"), scene.rgb[:300, :400])
+    (tmp_path / "queries.txt").write_text(f"\n{QUERIES[1]}\n")
     out = tmp_path / "out"
     rc = main(["--yaml_path", DEMO_YAML, "--device", "cpu", "--out", str(out), "--bands", "4,3,2",
-               "--image", str(tmp_path / "rgb.png"), "--image", str(tmp_path / "rgbn.tif"), "--query", QUERIES[0]])
+               "--image", str(tmp_path / "rgb.png"), "--image", str(tmp_path / "rgbn.tif"), "--query", QUERIES[0],
+               "--queries", str(tmp_path / "queries.txt")])
     summary = json.loads((out / "summary.json").read_text())
     assert rc == 1 and summary["errors"] == [f"{tmp_path / 'rgb.png'}: no band 4 (the file has 3 band(s), numbered from 1)"]
-    assert [r["probmap"] for r in summary["results"]] == ["rgbn_q0_probmap.tif"]
+    assert [(r["probmap"], r["query"]) for r in summary["results"]] == [("rgbn_q0_probmap.tif", QUERIES[0]),
+                                                                         ("rgbn_q1_probmap.tif", QUERIES[1])]
     assert "smaller than step(s) [512, 768]" in (out / "log.txt").read_text()  # v1 keeps only the 256 tiles
