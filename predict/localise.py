@@ -16,8 +16,9 @@ import os
 import sys
 
 from predict.core.pipelines import PIPELINES, get_pipeline
-from predict.encoders.registry import load_encoder
-from predict.io.checks import first_line
+from predict.encoders.registry import load_encoder, read_options
+from predict.io.checks import (EXIT_INTERRUPTED, OneLineParser, fail_to_start, first_line, positive_int,
+                               prepare_output_folder, tile_steps)
 from predict.io.logs import setup_logger
 from predict.io.raster import DEFAULT_STRETCH
 from predict.run.scenes import SceneConfig, localise_scenes
@@ -52,16 +53,16 @@ def parse_quantile(text: str) -> float:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = OneLineParser(description=__doc__.splitlines()[0])
     parser.add_argument("--yaml_path", required=True, help="encoder yaml (model.name picks the encoder)")
     parser.add_argument("--image", action="append", required=True, help="an image file; repeat for more")
     parser.add_argument("--query", action="append", default=[], help="a text query; repeat for more")
     parser.add_argument("--queries", help="a text file of queries, one per line (blank lines skipped)")
     parser.add_argument("--out", required=True, help="output folder")
     parser.add_argument("--pipeline", choices=tuple(PIPELINES), default="v1")
-    parser.add_argument("--step", default=None, help="tile steps joined by '_' (default: the pipeline's)")
+    parser.add_argument("--step", type=tile_steps, default=None, help="tile steps joined by '_' (default: the pipeline's)")
     parser.add_argument("--device", default=None, help="cpu, cuda, cuda:1 ... (CUDA when available by default)")
-    parser.add_argument("--batch_size", type=int, default=None, help="tiles per encoder call (yaml's by default)")
+    parser.add_argument("--batch_size", type=positive_int, default=None, help="tiles per encoder call (yaml's by default)")
     parser.add_argument("--seed", type=int, default=0, help="seed of v2's word shuffling")
     parser.add_argument("--bands", type=parse_bands, default=None,
                         help="1-based bands, one (gray) or three (R,G,B), e.g. 4,3,2 (default: the file's RGB)")
@@ -93,16 +94,25 @@ def scene_config(args: argparse.Namespace) -> SceneConfig:
 
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
-    os.makedirs(args.out, exist_ok=True)
+    try:
+        prepare_output_folder(args.out)
+    except OSError as exc:
+        return fail_to_start(str(exc))
     logger = setup_logger(args.out)
     try:
-        config = scene_config(args)
-        queries = read_queries(args)
-        encoder = load_encoder(args.yaml_path, device=args.device, batch_size=args.batch_size)
-    except Exception as exc:
-        logger.error("%s", first_line(exc))
-        return 2
-    run = localise_scenes(args.image, queries, encoder, config, logger)
+        try:  # everything the run needs, checked before any model loads
+            config = scene_config(args)
+            queries = read_queries(args)
+            read_options(args.yaml_path)
+            encoder = load_encoder(args.yaml_path, device=args.device, batch_size=args.batch_size)
+        except Exception as exc:
+            return fail_to_start(first_line(exc), logger)
+        run = localise_scenes(args.image, queries, encoder, config, logger)
+    except KeyboardInterrupt:
+        logger.error("interrupted: the results so far are listed in %s", os.path.join(args.out, "summary.json"))
+        return EXIT_INTERRUPTED
+    except OSError as exc:  # disk full, read-only folder, no permission
+        return fail_to_start(f"{exc}; the run stopped, the outputs written before are kept", logger)
     print(f"{len(run.results)} map(s) in {args.out} ({sum(r['tiles_encoded'] for r in run.results)} tiles encoded)")
     if run.errors:
         print(f"{len(run.errors)} failure(s); see {os.path.join(args.out, 'log.txt')}", file=sys.stderr)

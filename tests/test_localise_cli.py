@@ -317,3 +317,24 @@ def test_unknown_band_fails_that_image_only_and_warnings_reach_the_log(scene, tm
     assert [(r["probmap"], r["query"]) for r in summary["results"]] == [("rgbn_q0_probmap.tif", QUERIES[0]),
                                                                          ("rgbn_q1_probmap.tif", QUERIES[1])]
     assert "smaller than step(s) [512, 768]" in (out / "log.txt").read_text()  # v1 keeps only the 256 tiles
+
+
+@pytest.mark.parametrize("args, message", [(["--bands", "4,x"], "argument --bands: expected band numbers"),
+                                           (["--stretch", "98,2"], "argument --stretch: percentiles must satisfy"),
+                                           (["--regions", "1.5"], "argument --regions: expected a quantile"),
+                                           (["--step", "256_-5"], "argument --step: expected positive integers")])
+def test_bad_arguments_are_one_line_and_exit_2(scenes, tmp_path, capsys, args, message):
+    from predict.localise import main
+
+    with pytest.raises(SystemExit) as stop:
+        main(["--yaml_path", DEMO_YAML, "--image", scenes["png"], "--query", "a lake.", "--out", str(tmp_path), *args])
+    error = capsys.readouterr().err
+    assert stop.value.code == 2 and message in error and error.count("\n") == 1
+
+
+def test_output_folder_that_is_a_file_is_one_line_and_exit_2(scenes, tmp_path, capsys):
+    from predict.localise import main
+
+    (tmp_path / "out").write_text("")
+    rc = main(["--yaml_path", DEMO_YAML, "--image", scenes["png"], "--query", "a lake.", "--out", str(tmp_path / "out")])
+    assert rc == 2 and capsys.readouterr().err == f"error: {tmp_path / 'out'}: output folder is a file\n"

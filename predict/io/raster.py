@@ -26,6 +26,7 @@ from evaluations.metrics import attention_centres
 from predict.core.stretch import band_percentiles, percentile_stretch
 from predict.io.annotations import SampleError
 from predict.io.atomic import write_atomically
+from predict.io.images import decode_strictly
 from predict.run.localise import LoadedImage
 from predict.run.vectors import file_digest
 
@@ -84,14 +85,14 @@ def choose_bands(colorinterp: Sequence[ColorInterp], count: int, bands: Sequence
     return (1, 2, 3) if count >= 3 else (1,)
 
 
-def to_uint8(bands: np.ndarray, stretch: tuple[float, float] | None = DEFAULT_STRETCH,
+def bands_to_uint8(bands: np.ndarray, stretch: tuple[float, float] | None = DEFAULT_STRETCH,
              valid: np.ndarray | None = None) -> np.ndarray:
     """uint8 ``(H, W, C)`` of bands ``(H, W, C)``: 8-bit data as they are; deeper or float data stretched
     between the ``stretch`` percentiles of each band's valid pixels, or, with ``stretch=None``, scaled from
     the type's range (integers) or from 0-1 (floats: reflectance).
 
     >>> twelve_bit = np.array([[[0], [1000], [4095]]], np.uint16)
-    >>> to_uint8(twelve_bit, (0, 100))[0, :, 0].tolist(), to_uint8(twelve_bit, None)[0, :, 0].tolist()
+    >>> bands_to_uint8(twelve_bit, (0, 100))[0, :, 0].tolist(), bands_to_uint8(twelve_bit, None)[0, :, 0].tolist()
     ([0, 62, 255], [0, 3, 15])
     """
     if bands.dtype == np.uint8:
@@ -107,12 +108,11 @@ def to_uint8(bands: np.ndarray, stretch: tuple[float, float] | None = DEFAULT_ST
 
 
 def _read_bands(src, path: str, bands: tuple[int, ...]) -> np.ndarray:
-    """The selected bands ``(H, W, C)`` in the file's type. JPEGs are decoded by OpenCV, as the benchmark
-    pipeline decodes them (GDAL's JPEG decoder gives pixels a few levels apart); palettes are expanded."""
+    """The selected bands ``(H, W, C)`` in the file's type. JPEGs are decoded as the benchmark pipeline
+    decodes them (:func:`~predict.io.images.decode_strictly`: OpenCV, EXIF orientation, truncation refused;
+    GDAL's JPEG decoder gives pixels a few levels apart); palettes are expanded."""
     if src.driver == "JPEG":
-        decoded = cv2.imread(path, cv2.IMREAD_UNCHANGED)
-        if decoded is None:
-            raise SampleError(f"{path}: cannot decode image (corrupt or unsupported format)")
+        decoded = decode_strictly(path)
         decoded = decoded[:, :, None] if decoded.ndim == 2 else cv2.cvtColor(decoded, cv2.COLOR_BGR2RGB)
         return decoded[:, :, [b - 1 for b in bands]]
     data = np.moveaxis(src.read(list(bands)), 0, -1)
@@ -144,7 +144,7 @@ def read_raster(path: str | os.PathLike, bands: Sequence[int] | None = None,
         path: the file.
         bands: 1-based band numbers, one (gray) or three (red, green, blue); by default the file's RGB colour
             interpretation, else its first three bands (its first band alone when it has fewer).
-        stretch: ``(low, high)`` percentiles for data deeper than 8 bits (see :func:`to_uint8`); None scales
+        stretch: ``(low, high)`` percentiles for data deeper than 8 bits (see :func:`bands_to_uint8`); None scales
             from the data type's range instead. 8-bit data are used as they are.
 
     A missing, unreadable or undecodable file, or an unknown band, raises :class:`SampleError` naming it.
@@ -163,7 +163,7 @@ def read_raster(path: str | os.PathLike, bands: Sequence[int] | None = None,
     except RasterioIOError as exc:
         raise SampleError(f"{path}: cannot read image ({str(exc).splitlines()[0]})") from None
     eight_bit = data.dtype == np.uint8
-    pixels = to_uint8(data, stretch, valid)
+    pixels = bands_to_uint8(data, stretch, valid)
     pixels = cv2.cvtColor(pixels, cv2.COLOR_GRAY2BGR) if pixels.shape[2] == 1 else np.ascontiguousarray(pixels[:, :, ::-1])
     if valid is not None:
         pixels[~valid] = 0

@@ -150,10 +150,19 @@ class ProbabilityMap(NamedTuple):
 
 
 def probability_map_of(tiles: Sequence[tiling.Tile], scores: np.ndarray, height: int, width: int,
-                       spec: PipelineSpec, timer: StageTimer | None = None, name: str = "image") -> ProbabilityMap:
+                       spec: PipelineSpec, timer: StageTimer | None = None, name: str = "image",
+                       fill_uncovered: bool = False) -> ProbabilityMap:
     """The probability map of scored tiles: per-pixel mean (timed ``gnt``), normalisation and ``spec``'s
     filter (timed ``flt``). Tiles whose score is not finite are left out of the mean, with a warning that
-    counts them."""
+    counts them. With ``fill_uncovered`` (a map whose mostly-nodata tiles were left out) pixels no tile
+    covers get the map's minimum instead of 0, which could be anywhere in the range of the scores.
+
+    >>> from predict import PIPELINES, MapFilter
+    >>> spec = PIPELINES["v1"].replace(map_filter=MapFilter(median=1))
+    >>> tiles, scores = [(0, 1, 2, 3), (0, 1, 3, 4)], [-0.5, -0.2]  # column 0-1: no tile
+    >>> [probability_map_of(tiles, scores, 1, 4, spec, fill_uncovered=f).pixels.tolist() for f in (False, True)]
+    [[[255, 255, 0, 153]], [[0, 0, 0, 255]]]
+    """
     timer = timer or StageTimer()
     scores = np.asarray(scores, dtype=np.float64)
     nonfinite = int(np.count_nonzero(~np.isfinite(scores)))
@@ -162,6 +171,8 @@ def probability_map_of(tiles: Sequence[tiling.Tile], scores: np.ndarray, height:
                       "left out of the per-pixel mean", stacklevel=2)
     with timer.stage("gnt"):
         boxes = [tiling.effective_box(tile, height, width) for tile in tiles]
+        if fill_uncovered:  # a box over the whole image with no score: cells only it covers get the minimum
+            boxes, scores = boxes + [(0, height, 0, width)], np.append(scores, np.nan)
         cells = mean_tile_scores(boxes, scores, height, width)
     with timer.stage("flt"):
         pixels = probability_map(cells, spec.map_filter, name)

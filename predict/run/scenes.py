@@ -27,7 +27,7 @@ from tqdm import tqdm
 from predict.core.heatmap import colour_heatmap, overlay
 from predict.core.pipelines import PIPELINES, PipelineSpec
 from predict.encoders.base import EncoderSpecModel
-from predict.io.atomic import write_atomically
+from predict.io.atomic import WriteError, write_atomically
 from predict.io.checks import first_line
 from predict.io.logs import warnings_logged
 from predict.io.maps import write_jpeg
@@ -103,7 +103,8 @@ class SceneRun:
         tiles, scores = score_tiles(raster.loaded(), query, self.encoder, config.pipeline, self.vectors,
                                     config.seed, name=image, valid=raster.valid)
         height, width = raster.pixels.shape[:2]
-        probmap = probability_map_of(tiles, scores, height, width, config.pipeline, name=image)
+        probmap = probability_map_of(tiles, scores, height, width, config.pipeline, name=image,
+                                     fill_uncovered=raster.valid is not None).pixels
         if raster.valid is not None:
             probmap[~raster.valid] = 0  # no attention centre, region or colour on nodata
         names = output_names(os.path.splitext(os.path.basename(image))[0], k, config.regions is not None)
@@ -148,6 +149,8 @@ class SceneRun:
                     try:
                         with warnings_logged(self.logger):
                             result = self.localise(raster, image, k, query, started)
+                    except WriteError:
+                        raise  # disk full or read-only: no later output could be written either
                     except Exception as exc:
                         self.fail(f"{image}, query {k}: {first_line(exc)}")
                     else:
