@@ -114,12 +114,13 @@ def rsu_of_sums(sum_in: np.float64, sum_all: np.float64, area: np.float64, n_pix
     return 1 - np.exp(-RSU_BETA * left * right)
 
 
-def smooth_gray(gray: np.ndarray) -> np.ndarray:
-    """The original's smoothing before the peak search: five uint8 50x50 box filters, uint8 ``(H, W)``."""
+def smooth_gray(gray: np.ndarray, size: int = SMOOTH_SIZE) -> np.ndarray:
+    """The original's smoothing before the peak search: five uint8 ``size`` x ``size`` box filters (50),
+    uint8 ``(H, W)``."""
     smooth, spare = np.empty_like(gray), np.empty_like(gray)  # two buffers for all passes: no page faults
-    cv2.boxFilter(gray, -1, (SMOOTH_SIZE, SMOOTH_SIZE), dst=smooth)
+    cv2.boxFilter(gray, -1, (size, size), dst=smooth)
     for _ in range(SMOOTH_PASSES - 1):
-        cv2.boxFilter(smooth, -1, (SMOOTH_SIZE, SMOOTH_SIZE), dst=spare)
+        cv2.boxFilter(smooth, -1, (size, size), dst=spare)
         smooth, spare = spare, smooth
     return smooth
 
@@ -158,10 +159,11 @@ def window_maximum(image: np.ndarray, size: int) -> np.ndarray:
     return current[:image.shape[0], :image.shape[1]]
 
 
-def local_maxima(gray: np.ndarray) -> np.ndarray:
-    """uint8 ``(H, W)``, non-zero where the smoothed map is > 0 and equals its 1000x1000 window maximum."""
-    smooth = smooth_gray(gray)
-    peaks = window_maximum(smooth, PEAK_WINDOW)
+def local_maxima(gray: np.ndarray, smooth_size: int = SMOOTH_SIZE, window: int = PEAK_WINDOW) -> np.ndarray:
+    """uint8 ``(H, W)``, non-zero where the smoothed map is > 0 and equals its ``window`` x ``window``
+    maximum (1000; both sizes in pixels, smaller for a downscaled map)."""
+    smooth = smooth_gray(gray, smooth_size)
+    peaks = window_maximum(smooth, window)
     peaks = cv2.compare(peaks, smooth, cv2.CMP_EQ, dst=peaks)  # 255 or 0
     return cv2.min(peaks, smooth, dst=smooth)  # 0 where the smoothed map is 0
 

@@ -10,7 +10,7 @@ import hashlib
 import io
 import os
 import warnings
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import numpy as np
 from tqdm import tqdm
@@ -122,9 +122,11 @@ class TileVectorStore:
         write_atomically(path, buffer.getvalue())
         self._written.add(path)
 
-    def vectors(self, image_bgr: np.ndarray, tiles: Sequence[Tile], timer: StageTimer) -> np.ndarray:
+    def vectors(self, image_bgr: np.ndarray, tiles: Sequence[Tile], timer: StageTimer,
+                progress: Callable[[int, int], None] | None = None) -> np.ndarray:
         """``(len(tiles), D)`` vectors of ``tiles`` of the current image; cutting is timed as ``cut``,
-        encoding as ``sim``. An encoder answering with another shape is a one-line ``ValueError``."""
+        encoding as ``sim``; ``progress(done, total)`` is called after each batch of tiles encoded. An encoder
+        answering with another shape is a one-line ``ValueError``."""
         self.tiles_requested += len(tiles)
         missing = [t for t in dict.fromkeys(tiles) if t not in self.vectors_by_tile]
         if missing:
@@ -144,6 +146,8 @@ class TileVectorStore:
                     dim = vecs.shape[1]
                     computed.update(zip(missing[len(computed):len(computed) + len(batch)], vecs))
                     bar.update(len(batch))
+                    if progress is not None:
+                        progress(len(computed), len(missing))
             self.vectors_by_tile.update(computed)
             self.tiles_encoded += len(missing)
             with timer.stage("sim"):
