@@ -1,0 +1,74 @@
+"""The SeLo explorer: a local web page where a typed query becomes a SeLo map over a large scene.
+
+    python predict/serve.py --yaml_path predict/options/demo/demo_encoder.yaml --images test_data/demo/imgs
+    # then open http://127.0.0.1:8000
+
+Pick an image (its tiles are encoded once and kept on disk under ``<images>/.selo/tile_vectors``, or
+``--cache``), type a query: the map and its peaks appear over the image. The JSON API the page uses is in
+``predict/web/app.py``. Binds to 127.0.0.1 unless ``--host`` says otherwise; serves only the images directly
+in ``--images`` and its own outputs.
+"""
+from __future__ import annotations
+
+import argparse
+import ipaddress
+import sys
+
+from predict import REPO_ROOT
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--yaml_path", default=str(REPO_ROOT / "predict/options/demo/demo_encoder.yaml"),
+                        help="encoder yaml (model.name picks the encoder)")
+    parser.add_argument("--images", required=True, help="folder of the images to serve (files directly in it)")
+    parser.add_argument("--port", type=int, default=8000)
+    parser.add_argument("--host", default="127.0.0.1", help="address to bind (loopback by default)")
+    parser.add_argument("--device", default=None, help="cpu, cuda, cuda:1 ... (CUDA when available by default)")
+    parser.add_argument("--cache", default=None, help="tile-vector folder (default <images>/.selo/tile_vectors)")
+    parser.add_argument("--outputs", default=None, help="maps and downloads (default <images>/.selo/outputs)")
+    parser.add_argument("--preview_side", type=int, default=1024, help="longer side of the page's map, pixels")
+    parser.add_argument("--seed", type=int, default=0, help="seed of v2's word shuffling")
+    return parser
+
+
+def is_loopback(host: str) -> bool:
+    """Whether ``host`` is an address of this machine only.
+
+    >>> is_loopback("127.0.0.1"), is_loopback("localhost"), is_loopback("0.0.0.0")
+    (True, True, False)
+    """
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def main(argv=None) -> int:
+    args = build_parser().parse_args(argv)
+    import uvicorn  # the web stack is needed only to serve
+
+    from predict.encoders.base import EncoderError
+    from predict.encoders.registry import load_encoder
+    from predict.run.explorer import Explorer, ExplorerConfig
+    from predict.web.app import create_app
+
+    if not is_loopback(args.host):
+        print(f"warning: --host {args.host} makes the explorer reachable from other machines", file=sys.stderr)
+    config = ExplorerConfig(images_dir=args.images, cache_dir=args.cache, outputs_dir=args.outputs,
+                            preview_side=args.preview_side, seed=args.seed)
+    try:
+        encoder = load_encoder(args.yaml_path, device=args.device)
+        explorer = Explorer(encoder, config)
+    except (EncoderError, OSError, ValueError) as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    print(f"SeLo explorer: http://{args.host}:{args.port}/ serving {config.images_dir}", file=sys.stderr)
+    uvicorn.run(create_app(explorer), host=args.host, port=args.port, log_level="warning")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,1 @@
+"""The explorer's web page and JSON API (``predict/serve.py``)."""
