@@ -1,0 +1,248 @@
+"""The explorer's JSON API through FastAPI's TestClient: listing, localising, encoding in the background
+(202 with progress, one encode at a time), vectors reused after a restart, exact downloads, and every
+refusal of the safety rules (400 for a path, '..', a name not listed, a bad query, pipeline or steps)."""
+import doctest
+import json
+import threading
+import time
+
+import cv2
+import numpy as np
+import pytest
+import tifffile
+
+from predict import REPO_ROOT, localise
+from predict.core import preview as preview_module
+from predict.demo.synthetic import generate_scene
+from predict.encoders.registry import load_encoder
+
+fastapi_testclient = pytest.importorskip("fastapi.testclient")
+from predict import serve  # noqa: E402
+from predict.run.explorer import Explorer, ExplorerConfig  # noqa: E402
+from predict.web.app import create_app  # noqa: E402
+
+YAML = REPO_ROOT / "predict/options/demo/demo_encoder.yaml"
+QUERY = "a green football field surrounded by a red track"
+
+
+@pytest.fixture(scope="module")
+def scenes(tmp_path_factory):
+    """A folder with two scenes and things that must not be served: a text file, a hidden image, a subfolder
+    with an image, a link to an image outside."""
+    folder = tmp_path_factory.mktemp("scenes")
+    for name, seed, height, width in [("field.png", 5, 1000, 1400), ("lake.jpg", 6, 900, 900)]:
+        cv2.imwrite(str(folder / name), cv2.cvtColor(generate_scene(seed, height, width).rgb, cv2.COLOR_RGB2BGR))
+    (folder / "notes.txt").write_text("not an image")
+    cv2.imwrite(str(folder / ".hidden.png"), np.zeros((300, 300, 3), np.uint8))
+    (folder / "sub").mkdir()
+    cv2.imwrite(str(folder / "sub" / "inner.png"), np.zeros((300, 300, 3), np.uint8))
+    outside = tmp_path_factory.mktemp("outside")
+    cv2.imwrite(str(outside / "secret.png"), np.zeros((300, 300, 3), np.uint8))
+    (folder / "link.png").symlink_to(outside / "secret.png")
+    return folder
+
+
+@pytest.fixture(scope="module")
+def encoder():
+    return load_encoder(YAML, device="cpu")
+
+
+def make_client(scenes, encoder, tmp_path):
+    config = ExplorerConfig(images_dir=str(scenes), cache_dir=str(tmp_path / "vectors"),
+                            outputs_dir=str(tmp_path / "outputs"), preview_side=512)
+    return fastapi_testclient.TestClient(create_app(Explorer(encoder, config)))
+
+
+def until_done(client, url, body, timeout=120):
+    """POST until the answer is not 202; returns (the 202 answers seen, the last response)."""
+    waits = []
+    deadline = time.monotonic() + timeout
+    while True:
+        response = client.post(url, json=body)
+        if response.status_code != 202:
+            return waits, response
+        waits.append(response.json())
+        assert time.monotonic() < deadline, "encoding never finished"
+        time.sleep(0.05)
+
+
+@pytest.fixture(scope="module")
+def served(scenes, encoder, tmp_path_factory):
+    """A client whose first query on field.png has been answered: (client, folder, first waits, first answer)."""
+    folder = tmp_path_factory.mktemp("state")
+    client = make_client(scenes, encoder, folder)
+    waits, response = until_done(client, "/api/localise", {"image": "field.png", "query": QUERY})
+    assert response.status_code == 200, response.text
+    return client, folder, waits, response.json()
+
+
+def test_images_lists_only_the_folders_own_images(served):
+    client, _, _, _ = served
+    images = client.get("/api/images").json()["images"]
+    assert [(i["name"], i["height"], i["width"]) for i in images] == [("field.png", 1000, 1400), ("lake.jpg", 900, 900)]
+    assert {i["name"]: i["cached"] for i in images} == {"field.png": True, "lake.jpg": False}
+
+
+def test_first_query_encodes_in_the_background_then_answers(served, encoder):
+    client, _, waits, answer = served
+    assert waits and waits[0]["status"] == "encoding" and waits[0]["image"] == "field.png"
+    total = waits[0]["total"]
+    assert total == len(set(encoder_tiles(answer))) and all(0 <= w["done"] <= total for w in waits)
+    assert answer["tiles_encoded"] == total
+    assert answer["query"] == QUERY and answer["pipeline"] == "v1" and answer["steps"] == [256, 512, 768]
+    png = client.get(answer["map_url"])
+    assert png.headers["content-type"] == "image/png"
+    map_bgr = cv2.imdecode(np.frombuffer(png.content, np.uint8), cv2.IMREAD_COLOR)
+    assert map_bgr.shape == (round(1000 * 512 / 1400), 512, 3)  # the preview: longer side 512
+    assert answer["peaks"] and [p["rank"] for p in answer["peaks"]] == list(range(1, len(answer["peaks"]) + 1))
+    assert all(0 <= p["x"] < 1400 and 0 <= p["y"] < 1000 and 0.5 <= p["probability"] <= 1 for p in answer["peaks"])
+
+
+def encoder_tiles(answer):
+    from predict.core.pipelines import get_pipeline
+    return get_pipeline(answer["pipeline"], answer["steps"]).first_stage_tiles(answer["height"], answer["width"])
+
+
+def test_second_query_encodes_nothing_and_is_answered_at_once(served):
+    client, _, _, _ = served
+    response = client.post("/api/localise", json={"image": "field.png", "query": "a gray parking lot with rows of cars",
+                                                  "pipeline": "v1", "steps": "256_512_768"})
+    assert response.status_code == 200
+    assert response.json()["tiles_encoded"] == 0
+    assert response.json()["map_url"] != served[3]["map_url"]
+
+
+def test_steps_as_list_or_string_give_the_same_result(served):
+    client, _, _, answer = served
+    as_list = client.post("/api/localise", json={"image": "field.png", "query": QUERY, "steps": [256, 512, 768]})
+    assert as_list.status_code == 200 and as_list.json()["result"] == answer["result"]
+
+
+def test_v2_and_other_steps_encode_only_their_new_tiles(served):
+    client, _, _, _ = served
+    waits, response = until_done(client, "/api/localise", {"image": "field.png", "query": QUERY, "pipeline": "v2",
+                                                           "steps": [512]})
+    answer = response.json()
+    assert response.status_code == 200 and answer["pipeline"] == "v2"
+    # v2's 512 grid is a subset of v1's tiles: nothing to wait for; its refinement boxes are new tiles
+    assert not waits and answer["tiles_encoded"] > 0
+    again = client.post("/api/localise", json={"image": "field.png", "query": QUERY, "pipeline": "v2"}).json()
+    assert again["tiles_encoded"] == 0
+
+
+def test_downloads_are_the_exact_full_resolution_map(served, scenes, encoder):
+    client, _, _, answer = served
+    tif = client.get(answer["downloads"]["probmap"])
+    assert tif.status_code == 200
+    probmap = tifffile.imread(__import__("io").BytesIO(tif.content))
+    expected = localise(scenes / "field.png", QUERY, encoder)
+    np.testing.assert_array_equal(np.squeeze(probmap), expected)
+    peaks = client.get(answer["downloads"]["peaks"]).json()
+    assert peaks["type"] == "FeatureCollection" and peaks["features"]
+    assert client.get(f"/api/download?result={answer['result']}&kind=probmap").status_code == 200  # written once
+
+
+def test_restart_reuses_the_vectors_on_disk(served, scenes):
+    _, folder, _, _ = served
+    fresh_encoder = load_encoder(YAML, device="cpu")
+    client = make_client(scenes, fresh_encoder, folder)
+    assert {i["name"]: i["cached"] for i in client.get("/api/images").json()["images"]}["field.png"]
+    response = client.post("/api/localise", json={"image": "field.png", "query": "two tennis courts"})
+    assert response.status_code == 200 and response.json()["tiles_encoded"] == 0
+
+
+def test_one_encode_at_a_time_others_are_told_to_wait(scenes, tmp_path):
+    slow = load_encoder(YAML, device="cpu")
+    gate = threading.Event()
+    encode_batch = slow.encode_batch
+    slow.encode_batch = lambda tiles: (gate.wait(60), encode_batch(tiles))[1]
+    client = make_client(scenes, slow, tmp_path)
+    body = {"image": "lake.jpg", "query": QUERY}
+    first = client.post("/api/localise", json=body)
+    assert first.status_code == 202 and first.json()["status"] == "encoding" and first.json()["done"] == 0
+    assert first.headers["retry-after"] == "1"
+    same_image = client.post("/api/localise", json={**body, "query": "a dark green lake"})
+    other_image = client.post("/api/encode", json={"image": "field.png"})
+    for waiting in (same_image, other_image):
+        assert waiting.status_code == 202 and waiting.json()["status"] == "busy"
+        assert waiting.json()["image"] == "lake.jpg" and "retry later" in waiting.json()["message"]
+    assert client.get("/api/images").status_code == 200  # listing is never blocked
+    gate.set()
+    waits, done = until_done(client, "/api/localise", body)
+    assert done.status_code == 200 and done.json()["tiles_encoded"] == first.json()["total"]
+    assert client.post("/api/encode", json={"image": "lake.jpg"}).json()["tiles_encoded"] == 0
+
+
+@pytest.mark.parametrize("image", ["../field.png", "/etc/passwd", "sub/inner.png", "sub\\inner.png", "..",
+                                   "missing.png", "notes.txt", ".hidden.png", "link.png", "", 7, None])
+def test_refuses_any_image_but_the_listed_ones(served, image):
+    client, _, _, _ = served
+    for url, body in [("/api/localise", {"image": image, "query": QUERY}), ("/api/encode", {"image": image})]:
+        response = client.post(url, json=body)
+        assert response.status_code == 400, (url, image, response.text)
+        assert "\n" not in response.json()["detail"]
+    if isinstance(image, str):
+        assert client.get("/api/image", params={"name": image, "side": 64}).status_code == 400
+
+
+@pytest.mark.parametrize("change, word", [({"query": ""}, "query"), ({"query": "   "}, "query"),
+                                          ({"query": "x" * 301}, "at most 300"), ({"query": 5}, "query"),
+                                          ({"pipeline": "v3"}, "pipeline"), ({"steps": "abc"}, "steps"),
+                                          ({"steps": [8]}, "steps"), ({"steps": "256_0"}, "steps"),
+                                          ({"steps": [256] * 7}, "steps"), ({"steps": 256}, "steps")])
+def test_refuses_bad_queries_pipelines_and_steps(served, change, word):
+    client, _, _, _ = served
+    response = client.post("/api/localise", json={"image": "field.png", "query": QUERY, **change})
+    assert response.status_code == 400 and word in response.json()["detail"]
+
+
+def test_serves_only_its_own_outputs(served):
+    client, _, _, answer = served
+    for url in ["/outputs/..%2F..%2Fetc%2Fpasswd", "/outputs/%2Fetc%2Fpasswd", "/outputs/%2E%2E", "/outputs/.hidden",
+                "/outputs/a%5Cb.png"]:
+        assert client.get(url).status_code == 400, url
+    assert client.get("/outputs/nothing.png").status_code == 404
+    assert client.get("/api/download", params={"result": "0" * 20, "kind": "probmap"}).status_code == 404
+    assert client.get("/api/download", params={"result": answer["result"], "kind": "../x"}).status_code == 400
+    assert client.get("/api/image", params={"name": "field.png", "side": 100000}).status_code == 400
+    assert client.post("/api/localise", content=b"not json", headers={"content-type": "application/json"}).status_code == 400
+    assert client.get("/docs").status_code == 404  # FastAPI's docs pages would load scripts from a CDN
+
+
+def test_page_and_its_files_are_served_from_the_app(served):
+    client, _, _, _ = served
+    page = client.get("/")
+    assert page.status_code == 200 and "SeLo explorer" in page.text
+    for path in ["/static/app.js", "/static/style.css"]:
+        assert client.get(path).status_code == 200
+    assert "http" not in page.text.replace("http-equiv", "")  # no external resource
+    thumb = client.get("/api/image", params={"name": "field.png", "side": 160})
+    image = cv2.imdecode(np.frombuffer(thumb.content, np.uint8), cv2.IMREAD_COLOR)
+    assert image.shape == (round(1000 * 160 / 1400), 160, 3)
+
+
+def test_cli_binds_to_loopback_by_default():
+    args = serve.build_parser().parse_args(["--images", "x"])
+    assert args.host == "127.0.0.1" and args.port == 8000
+    assert serve.is_loopback(args.host) and not serve.is_loopback("0.0.0.0")
+
+
+def test_preview_at_full_scale_is_the_exact_map():
+    from predict.core.heatmap import mean_tile_scores, probability_map
+    from predict.core.pipelines import PIPELINES
+    from predict.core.tiling import effective_box
+    rng = np.random.default_rng(0)
+    spec = PIPELINES["v1"]
+    tiles = spec.first_stage_tiles(900, 1300)
+    cells = mean_tile_scores([effective_box(t, 900, 1300) for t in tiles], rng.random(len(tiles)), 900, 1300)
+    exact = probability_map(cells, spec.map_filter)
+    np.testing.assert_array_equal(preview_module.preview_map(cells, spec.map_filter, 1.0), exact)
+    # at a quarter of the size, the preview is close to the exact map shrunk
+    small = preview_module.preview_map(cells, spec.map_filter, 0.25)
+    shrunk = cv2.resize(exact, (small.shape[1], small.shape[0]), interpolation=cv2.INTER_AREA)
+    assert np.mean(np.abs(small.astype(int) - shrunk)) < 8
+
+
+def test_doctests_of_the_preview_and_the_cli():
+    for module in (preview_module, serve):
+        assert doctest.testmod(module).failed == 0
