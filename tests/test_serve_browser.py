@@ -84,9 +84,14 @@ def test_query_shows_map_and_peaks(server):
         page.fill("#opacity", "0.8")
         assert page.evaluate("getComputedStyle(document.querySelector('#map')).opacity") == "0.8"
         page.screenshot(path=str(ARTIFACTS / "explorer_query.png"))
-        # zoom in around the centre: the stage's transform scales
+        # zoom in around the centre: the stage's transform scales; a click on a peak zooms onto it
         page.click("#zoom-in")
         assert "scale(1.5)" in page.get_attribute("#stage", "style")
+        page.locator("#peaks li").first.click()
+        assert "scale(4)" in page.get_attribute("#stage", "style")
+        marker = page.locator(".marker").first.bounding_box()
+        view = page.locator("#viewport").bounding_box()
+        assert abs(marker["x"] + marker["width"] / 2 - (view["x"] + view["width"] / 2)) < 3
         page.screenshot(path=str(ARTIFACTS / "explorer_zoomed.png"))
         browser.close()
     assert not outside, f"the page loaded from elsewhere: {outside}"

@@ -122,6 +122,8 @@ function showPeaks(answer) {
     markers.append(marker);
     const item = document.createElement("li");
     item.textContent = `(${peak.x}, ${peak.y}) p = ${peak.probability.toFixed(2)}`;
+    item.title = "click: zoom to this peak";
+    item.addEventListener("click", () => zoomTo(peak.x / answer.width, peak.y / answer.height, 4));
     list.append(item);
   }
 }
@@ -189,6 +191,16 @@ function zoomAt(factor, cx, cy) {
   state.x = cx - ((cx - state.x) * zoom) / state.zoom;
   state.y = cy - ((cy - state.y) * zoom) / state.zoom;
   state.zoom = zoom;
+  applyTransform();
+}
+
+// Centre the view on a point given as fractions of the image's width and height, at ``zoom``.
+function zoomTo(fx, fy, zoom) {
+  const box = $("viewport").getBoundingClientRect();
+  const stage = $("stage");
+  state.zoom = zoom;
+  state.x = box.width / 2 - fx * stage.offsetWidth * zoom;
+  state.y = box.height / 2 - fy * stage.offsetHeight * zoom;
   applyTransform();
 }
 
