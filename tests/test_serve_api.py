@@ -246,3 +246,17 @@ def test_preview_at_full_scale_is_the_exact_map():
 def test_doctests_of_the_preview_and_the_cli():
     for module in (preview_module, serve):
         assert doctest.testmod(module).failed == 0
+
+
+def test_a_corrupt_image_is_named_and_the_others_still_work(tmp_path, encoder):
+    folder = tmp_path / "scenes"
+    folder.mkdir()
+    (folder / "broken.jpg").write_bytes(b"\xff\xd8 not really a jpeg")
+    cv2.imwrite(str(folder / "fine.png"), cv2.cvtColor(generate_scene(5, 800, 900).rgb, cv2.COLOR_RGB2BGR))
+    client = make_client(folder, encoder, tmp_path)
+    listing = {i["name"]: i for i in client.get("/api/images").json()["images"]}
+    assert "broken.jpg" in listing["broken.jpg"]["error"] and listing["fine.png"]["width"] == 900
+    refused = client.post("/api/localise", json={"image": "broken.jpg", "query": QUERY})
+    assert refused.status_code == 422 and "broken.jpg" in refused.json()["detail"]
+    _, fine = until_done(client, "/api/localise", {"image": "fine.png", "query": QUERY})
+    assert fine.status_code == 200

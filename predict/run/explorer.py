@@ -203,26 +203,34 @@ class Explorer:
 
     # ---- images ------------------------------------------------------------------------------------------
 
+    def _signature(self, name: str) -> tuple:
+        stat = os.stat(self.image_path(name))
+        return stat.st_size, stat.st_mtime_ns
+
+    def _decode(self, name: str, signature: tuple) -> RasterImage:
+        """Read image ``name`` and remember its content key and size."""
+        try:
+            raster = read_raster(self.image_path(name))
+        except (OSError, ValueError) as error:
+            raise RequestError(422, str(error)) from None
+        with self._lock:
+            self._keys[name] = (signature, raster.key, *raster.pixels.shape[:2])
+        return raster
+
     def raster(self, name: str) -> RasterImage:
-        """The decoded image ``name`` (the last ``keep_rasters`` stay in memory, reread when the file changes)."""
-        path = self.image_path(name)
-        stat = os.stat(path)
-        signature = (stat.st_size, stat.st_mtime_ns)
+        """The decoded image ``name`` (the last ``keep_rasters`` used stay in memory; reread when the file
+        changes)."""
+        signature = self._signature(name)
         with self._lock:
             kept = self._rasters.get(name)
             if kept and kept[0] == signature:
                 self._rasters.move_to_end(name)
                 return kept[1]
-        try:
-            raster = read_raster(path)
-        except (OSError, ValueError) as error:
-            raise RequestError(422, str(error)) from None
-        height, width = raster.pixels.shape[:2]
+        raster = self._decode(name, signature)
         with self._lock:
             self._rasters[name] = (signature, raster)
             while len(self._rasters) > self._keep_rasters:
                 self._rasters.popitem(last=False)
-            self._keys[name] = (signature, raster.key, height, width)
         return raster
 
     def store(self, key: str) -> TileVectorStore:
@@ -236,16 +244,15 @@ class Explorer:
 
     def images(self) -> list[dict]:
         """Each image's ``name``, ``height`` and ``width`` and whether its tile vectors are ``cached`` (on disk
-        or in memory). An image is decoded once to know its content key; later calls reuse it until the
-        file changes."""
+        or in memory). An image is decoded once to know its content key (not kept in memory for that); later
+        calls reuse the key until the file changes."""
         listing = []
         for name in self.image_names():
-            path = os.path.join(self.config.images_dir, name)
-            stat = os.stat(path)
+            signature = self._signature(name)
             known = self._keys.get(name)
-            if not known or known[0] != (stat.st_size, stat.st_mtime_ns):
+            if not known or known[0] != signature:
                 try:
-                    self.raster(name)
+                    self._decode(name, signature)
                 except RequestError as error:
                     listing.append({"name": name, "height": None, "width": None, "cached": False,
                                     "error": str(error)})
