@@ -342,7 +342,8 @@ class Explorer:
         with self._lock:
             if not job.finished:
                 return job.progress
-            self._job = None
+            if self._job is job:  # (another request may have started the next job meanwhile)
+                self._job = None
         if job.error:
             raise job.error
         return job.result
