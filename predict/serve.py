@@ -46,6 +46,16 @@ def is_loopback(host: str) -> bool:
         return False
 
 
+def allowed_hosts(host: str) -> list[str]:
+    """The ``Host`` headers the explorer answers when bound to ``host``: the loopback names, or any name when
+    it is bound to another address on purpose.
+
+    >>> allowed_hosts("127.0.0.1")
+    ['127.0.0.1', 'localhost', '[::1]']
+    """
+    return ["127.0.0.1", "localhost", "[::1]"] if is_loopback(host) else ["*"]
+
+
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
     import uvicorn  # the web stack is needed only to serve
@@ -66,7 +76,7 @@ def main(argv=None) -> int:
         print(f"error: {error}", file=sys.stderr)
         return 2
     print(f"SeLo explorer: http://{args.host}:{args.port}/ serving {config.images_dir}", file=sys.stderr)
-    uvicorn.run(create_app(explorer), host=args.host, port=args.port, log_level="warning")
+    uvicorn.run(create_app(explorer, allowed_hosts(args.host)), host=args.host, port=args.port, log_level="warning")
     return 0
 
 

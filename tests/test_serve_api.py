@@ -221,10 +221,15 @@ def test_page_and_its_files_are_served_from_the_app(served):
     assert image.shape == (round(1000 * 160 / 1400), 160, 3)
 
 
-def test_cli_binds_to_loopback_by_default():
+def test_cli_binds_to_loopback_by_default_and_answers_only_loopback_names(scenes, encoder, tmp_path):
     args = serve.build_parser().parse_args(["--images", "x"])
     assert args.host == "127.0.0.1" and args.port == 8000
     assert serve.is_loopback(args.host) and not serve.is_loopback("0.0.0.0")
+    app = create_app(Explorer(encoder, ExplorerConfig(images_dir=str(scenes), outputs_dir=str(tmp_path))),
+                     serve.allowed_hosts(args.host))
+    for host, status in [("127.0.0.1:8000", 200), ("localhost:8000", 200), ("evil.example:8000", 400)]:
+        client = fastapi_testclient.TestClient(app, base_url=f"http://{host}")
+        assert client.get("/static/style.css").status_code == status, host
 
 
 def test_preview_at_full_scale_is_the_exact_map():

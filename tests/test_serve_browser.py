@@ -37,6 +37,7 @@ def server(tmp_path_factory):
     uvicorn = pytest.importorskip("uvicorn")
     from predict.encoders.registry import load_encoder
     from predict.run.explorer import Explorer, ExplorerConfig
+    from predict.serve import allowed_hosts
     from predict.web.app import create_app
 
     images = tmp_path_factory.mktemp("scenes")
@@ -44,7 +45,7 @@ def server(tmp_path_factory):
         scene = generate_scene(seed, height, width)
         cv2.imwrite(str(images / f"scene_{index}.png"), cv2.cvtColor(scene.rgb, cv2.COLOR_RGB2BGR))
     encoder = load_encoder(REPO_ROOT / "predict/options/demo/demo_encoder.yaml", device="cpu")
-    app = create_app(Explorer(encoder, ExplorerConfig(images_dir=str(images))))
+    app = create_app(Explorer(encoder, ExplorerConfig(images_dir=str(images))), allowed_hosts("127.0.0.1"))
     port = free_port()
     instance = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
     thread = threading.Thread(target=instance.run, daemon=True)

@@ -21,6 +21,7 @@ from fastapi import Body, FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import FileResponse, JSONResponse
 from fastapi.staticfiles import StaticFiles
+from starlette.middleware.trustedhost import TrustedHostMiddleware
 
 from predict.run.explorer import Explorer, Progress, RequestError
 
@@ -35,9 +36,15 @@ def _answer(answer, image: str, query: str | None) -> JSONResponse:
     return JSONResponse(answer.as_dict())
 
 
-def create_app(explorer: Explorer) -> FastAPI:
-    """The app serving ``explorer`` (no API docs pages: they load scripts from a CDN)."""
+def create_app(explorer: Explorer, allowed_hosts: list[str] | None = None) -> FastAPI:
+    """The app serving ``explorer`` (no API docs pages: they load scripts from a CDN).
+
+    ``allowed_hosts``: the ``Host`` headers answered (others get 400), so that a web site whose name is made
+    to resolve to 127.0.0.1 cannot read the explorer from a browser (DNS rebinding); None answers any.
+    """
     app = FastAPI(title="SeLo explorer", docs_url=None, redoc_url=None, openapi_url=None)
+    if allowed_hosts is not None:
+        app.add_middleware(TrustedHostMiddleware, allowed_hosts=allowed_hosts)
 
     @app.exception_handler(RequestError)
     async def refused(request: Request, error: RequestError) -> JSONResponse:
