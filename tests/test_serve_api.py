@@ -13,6 +13,7 @@ import tifffile
 
 from predict import REPO_ROOT, localise
 from predict.core import preview as preview_module
+from predict.core.pipelines import PIPELINES, get_pipeline
 from predict.demo.synthetic import generate_scene
 from predict.encoders.registry import load_encoder
 
@@ -99,7 +100,6 @@ def test_first_query_encodes_in_the_background_then_answers(served, encoder):
 
 
 def encoder_tiles(answer):
-    from predict.core.pipelines import get_pipeline
     return get_pipeline(answer["pipeline"], answer["steps"]).first_stage_tiles(answer["height"], answer["width"])
 
 
@@ -234,7 +234,6 @@ def test_cli_binds_to_loopback_by_default_and_answers_only_loopback_names(scenes
 
 def test_preview_at_full_scale_is_the_exact_map():
     from predict.core.heatmap import mean_tile_scores, probability_map
-    from predict.core.pipelines import PIPELINES
     from predict.core.tiling import effective_box
     rng = np.random.default_rng(0)
     spec = PIPELINES["v1"]
@@ -265,3 +264,38 @@ def test_a_corrupt_image_is_named_and_the_others_still_work(tmp_path, encoder):
     assert refused.status_code == 422 and "broken.jpg" in refused.json()["detail"]
     _, fine = until_done(client, "/api/localise", {"image": "fine.png", "query": QUERY})
     assert fine.status_code == 200
+
+
+def test_geotiff_with_nodata_peaks_in_lonlat_map_transparent_on_nodata(tmp_path, encoder):
+    rasterio = pytest.importorskip("rasterio")
+    from rasterio.transform import from_origin
+
+    from predict.io.raster import read_raster
+    from predict.run.localise import mostly_valid, probability_map_of, score_tiles
+    from predict.run.vectors import TileVectorStore
+
+    folder = tmp_path / "geo"
+    folder.mkdir()
+    rgb = generate_scene(5, 1000, 1400).rgb.copy()
+    rgb[:, :400] = 0  # a nodata border on the left, as a footprint edge
+    with rasterio.open(folder / "scene.tif", "w", driver="GTiff", width=1400, height=1000, count=3, dtype="uint8",
+                       crs="EPSG:32633", transform=from_origin(500000.0, 5000000.0, 0.5, 0.5), nodata=0) as dst:
+        dst.write(rgb.transpose(2, 0, 1))
+    client = make_client(folder, encoder, tmp_path)
+    waits, response = until_done(client, "/api/localise", {"image": "scene.tif", "query": QUERY})
+    answer = response.json()
+    raster = read_raster(folder / "scene.tif")
+    valid_tiles = mostly_valid(PIPELINES["v1"].first_stage_tiles(1000, 1400), raster.valid)
+    assert waits[0]["total"] == answer["tiles_encoded"] == len(valid_tiles)  # nodata tiles are not encoded
+    png = cv2.imdecode(np.frombuffer(client.get(answer["map_url"]).content, np.uint8), cv2.IMREAD_UNCHANGED)
+    assert png.shape[2] == 4 and png[:, :100, 3].max() == 0 and png[:, -100:, 3].min() == 255
+    for peak in answer["peaks"]:
+        assert peak["x"] >= 400 and 14.9 < peak["lon"] < 15.1 and 45.1 < peak["lat"] < 45.2  # UTM 33N, 500 km E
+    with rasterio.open(__import__("io").BytesIO(client.get(answer["downloads"]["probmap"]).content)) as src:
+        assert src.crs.to_epsg() == 32633 and src.transform == from_origin(500000.0, 5000000.0, 0.5, 0.5)
+        tiles, scores = score_tiles(raster.loaded(), QUERY, encoder, PIPELINES["v1"], TileVectorStore(encoder),
+                                    valid=raster.valid)
+        expected = probability_map_of(tiles, scores, 1000, 1400, PIPELINES["v1"])
+        expected[~raster.valid] = 0
+        np.testing.assert_array_equal(src.read(1), expected)
+

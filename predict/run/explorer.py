@@ -37,8 +37,9 @@ from predict.core.preview import preview_map, preview_peaks, preview_scale
 from predict.encoders.base import EncoderSpecModel
 from predict.io.atomic import write_atomically
 from predict.io.maps import encode_jpeg
-from predict.io.raster import RasterImage, peaks_feature_collection, read_raster, write_probmap_tif
-from predict.run.localise import probability_map_of, score_tiles
+from predict.io.raster import (RasterImage, peaks_feature_collection, pixel_coordinates, read_raster,
+                               write_probmap_tif)
+from predict.run.localise import mostly_valid, probability_map_of, score_tiles
 from predict.run.timing import StageTimer
 from predict.run.vectors import TileVectorStore
 
@@ -119,6 +120,7 @@ class Result:
     tiles: list = field(default_factory=list)
     scores: np.ndarray | None = None
     peaks: list = field(default_factory=list)  # (x, y, gray) in full-resolution pixels, best first
+    peaks_lonlat: list | None = None  # [lon, lat] of each peak when the image is georeferenced
 
     def as_dict(self) -> dict:
         answer = {"image": self.image, "height": self.height, "width": self.width, "pipeline": self.spec.name,
@@ -128,7 +130,9 @@ class Result:
             return answer
         return {**answer, "query": self.query, "result": self.id, "map_url": f"/outputs/{self.id}.png",
                 "top_score": float(np.max(self.scores)),
-                "peaks": [{"rank": i + 1, "x": x, "y": y, "probability": round(gray / 255, 4)}
+                "peaks": [{"rank": i + 1, "x": x, "y": y, "probability": round(gray / 255, 4),
+                           **({"lon": self.peaks_lonlat[i][0], "lat": self.peaks_lonlat[i][1]}
+                              if self.peaks_lonlat else {})}
                           for i, (x, y, gray) in enumerate(self.peaks)],
                 "downloads": {kind: f"/api/download?result={self.id}&kind={kind}" for kind in DOWNLOADS}}
 
@@ -319,6 +323,8 @@ class Explorer:
             raster = self.raster(result.image)
             probmap = probability_map_of(result.tiles, result.scores, result.height, result.width, result.spec,
                                          name=result.image)
+            if raster.valid is not None:
+                probmap[~raster.valid] = 0  # as selo-localise writes it: no centre or colour on nodata
             if kind == "probmap":
                 write_probmap_tif(path, probmap, raster)
             else:
@@ -353,6 +359,8 @@ class Explorer:
             job.result = self._work(job)
         except RequestError as error:
             job.error = error
+        except ValueError as error:  # bad input, e.g. an image that is all nodata: the message names it
+            job.error = RequestError(422, str(error))
         except Exception as error:  # noqa: BLE001 - reported to the client, the server goes on
             job.error = RequestError(500, f"{job.request[0]}: {type(error).__name__}: {error}")
         finally:
@@ -369,6 +377,8 @@ class Explorer:
         height, width = raster.pixels.shape[:2]
         timer = StageTimer()
         stage1 = spec.first_stage_tiles(height, width, name)
+        if raster.valid is not None:
+            stage1 = mostly_valid(stage1, raster.valid)  # as score_tiles: nodata tiles are never encoded
         missing = [t for t in dict.fromkeys(stage1) if t not in store.vectors_by_tile]
         if missing:
             job.progress.total = len(missing)
@@ -379,16 +389,25 @@ class Explorer:
         if query is None:
             return Result(result_id, name, None, spec, height, width, store.tiles_encoded - encoded_before,
                           time.perf_counter() - start)
-        tiles, scores = score_tiles(raster.loaded(), query, self.encoder, spec, store, self.config.seed, timer, name)
+        tiles, scores = score_tiles(raster.loaded(), query, self.encoder, spec, store, self.config.seed, timer, name,
+                                    valid=raster.valid)
         scale = preview_scale(height, width, self.config.preview_side)
         cells = mean_tile_scores([tiling.effective_box(t, height, width) for t in tiles], scores, height, width)
         preview = preview_map(cells, spec.map_filter, scale, name)
-        ok, png = cv2.imencode(".png", colour_heatmap(preview))
+        colour = colour_heatmap(preview)
+        if raster.valid is not None:  # nodata: 0 (no peak there) and transparent
+            valid = cv2.resize(raster.valid.view(np.uint8), preview.shape[::-1], interpolation=cv2.INTER_NEAREST)
+            preview[valid == 0] = 0
+            colour = np.dstack([colour, 255 * valid])
+        ok, png = cv2.imencode(".png", colour)
         if not ok:
             raise OSError(f"{name}: PNG encoding of the map failed")
         write_atomically(os.path.join(self.config.outputs_dir, f"{result_id}.png"), png.tobytes())
+        peaks = preview_peaks(preview, scale)
+        lonlat = (pixel_coordinates(raster, [x for x, _, _ in peaks], [y for _, y, _ in peaks])
+                  if raster.crs is not None else None)
         result = Result(result_id, name, query, spec, height, width, store.tiles_encoded - encoded_before,
-                        time.perf_counter() - start, tiles, scores, preview_peaks(preview, scale))
+                        time.perf_counter() - start, tiles, scores, peaks, lonlat)
         with self._lock:
             self._results[result_id] = result
             self._results.move_to_end(result_id)
