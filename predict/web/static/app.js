@@ -121,7 +121,9 @@ function showPeaks(answer) {
     marker.style.top = `${(100 * peak.y) / answer.height}%`;
     markers.append(marker);
     const item = document.createElement("li");
-    item.textContent = `(${peak.x}, ${peak.y}) p = ${peak.probability.toFixed(2)}`;
+    const where = peak.lon === undefined ? `(${peak.x}, ${peak.y})` :
+      `${peak.lat.toFixed(5)}°, ${peak.lon.toFixed(5)}° (${peak.x}, ${peak.y})`;
+    item.textContent = `${where} p = ${peak.probability.toFixed(2)}`;
     item.title = "click: zoom to this peak";
     item.addEventListener("click", () => zoomTo(peak.x / answer.width, peak.y / answer.height, 4));
     list.append(item);
