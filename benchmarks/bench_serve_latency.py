@@ -13,7 +13,6 @@ from __future__ import annotations
 import argparse
 import socket
 import statistics
-import sys
 import tempfile
 import threading
 import time
@@ -23,15 +22,12 @@ import cv2
 import httpx
 import uvicorn
 
-REPO = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(REPO))
-
-from predict import localise  # noqa: E402
-from predict.demo.synthetic import CAPTIONS, generate_scene  # noqa: E402
-from predict.encoders.registry import load_encoder  # noqa: E402
-from predict.run.explorer import Explorer, ExplorerConfig  # noqa: E402
-from predict.run.vectors import TileVectorStore  # noqa: E402
-from predict.web.app import create_app  # noqa: E402
+from predict import REPO_ROOT, localise
+from predict.demo.synthetic import CAPTIONS, generate_scene
+from predict.encoders.registry import load_encoder
+from predict.run.explorer import Explorer, ExplorerConfig
+from predict.run.vectors import TileVectorStore
+from predict.web.app import create_app
 
 
 def free_port() -> int:
@@ -51,7 +47,7 @@ def main() -> None:
     folder = Path(tempfile.mkdtemp(prefix="selo_bench_serve_"))
     scene = generate_scene(1, args.size, args.size)
     cv2.imwrite(str(folder / "scene.jpg"), cv2.cvtColor(scene.rgb, cv2.COLOR_RGB2BGR))
-    encoder = load_encoder(REPO / "predict/options/demo/demo_encoder.yaml", device="cpu")
+    encoder = load_encoder(REPO_ROOT / "predict/options/demo/demo_encoder.yaml", device="cpu")
     explorer = Explorer(encoder, ExplorerConfig(images_dir=str(folder)))
     port = free_port()
     server = uvicorn.Server(uvicorn.Config(create_app(explorer), host="127.0.0.1", port=port, log_level="warning"))

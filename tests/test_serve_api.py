@@ -1,7 +1,6 @@
 """The explorer's JSON API through FastAPI's TestClient: listing, localising, encoding in the background
 (202 with progress, one encode at a time), vectors reused after a restart, exact downloads, and every
 refusal of the safety rules (400 for a path, '..', a name not listed, a bad query, pipeline or steps)."""
-import doctest
 import json
 import threading
 import time
@@ -245,11 +244,6 @@ def test_preview_at_full_scale_is_the_exact_map():
     small = preview_module.preview_map(cells, spec.map_filter, 0.25)
     shrunk = cv2.resize(exact, (small.shape[1], small.shape[0]), interpolation=cv2.INTER_AREA)
     assert np.mean(np.abs(small.astype(int) - shrunk)) < 8
-
-
-def test_doctests_of_the_preview_and_the_cli():
-    for module in (preview_module, serve):
-        assert doctest.testmod(module).failed == 0
 
 
 def test_a_corrupt_image_is_named_and_the_others_still_work(tmp_path, encoder):
