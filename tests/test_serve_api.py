@@ -81,6 +81,7 @@ def test_images_lists_only_the_folders_own_images(served):
     images = client.get("/api/images").json()["images"]
     assert [(i["name"], i["height"], i["width"]) for i in images] == [("field.png", 1000, 1400), ("lake.jpg", 900, 900)]
     assert {i["name"]: i["cached"] for i in images} == {"field.png": True, "lake.jpg": False}
+    assert [i["bytes"] for i in images] == [(scenes / name).stat().st_size for name in ("field.png", "lake.jpg")]
 
 
 def test_first_query_encodes_in_the_background_then_answers(served, encoder):

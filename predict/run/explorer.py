@@ -247,8 +247,8 @@ class Explorer:
             return self._stores[key]
 
     def images(self) -> list[dict]:
-        """Each image's ``name``, ``height`` and ``width`` and whether its tile vectors are ``cached`` (on disk
-        or in memory). An image is decoded once to know its content key (not kept in memory for that); later
+        """Each image's ``name``, ``height`` and ``width`` (pixels), file size ``bytes`` and whether its tile
+        vectors are ``cached`` (on disk or in memory). An image is decoded once to know its content key (not kept in memory for that); later
         calls reuse the key until the file changes."""
         listing = []
         for name in self.image_names():
@@ -258,12 +258,12 @@ class Explorer:
                 try:
                     self._decode(name, signature)
                 except RequestError as error:
-                    listing.append({"name": name, "height": None, "width": None, "cached": False,
-                                    "error": str(error)})
+                    listing.append({"name": name, "height": None, "width": None, "bytes": signature[0],
+                                    "cached": False, "error": str(error)})
                     continue
                 known = self._keys[name]
             _, key, height, width = known
-            listing.append({"name": name, "height": height, "width": width,
+            listing.append({"name": name, "height": height, "width": width, "bytes": signature[0],
                             "cached": bool(self.store(key).vectors_by_tile)})
         return listing
 

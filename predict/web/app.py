@@ -4,7 +4,7 @@ Routes (every image is named by its file name as ``GET /api/images`` lists it; a
 with ``{"detail": "<one line>"}``):
 
 - ``GET /``: the page; ``/static/...``: its script and style (nothing is loaded from elsewhere).
-- ``GET /api/images``: ``{"images": [{"name", "height", "width", "cached"}, ...]}``.
+- ``GET /api/images``: ``{"images": [{"name", "height", "width", "bytes", "cached"}, ...]}``.
 - ``GET /api/image?name=N&side=S``: a JPEG of the image, longer side at most S pixels.
 - ``POST /api/encode`` ``{"image", "pipeline", "steps"}``: encode the image's tiles (200 when done, else 202).
 - ``POST /api/localise`` ``{"image", "query", "pipeline", "steps"}``: 200 ``{"map_url", "peaks", "seconds",
