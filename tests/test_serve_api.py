@@ -76,7 +76,7 @@ def served(scenes, encoder, tmp_path_factory):
     return client, folder, waits, response.json()
 
 
-def test_images_lists_only_the_folders_own_images(served):
+def test_images_lists_only_the_folders_own_images(served, scenes):
     client, _, _, _ = served
     images = client.get("/api/images").json()["images"]
     assert [(i["name"], i["height"], i["width"]) for i in images] == [("field.png", 1000, 1400), ("lake.jpg", 900, 900)]
