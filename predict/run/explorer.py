@@ -122,6 +122,11 @@ class Result:
     peaks: list = field(default_factory=list)  # (x, y, gray) in full-resolution pixels, best first
     peaks_lonlat: list | None = None  # [lon, lat] of each peak when the image is georeferenced
 
+    def top_score(self) -> float | None:
+        """The best finite tile score (None when no score is finite)."""
+        finite = self.scores[np.isfinite(self.scores)]
+        return float(finite.max()) if finite.size else None
+
     def as_dict(self) -> dict:
         answer = {"image": self.image, "height": self.height, "width": self.width, "pipeline": self.spec.name,
                   "steps": list(self.spec.steps), "tiles_encoded": self.tiles_encoded,
@@ -129,7 +134,7 @@ class Result:
         if self.query is None:
             return answer
         return {**answer, "query": self.query, "result": self.id, "map_url": f"/outputs/{self.id}.png",
-                "top_score": float(np.max(self.scores)),
+                "top_score": self.top_score(),
                 "peaks": [{"rank": i + 1, "x": x, "y": y, "probability": round(gray / 255, 4),
                            **({"lon": self.peaks_lonlat[i][0], "lat": self.peaks_lonlat[i][1]}
                               if self.peaks_lonlat else {})}
@@ -322,7 +327,7 @@ class Explorer:
         if not os.path.isfile(path):
             raster = self.raster(result.image)
             probmap = probability_map_of(result.tiles, result.scores, result.height, result.width, result.spec,
-                                         name=result.image)
+                                         name=result.image).pixels
             if raster.valid is not None:
                 probmap[~raster.valid] = 0  # as selo-localise writes it: no centre or colour on nodata
             if kind == "probmap":

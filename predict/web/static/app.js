@@ -153,7 +153,8 @@ function renderHistory() {
     item.textContent = `${entry.query} `;
     const score = document.createElement("span");
     score.className = "score";
-    score.textContent = `(${entry.pipeline} ${entry.steps}, top ${entry.top.toPrecision(3)})`;
+    const top = entry.top === null ? "no finite score" : `top ${entry.top.toPrecision(3)}`;
+    score.textContent = `(${entry.pipeline} ${entry.steps}, ${top})`;
     item.append(score);
     item.addEventListener("click", () => {
       if (state.busy) return;
