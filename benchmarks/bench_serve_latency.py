@@ -42,9 +42,14 @@ def main() -> None:
     parser.add_argument("--queries", type=int, default=10)
     parser.add_argument("--pipeline", default="v1", choices=("v1", "v2"))
     args = parser.parse_args()
+    with tempfile.TemporaryDirectory(prefix="selo_bench_serve_") as folder:
+        measure(args, Path(folder))
+
+
+def measure(args: argparse.Namespace, folder: Path) -> None:
+    """Encode the scene in ``folder`` once, then time the queries through the server and ``localise()``."""
     queries = [phrase.replace("{n}", "four") for phrases in CAPTIONS.values() for phrase in phrases[:2]][:args.queries]
 
-    folder = Path(tempfile.mkdtemp(prefix="selo_bench_serve_"))
     scene = generate_scene(1, args.size, args.size)
     cv2.imwrite(str(folder / "scene.jpg"), cv2.cvtColor(scene.rgb, cv2.COLOR_RGB2BGR))
     encoder = load_encoder(REPO_ROOT / "predict/options/demo/demo_encoder.yaml", device="cpu")
