@@ -1,6 +1,6 @@
 """Map generation without the model: our pipeline against the original's way, measured in the same run.
 
-    .venv/bin/python benchmarks/bench_pipeline.py [--sizes 3000x2300,5000x5000,10000x10001]
+    .venv/bin/python benchmarks/bench_pipeline.py [--sizes 3000x2300,5000x5000,10000x10001] [--baseline 7c7cea4]
 
 For each image size a synthetic aerial-like JPEG and one annotation are written to a temp folder and
 processed with a cheap encoder (mean colour of a tile), so that the framework dominates:
@@ -12,6 +12,9 @@ processed with a cheap encoder (mean colour of a tile), so that the framework do
 - ``ours``: ``predict/generate_selo.py`` on the same input (in-memory tiles, batched encoder calls,
   per-cell accumulation), evaluation included in its wall time but reported apart.
 - ``floor``: decoding the image, the 251 median on a map of its size and encoding the three JPEGs.
+- with ``--baseline COMMIT``: ``predict/generate_selo.py`` of that commit (its files extracted with
+  ``git archive``) on the same input; its generation (the log's Time-Cut + Sim + Gnt + Flt) is compared
+  with ours.
 
 Each measurement runs in its own subprocess, so peak memory (ru_maxrss) is that of the measured work.
 Time excludes the encoder's forward passes (measured inside the encoder and subtracted).
@@ -31,6 +34,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from bench_whole_run import baseline_tree
 from predict.model_encoder import EncoderSpecModel
 
 REPO = Path(__file__).resolve().parent.parent
@@ -178,12 +182,18 @@ def measure_one(kind: str, image_path: str, polygon: list) -> None:
     print("RESULT " + json.dumps(result))
 
 
-def child(kind: str, image_path: str, polygon: list) -> dict:
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(REPO / "benchmarks"), str(REPO)])}
+def child(kind: str, image_path: str, polygon: list, tree: Path = REPO) -> dict:
+    # PYTHONPATH comes before the editable install: a baseline's files are what the child imports
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(REPO / "benchmarks"), str(tree)])}
     out = subprocess.run([sys.executable, __file__, "--child", kind, "--image", image_path,
                           "--polygon", json.dumps(polygon)], env=env, capture_output=True, text=True, check=True)
     line = next(l for l in out.stdout.splitlines() if l.startswith("RESULT "))
     return json.loads(line[len("RESULT "):])
+
+
+def generation_seconds(t: dict) -> float:
+    """The log's Time-Cut + Sim + Gnt + Flt."""
+    return t["cut"] + t["sim"] + t["gnt"] + t["flt"]
 
 
 def framework_seconds(t: dict) -> float:
@@ -197,6 +207,10 @@ def main() -> None:
     parser.add_argument("--child", choices=("original", "ours", "floor"))
     parser.add_argument("--image")
     parser.add_argument("--polygon")
+    parser.add_argument("--baseline", help="also run generate_selo.py of this commit and compare generation times")
+    parser.add_argument("--repeat", type=int, default=1,
+                        help="with --baseline: run it and ours this many times, alternately, and keep each one's "
+                             "fastest generation (a shared machine's load varies)")
     args = parser.parse_args()
     if args.child:
         measure_one(args.child, args.image, json.loads(args.polygon))
@@ -204,6 +218,7 @@ def main() -> None:
     print(f"{'image':>12} {'original s':>11} {'ours s':>8} {'speed-up':>9} {'floor s':>8} "
           f"{'ours/floor':>10} {'orig MB':>8} {'ours MB':>8} {'tiles':>6}")
     with tempfile.TemporaryDirectory() as data:
+        tree = baseline_tree(Path(data), args.baseline) if args.baseline else None
         for size in args.sizes.split(","):
             height, width = (int(v) for v in size.split("x"))
             image_path = os.path.join(data, f"scene_{height}x{width}.jpg")
@@ -219,6 +234,19 @@ def main() -> None:
                   + f" (encoder {ours['encoder']:.2f}s, wall incl. evaluation {ours['wall_incl_eval']:.2f}s);"
                   + " original: " + ", ".join(f"{k} {original[k]:.2f}s" for k in ("cut", "sim", "gnt", "flt")),
                   flush=True)
+            if tree:
+                runs = {"base": [], "ours": [ours]}
+                for attempt in range(args.repeat):
+                    runs["base"].append(child("ours", image_path, polygon, tree))
+                    if attempt:
+                        runs["ours"].append(child("ours", image_path, polygon))
+                base, ours = (min(runs[k], key=generation_seconds) for k in ("base", "ours"))
+                print(f"{'':>12} generation (cut+sim+gnt+flt), fastest of {args.repeat}: {args.baseline} "
+                      f"{generation_seconds(base):.2f}s ({base['peak_rss_mb']:.0f} MB; "
+                      + ", ".join(f"{k} {base[k]:.2f}s" for k in ("cut", "sim", "gnt", "flt"))
+                      + f"), ours {generation_seconds(ours):.2f}s ({ours['peak_rss_mb']:.0f} MB; "
+                      + ", ".join(f"{k} {ours[k]:.2f}s" for k in ("cut", "sim", "gnt", "flt"))
+                      + f"): {generation_seconds(base) / generation_seconds(ours):.2f}x", flush=True)
 
 
 if __name__ == "__main__":

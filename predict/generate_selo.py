@@ -27,7 +27,8 @@ from predict.io.checks import (EXIT_INTERRUPTED, OneLineParser, fail_to_start, f
                                positive_int, prepare_output_folder, require_folder, tile_steps)
 from predict.io.lock import FolderBusyError, folder_lock
 from predict.io.logs import setup_logger
-from predict.run.engine import RunConfig, SettingsMismatchError, run_testset
+from predict.run.engine import (RunConfig, SettingsMismatchError, default_memory_limit, map_large_allocations,
+                                run_testset)
 
 
 def build_parser(pipeline: str = "v1") -> argparse.ArgumentParser:
@@ -50,6 +51,13 @@ def build_parser(pipeline: str = "v1") -> argparse.ArgumentParser:
     parser.add_argument("--no_report", action="store_true", help="do not write <cache_path>/report.html")
     parser.add_argument("--no_vector_cache", action="store_true",
                         help="do not keep tile vectors on disk under <cache_path>/tile_vectors")
+    parser.add_argument("--workers", type=positive_int, default=None,
+                        help="threads finishing samples (filter, maps, indicators, report) while the encoder runs "
+                             "and the next image is decoded; 1: one step after another; default: the usable cores")
+    parser.add_argument("--memory_mb", type=positive_int, default=None,
+                        help="resident memory (MB) the run aims to stay under: decoding ahead and parallel "
+                             f"finishing wait for room (default here {default_memory_limit() // 10**6}: 700 per "
+                             "core, at most half the available memory)")
     return parser
 
 
@@ -57,11 +65,14 @@ def run_config(args: argparse.Namespace) -> RunConfig:
     """The library's run configuration of parsed arguments."""
     return RunConfig(cache_path=args.cache_path, src_data_path=args.src_data_path, src_anno_path=args.src_anno_path,
                      pipeline=get_pipeline(args.pipeline, args.step), seed=args.seed, overwrite=args.overwrite,
-                     vector_cache=not args.no_vector_cache, report=not args.no_report)
+                     vector_cache=not args.no_vector_cache, report=not args.no_report,
+                     workers=args.workers or 0,
+                     memory_limit=default_memory_limit() if args.memory_mb is None else args.memory_mb * 10**6)
 
 
 def main(argv=None, pipeline: str = "v1") -> int:
     args = build_parser(pipeline).parse_args(argv)
+    map_large_allocations()  # freed map and tile buffers go back to the system: a lower peak
     try:
         prepare_output_folder(args.cache_path)
     except OSError as exc:

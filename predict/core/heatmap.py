@@ -7,8 +7,10 @@ the final uint8 map is expanded to full resolution.
 """
 from __future__ import annotations
 
+import os
 import warnings
 from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 import cv2
@@ -97,10 +99,51 @@ def normalise_to_uint8(values: np.ndarray, name: str = "heat map") -> np.ndarray
     return (shifted / np.max(shifted) * 255).astype(np.uint8)
 
 
+def usable_cores() -> int:
+    """Threads for work on one map: the cores this process may use."""
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+
+
+def stripe_bounds(height: int, radius: int, stripes: int) -> list[tuple[int, int, int, int]]:
+    """Row stripes of a ``height``-row map for a filter of ``radius``: ``(out0, out1, in0, in1)`` each,
+    the output rows ``out0:out1`` (a partition of the map) and the input rows ``in0:in1`` they depend on
+    (``radius`` more on each side, clipped to the map).
+
+    >>> stripe_bounds(10, 2, 2)
+    [(0, 5, 0, 7), (5, 10, 3, 10)]
+    """
+    edges = np.linspace(0, height, stripes + 1).round().astype(int)
+    return [(int(a), int(b), max(0, int(a) - radius), min(height, int(b) + radius))
+            for a, b in zip(edges[:-1], edges[1:]) if b > a]
+
+
+def filter_in_stripes(gray: np.ndarray, filter_2d, radius: int, workers: int) -> np.ndarray:
+    """``filter_2d(gray)`` computed on row stripes in ``workers`` threads, bit for bit the same.
+
+    Each stripe carries the ``radius`` real neighbouring rows its output depends on; at the map's own top
+    and bottom the stripe's edge is the map's edge, so ``filter_2d`` applies its border rule there as on
+    the whole map. Stripes are at least ``4 * radius`` rows high, so padding costs at most half the work.
+    OpenCV releases the GIL, so the threads run in parallel.
+    """
+    stripes = max(1, min(workers, gray.shape[0] // (4 * max(radius, 1))))
+    if stripes == 1:
+        return filter_2d(gray)
+    out = np.empty_like(gray)
+
+    def run(bounds):
+        out0, out1, in0, in1 = bounds
+        out[out0:out1] = filter_2d(gray[in0:in1])[out0 - in0:out1 - in0]
+
+    with ThreadPoolExecutor(stripes) as pool:
+        list(pool.map(run, stripe_bounds(gray.shape[0], radius, stripes)))
+    return out
+
+
 @dataclass(frozen=True)
 class MapFilter:
     """The denoising filter of the uint8 map: ``cv2.medianBlur`` (v1: 251) or ``cv2.GaussianBlur`` with
-    sigma from the size (v2: 255 x 255).
+    sigma from the size (v2: 255 x 255), run on row stripes in parallel (:func:`filter_in_stripes`) with
+    the output of the single call on the whole map.
 
     >>> MapFilter(median=3)(np.array([[0, 0, 0], [0, 255, 0], [0, 0, 0]], np.uint8)).max()
     np.uint8(0)
@@ -116,11 +159,20 @@ class MapFilter:
         if size < 1 or size % 2 == 0:
             raise ValueError(f"filter size {size} must be odd and positive")
 
-    def __call__(self, gray: np.ndarray) -> np.ndarray:
-        """The filtered uint8 ``(H, W)`` map."""
+    @property
+    def radius(self) -> int:
+        """Rows on each side an output pixel depends on."""
+        return (self.median or self.gaussian) // 2
+
+    def whole(self, gray: np.ndarray) -> np.ndarray:
+        """The single OpenCV call on the whole uint8 ``(H, W)`` map (the original's)."""
         if self.median is not None:
             return cv2.medianBlur(gray, self.median)
         return cv2.GaussianBlur(gray, (self.gaussian, self.gaussian), 0, 0)
+
+    def __call__(self, gray: np.ndarray, workers: int | None = None) -> np.ndarray:
+        """The filtered uint8 ``(H, W)`` map, on ``workers`` threads (default: the usable cores)."""
+        return filter_in_stripes(gray, self.whole, self.radius, workers or usable_cores())
 
 
 def probability_map(cells: CellMap, map_filter: MapFilter, name: str = "heat map") -> np.ndarray:
@@ -133,6 +185,7 @@ def colour_heatmap(probmap: np.ndarray) -> np.ndarray:
     return cv2.applyColorMap(probmap, cv2.COLORMAP_JET)
 
 
-def overlay(image_bgr: np.ndarray, heatmap_bgr: np.ndarray) -> np.ndarray:
-    """``cv2.addWeighted(image, 0.7, heatmap, 0.3, 0)``, the original's addmap."""
-    return cv2.addWeighted(image_bgr, OVERLAY_WEIGHTS[0], heatmap_bgr, OVERLAY_WEIGHTS[1], 0)
+def overlay(image_bgr: np.ndarray, heatmap_bgr: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
+    """``cv2.addWeighted(image, 0.7, heatmap, 0.3, 0)``, the original's addmap (into ``out`` if given,
+    which may be ``heatmap_bgr`` itself)."""
+    return cv2.addWeighted(image_bgr, OVERLAY_WEIGHTS[0], heatmap_bgr, OVERLAY_WEIGHTS[1], 0, dst=out)

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import os
+from concurrent.futures import ThreadPoolExecutor
 
 import cv2
 import numpy as np
@@ -32,17 +33,42 @@ def encode_jpeg(image: np.ndarray, path: str = "image") -> np.ndarray:
 def write_jpeg(path: str, image: np.ndarray) -> np.ndarray:
     """Write ``image`` as a JPEG (quality 95) atomically; return the encoded bytes."""
     data = encode_jpeg(image, path)
-    write_atomically(path, data.tobytes())
+    write_atomically(path, memoryview(data))  # no copy: a 10000 x 10001 overlay's JPEG is tens of MB
     return data
+
+
+def write_probmap(cache_path: str, idx: int, probmap: np.ndarray) -> np.ndarray:
+    """Write ``probmap_{idx}.jpg``; return the map as decoded from its JPEG, which is what the indicators
+    are computed on (as the original did)."""
+    data = write_jpeg(map_path(cache_path, "probmap", idx), probmap)
+    return cv2.imdecode(data, cv2.IMREAD_GRAYSCALE)
+
+
+def write_colour_maps(cache_path: str, idx: int, image_bgr: np.ndarray, probmap: np.ndarray, *,
+                      concurrent: bool = True) -> np.ndarray:
+    """Write ``heatmap_{idx}.jpg`` (JET colours of ``probmap``) and ``addmap_{idx}.jpg`` (over the image);
+    return the overlay, BGR ``(H, W, 3)``.
+
+    The two encodes run concurrently (OpenCV releases the GIL); with ``concurrent=False`` one after the
+    other, the overlay computed into the colour map's buffer: 3 bytes per pixel less at the peak.
+    """
+    heatmap = colour_heatmap(probmap)
+    if not concurrent:
+        write_jpeg(map_path(cache_path, "heatmap", idx), heatmap)
+        addmap = overlay(image_bgr, heatmap, out=heatmap)
+        write_jpeg(map_path(cache_path, "addmap", idx), addmap)
+        return addmap
+    with ThreadPoolExecutor(1) as pool:
+        heatmap_written = pool.submit(write_jpeg, map_path(cache_path, "heatmap", idx), heatmap)
+        addmap = overlay(image_bgr, heatmap)
+        write_jpeg(map_path(cache_path, "addmap", idx), addmap)
+        heatmap_written.result()
+    return addmap
 
 
 def save_maps(cache_path: str, idx: int, image_bgr: np.ndarray, probmap: np.ndarray) -> np.ndarray:
     """Write ``probmap_{idx}``, ``heatmap_{idx}`` and ``addmap_{idx}`` JPEGs; return the probability map
-    as decoded from its JPEG, which is what the indicators are computed on (as the original did)."""
-    data = write_jpeg(map_path(cache_path, "probmap", idx), probmap)
-    heatmap = colour_heatmap(probmap)
-    write_jpeg(map_path(cache_path, "heatmap", idx), heatmap)
-    addmap = overlay(image_bgr, heatmap)
-    del heatmap  # the 10000 x 10001 maps are 300 MB each: keep at most two alive
-    write_jpeg(map_path(cache_path, "addmap", idx), addmap)
-    return cv2.imdecode(data, cv2.IMREAD_GRAYSCALE)
+    as decoded from its JPEG (see :func:`write_probmap`)."""
+    decoded = write_probmap(cache_path, idx, probmap)
+    write_colour_maps(cache_path, idx, image_bgr, probmap)
+    return decoded

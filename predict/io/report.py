@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import html
 import os
+from collections.abc import Collection
+from concurrent.futures import ThreadPoolExecutor
 
 import cv2
 import numpy as np
@@ -32,10 +34,11 @@ td,th{border:1px solid #ccc;padding:4px 8px;text-align:left;vertical-align:top}
 td.num{text-align:right;font-family:monospace}img{display:block}.err{color:#b00}"""
 
 
-def annotate(image_bgr: np.ndarray, polygons: list, circles: list, centres: list) -> np.ndarray:
-    """A copy of a uint8 BGR image ``(H, W, 3)`` with the polygons ``[[x, y], ...]``, the circles
-    ``(cx, cy, r)`` and the attention centres ``(x, y)`` numbered from 1 drawn on it; strokes scale with size."""
-    canvas = image_bgr.copy()
+def annotate(image_bgr: np.ndarray, polygons: list, circles: list, centres: list, *, copy: bool = True) -> np.ndarray:
+    """A uint8 BGR image ``(H, W, 3)`` with the polygons ``[[x, y], ...]``, the circles ``(cx, cy, r)`` and
+    the attention centres ``(x, y)`` numbered from 1 drawn on it; strokes scale with size. Drawn on a copy,
+    or on ``image_bgr`` itself with ``copy=False`` (a full-size overlay is 300 MB at 10000 x 10001)."""
+    canvas = image_bgr.copy() if copy else image_bgr
     thickness = max(2, round(max(canvas.shape[:2]) / 400))
     outlines = [np.array(polygon, np.int32).reshape(-1, 1, 2) for polygon in polygons if len(polygon)]
     cv2.polylines(canvas, outlines, True, POLYGON_BGR, thickness, cv2.LINE_AA)
@@ -70,12 +73,31 @@ def _background(cache_path: str, idx: int) -> np.ndarray | None:
     return None
 
 
+def _drawing_paths(idx: int) -> tuple[str, str]:
+    """The full-size drawing and its thumbnail, relative to the cache folder."""
+    return f"{REPORT_DIR}/overlay_{idx}.jpg", f"{REPORT_DIR}/thumb_{idx}.jpg"
+
+
+def draw_sample(cache_path: str, idx: int, background: np.ndarray, polygons: list, circles: list, centres: list,
+                *, copy: bool = True) -> None:
+    """Write the report's drawing of sample ``idx`` (``report/overlay_{idx}.jpg``) and its thumbnail:
+    ``background`` (BGR, the overlay) annotated by :func:`annotate` (on itself with ``copy=False``).
+    A run calls it while the overlay is still in memory; the two encodes run concurrently."""
+    os.makedirs(os.path.join(cache_path, REPORT_DIR), exist_ok=True)
+    full, thumb = (os.path.join(cache_path, path) for path in _drawing_paths(idx))
+    drawn = annotate(background, polygons, circles, centres, copy=copy)
+    with ThreadPoolExecutor(1) as pool:
+        full_written = pool.submit(write_jpeg, full, drawn)
+        write_jpeg(thumb, thumbnail(drawn))
+        full_written.result()
+
+
 def _number(value) -> str:
     return "nan" if value is None else f"{value:.4f}"
 
 
-def _sample_row(cache_path: str, record: dict, polygons: list) -> str:
-    """One table row; draws the full-size annotated overlay and its thumbnail into ``report/``."""
+def _sample_row(cache_path: str, record: dict, polygons: list, drawn: bool) -> str:
+    """One table row; draws the sample from its maps on disk into ``report/`` unless ``drawn`` already."""
     idx = record["idx"]
     caption = html.escape(record["caption"].strip()) + f"<br><small>{html.escape(record['jpg_name'])}</small>"
     if record.get("degenerate"):
@@ -84,15 +106,17 @@ def _sample_row(cache_path: str, record: dict, polygons: list) -> str:
         caption += f'<br><span class="err">{record["nonfinite_tiles"]} non-finite tile score(s) left out</span>'
     cells = [str(idx), caption]
     cells += [_number(record.get(name)) for name in INDICATORS]
-    image = _background(cache_path, idx)
-    if image is None:
+    full, thumb = _drawing_paths(idx)
+    if not drawn:
+        image = _background(cache_path, idx)
+        drawn = image is not None
+        if drawn:
+            draw_sample(cache_path, idx, image, polygons, record.get("circles", []), record.get("centers", []),
+                        copy=False)
+            del image
+    if not drawn:
         cells.append("no map")
     else:
-        drawn = annotate(image, polygons, record.get("circles", []), record.get("centers", []))
-        del image
-        full, thumb = f"{REPORT_DIR}/overlay_{idx}.jpg", f"{REPORT_DIR}/thumb_{idx}.jpg"
-        write_jpeg(os.path.join(cache_path, full), drawn)
-        write_jpeg(os.path.join(cache_path, thumb), thumbnail(drawn))
         figure = f'<a href="{full}"><img src="{thumb}" alt="sample {idx}"></a>'
         probmap = os.path.basename(map_path(cache_path, "probmap", idx))
         if os.path.isfile(os.path.join(cache_path, probmap)):
@@ -103,9 +127,12 @@ def _sample_row(cache_path: str, record: dict, polygons: list) -> str:
                             for c, v in zip(classes, cells)) + "</tr>"
 
 
-def write_report(cache_path: str, anno_path: str) -> str:
+def write_report(cache_path: str, anno_path: str, drawn: Collection[int] = ()) -> str:
     """Write ``<cache_path>/report.html`` (and ``<cache_path>/report/*.jpg``) from ``metrics.json``, the
-    polygons of ``anno_path`` and the maps in ``cache_path``; return the path of report.html."""
+    polygons of ``anno_path`` and the maps in ``cache_path``; return the path of report.html.
+
+    The samples in ``drawn`` had their drawing written by :func:`draw_sample` during the run; the others
+    are drawn here from their maps on disk (decoding the full-size overlay)."""
     if not os.path.isfile(os.path.join(cache_path, "metrics.json")):
         raise FileNotFoundError(f"{os.path.join(cache_path, 'metrics.json')}: not found; evaluate the folder first")
     store = MetricsStore(cache_path)
@@ -136,7 +163,7 @@ def write_report(cache_path: str, anno_path: str) -> str:
     parts.append("<table><tr><th>idx</th><th>caption</th>" + "".join(f"<th>{n}</th>" for n in INDICATORS)
                  + "<th>overlay</th></tr>")
     for record in tqdm(store.samples, desc="report", unit="sample", leave=False):
-        parts.append(_sample_row(cache_path, record, polygons.get(record["idx"], [])))
+        parts.append(_sample_row(cache_path, record, polygons.get(record["idx"], []), record["idx"] in drawn))
     parts.append("</table>")
     if store.errors:
         parts.append("<h2>Failed samples</h2><ul>")

@@ -1,27 +1,48 @@
 """A SeLo run over a testset: every sample's map, files, indicators and log lines, resumable.
 
 The CLIs build a :class:`RunConfig` from argv; :func:`run_testset` does the rest.
+
+A sample goes through three named steps: :meth:`SeloRun.prepare_image` (read and decode its image, once
+for consecutive samples on it), :meth:`SeloRun.score_sample` (tiles, encoder, scores) and
+:meth:`SeloRun.finish_sample` (probability map, filter, the JPEG maps, indicators, report drawing); then
+:meth:`SeloRun.commit_sample` logs it and stores its record. With ``workers > 1`` they overlap: a thread
+decodes the next image while the main thread runs the encoder on the current one and a pool of
+``workers`` threads finishes the samples already scored (OpenCV and numpy release the GIL). Samples are
+committed in sample order and every step computes what it computes serially, so maps, metrics and
+log.txt are those of ``workers=1`` bit for bit (the log's times aside). The large arrays in flight (decoded
+images, maps being finished) are bounded by a byte budget so the run stays near ``memory_limit``.
 """
 from __future__ import annotations
 
+import ctypes
 import logging
 import os
+import resource
+import sys
+import threading
+import warnings
+from collections import deque
+from concurrent.futures import Future, ThreadPoolExecutor
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 
+import numpy as np
+from PIL import Image
 from tqdm import tqdm
 
-from evaluations.metrics import evaluate_gray
+from evaluations.metrics import SeloScore, evaluate_gray
 from evaluations.utils import log_metric_block
+from predict.core.heatmap import usable_cores
 from predict.core.pipelines import PIPELINES, PipelineSpec
+from predict.core.tiling import Tile
 from predict.encoders.base import EncoderSpecModel
 from predict.encoders.identity import identity_digest
 from predict.io.annotations import Sample, SampleError, load_annotations
 from predict.io.atomic import WriteError
 from predict.io.checks import first_line
 from predict.io.lock import folder_lock
-from predict.io.logs import warnings_logged
-from predict.io.maps import map_path, save_maps
-from predict.io.report import write_report
+from predict.io.maps import map_path, write_colour_maps, write_probmap
+from predict.io.report import draw_sample, write_report
 from predict.io.results import STAGES, MetricsStore
 from predict.run.localise import LoadedImage, load_image, probability_map_of, score_tiles
 from predict.run.provenance import (NOT_COMPUTED, SettingsMismatchError, check_settings, image_digest,
@@ -30,6 +51,51 @@ from predict.run.timing import StageTimer
 from predict.run.vectors import TileVectorStore
 
 __all__ = ["RunConfig", "SeloRun", "SettingsMismatchError", "run_testset"]  # the error: for the CLIs to catch
+
+MEMORY_PER_CORE = 700_000_000  # bytes of resident memory a run aims at per usable core (default)
+DECODE_BYTES_PER_PIXEL = 6  # decoding an image: the decoder's buffer and the BGR array (measured)
+IMAGE_BYTES_PER_PIXEL = 3  # a decoded BGR image, kept for its samples
+# finishing a sample (measured with the like-SLM 10000 x 10001 image): the filter's stripes, the map and
+# its decoded JPEG, the evaluation's masks (5 bytes per pixel), then the colour map and the overlay with
+# their encoded JPEGs alive together (7.5), or one after the other (4)
+FINISH_BYTES_PER_PIXEL = {True: 8, False: 5}  # by whether the colour maps are encoded concurrently
+
+
+M_MMAP_THRESHOLD = -3  # glibc's mallopt parameter
+
+
+def map_large_allocations(threshold: int = 4 << 20) -> bool:
+    """Have glibc serve allocations of ``threshold`` bytes and more from mappings of their own, which go
+    back to the system when freed; False where the C library has no ``mallopt`` (not glibc).
+
+    glibc's own threshold grows up to 32 MB as large blocks are freed; after that, freed tile batches
+    and JPEG buffers stay in per-thread arenas: the like-SLM run's peak was 0.26 GB higher
+    (``MALLOC_MMAP_THRESHOLD_`` does the same from the environment). A process-wide setting, so the
+    command-line programs make it, not the library.
+    """
+    try:
+        return bool(ctypes.CDLL(None).mallopt(M_MMAP_THRESHOLD, threshold))
+    except (OSError, AttributeError):
+        return False
+
+
+def available_bytes() -> int | None:
+    """MemAvailable of ``/proc/meminfo`` (None where there is none)."""
+    try:
+        with open("/proc/meminfo") as f:
+            for line in f:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except (OSError, ValueError):
+        pass
+    return None
+
+
+def default_memory_limit() -> int:
+    """``MEMORY_PER_CORE`` per usable core (1.4 GB on 2 cores), at most half the memory available now."""
+    limit = MEMORY_PER_CORE * usable_cores()
+    available = available_bytes()
+    return min(limit, available // 2) if available else limit
 
 
 @dataclass
@@ -45,7 +111,12 @@ class RunConfig:
         overwrite: recompute samples that are already complete, and their tile vectors; replaces the
             folder's recorded run settings.
         vector_cache: keep tile vectors on disk under ``<cache_path>/tile_vectors``.
-        report: write ``report.html`` at the end.
+        report: write ``report.html`` at the end (each sample drawn as it is finished).
+        workers: threads finishing samples while the encoder runs; 1 runs every step in turn in the
+            calling thread; 0 picks :func:`default_workers`.
+        memory_limit: bytes of resident memory the run aims to stay under: decoding ahead and finishing
+            samples in parallel wait while the budget it leaves is used (a sample larger than the budget runs
+            alone).
     """
 
     cache_path: str
@@ -56,6 +127,158 @@ class RunConfig:
     overwrite: bool = False
     vector_cache: bool = True
     report: bool = True
+    workers: int = 0
+    memory_limit: int = field(default_factory=default_memory_limit)
+
+    def __post_init__(self):
+        if self.workers < 0:
+            raise ValueError(f"workers: {self.workers} is negative (0 picks the default, 1 runs serially)")
+        if self.memory_limit <= 0:
+            raise ValueError(f"memory_limit: {self.memory_limit} bytes is not positive")
+
+
+def default_workers() -> int:
+    """Threads finishing samples by default: the usable cores (the memory budget bounds them further)."""
+    return usable_cores()
+
+
+def resident_bytes(peak: bool = False) -> int:
+    """This process's resident memory now (``/proc/self/statm``), or its peak so far (``ru_maxrss``)."""
+    if not peak:
+        try:
+            with open("/proc/self/statm") as f:
+                return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+        except (OSError, ValueError, IndexError):
+            pass
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024  # kilobytes on Linux
+
+
+def image_pixels(path: str) -> int:
+    """Pixels of the image at ``path``, from its header; 0 when PIL cannot tell (decoding reports why a
+    file is bad; PIL also refuses sizes over twice its ``MAX_IMAGE_PIXELS``)."""
+    try:
+        with Image.open(path) as image:
+            width, height = image.size
+    except Exception:
+        return 0
+    return width * height
+
+
+class ByteBudget:
+    """Bytes of the large arrays in flight (decoded images, samples being finished), kept within ``limit``.
+
+    A finish waits until it fits, or until no other finish is in flight (one larger than the whole budget
+    runs alone). Decoding the next image waits until it fits beside what is in flight and ``reserved``
+    (the finishes still to come for the current image), or until nothing is in flight.
+    """
+
+    def __init__(self, limit: int = 0):
+        self.limit = limit
+        self.reserved = 0
+        self.used = {"image": 0, "finish": 0}
+        self._changed = threading.Condition()
+
+    def _total(self) -> int:
+        return self.used["image"] + self.used["finish"]
+
+    def acquire_image(self, nbytes: int) -> None:
+        with self._changed:
+            self._changed.wait_for(lambda: self._total() + nbytes + self.reserved <= self.limit or not self._total())
+            self.used["image"] += nbytes
+
+    def acquire_finish(self, nbytes: int) -> None:
+        with self._changed:
+            self._changed.wait_for(lambda: self._total() + nbytes <= self.limit or not self.used["finish"])
+            self.used["finish"] += nbytes
+
+    def release(self, kind: str, nbytes: int) -> None:
+        with self._changed:
+            self.used[kind] -= nbytes
+            self._changed.notify_all()
+
+    def set(self, limit: int | None = None, reserved: int | None = None) -> None:
+        with self._changed:
+            self.limit = self.limit if limit is None else limit
+            self.reserved = self.reserved if reserved is None else reserved
+            self._changed.notify_all()
+
+
+class PreparedImage:
+    """A decoded image (or why it could not be) shared by the consecutive samples on it; its bytes are
+    handed back to the budget when the last of them is finished."""
+
+    def __init__(self, path: str, users: int, budget: ByteBudget, nbytes: int):
+        self.path, self.users, self.budget, self.nbytes = path, users, budget, nbytes
+        self.loaded: LoadedImage | None = None
+        self.error: Exception | None = None
+        self.seconds = 0.0  # decoding time, counted in the first sample's ``cut``
+        self._lock = threading.Lock()
+
+    def done_with(self) -> None:
+        """One of its samples no longer needs it."""
+        with self._lock:
+            self.users -= 1
+            last = self.users == 0
+        if last:
+            self.loaded = None
+            self.budget.release("image", self.nbytes)
+
+
+class SampleLog:
+    """A sample's log lines, held until the sample is committed in order; warnings raised while it is
+    worked on (in whichever thread) come after its lines, as the serial run logged them."""
+
+    def __init__(self):
+        self.records: list[tuple[int, str, tuple]] = []
+        self.warnings: list[str] = []
+
+    def info(self, message: str, *args) -> None:
+        self.records.append((logging.INFO, message, args))
+
+    def warning(self, message: str, *args) -> None:
+        self.records.append((logging.WARNING, message, args))
+
+    def emit(self, logger: logging.Logger) -> None:
+        for level, message, args in self.records:
+            logger.log(level, message, *args)
+
+
+_current = threading.local()  # the SampleLog of the sample the thread works on
+
+
+@contextmanager
+def collecting_warnings(log: SampleLog):
+    """Within this block, warnings raised by the calling thread go to ``log`` (see :meth:`SeloRun.run`)."""
+    previous, _current.log = getattr(_current, "log", None), log
+    try:
+        yield
+    finally:
+        _current.log = previous
+
+
+def _completed(function, *args) -> Future:
+    """``function(*args)`` run now, as a completed future (the serial run's executor)."""
+    future = Future()
+    try:
+        future.set_result(function(*args))
+    except Exception as exc:
+        future.set_exception(exc)
+    return future
+
+
+@dataclass
+class Scored:
+    """What :meth:`SeloRun.score_sample` hands to :meth:`SeloRun.finish_sample`."""
+
+    image: PreparedImage
+    image_key: str  # the image's content digest
+    size: tuple[int, int]  # its height and width
+    tiles: list[Tile]
+    scores: np.ndarray
+    timer: StageTimer
+    concurrent: bool = True  # encode the colour maps concurrently (more memory)
+    nonfinite: int = 0  # tile scores left out of the map (set by :meth:`SeloRun.finish_sample`)
+    degenerate: bool = False  # the map localises nothing (idem)
 
 
 class SeloRun:
@@ -66,22 +289,105 @@ class SeloRun:
         self.encoder = encoder
         self.logger = logger
         cache_dir = os.path.join(config.cache_path, "tile_vectors") if config.vector_cache else None
-        self.vectors = TileVectorStore(encoder, cache_dir, refresh=config.overwrite)
+        self.workers = config.workers or default_workers()
+        self.vectors = TileVectorStore(encoder, cache_dir, refresh=config.overwrite, cut_ahead=self.workers > 1)
         self.store = MetricsStore(config.cache_path)
         self.settings = run_settings(config.pipeline, config.seed, encoder)
         self.settings_digest = identity_digest(self.settings)
-        self.image: LoadedImage | None = None
+        self.budget = ByteBudget()
+        self.drawn: set[int] = set()  # samples whose report drawing was written while finishing them
 
-    def load_image(self, path: str, timer: StageTimer) -> LoadedImage:
-        """Decode the image once for all consecutive samples on it (timed as ``cut``)."""
-        with timer.stage("cut"):
-            if self.image is None or self.image.path != path:
-                self.image = None  # free the previous image before decoding the next one
-                self.image = load_image(path)
-        return self.image
+    def prepare_image(self, path: str, users: int) -> PreparedImage:
+        """Read and decode ``path`` for its ``users`` consecutive samples, within the memory budget."""
+        # an image of unknown size is decoded with nothing else in flight
+        decoding = image_pixels(path) * DECODE_BYTES_PER_PIXEL or max(self.budget.limit, 1)
+        self.budget.acquire_image(decoding)
+        prepared = PreparedImage(path, users, self.budget, 0)
+        timer = StageTimer()
+        try:
+            with timer.stage("cut"):
+                prepared.loaded = load_image(path)
+            prepared.nbytes = prepared.loaded.pixels.nbytes
+        except Exception as exc:  # reported by each of its samples, in order
+            prepared.error = exc
+        finally:  # the decoder's buffers are gone; the image stays
+            self.budget.release("image", decoding - prepared.nbytes)
+        prepared.seconds = timer.seconds["cut"]
+        return prepared
 
+    def score_sample(self, sample: Sample, total: int, image: PreparedImage, first: bool, log: SampleLog) -> Scored:
+        """The sample's tiles and their scores (the encoder, in the calling thread)."""
+        spec = self.config.pipeline
+        log.info("Processing %d/%d: %s", sample.idx, total, sample.jpg_name)
+        log.info("Corresponding text: %s", sample.caption)
+        if sample.problem:
+            raise SampleError(sample.problem)
+        timer = StageTimer()
+        if first:
+            timer.seconds["cut"] += image.seconds
+        if image.error is not None:
+            raise image.error
+        height, width = image.loaded.pixels.shape[:2]
+        log.info("img size:%dx%d", height, width)
+        log.info("Start split images with step %s", "_".join(map(str, spec.steps)))
+        tiles, scores = score_tiles(image.loaded, sample.caption, self.encoder, spec, self.vectors, self.config.seed,
+                                    timer, sample.jpg_name)
+        log.info("Calculate similarities in %.4fs", timer.seconds["cut"] + timer.seconds["sim"])
+        return Scored(image, image.loaded.key, (height, width), tiles, scores, timer)
 
-    def reusable(self, sample: Sample, total: int) -> bool:
+    def finish_sample(self, sample: Sample, scored: Scored, log: SampleLog) -> SeloScore:
+        """The probability map, its three JPEGs, the indicators and the report drawing of a scored sample."""
+        config, timer, pixels = self.config, scored.timer, scored.image.loaded.pixels
+        height, width = pixels.shape[:2]
+        name = sample.jpg_name
+        probmap, scored.nonfinite, scored.degenerate = probability_map_of(scored.tiles, scored.scores, height, width,
+                                                                          config.pipeline, timer, name)
+        log.info("Generate heatmap in %.4fs", timer.seconds["gnt"])
+        if scored.degenerate:
+            log.warning("Sample %d (%s): degenerate map (its tile scores localise nothing); flagged "
+                        "\"degenerate\" in metrics.json and left out of the mean", sample.idx, name)
+        with timer.stage("flt"):
+            log.info("Saving heatmap in %s ...", map_path(config.cache_path, "heatmap", sample.idx))
+            decoded = write_probmap(config.cache_path, sample.idx, probmap)
+        with timer.stage("eval"):  # on the map as decoded from its JPEG, as the original
+            score = evaluate_gray(decoded, sample.polygons, name=f"{name} (sample {sample.idx})")
+        del decoded
+        with timer.stage("flt"):
+            addmap = write_colour_maps(config.cache_path, sample.idx, pixels, probmap, concurrent=scored.concurrent)
+        del probmap
+        if config.report:
+            draw_sample(config.cache_path, sample.idx, addmap, sample.polygons, score.circles, score.centers,
+                        copy=False)
+            self.drawn.add(sample.idx)
+        return score
+
+    def commit_sample(self, sample: Sample, scored: Scored | None, outcome: Future, log: SampleLog) -> bool:
+        """Log the sample and store its record (or its error), in sample order; True when it failed."""
+        try:
+            score = outcome.result()
+        except WriteError:
+            raise  # disk full or read-only: no later sample could be saved either
+        except Exception as exc:  # one bad sample never loses the others; the message names the problem
+            log.emit(self.logger)
+            for message in log.warnings:
+                self.logger.warning("%s", message)
+            message = first_line(exc)
+            self.store.record_error(sample.idx, sample.jpg_name, sample.caption, message)
+            self.logger.error("Sample %d (%s) failed: %s", sample.idx, sample.jpg_name, message)
+            return True
+        log.emit(self.logger)
+        if score is not None:  # None: skipped
+            seconds = {stage: scored.timer.seconds[stage] for stage in (*STAGES, "eval")}
+            record = self.store.record(sample.idx, sample.jpg_name, sample.caption, score, n_tiles=len(scored.tiles),
+                                       nonfinite_tiles=scored.nonfinite, degenerate=scored.degenerate, seconds=seconds,
+                                       identity=sample_identity(self.settings_digest, sample, scored.image_key),
+                                       size=list(scored.size))
+            log_metric_block(self.logger, record, map_path(self.config.cache_path, "probmap", sample.idx))
+        for message in log.warnings:
+            self.logger.warning("%s", message)
+        return False
+
+    def reusable(self, sample: Sample, total: int, log: SampleLog) -> bool:
         """Whether ``sample``'s recorded result stands (logged as skipped); when one is recorded but cannot be
         reused, the log says why."""
         if self.config.overwrite:
@@ -91,61 +397,126 @@ class SeloRun:
             sample_identity(self.settings_digest, sample, image_digest(os.path.join(self.config.src_data_path, sample.jpg_name))),
             self.config.cache_path, sample.idx)
         if problem is None:
-            self.logger.info("Skipping %d/%d: %s (already complete)", sample.idx, total, sample.jpg_name)
+            log.info("Skipping %d/%d: %s (already complete)", sample.idx, total, sample.jpg_name)
         elif problem != NOT_COMPUTED:
-            self.logger.info("Recomputing %d/%d: %s (%s)", sample.idx, total, sample.jpg_name, problem)
+            log.info("Recomputing %d/%d: %s (%s)", sample.idx, total, sample.jpg_name, problem)
         return problem is None
 
-    def process(self, sample: Sample, total: int) -> None:
-        config, log, spec = self.config, self.logger, self.config.pipeline
-        name = sample.jpg_name
-        log.info("Processing %d/%d: %s", sample.idx, total, name)
-        log.info("Corresponding text: %s", sample.caption)
-        if sample.problem:
-            raise SampleError(sample.problem)
-        timer = StageTimer()
-        image = self.load_image(os.path.join(config.src_data_path, name), timer)
-        height, width = image.pixels.shape[:2]
-        log.info("img size:%dx%d", height, width)
-        log.info("Start split images with step %s", "_".join(map(str, spec.steps)))
-        tiles, scores = score_tiles(image, sample.caption, self.encoder, spec, self.vectors, config.seed, timer, name)
-        log.info("Calculate similarities in %.4fs", timer.seconds["cut"] + timer.seconds["sim"])
-        probmap = probability_map_of(tiles, scores, height, width, spec, timer, name)
-        log.info("Generate heatmap in %.4fs", timer.seconds["gnt"])
-        if probmap.degenerate:
-            log.warning("Sample %d (%s): degenerate map (its tile scores localise nothing); flagged "
-                        "\"degenerate\" in metrics.json and left out of the mean", sample.idx, name)
-        with timer.stage("flt"):
-            log.info("Saving heatmap in %s ...", map_path(config.cache_path, "heatmap", sample.idx))
-            decoded = save_maps(config.cache_path, sample.idx, image.pixels, probmap.pixels)
-        with timer.stage("eval"):
-            score = evaluate_gray(decoded, sample.polygons, name=f"{name} (sample {sample.idx})")
-        seconds = {stage: timer.seconds[stage] for stage in (*STAGES, "eval")}
-        record = self.store.record(sample.idx, name, sample.caption, score, n_tiles=len(tiles),
-                                   nonfinite_tiles=probmap.nonfinite, degenerate=probmap.degenerate, seconds=seconds,
-                                   identity=sample_identity(self.settings_digest, sample, image.key), size=[height, width])
-        log_metric_block(log, record, map_path(config.cache_path, "probmap", sample.idx))
+    def _finish_and_release(self, sample: Sample, scored: Scored, log: SampleLog, nbytes: int) -> SeloScore:
+        try:
+            with collecting_warnings(log):
+                return self.finish_sample(sample, scored, log)
+        finally:
+            scored.image.done_with()
+            self.budget.release("finish", nbytes)
 
     def run(self, samples: list[Sample]) -> int:
         """Process every sample not already complete; return the number of failed samples."""
+        logs = [SampleLog() for _ in samples]  # emitted in sample order, when each sample is committed
+        complete = [self.reusable(sample, len(samples), log) for sample, log in zip(samples, logs)]
+        groups: list[tuple[str, int]] = []  # (image path, samples on it): consecutive samples share a decode
+        for sample in (sample for sample, done in zip(samples, complete) if not done):
+            path = os.path.join(self.config.src_data_path, sample.jpg_name)
+            if groups and groups[-1][0] == path:
+                groups[-1] = (path, groups[-1][1] + 1)
+            else:
+                groups.append((path, 1))
+        parallel = self.workers > 1
+        decoder = ThreadPoolExecutor(1, thread_name_prefix="selo-decode") if parallel else None
+        finisher = ThreadPoolExecutor(self.workers, thread_name_prefix="selo-finish") if parallel else None
+        prepared: deque[Future] = deque()
+
+        def prepare_next():
+            if groups:
+                path, users = groups.pop(0)
+                prepared.append(decoder.submit(self.prepare_image, path, users) if parallel
+                                else _completed(self.prepare_image, path, users))
+
+        pending: deque[tuple[Sample, Scored | None, Future, SampleLog]] = deque()
         failures = 0
-        bar = tqdm(samples, desc=f"SeLo {self.config.pipeline.name}", unit="sample", dynamic_ncols=True)
-        for sample in bar:
-            bar.set_postfix_str(sample.jpg_name)
-            if self.reusable(sample, len(samples)):
-                continue
+        bar = tqdm(total=len(samples), desc=f"SeLo {self.config.pipeline.name}", unit="sample", dynamic_ncols=True)
+
+        def commit(wait: bool):
+            nonlocal failures
+            while pending and (wait or pending[0][2].done()):
+                sample, scored, outcome, log = pending.popleft()
+                failures += self.commit_sample(sample, scored, outcome, log)
+                bar.set_postfix_str(sample.jpg_name)
+                bar.update()
+
+        with warnings.catch_warnings():
+            warnings.simplefilter("always")
+            warnings.showwarning = self._route_warning
             try:
-                with warnings_logged(self.logger):
-                    self.process(sample, len(samples))
-            except WriteError:
-                raise  # disk full or read-only: no later sample could be saved either
-            except Exception as exc:  # one bad sample never loses the others; the message names the problem
-                failures += 1
-                message = first_line(exc)
-                self.store.record_error(sample.idx, sample.jpg_name, sample.caption, message)
-                self.logger.error("Sample %d (%s) failed: %s", sample.idx, sample.jpg_name, message)
-        bar.close()
+                image = None
+                for sample, done, log in zip(samples, complete, logs):
+                    if done:
+                        pending.append((sample, None, _completed(lambda: None), log))
+                        commit(wait=False)
+                        continue
+                    path = os.path.join(self.config.src_data_path, sample.jpg_name)
+                    first = image is None or image.path != path
+                    if first:
+                        if not prepared:
+                            prepare_next()
+                        image = prepared.popleft().result()
+                        left = image.users
+                        # the next image is decoded while this one is encoded, if it fits beside its finishes
+                        self.budget.set(reserved=image.nbytes // IMAGE_BYTES_PER_PIXEL * FINISH_BYTES_PER_PIXEL[False])
+                        if parallel:
+                            prepare_next()
+                    left -= 1
+                    scored = None
+                    try:
+                        with collecting_warnings(log):
+                            scored = self.score_sample(sample, len(samples), image, first, log)
+                    except Exception as exc:
+                        image.done_with()
+                        outcome = Future()
+                        outcome.set_exception(exc)
+                    else:
+                        outcome = self._submit_finish(sample, scored, log, finisher)
+                    if not left:  # every finish of this image is asked for
+                        self.budget.set(reserved=0)
+                    pending.append((sample, scored, outcome, log))
+                    commit(wait=False)
+                commit(wait=True)
+            finally:
+                self.budget.set(limit=sys.maxsize, reserved=0)  # nothing waits for memory once the run is over
+                for pool in (decoder, finisher):
+                    if pool is not None:
+                        pool.shutdown(wait=True, cancel_futures=True)
+                bar.close()
         return failures
+
+    def _submit_finish(self, sample: Sample, scored: Scored, log: SampleLog,
+                       finisher: ThreadPoolExecutor | None) -> Future:
+        """Finish ``scored`` in the pool (or now, without one) once its bytes fit the budget; the colour maps
+        are encoded concurrently where that fits too."""
+        self._learn_baseline()
+        pixels = scored.image.loaded.pixels.shape[0] * scored.image.loaded.pixels.shape[1]
+        scored.concurrent = pixels * (IMAGE_BYTES_PER_PIXEL + FINISH_BYTES_PER_PIXEL[True]) <= self.budget.limit
+        nbytes = pixels * FINISH_BYTES_PER_PIXEL[scored.concurrent]
+        if finisher is None:
+            return _completed(self._finish_and_release, sample, scored, log, 0)
+        self.budget.acquire_finish(nbytes)
+        return finisher.submit(self._finish_and_release, sample, scored, log, nbytes)
+
+    def _learn_baseline(self) -> None:
+        """Once, after the first sample is scored (the encoder at its peak): the budget for arrays in
+        flight is ``memory_limit`` less what the process uses besides them."""
+        if self.budget.limit == 0:
+            baseline = resident_bytes(peak=True) - self.budget.used["image"]
+            self.budget.set(limit=max(1, self.config.memory_limit - baseline))
+
+    def _route_warning(self, message, category, filename, lineno, file=None, line=None) -> None:
+        if issubclass(category, Image.DecompressionBombWarning):
+            return  # :func:`image_pixels` reads only the header of a large image: nothing to warn about
+        log = getattr(_current, "log", None)
+        if log is not None:
+            log.warnings.append(str(message))
+        else:
+            self.logger.warning("%s", message)
 
     def finish(self) -> None:
         """The mean block and the Time-Cut/Sim/Gnt/Flt/Total lines, as the original ends its log."""
@@ -183,6 +554,6 @@ def run_testset(config: RunConfig, encoder: EncoderSpecModel, logger: logging.Lo
         failures = run.run(samples)
         run.finish()
         if config.report:
-            write_report(config.cache_path, config.src_anno_path)
+            write_report(config.cache_path, config.src_anno_path, drawn=run.drawn)
     return run, failures
 

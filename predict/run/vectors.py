@@ -10,12 +10,14 @@ import hashlib
 import io
 import os
 import warnings
-from collections.abc import Callable, Sequence
+from collections import deque
+from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 
 import numpy as np
 from tqdm import tqdm
 
-from predict.core.tiling import Tile, tile_batches
+from predict.core.tiling import Tile, cut_tiles, tile_batches
 from predict.encoders.base import EncoderSpecModel
 from predict.io.atomic import write_atomically
 from predict.run.timing import StageTimer
@@ -68,6 +70,20 @@ def similarities(encoder: EncoderSpecModel, image_vectors: np.ndarray, text_vect
     return scores
 
 
+def batches_ahead(image_bgr: np.ndarray, tiles: Sequence[Tile], size: int, batch_size: int,
+                  depth: int = 2) -> Iterator[np.ndarray]:
+    """:func:`~predict.core.tiling.tile_batches`, cut in a thread up to ``depth`` batches ahead of the
+    consumer, so that cutting overlaps the encoder (OpenCV releases the GIL); the same batches."""
+    with ThreadPoolExecutor(1, thread_name_prefix="selo-cut") as pool:
+        ahead: deque[Future] = deque()
+        for start in range(0, len(tiles), batch_size):
+            ahead.append(pool.submit(cut_tiles, image_bgr, tiles[start:start + batch_size], size))
+            if len(ahead) > depth:
+                yield ahead.popleft().result()
+        while ahead:
+            yield ahead.popleft().result()
+
+
 class TileVectorStore:
     """Vectors of the tiles of one image at a time, computed in batches only for tiles not seen before.
 
@@ -76,15 +92,18 @@ class TileVectorStore:
         cache_dir: folder for ``.npz`` files of vectors, or None to keep them in memory only.
         refresh: ignore the files already in ``cache_dir`` (``--overwrite``): every image's vectors are
             computed again once, then reused within this store's life.
+        cut_ahead: cut the next batches of tiles in a thread while the encoder runs on the current one.
 
     A file that cannot be read is recomputed and replaced, with a warning naming it; a file is written only
     after every tile asked for has been encoded, so a failing encoder leaves none behind.
     """
 
-    def __init__(self, encoder: EncoderSpecModel, cache_dir: str | None = None, refresh: bool = False):
+    def __init__(self, encoder: EncoderSpecModel, cache_dir: str | None = None, refresh: bool = False,
+                 cut_ahead: bool = False):
         self.encoder = encoder
         self.cache_dir = cache_dir
         self.refresh = refresh
+        self.cut_ahead = cut_ahead
         self.image_key = None
         self.vectors_by_tile: dict[Tile, np.ndarray] = {}
         self.tiles_encoded = 0  # tiles that went through the encoder (for the reuse report)
@@ -132,7 +151,8 @@ class TileVectorStore:
         if missing:
             name = getattr(self.encoder, "name", type(self.encoder).__name__)
             dim = next(iter(self.vectors_by_tile.values())).shape[0] if self.vectors_by_tile else None
-            batches = tile_batches(image_bgr, missing, self.encoder.tile_size, self.encoder.batch_size)
+            cut = batches_ahead if self.cut_ahead else tile_batches
+            batches = cut(image_bgr, missing, self.encoder.tile_size, self.encoder.batch_size)
             computed: dict[Tile, np.ndarray] = {}  # kept only once every batch succeeded
             # a second bar under the per-sample one: a large image takes minutes with a real model on a CPU
             with tqdm(total=len(missing), desc="tiles", unit="tile", leave=False, dynamic_ncols=True) as bar:
