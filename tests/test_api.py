@@ -153,19 +153,19 @@ def toy_testset(tmp_path_factory):
     imgs, anno = write_testset(root, n_samples=1)
     yaml_path = write_yaml(root)
     saved = {}
-    original_save_maps = engine.save_maps
+    original_write_probmap = engine.write_probmap
     for pipeline in ("v1", "v2"):
-        def capture(cache_path, idx, image_bgr, probmap, pipeline=pipeline):
+        def capture(cache_path, idx, probmap, pipeline=pipeline):
             saved[pipeline] = probmap.copy()
-            return original_save_maps(cache_path, idx, image_bgr, probmap)
+            return original_write_probmap(cache_path, idx, probmap)
 
-        engine.save_maps = capture
+        engine.write_probmap = capture
         try:
             code = generate_selo.main(["--yaml_path", str(yaml_path), "--cache_path", str(root / pipeline),
                                        "--src_data_path", str(imgs), "--src_anno_path", str(anno),
                                        "--pipeline", pipeline, "--no_report", "--no_vector_cache"])
         finally:
-            engine.save_maps = original_save_maps
+            engine.write_probmap = original_write_probmap
         assert code == 0
     caption = json.loads(anno.read_text())[0]["caption"]
     return imgs / "scene.png", caption, yaml_path, saved
