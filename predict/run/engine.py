@@ -69,7 +69,7 @@ def map_large_allocations(threshold: int = 4 << 20) -> bool:
     back to the system when freed; False where the C library has no ``mallopt`` (not glibc).
 
     glibc's own threshold grows up to 32 MB as large blocks are freed; after that, freed tile batches
-    and JPEG buffers stay in per-thread arenas: the like-SLM run's peak was 0.26 GB higher
+    and JPEG buffers stay in per-thread arenas and add up across the run's threads
     (``MALLOC_MMAP_THRESHOLD_`` does the same from the environment). A process-wide setting, so the
     command-line programs make it, not the library.
     """
