@@ -64,11 +64,3 @@ def write_colour_maps(cache_path: str, idx: int, image_bgr: np.ndarray, probmap:
         write_jpeg(map_path(cache_path, "addmap", idx), addmap)
         heatmap_written.result()
     return addmap
-
-
-def save_maps(cache_path: str, idx: int, image_bgr: np.ndarray, probmap: np.ndarray) -> np.ndarray:
-    """Write ``probmap_{idx}``, ``heatmap_{idx}`` and ``addmap_{idx}`` JPEGs; return the probability map
-    as decoded from its JPEG (see :func:`write_probmap`)."""
-    decoded = write_probmap(cache_path, idx, probmap)
-    write_colour_maps(cache_path, idx, image_bgr, probmap)
-    return decoded
