@@ -22,7 +22,7 @@ import sys
 import threading
 import warnings
 from collections import deque
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import CancelledError, Future, ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 
@@ -225,22 +225,36 @@ class PreparedImage:
 
 
 class SampleLog:
-    """A sample's log lines, held until the sample is committed in order; warnings raised while it is
-    worked on (in whichever thread) come after its lines, as the serial run logged them."""
+    """A sample's log lines: held while an earlier sample is not committed yet, then written as they come
+    (:meth:`go_live`), so log.txt has the serial run's order. Warnings raised while the sample is worked on
+    (in whichever thread) come after its lines, as the serial run logged them."""
 
     def __init__(self):
         self.records: list[tuple[int, str, tuple]] = []
         self.warnings: list[str] = []
+        self._logger: logging.Logger | None = None
+        self._lock = threading.Lock()
 
     def info(self, message: str, *args) -> None:
-        self.records.append((logging.INFO, message, args))
+        self._add(logging.INFO, message, args)
 
     def warning(self, message: str, *args) -> None:
-        self.records.append((logging.WARNING, message, args))
+        self._add(logging.WARNING, message, args)
 
-    def emit(self, logger: logging.Logger) -> None:
-        for level, message, args in self.records:
-            logger.log(level, message, *args)
+    def _add(self, level: int, message: str, args: tuple) -> None:
+        with self._lock:
+            if self._logger is None:
+                self.records.append((level, message, args))
+            else:
+                self._logger.log(level, message, *args)
+
+    def go_live(self, logger: logging.Logger) -> None:
+        """Write the lines held so far to ``logger``, and the later ones as they come."""
+        with self._lock:
+            for level, message, args in self.records:
+                logger.log(level, message, *args)
+            self.records.clear()
+            self._logger = logger
 
 
 _current = threading.local()  # the SampleLog of the sample the thread works on
@@ -361,22 +375,23 @@ class SeloRun:
             self.drawn.add(sample.idx)
         return score
 
-    def commit_sample(self, sample: Sample, scored: Scored | None, outcome: Future, log: SampleLog) -> bool:
-        """Log the sample and store its record (or its error), in sample order; True when it failed."""
+    def commit_sample(self, sample: Sample, outcome: Future, log: SampleLog) -> bool:
+        """Log the sample and store its record (or its error), in sample order; True when it failed.
+        ``outcome`` gives ``(score, scored)``, or None for a sample skipped."""
+        log.go_live(self.logger)
         try:
-            score = outcome.result()
-        except WriteError:
-            raise  # disk full or read-only: no later sample could be saved either
+            result = outcome.result()
+        except (WriteError, CancelledError):
+            raise  # disk full or read-only: no later sample could be saved either; or the run was interrupted
         except Exception as exc:  # one bad sample never loses the others; the message names the problem
-            log.emit(self.logger)
             for message in log.warnings:
                 self.logger.warning("%s", message)
             message = first_line(exc)
             self.store.record_error(sample.idx, sample.jpg_name, sample.caption, message)
             self.logger.error("Sample %d (%s) failed: %s", sample.idx, sample.jpg_name, message)
             return True
-        log.emit(self.logger)
-        if score is not None:  # None: skipped
+        if result is not None:  # None: skipped
+            score, scored = result
             seconds = {stage: scored.timer.seconds[stage] for stage in (*STAGES, "eval")}
             record = self.store.record(sample.idx, sample.jpg_name, sample.caption, score, n_tiles=len(scored.tiles),
                                        nonfinite_tiles=scored.nonfinite, degenerate=scored.degenerate, seconds=seconds,
@@ -432,27 +447,42 @@ class SeloRun:
                 prepared.append(decoder.submit(self.prepare_image, path, users) if parallel
                                 else _completed(self.prepare_image, path, users))
 
-        pending: deque[tuple[Sample, Scored | None, Future, SampleLog]] = deque()
+        # one thread commits in sample order as soon as each sample is finished, so a killed run loses only
+        # the samples in flight, not those finished while the main thread is busy with the encoder
+        committer = ThreadPoolExecutor(1, thread_name_prefix="selo-commit") if parallel else None
+        commits: deque[Future] = deque()
         failures = 0
         bar = tqdm(total=len(samples), desc=f"SeLo {self.config.pipeline.name}", unit="sample", dynamic_ncols=True)
 
-        def commit(wait: bool):
+        stopped = threading.Event()  # a write failed: no later sample is committed, as in the serial run
+
+        def committed(*args) -> bool:
+            if stopped.is_set():
+                return False
+            try:
+                failed = self.commit_sample(*args)
+            except WriteError:
+                stopped.set()
+                raise
+            bar.set_postfix_str(args[0].jpg_name)
+            bar.update()
+            return failed
+
+        def commit(sample: Sample, outcome: Future, log: SampleLog):
             nonlocal failures
-            while pending and (wait or pending[0][2].done()):
-                sample, scored, outcome, log = pending.popleft()
-                failures += self.commit_sample(sample, scored, outcome, log)
-                bar.set_postfix_str(sample.jpg_name)
-                bar.update()
+            commits.append(committer.submit(committed, sample, outcome, log) if parallel
+                           else _completed(committed, sample, outcome, log))
+            while commits and commits[0].done():
+                failures += commits.popleft().result()  # a WriteError stops the run here
 
         with warnings.catch_warnings():
             warnings.simplefilter("always")
             warnings.showwarning = self._route_warning
+            image = outcome = None
             try:
-                image = None
                 for sample, done, log in zip(samples, complete, logs):
                     if done:
-                        pending.append((sample, None, _completed(lambda: None), log))
-                        commit(wait=False)
+                        commit(sample, _completed(lambda: None), log)
                         continue
                     path = os.path.join(self.config.src_data_path, sample.jpg_name)
                     first = image is None or image.path != path
@@ -466,41 +496,54 @@ class SeloRun:
                         if parallel:
                             prepare_next()
                     left -= 1
-                    scored = None
+                    outcome = Future()  # (score, scored), or what went wrong
+                    if parallel:  # queued now: its lines reach the log as soon as the samples before it are in
+                        commit(sample, outcome, log)
                     try:
                         with collecting_warnings(log):
                             scored = self.score_sample(sample, len(samples), image, first, log)
                     except Exception as exc:
                         image.done_with()
-                        outcome = Future()
                         outcome.set_exception(exc)
                     else:
-                        outcome = self._submit_finish(sample, scored, log, finisher)
+                        self._submit_finish(sample, scored, log, finisher, outcome)
                     if not left:  # every finish of this image is asked for
                         self.budget.set(reserved=0)
-                    pending.append((sample, scored, outcome, log))
-                    commit(wait=False)
-                commit(wait=True)
+                    if not parallel:
+                        commit(sample, outcome, log)
+                while commits:
+                    failures += commits.popleft().result()
             finally:
+                if outcome is not None and not outcome.done():
+                    outcome.cancel()  # interrupted while scoring: its commit does not wait for it
                 self.budget.set(limit=sys.maxsize, reserved=0)  # nothing waits for memory once the run is over
-                for pool in (decoder, finisher):
+                for pool in (decoder, finisher, committer):
                     if pool is not None:
                         pool.shutdown(wait=True, cancel_futures=True)
                 bar.close()
         return failures
 
-    def _submit_finish(self, sample: Sample, scored: Scored, log: SampleLog,
-                       finisher: ThreadPoolExecutor | None) -> Future:
-        """Finish ``scored`` in the pool (or now, without one) once its bytes fit the budget; the colour maps
-        are encoded concurrently where that fits too."""
+    def _submit_finish(self, sample: Sample, scored: Scored, log: SampleLog, finisher: ThreadPoolExecutor | None,
+                       outcome: Future) -> None:
+        """Finish ``scored`` in the pool (or now, without one) once its bytes fit the budget, into ``outcome``;
+        the colour maps are encoded concurrently where that fits too."""
         self._learn_baseline()
         pixels = scored.image.loaded.pixels.shape[0] * scored.image.loaded.pixels.shape[1]
         scored.concurrent = pixels * (IMAGE_BYTES_PER_PIXEL + FINISH_BYTES_PER_PIXEL[True]) <= self.budget.limit
         nbytes = pixels * FINISH_BYTES_PER_PIXEL[scored.concurrent]
+        def resolve(finished: Future) -> None:
+            if finished.cancelled():  # the run was interrupted
+                outcome.cancel()
+            elif finished.exception() is not None:
+                outcome.set_exception(finished.exception())
+            else:
+                outcome.set_result((finished.result(), scored))
+
         if finisher is None:
-            return _completed(self._finish_and_release, sample, scored, log, 0)
+            resolve(_completed(self._finish_and_release, sample, scored, log, 0))
+            return
         self.budget.acquire_finish(nbytes)
-        return finisher.submit(self._finish_and_release, sample, scored, log, nbytes)
+        finisher.submit(self._finish_and_release, sample, scored, log, nbytes).add_done_callback(resolve)
 
     def _learn_baseline(self) -> None:
         """Once, after the first sample is scored (the encoder at its peak): the budget for arrays in
