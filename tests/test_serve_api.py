@@ -1,7 +1,6 @@
 """The explorer's JSON API through FastAPI's TestClient: listing, localising, encoding in the background
 (202 with progress, one encode at a time), vectors reused after a restart, exact downloads, and every
 refusal of the safety rules (400 for a path, '..', a name not listed, a bad query, pipeline or steps)."""
-import json
 import threading
 import time
 

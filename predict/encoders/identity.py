@@ -68,7 +68,7 @@ def content_digest(path: str | os.PathLike) -> str:
         memo_path.parent.mkdir(parents=True, exist_ok=True)
         write_atomically(memo_path, json.dumps(memo, indent=0, sort_keys=True))
     except OSError:
-        pass
+        pass  # the memo only saves hashing again; an unwritable cache folder costs time, not correctness
     return memo[memo_key]
 
 

@@ -21,7 +21,6 @@ import os
 import time
 from dataclasses import dataclass, field
 
-import numpy as np
 from tqdm import tqdm
 
 from predict.core.heatmap import colour_heatmap, overlay
