@@ -18,10 +18,6 @@ def map_path(cache_path: str, kind: str, idx: int) -> str:
     return os.path.join(cache_path, f"{kind}_{idx}.jpg")
 
 
-def maps_exist(cache_path: str, idx: int) -> bool:
-    return all(os.path.isfile(map_path(cache_path, kind, idx)) for kind in MAP_KINDS)
-
-
 def encode_jpeg(image: np.ndarray, path: str = "image") -> np.ndarray:
     """JPEG bytes of a uint8 gray or BGR image at OpenCV's quality 95, as the original's ``cv2.imwrite``."""
     ok, data = cv2.imencode(".jpg", image)

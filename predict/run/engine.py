@@ -407,10 +407,14 @@ class SeloRun:
         reused, the log says why."""
         if self.config.overwrite:
             return False
-        problem = self.store.unusable.get(sample.idx) or reuse_problem(
-            self.store.get(sample.idx),
-            sample_identity(self.settings_digest, sample, image_digest(os.path.join(self.config.src_data_path, sample.jpg_name))),
-            self.config.cache_path, sample.idx)
+        problem = self.store.unusable.get(sample.idx)
+        if problem is None:
+            record = self.store.get(sample.idx)
+            if record is None:  # never computed: nothing to say, and no image to hash
+                return False
+            image_key = image_digest(os.path.join(self.config.src_data_path, sample.jpg_name))
+            problem = reuse_problem(record, sample_identity(self.settings_digest, sample, image_key),
+                                    self.config.cache_path, sample.idx)
         if problem is None:
             log.info("Skipping %d/%d: %s (already complete)", sample.idx, total, sample.jpg_name)
         elif problem != NOT_COMPUTED:

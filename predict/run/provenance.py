@@ -63,17 +63,11 @@ def polygons_digest(polygons) -> str:
     return hashlib.sha256(json.dumps(polygons, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
-@lru_cache(maxsize=256)
-def _file_digest_memo(path: str, size: int, mtime_ns: int) -> str:
-    return file_digest(path)
-
-
 def image_digest(path: str) -> str | None:
     """The image file's sha1 (:attr:`~predict.run.localise.LoadedImage.key`), without decoding it, memoised
     by (path, size, mtime) for the samples sharing an image; None when it cannot be read."""
     try:
-        st = os.stat(path)
-        return _file_digest_memo(os.path.realpath(path), st.st_size, st.st_mtime_ns)
+        return file_digest(path)
     except OSError:
         return None
 

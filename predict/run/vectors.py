@@ -10,6 +10,7 @@ import hashlib
 import io
 import os
 import warnings
+from functools import lru_cache
 from collections import deque
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -23,8 +24,15 @@ from predict.io.atomic import write_atomically
 from predict.run.timing import StageTimer
 
 
-def file_digest(path: str, chunk: int = 1 << 22) -> str:
-    """sha1 of a file's bytes (identifies an image by content, whatever its name)."""
+def file_digest(path: str) -> str:
+    """sha1 of a file's bytes (identifies an image by content, whatever its name), memoised by (real path,
+    size, mtime) so that the samples of one image, the resume check and the decode hash it once."""
+    st = os.stat(path)
+    return _hashed_file(os.path.realpath(path), st.st_size, st.st_mtime_ns)
+
+
+@lru_cache(maxsize=256)
+def _hashed_file(path: str, size: int, mtime_ns: int, chunk: int = 1 << 22) -> str:
     digest = hashlib.sha1()
     with open(path, "rb") as f:
         while block := f.read(chunk):
