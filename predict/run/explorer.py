@@ -30,8 +30,7 @@ from dataclasses import dataclass, field
 import cv2
 import numpy as np
 
-from predict.core import tiling
-from predict.core.heatmap import colour_heatmap, mean_tile_scores
+from predict.core.heatmap import colour_heatmap
 from predict.core.pipelines import PIPELINES, PipelineSpec, get_pipeline
 from predict.core.preview import preview_map, preview_peaks, preview_scale
 from predict.encoders.base import EncoderSpecModel
@@ -39,7 +38,8 @@ from predict.io.atomic import write_atomically
 from predict.io.maps import encode_jpeg
 from predict.io.raster import (RasterImage, peaks_feature_collection, pixel_coordinates, read_raster,
                                write_probmap_tif)
-from predict.run.localise import mostly_valid, probability_map_of, score_tiles
+from predict.run.localise import mostly_valid, score_tiles, tile_cells
+from predict.run.scenes import raster_probmap
 from predict.run.timing import StageTimer
 from predict.run.vectors import TileVectorStore
 
@@ -326,10 +326,7 @@ class Explorer:
         path = os.path.join(self.config.outputs_dir, result.id + DOWNLOADS[kind])
         if not os.path.isfile(path):
             raster = self.raster(result.image)
-            probmap = probability_map_of(result.tiles, result.scores, result.height, result.width, result.spec,
-                                         name=result.image).pixels
-            if raster.valid is not None:
-                probmap[~raster.valid] = 0  # as selo-localise writes it: no centre or colour on nodata
+            probmap = raster_probmap(raster, result.tiles, result.scores, result.spec, result.image)  # as selo-localise
             if kind == "probmap":
                 write_probmap_tif(path, probmap, raster)
             else:
@@ -397,7 +394,7 @@ class Explorer:
         tiles, scores = score_tiles(raster.loaded(), query, self.encoder, spec, store, self.config.seed, timer, name,
                                     valid=raster.valid)
         scale = preview_scale(height, width, self.config.preview_side)
-        cells = mean_tile_scores([tiling.effective_box(t, height, width) for t in tiles], scores, height, width)
+        cells = tile_cells(tiles, scores, height, width, fill_uncovered=raster.valid is not None)
         preview = preview_map(cells, spec.map_filter, scale, name)
         colour = colour_heatmap(preview)
         if raster.valid is not None:  # nodata: 0 (no peak there) and transparent

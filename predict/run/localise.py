@@ -22,7 +22,7 @@ import cv2
 import numpy as np
 
 from predict.core import tiling
-from predict.core.heatmap import is_flat, mean_tile_scores, probability_map
+from predict.core.heatmap import CellMap, is_flat, mean_tile_scores, probability_map
 from predict.core.pipelines import PipelineSpec, get_pipeline
 from predict.encoders.base import EncoderSpecModel
 from predict.io.images import read_image
@@ -149,6 +149,18 @@ class ProbabilityMap(NamedTuple):
     degenerate: bool
 
 
+def tile_cells(tiles: Sequence[tiling.Tile], scores: np.ndarray, height: int, width: int,
+               fill_uncovered: bool = False) -> CellMap:
+    """The per-pixel mean of scored tiles as a :class:`~predict.core.heatmap.CellMap` (non-finite scores left
+    out); with ``fill_uncovered`` pixels no tile covers get the minimum instead of 0 (see
+    :func:`probability_map_of`)."""
+    boxes = [tiling.effective_box(tile, height, width) for tile in tiles]
+    scores = np.asarray(scores, dtype=np.float64)
+    if fill_uncovered:  # a box over the whole image with no score: cells only it covers get the minimum
+        boxes, scores = boxes + [(0, height, 0, width)], np.append(scores, np.nan)
+    return mean_tile_scores(boxes, scores, height, width)
+
+
 def probability_map_of(tiles: Sequence[tiling.Tile], scores: np.ndarray, height: int, width: int,
                        spec: PipelineSpec, timer: StageTimer | None = None, name: str = "image",
                        fill_uncovered: bool = False) -> ProbabilityMap:
@@ -170,10 +182,7 @@ def probability_map_of(tiles: Sequence[tiling.Tile], scores: np.ndarray, height:
         warnings.warn(f"{name}: {nonfinite} of {len(scores)} tile scores are not finite (NaN or infinite); "
                       "left out of the per-pixel mean", stacklevel=2)
     with timer.stage("gnt"):
-        boxes = [tiling.effective_box(tile, height, width) for tile in tiles]
-        if fill_uncovered:  # a box over the whole image with no score: cells only it covers get the minimum
-            boxes, scores = boxes + [(0, height, 0, width)], np.append(scores, np.nan)
-        cells = mean_tile_scores(boxes, scores, height, width)
+        cells = tile_cells(tiles, scores, height, width, fill_uncovered)
     with timer.stage("flt"):
         pixels = probability_map(cells, spec.map_filter, name)
     return ProbabilityMap(pixels, nonfinite, is_flat(cells.values))  # no finite score: all-zero cells

@@ -21,6 +21,7 @@ import os
 import time
 from dataclasses import dataclass, field
 
+import numpy as np
 from tqdm import tqdm
 
 from predict.core.heatmap import colour_heatmap, overlay
@@ -78,6 +79,17 @@ def write_json(path: str, data: dict) -> None:
     write_atomically(path, json.dumps(data, indent=1) + "\n")
 
 
+def raster_probmap(raster: RasterImage, tiles, scores, spec: PipelineSpec, name: str) -> np.ndarray:
+    """The exact full-resolution uint8 map of a raster's scored tiles: pixels no tile covers (the left-out
+    nodata tiles) get the map's minimum, and nodata pixels are 0 (no attention centre, region or colour)."""
+    height, width = raster.pixels.shape[:2]
+    probmap = probability_map_of(tiles, scores, height, width, spec, name=name,
+                                 fill_uncovered=raster.valid is not None).pixels
+    if raster.valid is not None:
+        probmap[~raster.valid] = 0
+    return probmap
+
+
 class SceneRun:
     """One run: the encoder, the tile-vector store, the results and errors so far."""
 
@@ -101,11 +113,7 @@ class SceneRun:
         encoded_before = self.vectors.tiles_encoded
         tiles, scores = score_tiles(raster.loaded(), query, self.encoder, config.pipeline, self.vectors,
                                     config.seed, name=image, valid=raster.valid)
-        height, width = raster.pixels.shape[:2]
-        probmap = probability_map_of(tiles, scores, height, width, config.pipeline, name=image,
-                                     fill_uncovered=raster.valid is not None).pixels
-        if raster.valid is not None:
-            probmap[~raster.valid] = 0  # no attention centre, region or colour on nodata
+        probmap = raster_probmap(raster, tiles, scores, config.pipeline, image)
         names = output_names(os.path.splitext(os.path.basename(image))[0], k, config.regions is not None)
         out = {kind: os.path.join(config.out_dir, name) for kind, name in names.items()}
         write_probmap_tif(out["probmap"], probmap, raster)
