@@ -22,8 +22,8 @@ import sys
 import threading
 import warnings
 from collections import deque
-from concurrent.futures import CancelledError, Future, ThreadPoolExecutor
-from contextlib import contextmanager
+from concurrent.futures import CancelledError, Future, InvalidStateError, ThreadPoolExecutor
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -538,10 +538,12 @@ class SeloRun:
         def resolve(finished: Future) -> None:
             if finished.cancelled():  # the run was interrupted
                 outcome.cancel()
-            elif finished.exception() is not None:
-                outcome.set_exception(finished.exception())
-            else:
-                outcome.set_result((finished.result(), scored))
+                return
+            with suppress(InvalidStateError):  # an interrupt cancelled the outcome meanwhile: nothing to hand over
+                if finished.exception() is not None:
+                    outcome.set_exception(finished.exception())
+                else:
+                    outcome.set_result((finished.result(), scored))
 
         if finisher is None:
             resolve(_completed(self._finish_and_release, sample, scored, log, 0))
