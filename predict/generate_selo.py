@@ -21,7 +21,7 @@ import time
 
 from predict import REPO_ROOT
 from predict.core.pipelines import PIPELINES, get_pipeline
-from predict.encoders.registry import load_encoder, read_options
+from predict.encoders.registry import load_encoder
 from predict.io.annotations import load_annotations
 from predict.io.checks import (EXIT_INTERRUPTED, OneLineParser, fail_to_start, first_line, interrupted_line,
                                positive_int, prepare_output_folder, require_folder, tile_steps)
@@ -93,7 +93,6 @@ def generate(args: argparse.Namespace) -> int:
             config = run_config(args)
             require_folder(config.src_data_path, "image folder (--src_data_path)")
             samples = load_annotations(config.src_anno_path)
-            read_options(args.yaml_path)
             encoder = load_encoder(args.yaml_path, device=args.device, batch_size=args.batch_size)
         except Exception as exc:
             return fail_to_start(first_line(exc), logger)

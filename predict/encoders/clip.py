@@ -153,9 +153,9 @@ class OpenCLIPEncoder(TorchEncoder):
         features = self.model.encode_image(images.to(self.input_dtype)).float()
         return F.normalize(features, dim=-1).cpu().numpy()
 
-    @torch.inference_mode()
     def text_encoder(self, text: str) -> np.ndarray:
         """One query -> ``(D,)`` float32 unit vector (open_clip's tokenizer, truncated to its context length)."""
         tokens = self.tokenizer([text]).to(self.torch_device)
-        features = self.model.encode_text(tokens).float()
-        return F.normalize(features, dim=-1)[0].cpu().numpy().astype(np.float32, copy=False)
+        with self.inference():
+            features = self.model.encode_text(tokens).float()
+            return F.normalize(features, dim=-1)[0].cpu().numpy().astype(np.float32, copy=False)

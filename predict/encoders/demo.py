@@ -76,8 +76,8 @@ class DemoEncoder(TorchEncoder):
         batch = torch.from_numpy(tiles).to(self.torch_device)
         return self.network.encode_image(pool_tiles(batch)).float().cpu().numpy()
 
-    @torch.inference_mode()
     def text_encoder(self, text: str) -> np.ndarray:
         """One caption -> float32 ``(128,)``; unknown words count as ``<unk>``."""
         ids = encode_captions([text], self.index).to(self.torch_device)
-        return self.network.encode_text(ids)[0].float().cpu().numpy()
+        with self.inference():  # the image side's context: the same precision for both towers
+            return self.network.encode_text(ids)[0].float().cpu().numpy()

@@ -7,7 +7,6 @@ whole parsed yaml with its paths already resolved.
 """
 from __future__ import annotations
 
-import copy
 import importlib
 import os
 from pathlib import Path
@@ -142,7 +141,7 @@ def load_encoder(yaml_path: str | os.PathLike, device: str | None = None,
         checkpoint: overrides the yaml's ``optim.resume``.
         batch_size: overrides the yaml's ``model.batch_size`` (tiles per ``image_encoder`` call).
     """
-    options = copy.deepcopy(read_options(yaml_path))
+    options = read_options(yaml_path)  # a fresh dict each call: changed below without copying
     if checkpoint is not None:
         options.setdefault("optim", {})["resume"] = resolve_path(checkpoint, Path.cwd())
     if batch_size is not None:
