@@ -2,6 +2,7 @@
 import json
 from html.parser import HTMLParser
 from pathlib import Path
+from xml.etree import ElementTree
 
 import cv2
 import numpy as np
@@ -10,6 +11,7 @@ from evaluations.metrics import SeloScore
 from predict.io.results import MetricsStore
 from predict.io.report import THUMB_SIZE, annotate, write_report
 
+SVG = "{http://www.w3.org/2000/svg}"
 VOID_TAGS = {"area", "base", "br", "col", "embed", "hr", "img", "input", "link", "meta", "source", "track", "wbr"}
 
 
@@ -61,13 +63,34 @@ def test_report_is_valid_html_with_existing_links(tmp_path):
     for link in checker.links:
         assert not link.startswith(("/", "http")), link  # relative: the folder moves as a whole
         assert (tmp_path / link).is_file(), link
-    assert "report/overlay_0.jpg" in checker.links and "probmap_1.jpg" in checker.links
+    assert "report/overlay_0.svg" in checker.links and "probmap_1.jpg" in checker.links
     assert "a &lt;red&gt; &amp; white roof" in text  # captions escaped
     assert "probmap_2.jpg: probability map not found" in text  # errors listed
     assert "<th>Cut</th>" in text and "4.2500" in text  # stage times at the top
     thumb = cv2.imread(str(tmp_path / "report" / "thumb_1.jpg"))
     assert max(thumb.shape[:2]) == THUMB_SIZE  # 900x500 probmap shrunk
-    assert cv2.imread(str(tmp_path / "report" / "overlay_1.jpg")).shape[:2] == (900, 500)  # full size
+    # the full-size drawings: the marks as vector shapes over the map file, at the map's size
+    svg = ElementTree.parse(tmp_path / "report" / "overlay_1.svg").getroot()
+    assert svg.get("viewBox") == "0 0 500 900"
+    background = svg.find(f"{SVG}image")
+    assert background.get("href") == "../probmap_1.jpg" and (tmp_path / "report" / background.get("href")).is_file()
+    assert svg.find(f"{SVG}g/{SVG}polygon").get("points") == "20,30 120,30 120,110 20,110"
+    svg = ElementTree.parse(tmp_path / "report" / "overlay_0.svg").getroot()
+    assert svg.find(f"{SVG}image").get("href") == "../addmap_0.jpg" and svg.get("viewBox") == "0 0 300 200"
+    assert [t.text for t in svg.iter(f"{SVG}text")] == ["1", "2"]  # the attention centres, numbered
+
+
+def test_report_of_a_large_map_draws_from_a_reduced_decode(tmp_path):
+    """A map larger than 8 thumbnails is decoded at 1/8 scale; the thumbnail and the drawing's size hold."""
+    polygon = [[400, 300], [2400, 300], [2400, 1800], [400, 1800]]
+    cv2.imwrite(str(tmp_path / "addmap_0.jpg"), np.full((3001, 6000, 3), 90, np.uint8))
+    (tmp_path / "anno.json").write_text(json.dumps([{"caption": "a", "jpg_name": "a.jpg", "points": [polygon]}]))
+    MetricsStore(str(tmp_path)).record(0, "a.jpg", "a", SeloScore(0.9, 0.1, 1.0, 0.9, [(1400, 1000)], [(1400, 1050, 1200)]))
+    write_report(str(tmp_path), str(tmp_path / "anno.json"))
+    thumb = cv2.imread(str(tmp_path / "report" / "thumb_0.jpg"))
+    assert thumb.shape[:2] == (180, 360)
+    assert tuple(int(v) for v in thumb[18, 40]) != (90, 90, 90)  # the polygon's corner (400, 300), scaled 0.06
+    assert ElementTree.parse(tmp_path / "report" / "overlay_0.svg").getroot().get("viewBox") == "0 0 6000 3001"
 
 
 def test_annotate_draws_polygon_circle_and_centres():

@@ -12,7 +12,7 @@ from __future__ import annotations
 import numpy as np
 
 from evaluations.metrics import PEAK_WINDOW, SMOOTH_SIZE, local_maxima, rank_centres, region_centroids
-from predict.core.heatmap import CellMap, MapFilter, normalise_to_uint8
+from predict.core.heatmap import CellMap, MapFilter, probability_map
 
 
 def preview_scale(height: int, width: int, max_side: int) -> float:
@@ -67,8 +67,7 @@ def preview_map(cells: CellMap, map_filter: MapFilter, scale: float, name: str =
     >>> preview_map(cells, MapFilter(median=3), 0.5).shape
     (200, 200)
     """
-    small = scaled_cells(cells, scale)
-    return scaled_filter(map_filter, scale)(small.expand(normalise_to_uint8(cells.values, name)))
+    return probability_map(scaled_cells(cells, scale), scaled_filter(map_filter, scale), name)
 
 
 def preview_peaks(preview: np.ndarray, scale: float) -> list[tuple[int, int, int]]:

@@ -13,9 +13,14 @@ from predict.io.atomic import write_atomically
 MAP_KINDS = ("probmap", "heatmap", "addmap")
 
 
+def map_name(kind: str, idx: int) -> str:
+    """``<kind>_<idx>.jpg``, the original's file names."""
+    return f"{kind}_{idx}.jpg"
+
+
 def map_path(cache_path: str, kind: str, idx: int) -> str:
-    """``<cache>/<kind>_<idx>.jpg``, the original's file names."""
-    return os.path.join(cache_path, f"{kind}_{idx}.jpg")
+    """``<cache>/<kind>_<idx>.jpg``."""
+    return os.path.join(cache_path, map_name(kind, idx))
 
 
 def encode_jpeg(image: np.ndarray, path: str = "image") -> np.ndarray:

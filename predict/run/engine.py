@@ -32,7 +32,7 @@ from tqdm import tqdm
 
 from evaluations.metrics import SeloScore, evaluate_gray
 from evaluations.utils import log_metric_block
-from predict.core.heatmap import usable_cores
+from predict.core.stripes import usable_cores
 from predict.core.pipelines import PIPELINES, PipelineSpec
 from predict.core.tiling import Tile
 from predict.encoders.base import EncoderSpecModel
@@ -41,7 +41,7 @@ from predict.io.annotations import Sample, SampleError, load_annotations
 from predict.io.atomic import WriteError
 from predict.io.checks import first_line
 from predict.io.lock import folder_lock
-from predict.io.maps import map_path, write_colour_maps, write_probmap
+from predict.io.maps import map_name, map_path, write_colour_maps, write_probmap
 from predict.io.report import draw_sample, write_report
 from predict.io.results import STAGES, MetricsStore
 from predict.run.localise import LoadedImage, load_image, probability_map_of, score_tiles
@@ -370,8 +370,8 @@ class SeloRun:
             addmap = write_colour_maps(config.cache_path, sample.idx, pixels, probmap, concurrent=scored.concurrent)
         del probmap
         if config.report:
-            draw_sample(config.cache_path, sample.idx, addmap, sample.polygons, score.circles, score.centers,
-                        copy=False)
+            draw_sample(config.cache_path, sample.idx, addmap, map_name("addmap", sample.idx),
+                        (height, width), sample.polygons, score.circles, score.centers)
             self.drawn.add(sample.idx)
         return score
 
