@@ -135,6 +135,7 @@ def test_byte_budget_bounds_what_is_in_flight_and_lets_an_oversized_request_run_
     in_flight, peak, lock = [0], [0], threading.Lock()
 
     def work(nbytes):
+        budget.queue(nbytes)
         budget.acquire_finish(nbytes)
         with lock:
             in_flight[0] += nbytes
@@ -150,7 +151,7 @@ def test_byte_budget_bounds_what_is_in_flight_and_lets_an_oversized_request_run_
     for thread in threads:
         thread.join(timeout=10)
     assert not any(thread.is_alive() for thread in threads)
-    assert budget.used == {"image": 0, "finish": 0}
+    assert budget.used == {"image": 0, "finish": 0} and budget.queued == []
     assert peak[0] in (8, 25)  # never two 4s with a third, and the 25 alone
     assert peak[0] <= 25
 
@@ -180,6 +181,30 @@ def test_decoding_ahead_waits_for_the_current_images_finishes_unless_nothing_is_
     budget.release("image", 7)
     budget.acquire_image(50)  # larger than the budget, nothing in flight: granted
     assert budget.used["image"] == 50
+
+
+def test_decoding_ahead_leaves_room_for_the_largest_queued_finish():
+    """The encoder runs ahead of finishes waiting for memory, but an image it decodes never takes the
+    room a queued finish needs."""
+    budget = ByteBudget(limit=10)
+    budget.acquire_image(2)  # a scored image whose samples wait to be finished
+    budget.queue(6)
+    budget.queue(3)
+    started = threading.Event()
+
+    def decode_next():
+        budget.acquire_image(3)  # 2 + 3 + 6 > 10: waits
+        started.set()
+
+    thread = threading.Thread(target=decode_next)
+    thread.start()
+    assert not started.wait(0.2)
+    budget.acquire_finish(6)  # admitted: 2 + 6 in use, 3 queued; 2 + 6 + 3 + 3 > 10 still
+    assert not started.wait(0.2)
+    budget.release("finish", 6)  # 2 in use, 3 queued: 2 + 3 + 3 fits
+    assert started.wait(5)
+    thread.join()
+    assert budget.queued == [3] and budget.used == {"image": 5, "finish": 0}
 
 
 def test_tiles_cut_ahead_are_the_same_batches():

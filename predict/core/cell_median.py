@@ -152,3 +152,9 @@ def cell_median(row_edges: np.ndarray, col_edges: np.ndarray, values: np.ndarray
         list(pool.map(lambda first, stop: _median_rows(row_edges, col_edges, values, size, out, first, stop),
                       bounds[:-1], bounds[1:]))
     return out
+
+
+def load_kernel() -> None:
+    """Compile the kernel, or load it from numba's cache, now rather than on the first map (LLVM and the
+    code take about 100 MB, which a run's memory budget should see from the start)."""
+    cell_median(np.array([0, 1]), np.array([0, 1]), np.zeros((1, 1), np.uint8), 1)

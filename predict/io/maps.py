@@ -39,9 +39,13 @@ def write_jpeg(path: str, image: np.ndarray) -> np.ndarray:
 
 
 def write_probmap(cache_path: str, idx: int, probmap: np.ndarray) -> np.ndarray:
-    """Write ``probmap_{idx}.jpg``; return the map as decoded from its JPEG, which is what the indicators
-    are computed on (as the original did)."""
-    data = write_jpeg(map_path(cache_path, "probmap", idx), probmap)
+    """Write ``probmap_{idx}.jpg``; return its JPEG bytes."""
+    return write_jpeg(map_path(cache_path, "probmap", idx), probmap)
+
+
+def decode_probmap(data: np.ndarray) -> np.ndarray:
+    """The uint8 ``(H, W)`` map of a probmap's JPEG bytes: what the indicators are computed on, as the
+    original's evaluator read the file."""
     return cv2.imdecode(data, cv2.IMREAD_GRAYSCALE)
 
 

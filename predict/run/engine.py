@@ -41,7 +41,7 @@ from predict.io.annotations import Sample, SampleError, load_annotations
 from predict.io.atomic import WriteError
 from predict.io.checks import first_line
 from predict.io.lock import folder_lock
-from predict.io.maps import map_name, map_path, write_colour_maps, write_probmap
+from predict.io.maps import decode_probmap, map_name, map_path, write_colour_maps, write_probmap
 from predict.io.report import draw_sample, write_report
 from predict.io.results import STAGES, MetricsStore
 from predict.run.localise import LoadedImage, load_image, probability_map_of, score_tiles
@@ -167,15 +167,17 @@ def image_pixels(path: str) -> int:
 class ByteBudget:
     """Bytes of the large arrays in flight (decoded images, samples being finished), kept within ``limit``.
 
-    A finish waits until it fits, or until no other finish is in flight (one larger than the whole budget
-    runs alone). Decoding the next image waits until it fits beside what is in flight and ``reserved``
-    (the finishes still to come for the current image), or until nothing is in flight.
+    A finish is queued (:meth:`queue`), then waits until it fits, or until no other finish is in flight
+    (one larger than the whole budget runs alone). Decoding the next image waits until it fits beside what
+    is in flight and the largest finish to come (queued, or ``reserved`` for the current image's samples
+    not scored yet), or until nothing is in flight: an image decoded ahead never keeps a finish waiting.
     """
 
     def __init__(self, limit: int = 0):
         self.limit = limit
         self.reserved = 0
         self.used = {"image": 0, "finish": 0}
+        self.queued: list[int] = []  # bytes of the finishes waiting for the budget
         self._changed = threading.Condition()
 
     def _total(self) -> int:
@@ -183,12 +185,20 @@ class ByteBudget:
 
     def acquire_image(self, nbytes: int) -> None:
         with self._changed:
-            self._changed.wait_for(lambda: self._total() + nbytes + self.reserved <= self.limit or not self._total())
+            self._changed.wait_for(lambda: self._total() + nbytes + max(self.reserved, *self.queued, 0) <= self.limit
+                                   or not self._total())
             self.used["image"] += nbytes
 
+    def queue(self, nbytes: int) -> None:
+        """A finish of ``nbytes`` is coming: decoding ahead leaves room for it."""
+        with self._changed:
+            self.queued.append(nbytes)
+
     def acquire_finish(self, nbytes: int) -> None:
+        """Admit a finish :meth:`queue` announced."""
         with self._changed:
             self._changed.wait_for(lambda: self._total() + nbytes <= self.limit or not self.used["finish"])
+            self.queued.remove(nbytes)
             self.used["finish"] += nbytes
 
     def release(self, kind: str, nbytes: int) -> None:
@@ -362,10 +372,10 @@ class SeloRun:
                         "\"degenerate\" in metrics.json and left out of the mean", sample.idx, name)
         with timer.stage("flt"):
             log.info("Saving heatmap in %s ...", map_path(config.cache_path, "heatmap", sample.idx))
-            decoded = write_probmap(config.cache_path, sample.idx, probmap)
-        with timer.stage("eval"):  # on the map as decoded from its JPEG, as the original
-            score = evaluate_gray(decoded, sample.polygons, name=f"{name} (sample {sample.idx})")
-        del decoded
+            written = write_probmap(config.cache_path, sample.idx, probmap)
+        with timer.stage("eval"):  # on the map as decoded from its JPEG, as the original's evaluator read it
+            score = evaluate_gray(decode_probmap(written), sample.polygons, name=f"{name} (sample {sample.idx})")
+        del written
         with timer.stage("flt"):
             addmap = write_colour_maps(config.cache_path, sample.idx, pixels, probmap, concurrent=scored.concurrent)
         del probmap
@@ -443,6 +453,9 @@ class SeloRun:
         parallel = self.workers > 1
         decoder = ThreadPoolExecutor(1, thread_name_prefix="selo-decode") if parallel else None
         finisher = ThreadPoolExecutor(self.workers, thread_name_prefix="selo-finish") if parallel else None
+        # finishes wait for memory in a thread of their own, in sample order, so the encoder goes on with the
+        # next samples (and images, as the budget allows) while a large image's samples finish one by one
+        admitter = ThreadPoolExecutor(1, thread_name_prefix="selo-admit") if parallel else None
         prepared: deque[Future] = deque()
 
         def prepare_next():
@@ -510,7 +523,7 @@ class SeloRun:
                         image.done_with()
                         outcome.set_exception(exc)
                     else:
-                        self._submit_finish(sample, scored, log, finisher, outcome)
+                        self._submit_finish(sample, scored, log, admitter, finisher, outcome)
                     if not left:  # every finish of this image is asked for
                         self.budget.set(reserved=0)
                     if not parallel:
@@ -521,16 +534,16 @@ class SeloRun:
                 if outcome is not None and not outcome.done():
                     outcome.cancel()  # interrupted while scoring: its commit does not wait for it
                 self.budget.set(limit=sys.maxsize, reserved=0)  # nothing waits for memory once the run is over
-                for pool in (decoder, finisher, committer):
+                for pool in (decoder, admitter, finisher, committer):  # an admitted finish still gets its thread
                     if pool is not None:
                         pool.shutdown(wait=True, cancel_futures=True)
                 bar.close()
         return failures
 
-    def _submit_finish(self, sample: Sample, scored: Scored, log: SampleLog, finisher: ThreadPoolExecutor | None,
-                       outcome: Future) -> None:
-        """Finish ``scored`` in the pool (or now, without one) once its bytes fit the budget, into ``outcome``;
-        the colour maps are encoded concurrently where that fits too."""
+    def _submit_finish(self, sample: Sample, scored: Scored, log: SampleLog, admitter: ThreadPoolExecutor | None,
+                       finisher: ThreadPoolExecutor | None, outcome: Future) -> None:
+        """Finish ``scored`` in the pool once ``admitter`` finds its bytes fit the budget (or now, without
+        pools), into ``outcome``; the colour maps are encoded concurrently where that fits too."""
         self._learn_baseline()
         pixels = scored.image.loaded.pixels.shape[0] * scored.image.loaded.pixels.shape[1]
         scored.concurrent = pixels * (IMAGE_BYTES_PER_PIXEL + FINISH_BYTES_PER_PIXEL[True]) <= self.budget.limit
@@ -548,13 +561,27 @@ class SeloRun:
         if finisher is None:
             resolve(_completed(self._finish_and_release, sample, scored, log, 0))
             return
-        self.budget.acquire_finish(nbytes)
-        finisher.submit(self._finish_and_release, sample, scored, log, nbytes).add_done_callback(resolve)
+        def admit() -> None:
+            self.budget.acquire_finish(nbytes)
+            finisher.submit(self._finish_and_release, sample, scored, log, nbytes).add_done_callback(resolve)
+
+        def not_admitted(admitted: Future) -> None:
+            if admitted.cancelled():  # the run was interrupted first
+                outcome.cancel()
+            elif admitted.exception() is not None:
+                with suppress(InvalidStateError):
+                    outcome.set_exception(admitted.exception())
+
+        self.budget.queue(nbytes)
+        admitter.submit(admit).add_done_callback(not_admitted)
 
     def _learn_baseline(self) -> None:
         """Once, after the first sample is scored (the encoder at its peak): the budget for arrays in
         flight is ``memory_limit`` less what the process uses besides them."""
         if self.budget.limit == 0:
+            if self.config.pipeline.map_filter.median is not None:  # the median's compiled code, counted too
+                from predict.core.cell_median import load_kernel
+                load_kernel()
             baseline = resident_bytes(peak=True) - self.budget.used["image"]
             self.budget.set(limit=max(1, self.config.memory_limit - baseline))
 
