@@ -162,18 +162,19 @@ def test_bad_run_settings_are_refused(bad):
         RunConfig(cache_path="x", src_data_path="x", src_anno_path="x", **bad)
 
 
+def decoding_in_a_thread(budget: ByteBudget, nbytes: int) -> tuple[threading.Thread, threading.Event]:
+    """A thread asking ``budget`` for an image of ``nbytes``, and the event it sets once granted."""
+    started = threading.Event()
+    thread = threading.Thread(target=lambda: (budget.acquire_image(nbytes), started.set()))
+    thread.start()
+    return thread, started
+
+
 def test_decoding_ahead_waits_for_the_current_images_finishes_unless_nothing_is_in_flight():
     budget = ByteBudget(limit=10)
     budget.acquire_image(4)  # the current image
     budget.set(reserved=5)  # one finish of it still to come
-    started = threading.Event()
-
-    def decode_next():
-        budget.acquire_image(3)  # 4 + 3 + 5 > 10: waits
-        started.set()
-
-    thread = threading.Thread(target=decode_next)
-    thread.start()
+    thread, started = decoding_in_a_thread(budget, 3)  # 4 + 3 + 5 > 10: waits
     assert not started.wait(0.2)
     budget.set(reserved=0)  # every finish of the current image asked for: 4 + 3 fits
     assert started.wait(5)
@@ -190,14 +191,7 @@ def test_decoding_ahead_leaves_room_for_the_largest_queued_finish():
     budget.acquire_image(2)  # a scored image whose samples wait to be finished
     budget.queue(6)
     budget.queue(3)
-    started = threading.Event()
-
-    def decode_next():
-        budget.acquire_image(3)  # 2 + 3 + 6 > 10: waits
-        started.set()
-
-    thread = threading.Thread(target=decode_next)
-    thread.start()
+    thread, started = decoding_in_a_thread(budget, 3)  # 2 + 3 + 6 > 10: waits
     assert not started.wait(0.2)
     budget.acquire_finish(6)  # admitted: 2 + 6 in use, 3 queued; 2 + 6 + 3 + 3 > 10 still
     assert not started.wait(0.2)
