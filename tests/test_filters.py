@@ -92,7 +92,17 @@ def test_cell_median_on_a_tile_grid_at_the_v1_size(height, width):
     np.testing.assert_array_equal(probability_map(cells, MapFilter(median=251)), expected)
 
 
-def test_cell_median_rejects_even_sizes():
+def test_cell_median_rejects_what_its_kernel_cannot_take():
+    """Bad sizes, edges and values raise one clear error instead of reaching the unchecked compiled loop."""
+    rows, cols, values = np.array([0, 2, 5]), np.array([0, 3]), np.zeros((2, 1), np.uint8)
     with pytest.raises(ValueError, match="odd"):
-        cell_median(np.array([0, 2]), np.array([0, 2]), np.zeros((1, 1), np.uint8), 4)
+        cell_median(rows, cols, values, 4)
+    with pytest.raises(ValueError, match=r"values: expected uint8 \(2, 1\)"):
+        cell_median(rows, cols, np.zeros((3, 1), np.uint8), 3)
+    with pytest.raises(ValueError, match="values: expected uint8"):
+        cell_median(rows, cols, np.zeros((2, 1)), 3)
+    with pytest.raises(ValueError, match="row_edges: expected increasing"):
+        cell_median(np.array([0, 5, 2]), cols, values, 3)
+    with pytest.raises(ValueError, match="col_edges: expected increasing"):
+        cell_median(rows, np.array([1, 3]), values, 3)
 

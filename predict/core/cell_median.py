@@ -75,7 +75,7 @@ def _median_rows(row_edges, col_edges, values, size, out, first_row, stop_row): 
                     column_weight, column_slope = col_edges[j + 1] - col_edges[j], 0
                 for k in range(n_window_rows):
                     value = values[row_cells[k], j]
-                    if weight_at[value] == 0 and slope_of[value] == 0:
+                    if weight_at[value] == 0:  # first seen: every weight in the window is at least 1
                         touched[n_touched] = value
                         n_touched += 1
                     weight_at[value] += row_weights[k] * column_weight
@@ -130,7 +130,14 @@ def cell_median(row_edges: np.ndarray, col_edges: np.ndarray, values: np.ndarray
     if size < 1 or size % 2 == 0:
         raise ValueError(f"median size {size} must be odd and positive")
     row_edges, col_edges = np.asarray(row_edges, np.int64), np.asarray(col_edges, np.int64)
-    values = np.asarray(values, np.uint8)
+    values = np.asarray(values)
+    for name, edges in (("row_edges", row_edges), ("col_edges", col_edges)):
+        if edges.ndim != 1 or len(edges) < 2 or edges[0] != 0 or np.any(np.diff(edges) < 0):
+            raise ValueError(f"{name}: expected increasing pixel edges from 0, got {edges.tolist()}")
+    if values.dtype != np.uint8 or values.shape != (len(row_edges) - 1, len(col_edges) - 1):
+        # the compiled kernel does not check its indices: a mismatch would read outside the arrays
+        raise ValueError(f"values: expected uint8 ({len(row_edges) - 1}, {len(col_edges) - 1}) for the edges, "
+                         f"got {values.dtype} {values.shape}")
     keep_rows, keep_cols = np.diff(row_edges) > 0, np.diff(col_edges) > 0
     row_edges = np.append(row_edges[:-1][keep_rows], row_edges[-1])
     col_edges = np.append(col_edges[:-1][keep_cols], col_edges[-1])

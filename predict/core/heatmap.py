@@ -139,8 +139,8 @@ def probability_map(cells: CellMap, map_filter: MapFilter, name: str = "heat map
     """The filtered uint8 probability map ``(height, width)`` of a cell map: normalised, expanded, filtered.
 
     A median is computed from the cells themselves (:func:`~predict.core.cell_median.cell_median`, the same
-    bytes as ``cv2.medianBlur`` on the expanded map, ten times faster at 251 and without the full-size
-    input); a Gaussian filters the expanded map.
+    bytes as ``cv2.medianBlur`` on the expanded map, about 15 times less work at 251 and without the
+    full-size input); a Gaussian filters the expanded map.
     """
     gray = normalise_to_uint8(cells.values, name)
     if map_filter.median is not None:

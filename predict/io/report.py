@@ -39,6 +39,11 @@ td,th{border:1px solid #ccc;padding:4px 8px;text-align:left;vertical-align:top}
 td.num{text-align:right;font-family:monospace}img{display:block}.err{color:#b00}"""
 
 
+def stroke_width(height: int, width: int) -> int:
+    """Pixels of the drawings' strokes on an image of that size: they scale with it, at least 2."""
+    return max(2, round(max(height, width) / 400))
+
+
 def annotate(image_bgr: np.ndarray, polygons: list, circles: list, centres: list, *, scale: float = 1.0,
              copy: bool = True) -> np.ndarray:
     """A uint8 BGR image ``(H, W, 3)`` with the polygons ``[[x, y], ...]``, the circles ``(cx, cy, r)`` and
@@ -46,7 +51,7 @@ def annotate(image_bgr: np.ndarray, polygons: list, circles: list, centres: list
     times ``scale`` (the image's size over the map's); strokes scale with the image's size. Drawn on a
     copy, or on ``image_bgr`` itself with ``copy=False``."""
     canvas = image_bgr.copy() if copy else image_bgr
-    thickness = max(2, round(max(canvas.shape[:2]) / 400))
+    thickness = stroke_width(*canvas.shape[:2])
     outlines = [np.round(np.array(polygon, np.float64).reshape(-1, 1, 2) * scale).astype(np.int32)
                 for polygon in polygons if len(polygon)]
     cv2.polylines(canvas, outlines, True, POLYGON_BGR, thickness, cv2.LINE_AA)
@@ -85,7 +90,7 @@ def svg_drawing(href: str, height: int, width: int, polygons: list, circles: lis
     </g>
     </svg>
     """
-    thickness = max(2, round(max(height, width) / 400))
+    thickness = stroke_width(height, width)
     lines = [f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" '
              f'viewBox="0 0 {width} {height}">',
              f'<image href="{html.escape(href)}" width="{width}" height="{height}"/>',

@@ -55,9 +55,9 @@ __all__ = ["RunConfig", "SeloRun", "SettingsMismatchError", "run_testset"]  # th
 MEMORY_PER_CORE = 700_000_000  # bytes of resident memory a run aims at per usable core (default)
 DECODE_BYTES_PER_PIXEL = 6  # decoding an image: the decoder's buffer and the BGR array (measured)
 IMAGE_BYTES_PER_PIXEL = 3  # a decoded BGR image, kept for its samples
-# finishing a sample (measured with the like-SLM 10000 x 10001 image): the filter's stripes, the map and
-# its decoded JPEG, the evaluation's masks (5 bytes per pixel), then the colour map and the overlay with
-# their encoded JPEGs alive together (7.5), or one after the other (4)
+# finishing a sample (measured with the like-SLM 10000 x 10001 image): the map and its decoded JPEG with
+# the evaluation's buffers (5 bytes per pixel), then the colour map and the overlay with their encoded
+# JPEGs alive together (7.5), or one after the other (4)
 FINISH_BYTES_PER_PIXEL = {True: 8, False: 5}  # by whether the colour maps are encoded concurrently
 
 
