@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import math
 import os
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from functools import reduce
 from operator import add
@@ -28,6 +29,8 @@ RSU_BETA = 0.707
 RSU_EPS = 1e-7
 SMOOTH_PASSES = 5
 SMOOTH_SIZE = 50
+SMOOTH_BLOCK_ROWS = 1024  # rows of a block the smoothing computes at once (it reads 125 more each side)
+WINDOW_BLOCK = 128  # rows, then columns, of a block of the peak search's window maximum
 PEAK_WINDOW = 1000
 CENTRE_MIN_GRAY = 128  # the original keeps P >= 0.5; 127/255 < 0.5 <= 128/255
 CIRCLE_EXPAND = 1.5
@@ -114,51 +117,118 @@ def rsu_of_sums(sum_in: np.float64, sum_all: np.float64, area: np.float64, n_pix
     return 1 - np.exp(-RSU_BETA * left * right)
 
 
-def smooth_gray(gray: np.ndarray, size: int = SMOOTH_SIZE) -> np.ndarray:
+def _on_threads(work, parts: int, workers: int) -> None:
+    """``work(part, scratch)`` for ``part`` in ``range(parts)``, on up to ``workers`` threads, each with its own
+    ``scratch`` dict for buffers it reuses from part to part (OpenCV releases the GIL)."""
+    threads = max(1, min(workers, parts))
+
+    def run(first: int) -> None:
+        scratch = {}
+        for part in range(first, parts, threads):
+            work(part, scratch)
+
+    if threads == 1:
+        run(0)
+        return
+    with ThreadPoolExecutor(threads) as pool:
+        list(pool.map(run, range(threads)))
+
+
+def _buffer(scratch: dict, key: str, shape: tuple) -> np.ndarray:
+    """A uint8 buffer of ``shape`` from ``scratch``, allocated once at the largest size asked for."""
+    if key not in scratch or scratch[key].size < shape[0] * shape[1]:
+        scratch[key] = np.empty(shape, np.uint8)
+    return scratch[key].reshape(-1)[:shape[0] * shape[1]].reshape(shape)
+
+
+def _workers() -> int:
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+
+
+def smooth_gray(gray: np.ndarray, size: int = SMOOTH_SIZE, workers: int | None = None) -> np.ndarray:
     """The original's smoothing before the peak search: five uint8 ``size`` x ``size`` box filters (50),
-    uint8 ``(H, W)``."""
-    smooth, spare = np.empty_like(gray), np.empty_like(gray)  # two buffers for all passes: no page faults
-    cv2.boxFilter(gray, -1, (size, size), dst=smooth)
-    for _ in range(SMOOTH_PASSES - 1):
-        cv2.boxFilter(smooth, -1, (size, size), dst=spare)
-        smooth, spare = spare, smooth
+    uint8 ``(H, W)``.
+
+    Computed on row blocks of ``SMOOTH_BLOCK_ROWS`` on ``workers`` threads (default: the usable cores):
+    a block carries the ``5 * (size // 2)`` rows beyond it that its five passes reach, and at the map's
+    top and bottom its edge is the map's, so each block's rows are bit for bit the whole map's; only the
+    result is full-size.
+    """
+    height, width = gray.shape
+    halo = SMOOTH_PASSES * (size // 2)
+    smooth = np.empty_like(gray)
+
+    def block(part: int, scratch: dict) -> None:
+        top, bottom = part * SMOOTH_BLOCK_ROWS, min(height, (part + 1) * SMOOTH_BLOCK_ROWS)
+        first, last = max(0, top - halo), min(height, bottom + halo)
+        current, spare = (_buffer(scratch, key, (last - first, width)) for key in ("a", "b"))
+        cv2.boxFilter(gray[first:last], -1, (size, size), dst=current)
+        for _ in range(SMOOTH_PASSES - 1):
+            cv2.boxFilter(current, -1, (size, size), dst=spare)
+            current, spare = spare, current
+        smooth[top:bottom] = current[top - first:bottom - first]
+
+    _on_threads(block, -(-height // SMOOTH_BLOCK_ROWS), workers or _workers())
     return smooth
 
 
-def _corner_kernel(offset: int) -> np.ndarray:
-    """A dilation kernel whose only taps are its corners: offsets 0 and ``offset`` on each axis."""
-    kernel = np.zeros((offset + 1, offset + 1), np.uint8)
-    kernel[::offset, ::offset] = 1
+def _corner_kernel(offset: int, vertical: bool) -> np.ndarray:
+    """A 1-D dilation kernel whose only taps are its ends: offsets 0 and ``offset`` along one axis."""
+    kernel = np.zeros((offset + 1, 1) if vertical else (1, offset + 1), np.uint8)
+    kernel.reshape(-1)[::offset] = 1
     return kernel
 
 
-def window_maximum(image: np.ndarray, size: int) -> np.ndarray:
-    """Maximum over the ``size`` x ``size`` window of each pixel of a uint8 ``(H, W)`` image.
-
-    Equals ``scipy.ndimage.maximum_filter(image, size)``: window offsets ``[-(size//2), size - 1 - size//2]``
-    per axis, clipped to the image (scipy's 'reflect' border only repeats values already in the window).
-    Computed by doubling (a window of 2w is the max of two of w): about log2(size) passes of 4-tap dilations
-    instead of one pass over size**2 (OpenCV's rectangle) or 2*size (scipy) values.
-    """
-    before = size // 2
-    # Zero rows/columns in front make every window start inside the array (0 never wins a uint8 max);
-    # past the end, the dilation's constant 0 border does the same.
-    padded = (image.shape[0] + before, image.shape[1] + before)
-    current = cv2.copyMakeBorder(image, before, 0, before, 0, cv2.BORDER_CONSTANT, value=0,
-                                 dst=np.empty(padded, np.uint8))  # numpy's buffer: huge pages, fewer faults
-    spare = np.empty_like(current)  # (dilating in place would have OpenCV copy the source on every pass)
-    width = 1  # current[i, j] holds the max over [i, i + width) x [j, j + width)
-    steps = []
+def _running_maximum(current: np.ndarray, spare: np.ndarray, size: int, vertical: bool) -> np.ndarray:
+    """``current[i]`` (along one axis) becomes the maximum over ``[i, i + size)``, zeros past the end, by
+    doubling (a window of 2w is the max of two of w): about log2(size) 2-tap dilations; ``spare`` is a
+    buffer of the same shape. Returns the buffer holding the result."""
+    width, steps = 1, []
     while 2 * width <= size:
         steps.append(width)
         width *= 2
     if width < size:
         steps.append(size - width)
     for offset in steps:
-        cv2.dilate(current, _corner_kernel(offset), dst=spare, anchor=(0, 0), borderType=cv2.BORDER_CONSTANT,
-                   borderValue=0)
+        cv2.dilate(current, _corner_kernel(offset, vertical), dst=spare, anchor=(0, 0),
+                   borderType=cv2.BORDER_CONSTANT, borderValue=0)
         current, spare = spare, current
-    return current[:image.shape[0], :image.shape[1]]
+    return current
+
+
+def window_maximum(image: np.ndarray, size: int, workers: int | None = None) -> np.ndarray:
+    """Maximum over the ``size`` x ``size`` window of each pixel of a uint8 ``(H, W)`` image.
+
+    Equals ``scipy.ndimage.maximum_filter(image, size)``: window offsets ``[-(size//2), size - 1 - size//2]``
+    per axis, clipped to the image (scipy's 'reflect' border only repeats values already in the window).
+    The maximum is separable: along rows on blocks of rows, then along columns on blocks of columns, each
+    on ``workers`` threads (default: the usable cores) and by doubling (:func:`_running_maximum`); the
+    blocks' buffers are small, so the only full-size array is the result.
+    """
+    height, width = image.shape
+    before = size // 2
+    out = np.empty_like(image)
+
+    # Zeros in front make every window start inside the buffer (0 never wins a uint8 max); past the end,
+    # the dilation's constant 0 border does the same.
+    def rows(part: int, scratch: dict) -> None:
+        top, bottom = part * WINDOW_BLOCK, min(height, (part + 1) * WINDOW_BLOCK)
+        current, spare = (_buffer(scratch, key, (bottom - top, width + before)) for key in ("a", "b"))
+        current[:, :before] = 0
+        current[:, before:] = image[top:bottom]
+        out[top:bottom] = _running_maximum(current, spare, size, vertical=False)[:, :width]
+
+    def columns(part: int, scratch: dict) -> None:
+        left, right = part * WINDOW_BLOCK, min(width, (part + 1) * WINDOW_BLOCK)
+        current, spare = (_buffer(scratch, key, (height + before, right - left)) for key in ("a", "b"))
+        current[:before] = 0
+        current[before:] = out[:, left:right]
+        out[:, left:right] = _running_maximum(current, spare, size, vertical=True)[:height]
+
+    workers = workers or _workers()
+    _on_threads(rows, -(-height // WINDOW_BLOCK), workers)
+    _on_threads(columns, -(-width // WINDOW_BLOCK), workers)
+    return out
 
 
 def local_maxima(gray: np.ndarray, smooth_size: int = SMOOTH_SIZE, window: int = PEAK_WINDOW) -> np.ndarray:

@@ -28,7 +28,7 @@ from predict.io.checks import (EXIT_INTERRUPTED, OneLineParser, fail_to_start, f
 from predict.io.lock import FolderBusyError, folder_lock
 from predict.io.logs import setup_logger
 from predict.run.engine import (RunConfig, SettingsMismatchError, default_memory_limit, map_large_allocations,
-                                run_testset)
+                                run_testset, torch_runtime_settings)
 
 
 def build_parser(pipeline: str = "v1") -> argparse.ArgumentParser:
@@ -73,6 +73,7 @@ def run_config(args: argparse.Namespace) -> RunConfig:
 def main(argv=None, pipeline: str = "v1") -> int:
     args = build_parser(pipeline).parse_args(argv)
     map_large_allocations()  # freed map and tile buffers go back to the system: a lower peak
+    torch_runtime_settings()  # before the model loads: OpenMP threads that sleep, huge pages
     try:
         prepare_output_folder(args.cache_path)
     except OSError as exc:

@@ -12,6 +12,7 @@ from predict.demo.make_testset import write_testset
 from predict.model_encoder import REPO_ROOT, EncoderError, load_encoder
 from predict.demo.synthetic import generate_scene, make_caption
 from predict.core.tiling import cut_tiles
+from predict.layers.demo_net import POOL, POOL_CHUNK, pool_tiles
 
 TRAINED_YAML = REPO_ROOT / "predict/options/demo/demo_encoder.yaml"
 RANDOM_YAML = REPO_ROOT / "predict/options/demo/demo_random.yaml"
@@ -53,6 +54,15 @@ def test_batches_give_the_same_vectors(trained):
         np.testing.assert_allclose(trained.image_encoder(tiles), whole, rtol=1e-5, atol=1e-5)
     finally:
         trained.batch_size = saved
+
+
+@pytest.mark.parametrize("count", [1, POOL_CHUNK, 2 * POOL_CHUNK + 1])
+def test_pooling_by_chunks_equals_pooling_the_whole_batch(count):
+    tiles = torch.from_numpy(np.random.default_rng(count).integers(0, 256, (count, 256, 256, 3), dtype=np.uint8))
+    whole = torch.nn.functional.avg_pool2d(tiles.permute(0, 3, 1, 2).to(torch.float32).div_(255), POOL)
+    pooled = pool_tiles(tiles)
+    assert torch.equal(pooled, whole)  # bit for bit
+    assert pooled.stride() == whole.stride()  # the same memory layout, so the convolutions run the same way
 
 
 def test_unknown_words_do_not_fail(trained):

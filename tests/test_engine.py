@@ -132,28 +132,53 @@ def test_report_written_from_maps_on_disk_equals_the_one_drawn_during_the_run(tm
 
 def test_byte_budget_bounds_what_is_in_flight_and_lets_an_oversized_request_run_alone():
     budget = ByteBudget(limit=10)
-    in_flight, peak, lock = [0], [0], threading.Lock()
+    in_flight, peak, lock, threads = [0], [0], threading.Lock(), []
 
-    def work(nbytes):
-        budget.queue(nbytes)
-        budget.acquire_finish(nbytes)
+    def work(nbytes, ahead):
         with lock:
             in_flight[0] += nbytes
             peak[0] = max(peak[0], in_flight[0])
         time.sleep(0.02)
         with lock:
             in_flight[0] -= nbytes
-        budget.release("finish", nbytes)
+        budget.release("finish", nbytes, ahead)
 
-    threads = [threading.Thread(target=work, args=(n,)) for n in (4, 4, 4, 25, 4, 4)]
-    for thread in threads:
-        thread.start()
+    def start(nbytes):
+        def started(ahead):
+            threads.append(threading.Thread(target=work, args=(nbytes, ahead)))
+            threads[-1].start()
+        return started
+
+    for nbytes in (4, 4, 4, 25, 4, 4):
+        budget.queue(nbytes, start(nbytes))
+    deadline = time.monotonic() + 10
+    while (budget.queued or budget.used["finish"]) and time.monotonic() < deadline:
+        time.sleep(0.01)
     for thread in threads:
         thread.join(timeout=10)
-    assert not any(thread.is_alive() for thread in threads)
-    assert budget.used == {"image": 0, "finish": 0} and budget.queued == []
+    assert len(threads) == 6 and not any(thread.is_alive() for thread in threads)
+    assert budget.used == {"image": 0, "finish": 0} and budget.queued == [] and budget.ahead == 0
     assert peak[0] in (8, 25)  # never two 4s with a third, and the 25 alone
-    assert peak[0] <= 25
+
+
+def test_smaller_finishes_go_ahead_only_where_they_leave_the_waiting_one_its_room():
+    budget = ByteBudget(limit=10)
+    budget.acquire_image(2)
+    started = []
+
+    def start(name):
+        return lambda ahead: started.append((name, ahead))
+
+    budget.queue(5, start("A"))  # 2 + 5: admitted in order
+    budget.queue(6, start("B"))  # 7 + 6 > 10: waits
+    budget.queue(1, start("C"))  # fits now (8), and 2 + 1 + 6 leaves B its room: goes ahead
+    budget.queue(2, start("D"))  # fits now (10), but 2 + 1 + 2 + 6 > 10 would delay B: waits
+    assert started == [("A", False), ("C", True)]
+    budget.release("finish", 5)  # A done: 2 + 1 + 6 fits, B is admitted; D (9 + 2) waits
+    assert started[2:] == [("B", False)]
+    budget.release("finish", 1, ahead=True)  # C done: D, the head now, fits (2 + 6 + 2)
+    assert started[3:] == [("D", False)]
+    assert budget.ahead == 0 and budget.used == {"image": 2, "finish": 8}
 
 
 @pytest.mark.parametrize("bad", [dict(workers=-1), dict(memory_limit=0)])
@@ -186,19 +211,22 @@ def test_decoding_ahead_waits_for_the_current_images_finishes_unless_nothing_is_
 
 def test_decoding_ahead_leaves_room_for_the_largest_queued_finish():
     """The encoder runs ahead of finishes waiting for memory, but an image it decodes never takes the
-    room a queued finish needs."""
+    room a queued finish needs; the finishes admitted in order are not counted, as they end first."""
     budget = ByteBudget(limit=10)
     budget.acquire_image(2)  # a scored image whose samples wait to be finished
-    budget.queue(6)
-    budget.queue(3)
-    thread, started = decoding_in_a_thread(budget, 3)  # 2 + 3 + 6 > 10: waits
-    assert not started.wait(0.2)
-    budget.acquire_finish(6)  # admitted: 2 + 6 in use, 3 queued; 2 + 6 + 3 + 3 > 10 still
-    assert not started.wait(0.2)
-    budget.release("finish", 6)  # 2 in use, 3 queued: 2 + 3 + 3 fits
+    budget.queue(5, lambda ahead: None)  # admitted: 2 + 5
+    budget.queue(5, lambda ahead: None)  # 7 + 5 > 10: waits
+    thread, started = decoding_in_a_thread(budget, 1)  # fits now (8), and 2 + 1 + 5 leaves the queued 5 its room
     assert started.wait(5)
     thread.join()
-    assert budget.queued == [3] and budget.used == {"image": 5, "finish": 0}
+    thread, started = decoding_in_a_thread(budget, 3)  # 2 + 1 + 3 + 5 > 10: waits
+    assert not started.wait(0.2)
+    budget.release("finish", 5)  # the queued 5 is admitted (3 + 5): 8 + 3 > 10 still
+    assert not started.wait(0.2)
+    budget.release("finish", 5)  # 3 in use, nothing queued: 3 + 3 fits
+    assert started.wait(5)
+    thread.join()
+    assert budget.queued == [] and budget.used == {"image": 6, "finish": 0}
 
 
 def test_tiles_cut_ahead_are_the_same_batches():

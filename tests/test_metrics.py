@@ -1,6 +1,7 @@
 """Unit tests of each SeLo indicator step on tiny hand-made maps; expected values derived by hand (comments)."""
 import math
 
+import cv2
 import numpy as np
 import pytest
 from scipy.ndimage import maximum_filter
@@ -19,8 +20,10 @@ from evaluations.metrics import (
     region_centroids,
     rmi,
     rsu,
+    smooth_gray,
     window_maximum,
 )
+from evaluations import metrics
 
 E3 = math.exp(3) - 1  # Ras denominator
 
@@ -70,6 +73,28 @@ def test_window_maximum_by_hand_and_like_scipy():
     for shape, size in [((7, 9), 1000), ((1100, 1301), 1000), ((40, 33), 7), ((13, 1), 50)]:
         image = rng.integers(0, 256, shape).astype(np.uint8)
         np.testing.assert_array_equal(window_maximum(image, size), maximum_filter(image, size=size))
+
+
+@pytest.mark.parametrize("workers", [1, 2, 3])
+def test_window_maximum_on_blocks_and_threads_like_scipy(monkeypatch, workers):
+    monkeypatch.setattr(metrics, "WINDOW_BLOCK", 7)  # many blocks, a last partial one
+    rng = np.random.default_rng(workers)
+    for shape, size in [((61, 45), 20), ((30, 50), 9), ((5, 64), 1000), ((50, 1), 6)]:
+        image = rng.integers(0, 256, shape).astype(np.uint8)
+        expected = maximum_filter(image, size=size)
+        np.testing.assert_array_equal(window_maximum(image, size, workers=workers), expected)
+
+
+@pytest.mark.parametrize("workers", [1, 2, 3])
+def test_smoothing_on_row_blocks_equals_five_box_filters_of_the_whole_map(monkeypatch, workers):
+    monkeypatch.setattr(metrics, "SMOOTH_BLOCK_ROWS", 16)  # blocks far shorter than the passes' reach
+    rng = np.random.default_rng(workers)
+    for shape, size in [((203, 37), 6), ((40, 40), 50), ((129, 3), 5), ((1, 20), 4)]:
+        gray = cv2.GaussianBlur(rng.integers(0, 256, shape).astype(np.uint8), (0, 0), 2)
+        expected = gray
+        for _ in range(5):
+            expected = cv2.boxFilter(expected, -1, (size, size))
+        np.testing.assert_array_equal(smooth_gray(gray, size, workers=workers), expected)
 
 
 def test_region_centroids_by_hand():

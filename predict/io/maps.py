@@ -49,15 +49,14 @@ def decode_probmap(data: np.ndarray) -> np.ndarray:
     return cv2.imdecode(data, cv2.IMREAD_GRAYSCALE)
 
 
-def write_colour_maps(cache_path: str, idx: int, image_bgr: np.ndarray, probmap: np.ndarray, *,
+def write_colour_maps(cache_path: str, idx: int, image_bgr: np.ndarray, heatmap: np.ndarray, *,
                       concurrent: bool = True) -> np.ndarray:
-    """Write ``heatmap_{idx}.jpg`` (JET colours of ``probmap``) and ``addmap_{idx}.jpg`` (over the image);
-    return the overlay, BGR ``(H, W, 3)``.
+    """Write ``heatmap_{idx}.jpg`` (``heatmap``: the JET colours of the probmap, :func:`colour_heatmap`) and
+    ``addmap_{idx}.jpg`` (the colours over the image); return the overlay, BGR ``(H, W, 3)``.
 
     The two encodes run concurrently (OpenCV releases the GIL); with ``concurrent=False`` one after the
-    other, the overlay computed into the colour map's buffer: 3 bytes per pixel less at the peak.
+    other, the overlay computed into ``heatmap``'s buffer: 3 bytes per pixel less at the peak.
     """
-    heatmap = colour_heatmap(probmap)
     if not concurrent:
         write_jpeg(map_path(cache_path, "heatmap", idx), heatmap)
         addmap = overlay(image_bgr, heatmap, out=heatmap)

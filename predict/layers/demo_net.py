@@ -10,10 +10,23 @@ WORD_DIM = 64
 POOL = 4  # 256 -> 64 pixels before the CNN: enough for colours and layouts, and fast on a CPU
 
 
+POOL_CHUNK = 4  # tiles converted to float at a time: 3 MB, reused by the allocator instead of fresh pages
+
+
 def pool_tiles(tiles: torch.Tensor) -> torch.Tensor:
-    """uint8 RGB ``(N, 256, 256, 3)`` -> float32 ``(N, 3, 64, 64)`` in [0, 1], means of 4 x 4 blocks."""
-    x = tiles.permute(0, 3, 1, 2).to(torch.float32).div_(255)
-    return F.avg_pool2d(x, POOL)
+    """uint8 RGB ``(N, 256, 256, 3)`` -> float32 ``(N, 3, 64, 64)`` in [0, 1], means of 4 x 4 blocks
+    (channels-last memory, as pooling the permuted batch gives).
+
+    The float copy is made ``POOL_CHUNK`` tiles at a time: the result is the same bit for bit, without a
+    float32 copy of the whole batch (16x the pooled size) written into fresh memory on every call.
+    """
+    count, height, width, _ = tiles.shape
+    pooled = torch.empty((count, 3, height // POOL, width // POOL), dtype=torch.float32, device=tiles.device,
+                         memory_format=torch.channels_last)
+    for start in range(0, count, POOL_CHUNK):
+        x = tiles[start:start + POOL_CHUNK].permute(0, 3, 1, 2).to(torch.float32).div_(255)
+        pooled[start:start + POOL_CHUNK] = F.avg_pool2d(x, POOL)
+    return pooled
 
 
 def conv_stage(cin: int, cout: int, stride: int) -> nn.Sequential:

@@ -23,17 +23,20 @@ import threading
 import warnings
 from collections import deque
 from concurrent.futures import CancelledError, Future, InvalidStateError, ThreadPoolExecutor
-from contextlib import contextmanager, suppress
+from contextlib import contextmanager, nullcontext, suppress
 from dataclasses import dataclass, field
+from typing import Callable
 
+import cv2
 import numpy as np
 from PIL import Image
 from tqdm import tqdm
 
 from evaluations.metrics import SeloScore, evaluate_gray
 from evaluations.utils import log_metric_block
-from predict.core.stripes import usable_cores
+from predict.core.heatmap import colour_heatmap
 from predict.core.pipelines import PIPELINES, PipelineSpec
+from predict.core.stripes import usable_cores
 from predict.core.tiling import Tile
 from predict.encoders.base import EncoderSpecModel
 from predict.encoders.identity import identity_digest
@@ -42,7 +45,7 @@ from predict.io.atomic import WriteError
 from predict.io.checks import first_line
 from predict.io.lock import folder_lock
 from predict.io.maps import decode_probmap, map_name, map_path, write_colour_maps, write_probmap
-from predict.io.report import draw_sample, write_report
+from predict.io.report import draw_sample, thumbnail, write_report
 from predict.io.results import STAGES, MetricsStore
 from predict.run.localise import LoadedImage, load_image, probability_map_of, score_tiles
 from predict.run.provenance import (NOT_COMPUTED, SettingsMismatchError, check_settings, image_digest,
@@ -55,13 +58,13 @@ __all__ = ["RunConfig", "SeloRun", "SettingsMismatchError", "run_testset"]  # th
 MEMORY_PER_CORE = 700_000_000  # bytes of resident memory a run aims at per usable core (default)
 DECODE_BYTES_PER_PIXEL = 6  # decoding an image: the decoder's buffer and the BGR array (measured)
 IMAGE_BYTES_PER_PIXEL = 3  # a decoded BGR image, kept for its samples
-# finishing a sample (measured with the like-SLM 10000 x 10001 image): the map and its decoded JPEG with
-# the evaluation's buffers (5 bytes per pixel), then the colour map and the overlay with their encoded
-# JPEGs alive together (7.5), or one after the other (4)
-FINISH_BYTES_PER_PIXEL = {True: 8, False: 5}  # by whether the colour maps are encoded concurrently
+# finishing a sample (measured with the like-SLM 10000 x 10001 image): the map and its colours (4 bytes per
+# pixel), then the overlay in the colours' buffer and the encoded JPEGs (3.5), or the map, the colours and
+# the overlay with their JPEGs alive together (7.5); then the decoded map and the evaluation's buffers (3.5)
+FINISH_BYTES_PER_PIXEL = {True: 8, False: 4}  # by whether the colour maps are encoded concurrently
 
 
-M_MMAP_THRESHOLD = -3  # glibc's mallopt parameter
+M_TRIM_THRESHOLD, M_MMAP_THRESHOLD = -1, -3  # glibc's mallopt parameters
 
 
 def map_large_allocations(threshold: int = 4 << 20) -> bool:
@@ -72,11 +75,32 @@ def map_large_allocations(threshold: int = 4 << 20) -> bool:
     and JPEG buffers stay in per-thread arenas and add up across the run's threads
     (``MALLOC_MMAP_THRESHOLD_`` does the same from the environment). A process-wide setting, so the
     command-line programs make it, not the library.
+
+    Free memory at the top of an arena is kept up to twice the threshold, as glibc pairs them itself
+    (setting one threshold leaves the other at 128 KB): smaller blocks freed and asked for again, such as
+    tiles and filter rows, then reuse pages instead of faulting fresh ones in.
     """
     try:
-        return bool(ctypes.CDLL(None).mallopt(M_MMAP_THRESHOLD, threshold))
+        mallopt = ctypes.CDLL(None).mallopt
+        return bool(mallopt(M_MMAP_THRESHOLD, threshold)) and bool(mallopt(M_TRIM_THRESHOLD, 2 * threshold))
     except (OSError, AttributeError):
         return False
+
+
+def torch_runtime_settings() -> None:
+    """Environment settings torch reads once, at its import or first allocation, unless the user set them:
+    a process-wide choice, so the command-line programs make it before any model loads.
+
+    - ``OMP_WAIT_POLICY=PASSIVE``: the encoder's OpenMP threads sleep between operations instead of spinning
+      for the next one, so the threads finishing samples get the cores (15 of 80 CPU-seconds of the
+      like-SLM run were spent spinning).
+    - ``THP_MEM_ALLOC_ENABLE=1``: torch's CPU allocator asks for transparent huge pages for its blocks of
+      2 MB and more. With large blocks mapped afresh (:func:`map_large_allocations`), each batch's
+      activations are written into new memory: at 4 KB a page fault, about 0.3 M faults per 1000 tiles of
+      the demo encoder, which on a virtual machine cost more than its convolutions.
+    """
+    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+    os.environ.setdefault("THP_MEM_ALLOC_ENABLE", "1")
 
 
 def available_bytes() -> int | None:
@@ -167,50 +191,83 @@ def image_pixels(path: str) -> int:
 class ByteBudget:
     """Bytes of the large arrays in flight (decoded images, samples being finished), kept within ``limit``.
 
-    A finish is queued (:meth:`queue`), then waits until it fits, or until no other finish is in flight
-    (one larger than the whole budget runs alone). Decoding the next image waits until it fits beside what
-    is in flight and the largest finish to come (queued, or ``reserved`` for the current image's samples
-    not scored yet), or until nothing is in flight: an image decoded ahead never keeps a finish waiting.
+    Finishes are queued in sample order (:meth:`queue`) and started by the budget when they are admitted.
+    The first one waiting (the head) is admitted when it fits, or when no other finish is in flight (one
+    larger than the whole budget runs alone). A later finish, and decoding the next image
+    (:meth:`acquire_image`), may go ahead of it while they fit and leave it its room: the images, the
+    finishes admitted ahead, the request and the largest finish queued before it (for a decode: the
+    largest queued, or ``reserved`` for the current image's finishes still to come) fit the limit; the
+    finishes admitted in order are left out, as they end before the head needs their room. So the encoder
+    and smaller samples use the cores while a large image's samples finish one by one, and never delay them.
     """
 
     def __init__(self, limit: int = 0):
         self.limit = limit
         self.reserved = 0
         self.used = {"image": 0, "finish": 0}
-        self.queued: list[int] = []  # bytes of the finishes waiting for the budget
+        self.ahead = 0  # bytes of the finishes admitted ahead of an earlier one (part of used["finish"])
+        self.queued: list[tuple[int, Callable[[bool], None]]] = []  # waiting finishes: bytes, start
         self._changed = threading.Condition()
 
     def _total(self) -> int:
         return self.used["image"] + self.used["finish"]
 
+    def _leaves_room(self, nbytes: int, before: int) -> bool:
+        """Whether ``nbytes`` fits now, and beside the images, the finishes ahead and ``before``."""
+        return (self._total() + nbytes <= self.limit
+                and self.used["image"] + self.ahead + nbytes + before <= self.limit)
+
     def acquire_image(self, nbytes: int) -> None:
         with self._changed:
-            self._changed.wait_for(lambda: self._total() + nbytes + max(self.reserved, *self.queued, 0) <= self.limit
+            self._changed.wait_for(lambda: self._leaves_room(nbytes, max(self.reserved, *self.queued_bytes(), 0))
                                    or not self._total())
             self.used["image"] += nbytes
 
-    def queue(self, nbytes: int) -> None:
-        """A finish of ``nbytes`` is coming: decoding ahead leaves room for it."""
-        with self._changed:
-            self.queued.append(nbytes)
+    def queued_bytes(self) -> list[int]:
+        return [nbytes for nbytes, _ in self.queued]
 
-    def acquire_finish(self, nbytes: int) -> None:
-        """Admit a finish :meth:`queue` announced."""
+    def queue(self, nbytes: int, start: Callable[[bool], None]) -> None:
+        """A finish of ``nbytes``, the next in sample order: ``start(ahead)`` is called once it is admitted
+        (from whichever thread frees the room), with whether it went ahead of an earlier finish."""
         with self._changed:
-            self._changed.wait_for(lambda: self._total() + nbytes <= self.limit or not self.used["finish"])
-            self.queued.remove(nbytes)
-            self.used["finish"] += nbytes
+            self.queued.append((nbytes, start))
+        self._admit()
 
-    def release(self, kind: str, nbytes: int) -> None:
+    def _admit(self) -> None:
+        with self._changed:
+            admitted, waiting, largest_before = [], [], 0
+            for nbytes, start in self.queued:
+                if not waiting:  # every earlier finish is admitted: this is the head
+                    fits = self._total() + nbytes <= self.limit or not self.used["finish"]
+                    ahead = False
+                else:
+                    fits, ahead = self._leaves_room(nbytes, largest_before), True
+                if fits:
+                    self.used["finish"] += nbytes
+                    self.ahead += nbytes if ahead else 0
+                    admitted.append((start, ahead))
+                else:
+                    waiting.append((nbytes, start))
+                    largest_before = max(largest_before, nbytes)
+            self.queued = waiting
+            if admitted:
+                self._changed.notify_all()
+        for start, ahead in admitted:  # outside the lock: starting may submit work or release bytes
+            start(ahead)
+
+    def release(self, kind: str, nbytes: int, ahead: bool = False) -> None:
         with self._changed:
             self.used[kind] -= nbytes
+            self.ahead -= nbytes if ahead else 0
             self._changed.notify_all()
+        self._admit()
 
     def set(self, limit: int | None = None, reserved: int | None = None) -> None:
         with self._changed:
             self.limit = self.limit if limit is None else limit
             self.reserved = self.reserved if reserved is None else reserved
             self._changed.notify_all()
+        self._admit()
 
 
 class PreparedImage:
@@ -278,6 +335,22 @@ def collecting_warnings(log: SampleLog):
         yield
     finally:
         _current.log = previous
+
+
+@contextmanager
+def opencv_threads(count: int):
+    """OpenCV runs each call on ``count`` threads within this block (a process-wide setting, restored after).
+
+    The run's own threads keep the cores busy; OpenCV's threads inside a call then only compete with them,
+    and some of its parallel paths cost more than they give (the peak search's dilations took 2.4 times
+    the CPU time of one thread, and longer).
+    """
+    previous = cv2.getNumThreads()
+    cv2.setNumThreads(count)
+    try:
+        yield
+    finally:
+        cv2.setNumThreads(previous)
 
 
 def _completed(function, *args) -> Future:
@@ -370,17 +443,22 @@ class SeloRun:
         if scored.degenerate:
             log.warning("Sample %d (%s): degenerate map (its tile scores localise nothing); flagged "
                         "\"degenerate\" in metrics.json and left out of the mean", sample.idx, name)
-        with timer.stage("flt"):
+        # the colour maps first: the map and the overlay are gone before the evaluation's buffers are made
+        with timer.stage("flt"), ThreadPoolExecutor(1) as encoder:
             log.info("Saving heatmap in %s ...", map_path(config.cache_path, "heatmap", sample.idx))
-            written = write_probmap(config.cache_path, sample.idx, probmap)
+            written = encoder.submit(write_probmap, config.cache_path, sample.idx, probmap)  # beside the colours
+            heatmap = colour_heatmap(probmap)
+            del probmap
+            addmap = write_colour_maps(config.cache_path, sample.idx, pixels, heatmap, concurrent=scored.concurrent)
+            del heatmap
+            written = written.result()
+        background = thumbnail(addmap) if config.report else None
+        del addmap
         with timer.stage("eval"):  # on the map as decoded from its JPEG, as the original's evaluator read it
             score = evaluate_gray(decode_probmap(written), sample.polygons, name=f"{name} (sample {sample.idx})")
         del written
-        with timer.stage("flt"):
-            addmap = write_colour_maps(config.cache_path, sample.idx, pixels, probmap, concurrent=scored.concurrent)
-        del probmap
         if config.report:
-            draw_sample(config.cache_path, sample.idx, addmap, map_name("addmap", sample.idx),
+            draw_sample(config.cache_path, sample.idx, background, map_name("addmap", sample.idx),
                         (height, width), sample.polygons, score.circles, score.centers)
             self.drawn.add(sample.idx)
         return score
@@ -431,13 +509,14 @@ class SeloRun:
             log.info("Recomputing %d/%d: %s (%s)", sample.idx, total, sample.jpg_name, problem)
         return problem is None
 
-    def _finish_and_release(self, sample: Sample, scored: Scored, log: SampleLog, nbytes: int) -> SeloScore:
+    def _finish_and_release(self, sample: Sample, scored: Scored, log: SampleLog, nbytes: int,
+                            ahead: bool) -> SeloScore:
         try:
             with collecting_warnings(log):
                 return self.finish_sample(sample, scored, log)
         finally:
             scored.image.done_with()
-            self.budget.release("finish", nbytes)
+            self.budget.release("finish", nbytes, ahead)
 
     def run(self, samples: list[Sample]) -> int:
         """Process every sample not already complete; return the number of failed samples."""
@@ -453,9 +532,6 @@ class SeloRun:
         parallel = self.workers > 1
         decoder = ThreadPoolExecutor(1, thread_name_prefix="selo-decode") if parallel else None
         finisher = ThreadPoolExecutor(self.workers, thread_name_prefix="selo-finish") if parallel else None
-        # finishes wait for memory in a thread of their own, in sample order, so the encoder goes on with the
-        # next samples (and images, as the budget allows) while a large image's samples finish one by one
-        admitter = ThreadPoolExecutor(1, thread_name_prefix="selo-admit") if parallel else None
         prepared: deque[Future] = deque()
 
         def prepare_next():
@@ -492,7 +568,7 @@ class SeloRun:
             while commits and commits[0].done():
                 failures += commits.popleft().result()  # a WriteError stops the run here
 
-        with warnings.catch_warnings():
+        with warnings.catch_warnings(), opencv_threads(1) if parallel else nullcontext():
             warnings.simplefilter("always")
             warnings.showwarning = self._route_warning
             image = outcome = None
@@ -523,7 +599,7 @@ class SeloRun:
                         image.done_with()
                         outcome.set_exception(exc)
                     else:
-                        self._submit_finish(sample, scored, log, admitter, finisher, outcome)
+                        self._submit_finish(sample, scored, log, finisher, outcome)
                     if not left:  # every finish of this image is asked for
                         self.budget.set(reserved=0)
                     if not parallel:
@@ -533,21 +609,23 @@ class SeloRun:
             finally:
                 if outcome is not None and not outcome.done():
                     outcome.cancel()  # interrupted while scoring: its commit does not wait for it
-                self.budget.set(limit=sys.maxsize, reserved=0)  # nothing waits for memory once the run is over
-                for pool in (decoder, admitter, finisher, committer):  # an admitted finish still gets its thread
+                # nothing waits for memory once the run is over; finishes admitted now and not started are cancelled
+                self.budget.set(limit=sys.maxsize, reserved=0)
+                for pool in (decoder, finisher, committer):
                     if pool is not None:
                         pool.shutdown(wait=True, cancel_futures=True)
                 bar.close()
         return failures
 
-    def _submit_finish(self, sample: Sample, scored: Scored, log: SampleLog, admitter: ThreadPoolExecutor | None,
-                       finisher: ThreadPoolExecutor | None, outcome: Future) -> None:
-        """Finish ``scored`` in the pool once ``admitter`` finds its bytes fit the budget (or now, without
-        pools), into ``outcome``; the colour maps are encoded concurrently where that fits too."""
+    def _submit_finish(self, sample: Sample, scored: Scored, log: SampleLog, finisher: ThreadPoolExecutor | None,
+                       outcome: Future) -> None:
+        """Finish ``scored`` in the pool once the budget admits its bytes (or now, without a pool), into
+        ``outcome``; the colour maps are encoded concurrently where that fits too."""
         self._learn_baseline()
         pixels = scored.image.loaded.pixels.shape[0] * scored.image.loaded.pixels.shape[1]
         scored.concurrent = pixels * (IMAGE_BYTES_PER_PIXEL + FINISH_BYTES_PER_PIXEL[True]) <= self.budget.limit
         nbytes = pixels * FINISH_BYTES_PER_PIXEL[scored.concurrent]
+
         def resolve(finished: Future) -> None:
             if finished.cancelled():  # the run was interrupted
                 outcome.cancel()
@@ -559,21 +637,18 @@ class SeloRun:
                     outcome.set_result((finished.result(), scored))
 
         if finisher is None:
-            resolve(_completed(self._finish_and_release, sample, scored, log, 0))
+            resolve(_completed(self._finish_and_release, sample, scored, log, 0, False))
             return
-        def admit() -> None:
-            self.budget.acquire_finish(nbytes)
-            finisher.submit(self._finish_and_release, sample, scored, log, nbytes).add_done_callback(resolve)
 
-        def not_admitted(admitted: Future) -> None:
-            if admitted.cancelled():  # the run was interrupted first
+        def start(ahead: bool) -> None:
+            try:
+                finished = finisher.submit(self._finish_and_release, sample, scored, log, nbytes, ahead)
+            except RuntimeError:  # the pool is shut down: the run was interrupted
                 outcome.cancel()
-            elif admitted.exception() is not None:
-                with suppress(InvalidStateError):
-                    outcome.set_exception(admitted.exception())
+                return
+            finished.add_done_callback(resolve)
 
-        self.budget.queue(nbytes)
-        admitter.submit(admit).add_done_callback(not_admitted)
+        self.budget.queue(nbytes, start)
 
     def _learn_baseline(self) -> None:
         """Once, after the first sample is scored (the encoder at its peak): the budget for arrays in
