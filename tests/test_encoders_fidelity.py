@@ -153,3 +153,21 @@ def test_fp16_on_a_cpu_falls_back_to_fp32(encoder, tmp_path):
     (tmp_path / "fp16.yaml").write_text(yaml.safe_dump(options))
     with pytest.warns(UserWarning, match="fp16 needs CUDA; running fp32"):
         assert load_encoder(tmp_path / "fp16.yaml", device="cpu").precision == "fp32"
+
+
+def test_our_resnet18_is_torchvisions_key_for_key_and_bit_for_bit():
+    """AMFMN's ResNet-18 is built here (torchvision's import costs 160 MB): the same keys, shapes and
+    features as ``torchvision.models.resnet18`` with the same weights."""
+    from torchvision.models import resnet18
+
+    from predict.layers.resnet import ResNet18
+
+    theirs = resnet18(weights=None).eval()
+    ours = ResNet18().eval()
+    ours.load_state_dict(theirs.state_dict(), strict=True)
+    assert list(ours.state_dict()) == list(theirs.state_dict())
+    images = torch.randn(2, 3, 96, 96, generator=torch.Generator().manual_seed(0))
+    with torch.inference_mode():
+        assert torch.equal(ours(images), theirs(images))
+        assert torch.equal(ours.layer2(ours.layer1(images[:, :1].repeat(1, 64, 1, 1))),
+                           theirs.layer2(theirs.layer1(images[:, :1].repeat(1, 64, 1, 1))))

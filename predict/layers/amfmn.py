@@ -1,8 +1,8 @@
 """AMFMN (Yuan et al., 2021) as the SLM code builds it, with the state-dict keys and shapes of the official
 ``AMFMN.tar`` checkpoint.
 
-- Image branch: torchvision ResNet-18 (built without weights) gives multi-scale features; the visual
-  self-attention (VSA) turns them into a gate on the pooled ``layer4`` feature.
+- Image branch: ResNet-18 (torchvision's layers and keys, :mod:`predict.layers.resnet`) gives multi-scale
+  features; the visual self-attention (VSA) turns them into a gate on the pooled ``layer4`` feature.
 - Text branch: SkipThought ``BayesianUniSkip`` (620-d word embedding, a 2400-unit GRU made of six linear
   maps, the state at the last non-padding step), then ``Linear(2400, 512)`` and ReLU.
 
@@ -19,9 +19,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
-from torchvision.models import resnet18
-
 from predict.layers.common import l2norm
+from predict.layers.resnet import ResNet18
 
 logger = logging.getLogger(__name__)
 
@@ -40,7 +39,7 @@ class MultiScaleResNet(nn.Module):
 
     def __init__(self, embed_dim: int = 512):
         super().__init__()
-        self.resnet = resnet18(weights=None)  # every tensor comes from the checkpoint; no download
+        self.resnet = ResNet18()  # every tensor comes from the checkpoint
         self.linear = nn.Linear(512, embed_dim)
 
     def forward(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:

@@ -219,11 +219,11 @@ class ByteBudget:
 
     def acquire_image(self, nbytes: int) -> None:
         with self._changed:
-            self._changed.wait_for(lambda: self._leaves_room(nbytes, max(self.reserved, *self.queued_bytes(), 0))
+            self._changed.wait_for(lambda: self._leaves_room(nbytes, max(self.reserved, *self._queued_bytes(), 0))
                                    or not self._total())
             self.used["image"] += nbytes
 
-    def queued_bytes(self) -> list[int]:
+    def _queued_bytes(self) -> list[int]:
         return [nbytes for nbytes, _ in self.queued]
 
     def queue(self, nbytes: int, start: Callable[[bool], None]) -> None:
@@ -444,14 +444,14 @@ class SeloRun:
             log.warning("Sample %d (%s): degenerate map (its tile scores localise nothing); flagged "
                         "\"degenerate\" in metrics.json and left out of the mean", sample.idx, name)
         # the colour maps first: the map and the overlay are gone before the evaluation's buffers are made
-        with timer.stage("flt"), ThreadPoolExecutor(1) as encoder:
+        with timer.stage("flt"), ThreadPoolExecutor(1) as jpeg:
             log.info("Saving heatmap in %s ...", map_path(config.cache_path, "heatmap", sample.idx))
-            written = encoder.submit(write_probmap, config.cache_path, sample.idx, probmap)  # beside the colours
+            probmap_jpeg = jpeg.submit(write_probmap, config.cache_path, sample.idx, probmap)  # beside the colours
             heatmap = colour_heatmap(probmap)
             del probmap
             addmap = write_colour_maps(config.cache_path, sample.idx, pixels, heatmap, concurrent=scored.concurrent)
             del heatmap
-            written = written.result()
+            written = probmap_jpeg.result()
         background = thumbnail(addmap) if config.report else None
         del addmap
         with timer.stage("eval"):  # on the map as decoded from its JPEG, as the original's evaluator read it
