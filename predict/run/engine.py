@@ -34,7 +34,7 @@ from tqdm import tqdm
 
 from evaluations.metrics import SeloScore, evaluate_gray
 from evaluations.utils import log_metric_block
-from predict.core.heatmap import colour_heatmap
+from predict.core.heatmap import colour_buffer, colour_heatmap
 from predict.core.pipelines import PIPELINES, PipelineSpec
 from predict.core.stripes import usable_cores
 from predict.core.tiling import Tile
@@ -58,10 +58,11 @@ __all__ = ["RunConfig", "SeloRun", "SettingsMismatchError", "run_testset"]  # th
 MEMORY_PER_CORE = 700_000_000  # bytes of resident memory a run aims at per usable core (default)
 DECODE_BYTES_PER_PIXEL = 6  # decoding an image: the decoder's buffer and the BGR array (measured)
 IMAGE_BYTES_PER_PIXEL = 3  # a decoded BGR image, kept for its samples
-# finishing a sample (measured with the like-SLM 10000 x 10001 image): the map and its colours (4 bytes per
-# pixel), then the overlay in the colours' buffer and the encoded JPEGs (3.5), or the map, the colours and
-# the overlay with their JPEGs alive together (7.5); then the decoded map and the evaluation's buffers (3.5)
-FINISH_BYTES_PER_PIXEL = {True: 8, False: 4}  # by whether the colour maps are encoded concurrently
+# finishing a sample (measured with the like-SLM 10000 x 10001 image): the map made in its colours' buffer
+# and coloured in place (3 bytes per pixel), the overlay in that buffer too and the encoded JPEGs (3.5), or
+# the colours and the overlay with their JPEGs alive together (7); then the decoded map and the
+# evaluation's buffers (3.5)
+FINISH_BYTES_PER_PIXEL = {True: 7, False: 4}  # by whether the colour maps are encoded concurrently
 
 
 M_TRIM_THRESHOLD, M_MMAP_THRESHOLD = -1, -3  # glibc's mallopt parameters
@@ -437,21 +438,21 @@ class SeloRun:
         config, timer, pixels = self.config, scored.timer, scored.image.loaded.pixels
         height, width = pixels.shape[:2]
         name = sample.jpg_name
+        colours, plane = colour_buffer(height, width)  # the map is made in the colours' buffer, coloured in place
         probmap, scored.nonfinite, scored.degenerate = probability_map_of(scored.tiles, scored.scores, height, width,
-                                                                          config.pipeline, timer, name)
+                                                                          config.pipeline, timer, name, out=plane)
         log.info("Generate heatmap in %.4fs", timer.seconds["gnt"])
         if scored.degenerate:
             log.warning("Sample %d (%s): degenerate map (its tile scores localise nothing); flagged "
                         "\"degenerate\" in metrics.json and left out of the mean", sample.idx, name)
         # the colour maps first: the map and the overlay are gone before the evaluation's buffers are made
-        with timer.stage("flt"), ThreadPoolExecutor(1) as jpeg:
+        with timer.stage("flt"):
             log.info("Saving heatmap in %s ...", map_path(config.cache_path, "heatmap", sample.idx))
-            probmap_jpeg = jpeg.submit(write_probmap, config.cache_path, sample.idx, probmap)  # beside the colours
-            heatmap = colour_heatmap(probmap)
-            del probmap
+            written = write_probmap(config.cache_path, sample.idx, probmap)  # before the map is coloured over
+            heatmap = colour_heatmap(probmap, out=colours)
+            del probmap, plane, colours
             addmap = write_colour_maps(config.cache_path, sample.idx, pixels, heatmap, concurrent=scored.concurrent)
             del heatmap
-            written = probmap_jpeg.result()
         background = thumbnail(addmap) if config.report else None
         del addmap
         with timer.stage("eval"):  # on the map as decoded from its JPEG, as the original's evaluator read it
