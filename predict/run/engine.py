@@ -88,6 +88,14 @@ def map_large_allocations(threshold: int = 4 << 20) -> bool:
         return False
 
 
+def return_free_memory() -> None:
+    """Hand the C heap's free memory back to the system (glibc's ``malloc_trim``; nothing elsewhere): what
+    the encoder and earlier samples freed inside the heaps, which their thresholds keep, would otherwise
+    stay resident under the next large sample's peak."""
+    with suppress(OSError, AttributeError):
+        ctypes.CDLL(None).malloc_trim(0)
+
+
 def torch_runtime_settings() -> None:
     """Environment settings torch reads once, at its import or first allocation, unless the user set them:
     a process-wide choice, so the command-line programs make it before any model loads.
@@ -517,6 +525,7 @@ class SeloRun:
                 return self.finish_sample(sample, scored, log)
         finally:
             scored.image.done_with()
+            return_free_memory()  # before the next finish's full-size buffers
             self.budget.release("finish", nbytes, ahead)
 
     def run(self, samples: list[Sample]) -> int:
