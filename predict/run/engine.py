@@ -60,9 +60,9 @@ DECODE_BYTES_PER_PIXEL = 6  # decoding an image: the decoder's buffer and the BG
 IMAGE_BYTES_PER_PIXEL = 3  # a decoded BGR image, kept for its samples
 # finishing a sample (measured with the like-SLM 10000 x 10001 image): the map made in its colours' buffer
 # and coloured in place (3 bytes per pixel), the overlay in that buffer too and the encoded JPEGs (3.5), or
-# the colours and the overlay with their JPEGs alive together (7); then the decoded map and the
+# the map, the colours and the overlay with their JPEGs alive together (7.5); then the decoded map and the
 # evaluation's buffers (3.5)
-FINISH_BYTES_PER_PIXEL = {True: 7, False: 4}  # by whether the colour maps are encoded concurrently
+FINISH_BYTES_PER_PIXEL = {True: 8, False: 4}  # by whether the colour maps are encoded concurrently
 
 
 M_TRIM_THRESHOLD, M_MMAP_THRESHOLD = -1, -3  # glibc's mallopt parameters
@@ -446,7 +446,8 @@ class SeloRun:
         config, timer, pixels = self.config, scored.timer, scored.image.loaded.pixels
         height, width = pixels.shape[:2]
         name = sample.jpg_name
-        colours, plane = colour_buffer(height, width)  # the map is made in the colours' buffer, coloured in place
+        # short of memory, the map is made in its colours' buffer and coloured in place
+        colours, plane = (None, None) if scored.concurrent else colour_buffer(height, width)
         probmap, scored.nonfinite, scored.degenerate = probability_map_of(scored.tiles, scored.scores, height, width,
                                                                           config.pipeline, timer, name, out=plane)
         log.info("Generate heatmap in %.4fs", timer.seconds["gnt"])
@@ -454,13 +455,16 @@ class SeloRun:
             log.warning("Sample %d (%s): degenerate map (its tile scores localise nothing); flagged "
                         "\"degenerate\" in metrics.json and left out of the mean", sample.idx, name)
         # the colour maps first: the map and the overlay are gone before the evaluation's buffers are made
-        with timer.stage("flt"):
+        with timer.stage("flt"), ThreadPoolExecutor(1) as jpeg:
             log.info("Saving heatmap in %s ...", map_path(config.cache_path, "heatmap", sample.idx))
-            written = write_probmap(config.cache_path, sample.idx, probmap)  # before the map is coloured over
+            probmap_jpeg = jpeg.submit(write_probmap, config.cache_path, sample.idx, probmap)  # beside the colours,
+            if colours is not None:  # unless they are made over the map
+                probmap_jpeg.result()
             heatmap = colour_heatmap(probmap, out=colours)
             del probmap, plane, colours
             addmap = write_colour_maps(config.cache_path, sample.idx, pixels, heatmap, concurrent=scored.concurrent)
             del heatmap
+            written = probmap_jpeg.result()
         background = thumbnail(addmap) if config.report else None
         del addmap
         with timer.stage("eval"):  # on the map as decoded from its JPEG, as the original's evaluator read it
