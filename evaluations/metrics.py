@@ -24,6 +24,8 @@ from operator import add
 import cv2
 import numpy as np
 
+from predict.core.stripes import usable_cores
+
 INDICATORS = ("Rsu", "Ras", "Rda", "Rmi")  # the paper's column order
 RSU_BETA = 0.707
 RSU_EPS = 1e-7
@@ -141,10 +143,6 @@ def _buffer(scratch: dict, key: str, shape: tuple) -> np.ndarray:
     return scratch[key].reshape(-1)[:shape[0] * shape[1]].reshape(shape)
 
 
-def _workers() -> int:
-    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
-
-
 def smooth_gray(gray: np.ndarray, size: int = SMOOTH_SIZE, workers: int | None = None) -> np.ndarray:
     """The original's smoothing before the peak search: five uint8 ``size`` x ``size`` box filters (50),
     uint8 ``(H, W)``.
@@ -168,7 +166,7 @@ def smooth_gray(gray: np.ndarray, size: int = SMOOTH_SIZE, workers: int | None =
             current, spare = spare, current
         smooth[top:bottom] = current[top - first:bottom - first]
 
-    _on_threads(block, -(-height // SMOOTH_BLOCK_ROWS), workers or _workers())
+    _on_threads(block, -(-height // SMOOTH_BLOCK_ROWS), workers or usable_cores())
     return smooth
 
 
@@ -225,7 +223,7 @@ def window_maximum(image: np.ndarray, size: int, workers: int | None = None) -> 
         current[before:] = out[:, left:right]
         out[:, left:right] = _running_maximum(current, spare, size, vertical=True)[:height]
 
-    workers = workers or _workers()
+    workers = workers or usable_cores()
     _on_threads(rows, -(-height // WINDOW_BLOCK), workers)
     _on_threads(columns, -(-width // WINDOW_BLOCK), workers)
     return out

@@ -32,6 +32,16 @@ def test_stripes_equal_the_whole_map_call(map_filter, shape, make, workers):
     expected = (cv2.medianBlur(gray, map_filter.median) if map_filter.median
                 else cv2.GaussianBlur(gray, (map_filter.gaussian,) * 2, 0, 0))
     np.testing.assert_array_equal(map_filter(gray, workers=workers), expected)
+    out = np.empty_like(gray)
+    assert map_filter(gray, workers=workers, out=out) is out
+    np.testing.assert_array_equal(out, expected)
+
+
+def test_one_stripe_into_a_given_buffer():
+    gray = random_map(300, 200)
+    out = np.empty_like(gray)
+    assert filter_in_stripes(gray, lambda g: cv2.GaussianBlur(g, (5, 5), 0, 0), 2, 1, out=out) is out
+    np.testing.assert_array_equal(out, cv2.GaussianBlur(gray, (5, 5), 0, 0))
 
 
 @pytest.mark.parametrize("map_filter", FILTERS, ids=str)

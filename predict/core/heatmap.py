@@ -131,9 +131,10 @@ class MapFilter:
             return cv2.medianBlur(gray, self.median)
         return cv2.GaussianBlur(gray, (self.gaussian, self.gaussian), 0, 0)
 
-    def __call__(self, gray: np.ndarray, workers: int | None = None) -> np.ndarray:
-        """The filtered uint8 ``(H, W)`` map, on ``workers`` threads (default: the usable cores)."""
-        return filter_in_stripes(gray, self.whole, self.radius, workers or usable_cores())
+    def __call__(self, gray: np.ndarray, workers: int | None = None, out: np.ndarray | None = None) -> np.ndarray:
+        """The filtered uint8 ``(H, W)`` map (into ``out`` if given), on ``workers`` threads (default: the
+        usable cores)."""
+        return filter_in_stripes(gray, self.whole, self.radius, workers or usable_cores(), out)
 
 
 def probability_map(cells: CellMap, map_filter: MapFilter, name: str = "heat map",
@@ -149,11 +150,7 @@ def probability_map(cells: CellMap, map_filter: MapFilter, name: str = "heat map
     if map_filter.median is not None:
         from predict.core.cell_median import cell_median  # numba: compiled (or loaded) on first use
         return cell_median(cells.row_edges, cells.col_edges, gray, map_filter.median, out=out)
-    filtered = map_filter(cells.expand(gray))
-    if out is None:
-        return filtered
-    out[...] = filtered
-    return out
+    return map_filter(cells.expand(gray), out=out)
 
 
 # Full-size outputs are allocated by numpy and handed to OpenCV: numpy asks the kernel for huge pages, so

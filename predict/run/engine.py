@@ -457,9 +457,9 @@ class SeloRun:
         # the colour maps first: the map and the overlay are gone before the evaluation's buffers are made
         with timer.stage("flt"), ThreadPoolExecutor(1) as jpeg:
             log.info("Saving heatmap in %s ...", map_path(config.cache_path, "heatmap", sample.idx))
-            probmap_jpeg = jpeg.submit(write_probmap, config.cache_path, sample.idx, probmap)  # beside the colours,
-            if colours is not None:  # unless they are made over the map
-                probmap_jpeg.result()
+            # the probmap's JPEG is encoded beside the colours, or first where they are made over the map
+            probmap_jpeg = (jpeg.submit if colours is None else _completed)(write_probmap, config.cache_path,
+                                                                            sample.idx, probmap)
             heatmap = colour_heatmap(probmap, out=colours)
             del probmap, plane, colours
             addmap = write_colour_maps(config.cache_path, sample.idx, pixels, heatmap, concurrent=scored.concurrent)
