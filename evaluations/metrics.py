@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import math
 import os
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from functools import reduce
@@ -232,7 +233,11 @@ def window_maximum(image: np.ndarray, size: int, workers: int | None = None) -> 
 def local_maxima(gray: np.ndarray, smooth_size: int = SMOOTH_SIZE, window: int = PEAK_WINDOW) -> np.ndarray:
     """uint8 ``(H, W)``, non-zero where the smoothed map is > 0 and equals its ``window`` x ``window``
     maximum (1000; both sizes in pixels, smaller for a downscaled map)."""
-    smooth = smooth_gray(gray, smooth_size)
+    return smooth_maxima(smooth_gray(gray, smooth_size), window)
+
+
+def smooth_maxima(smooth: np.ndarray, window: int = PEAK_WINDOW) -> np.ndarray:
+    """:func:`local_maxima` of a map already smoothed (:func:`smooth_gray`), made in ``smooth``'s buffer."""
     peaks = window_maximum(smooth, window)
     peaks = cv2.compare(peaks, smooth, cv2.CMP_EQ, dst=peaks)  # 255 or 0
     return cv2.min(peaks, smooth, dst=smooth)  # 0 where the smoothed map is 0
@@ -373,14 +378,31 @@ def rmi(rsu_value: float, ras_value: float, rda_value: float) -> float:
     return RMI_WEIGHT_SU * rsu_value + RMI_WEIGHT_AS * (1 - ras_value) + RMI_WEIGHT_DA * rda_value
 
 
-def compute_score(gray: np.ndarray, polygons: list) -> SeloScore:
+def compute_score(gray: np.ndarray | Callable[[], np.ndarray], polygons: list) -> SeloScore:
     """All four indicators of a uint8 map ``(H, W)`` WITHOUT input checks (the original's behaviour).
 
     Degenerate input gives NaN where the original gave NaN; use :func:`evaluate_gray` to get errors instead.
+    ``gray`` may be a function that reads the map, as for :func:`evaluate_gray`.
     """
+    return _indicators(gray, polygons)
+
+
+def _indicators(gray: np.ndarray | Callable[[], np.ndarray], polygons: list, name: str | None = None) -> SeloScore:
+    """:func:`compute_score`; with ``name``, the input checks of :func:`evaluate_gray` first."""
+    read = gray if callable(gray) else (lambda kept=gray: kept)
+    del gray  # a function's map is let go while the centres are searched, and read again for their values
+    probmap = read()
+    if name is not None:
+        if not isinstance(probmap, np.ndarray) or probmap.ndim != 2 or probmap.dtype != np.uint8 or probmap.size == 0:
+            raise EvaluationInputError(f"{name}: expected a non-empty uint8 (H, W) gray map")
+        check_polygons(polygons, probmap.shape, name)
     circles = [annotation_circle(polygon) for polygon in polygons]
-    centres = attention_centres(gray)
-    rsu_value = rsu(gray, annotation_mask(gray.shape, polygons))
+    rsu_value = rsu(probmap, annotation_mask(probmap.shape, polygons))
+    smooth = smooth_gray(probmap)
+    del probmap
+    points = region_centroids(smooth_maxima(smooth))
+    del smooth
+    centres = rank_centres(points, read())
     ras_value = ras(circles, centres)
     rda_value = rda(circles, centres)
     return SeloScore(rsu_value, ras_value, rda_value, rmi(rsu_value, ras_value, rda_value), centres, circles)
@@ -412,17 +434,20 @@ def check_polygons(polygons, shape: tuple, name: str = "probmap") -> None:
                                        "within 2/3 px of their mean)")
 
 
-def evaluate_gray(gray: np.ndarray, polygons: list, name: str = "probmap") -> SeloScore:
+def evaluate_gray(gray: np.ndarray | Callable[[], np.ndarray], polygons: list, name: str = "probmap") -> SeloScore:
     """Rsu, Ras, Rda, Rmi of a uint8 gray map ``(H, W)`` (as read from the probmap file) and its polygons.
 
+    ``gray`` may be a function that reads the map (e.g. decodes its JPEG): the map is then let go while the
+    attention centres are searched and read again for their values, so the map and the search's two
+    full-size buffers are never alive together (2 bytes per pixel at the peak instead of 3, for one more
+    read).
+
     Input that makes an indicator undefined raises :class:`EvaluationInputError` naming ``name`` (and the
-    polygon index): see :func:`check_polygons`; also a mask that covers no pixel.
+    polygon index): see :func:`check_polygons`; also a map that is not uint8 ``(H, W)`` and a mask that
+    covers no pixel.
     """
-    if not isinstance(gray, np.ndarray) or gray.ndim != 2 or gray.dtype != np.uint8 or gray.size == 0:
-        raise EvaluationInputError(f"{name}: expected a non-empty uint8 (H, W) gray map")
-    check_polygons(polygons, gray.shape, name)
     with np.errstate(divide="ignore", invalid="ignore"):  # the one NaN left is reported below
-        score = compute_score(gray, polygons)
+        score = _indicators(gray, polygons, name)
     if math.isnan(score.rsu):  # only an empty mask makes Rsu NaN
         raise EvaluationInputError(f"{name}: the polygons cover no pixel of the map")
     return score

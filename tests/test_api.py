@@ -16,8 +16,8 @@ from evaluations.metrics import EvaluationInputError, evaluate_gray
 from evaluations.SLM import SLM
 from evaluations.utils import ORIGINAL_KEYS
 from predict import generate_selo, load_encoder, localise
-from predict.io.maps import encode_jpeg
-from predict.run import engine
+from predict.io.jpeg import encode_jpeg
+from predict.io import maps
 from predict.run.localise import default_store
 from predict.run.vectors import TileVectorStore
 
@@ -153,19 +153,19 @@ def toy_testset(tmp_path_factory):
     imgs, anno = write_testset(root, n_samples=1)
     yaml_path = write_yaml(root)
     saved = {}
-    original_write_probmap = engine.write_probmap
+    original_write_probmap = maps.write_probmap
     for pipeline in ("v1", "v2"):
         def capture(cache_path, idx, probmap, pipeline=pipeline):
             saved[pipeline] = probmap.copy()
             return original_write_probmap(cache_path, idx, probmap)
 
-        engine.write_probmap = capture
+        maps.write_probmap = capture
         try:
             code = generate_selo.main(["--yaml_path", str(yaml_path), "--cache_path", str(root / pipeline),
                                        "--src_data_path", str(imgs), "--src_anno_path", str(anno),
                                        "--pipeline", pipeline, "--no_report", "--no_vector_cache"])
         finally:
-            engine.write_probmap = original_write_probmap
+            maps.write_probmap = original_write_probmap
         assert code == 0
     caption = json.loads(anno.read_text())[0]["caption"]
     return imgs / "scene.png", caption, yaml_path, saved

@@ -5,9 +5,7 @@ import pytest
 
 from predict.core.cell_median import cell_median
 from predict.core.stripes import filter_in_stripes, stripe_bounds
-from predict.core import heatmap
-from predict.core.heatmap import (MapFilter, colour_buffer, colour_heatmap, mean_tile_scores, normalise_to_uint8,
-                                  probability_map)
+from predict.core.heatmap import MapFilter, mean_tile_scores, normalise_to_uint8, probability_map
 
 FILTERS = [MapFilter(median=251), MapFilter(gaussian=255), MapFilter(median=5), MapFilter(median=3),
            MapFilter(gaussian=31)]
@@ -32,16 +30,6 @@ def test_stripes_equal_the_whole_map_call(map_filter, shape, make, workers):
     expected = (cv2.medianBlur(gray, map_filter.median) if map_filter.median
                 else cv2.GaussianBlur(gray, (map_filter.gaussian,) * 2, 0, 0))
     np.testing.assert_array_equal(map_filter(gray, workers=workers), expected)
-    out = np.empty_like(gray)
-    assert map_filter(gray, workers=workers, out=out) is out
-    np.testing.assert_array_equal(out, expected)
-
-
-def test_one_stripe_into_a_given_buffer():
-    gray = random_map(300, 200)
-    out = np.empty_like(gray)
-    assert filter_in_stripes(gray, lambda g: cv2.GaussianBlur(g, (5, 5), 0, 0), 2, 1, out=out) is out
-    np.testing.assert_array_equal(out, cv2.GaussianBlur(gray, (5, 5), 0, 0))
 
 
 @pytest.mark.parametrize("map_filter", FILTERS, ids=str)
@@ -117,22 +105,3 @@ def test_cell_median_rejects_what_its_kernel_cannot_take():
         cell_median(np.array([0, 5, 2]), cols, values, 3)
     with pytest.raises(ValueError, match="col_edges: expected increasing"):
         cell_median(rows, np.array([1, 3]), values, 3)
-    with pytest.raises(ValueError, match=r"out: expected a C-contiguous uint8 \(5, 3\)"):
-        cell_median(rows, cols, values, 3, out=np.empty((5, 4), np.uint8)[:, :3])
-
-
-@pytest.mark.parametrize("map_filter", [MapFilter(median=5), MapFilter(gaussian=7)])
-def test_the_map_made_in_its_colour_buffer_and_coloured_in_place(monkeypatch, map_filter):
-    """The engine's layout: the map in the last third of its colours' buffer, coloured there stripe by
-    stripe, gives the map and the colour map made apart."""
-    monkeypatch.setattr(heatmap, "COLOUR_STRIPE_BYTES", 7 * 13)  # 7-row stripes, a partial last one
-    rng = np.random.default_rng(0)
-    boxes = [(r, min(50, r + 16), c, min(13, c + 16)) for r in range(0, 50, 8) for c in range(0, 13, 8)]
-    cells = mean_tile_scores(boxes, rng.random(len(boxes)), 50, 13)
-    expected = probability_map(cells, map_filter)
-    colours, plane = colour_buffer(50, 13)
-    made = probability_map(cells, map_filter, out=plane)
-    assert made is plane
-    np.testing.assert_array_equal(plane, expected)
-    np.testing.assert_array_equal(colour_heatmap(plane, out=colours), colour_heatmap(expected))
-

@@ -114,10 +114,10 @@ def _median_rows(row_edges, col_edges, values, size, out, first_row, stop_row): 
 
 
 def cell_median(row_edges: np.ndarray, col_edges: np.ndarray, values: np.ndarray, size: int,
-                workers: int | None = None, out: np.ndarray | None = None) -> np.ndarray:
+                workers: int | None = None) -> np.ndarray:
     """``cv2.medianBlur(expanded, size)`` of the cell map ``values`` (R, C) uint8 on the edges ``row_edges``
     (R + 1,) and ``col_edges`` (C + 1,) (pixels, from 0 to the map's height / width; empty cells allowed),
-    bit for bit, as a uint8 ``(H, W)`` array (``out`` if given, C-contiguous); rows shared among ``workers``
+    bit for bit, as a uint8 ``(H, W)`` array; rows shared among ``workers``
     threads (default: the usable cores).
 
     >>> import cv2
@@ -143,10 +143,7 @@ def cell_median(row_edges: np.ndarray, col_edges: np.ndarray, values: np.ndarray
     col_edges = np.append(col_edges[:-1][keep_cols], col_edges[-1])
     values = np.ascontiguousarray(values[keep_rows][:, keep_cols])
     height, width = int(row_edges[-1]), int(col_edges[-1])
-    if out is None:
-        out = np.empty((height, width), np.uint8)
-    elif out.shape != (height, width) or out.dtype != np.uint8 or not out.flags.c_contiguous:
-        raise ValueError(f"out: expected a C-contiguous uint8 ({height}, {width}) array, got {out.dtype} {out.shape}")
+    out = np.empty((height, width), np.uint8)
     if out.size == 0:
         return out
     radius = size // 2

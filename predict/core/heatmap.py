@@ -17,7 +17,6 @@ import numpy as np
 from predict.core.stripes import filter_in_stripes, usable_cores
 
 OVERLAY_WEIGHTS = (0.7, 0.3)  # image, colour map
-COLOUR_STRIPE_BYTES = 1 << 20  # map bytes coloured at a time in place
 
 
 @dataclass
@@ -131,16 +130,13 @@ class MapFilter:
             return cv2.medianBlur(gray, self.median)
         return cv2.GaussianBlur(gray, (self.gaussian, self.gaussian), 0, 0)
 
-    def __call__(self, gray: np.ndarray, workers: int | None = None, out: np.ndarray | None = None) -> np.ndarray:
-        """The filtered uint8 ``(H, W)`` map (into ``out`` if given), on ``workers`` threads (default: the
-        usable cores)."""
-        return filter_in_stripes(gray, self.whole, self.radius, workers or usable_cores(), out)
+    def __call__(self, gray: np.ndarray, workers: int | None = None) -> np.ndarray:
+        """The filtered uint8 ``(H, W)`` map, on ``workers`` threads (default: the usable cores)."""
+        return filter_in_stripes(gray, self.whole, self.radius, workers or usable_cores())
 
 
-def probability_map(cells: CellMap, map_filter: MapFilter, name: str = "heat map",
-                    out: np.ndarray | None = None) -> np.ndarray:
-    """The filtered uint8 probability map ``(height, width)`` of a cell map (into ``out`` if given, e.g. the
-    plane of :func:`colour_buffer`): normalised, expanded, filtered.
+def probability_map(cells: CellMap, map_filter: MapFilter, name: str = "heat map") -> np.ndarray:
+    """The filtered uint8 probability map ``(height, width)`` of a cell map: normalised, expanded, filtered.
 
     A median is computed from the cells themselves (:func:`~predict.core.cell_median.cell_median`, the same
     bytes as ``cv2.medianBlur`` on the expanded map, about 15 times less work at 251 and without the
@@ -149,44 +145,17 @@ def probability_map(cells: CellMap, map_filter: MapFilter, name: str = "heat map
     gray = normalise_to_uint8(cells.values, name)
     if map_filter.median is not None:
         from predict.core.cell_median import cell_median  # numba: compiled (or loaded) on first use
-        return cell_median(cells.row_edges, cells.col_edges, gray, map_filter.median, out=out)
-    return map_filter(cells.expand(gray), out=out)
+        return cell_median(cells.row_edges, cells.col_edges, gray, map_filter.median)
+    return map_filter(cells.expand(gray))
 
 
 # Full-size outputs are allocated by numpy and handed to OpenCV: numpy asks the kernel for huge pages, so
 # the first write into 300 MB costs a few hundred page faults, not 70 000 (0.03 s of system time, not 0.5).
 
 
-def colour_buffer(height: int, width: int) -> tuple[np.ndarray, np.ndarray]:
-    """A BGR ``(H, W, 3)`` buffer for a map's colours and the uint8 ``(H, W)`` plane in its last third where
-    the map itself can be made: :func:`colour_heatmap` then colours the map in place, so a full-size map
-    and a full-size colour image never exist side by side (1 byte per pixel less at a finish's peak).
-
-    >>> colours, plane = colour_buffer(2, 3)
-    >>> plane[:] = 255
-    >>> np.shares_memory(colours, plane), colour_heatmap(plane, out=colours)[1, 2].tolist()
-    (True, [0, 0, 128])
-    """
-    colours = np.empty((height, width, 3), np.uint8)
-    return colours, colours.reshape(-1)[2 * height * width:].reshape(height, width)
-
-
-def colour_heatmap(probmap: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
-    """JET colour map of the uint8 probability map, BGR ``(H, W, 3)`` (into ``out`` if given).
-
-    ``out`` may hold ``probmap`` in its last third (:func:`colour_buffer`): rows are coloured in stripes,
-    each copied aside first, and a stripe's colours end before the map's later rows begin.
-    """
-    if out is None:
-        return cv2.applyColorMap(probmap, cv2.COLORMAP_JET, dst=np.empty((*probmap.shape, 3), np.uint8))
-    height, width = probmap.shape
-    rows = max(1, COLOUR_STRIPE_BYTES // max(width, 1))
-    stripe = np.empty((min(rows, height), width), np.uint8)
-    for top in range(0, height, rows):
-        part = stripe[:min(rows, height - top)]
-        part[...] = probmap[top:top + len(part)]
-        cv2.applyColorMap(part, cv2.COLORMAP_JET, dst=out[top:top + len(part)])
-    return out
+def colour_heatmap(probmap: np.ndarray) -> np.ndarray:
+    """JET colour map of the uint8 probability map, BGR ``(H, W, 3)``."""
+    return cv2.applyColorMap(probmap, cv2.COLORMAP_JET, dst=np.empty((*probmap.shape, 3), np.uint8))
 
 
 def overlay(image_bgr: np.ndarray, heatmap_bgr: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:

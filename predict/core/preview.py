@@ -9,6 +9,7 @@ while costing ``s**2`` of its pixels (5000 x 5000 at 1024 px: 25 times fewer, an
 """
 from __future__ import annotations
 
+import cv2
 import numpy as np
 
 from evaluations.metrics import PEAK_WINDOW, SMOOTH_SIZE, local_maxima, rank_centres, region_centroids
@@ -23,6 +24,22 @@ def preview_scale(height: int, width: int, max_side: int) -> float:
     (0.2, 1.0)
     """
     return min(1.0, max_side / max(height, width))
+
+
+def shrink_by(image: np.ndarray, factor: int) -> np.ndarray:
+    """``image`` averaged over ``factor`` x ``factor`` blocks; the rows and columns past its last whole block
+    are left out, so a stripe of a multiple of ``factor`` rows shrinks to exactly its rows of the whole
+    image's result.
+
+    >>> shrink_by(np.arange(20, dtype=np.uint8).reshape(4, 5), 2).tolist()
+    [[3, 5], [13, 15]]
+    """
+    if factor == 1:
+        return image
+    height, width = image.shape[0] // factor, image.shape[1] // factor
+    if height == 0 or width == 0:  # a last stripe shorter than a block
+        return np.empty((height, width, *image.shape[2:]), image.dtype)
+    return cv2.resize(image[:height * factor, :width * factor], (width, height), interpolation=cv2.INTER_AREA)
 
 
 def odd_size(size: int, scale: float) -> int:

@@ -31,10 +31,8 @@ def stripe_bounds(height: int, radius: int, stripes: int) -> list[tuple[int, int
             for a, b in zip(edges[:-1], edges[1:]) if b > a]
 
 
-def filter_in_stripes(gray: np.ndarray, filter_2d, radius: int, workers: int,
-                      out: np.ndarray | None = None) -> np.ndarray:
-    """``filter_2d(gray)`` computed on row stripes in ``workers`` threads, bit for bit the same (into
-    ``out`` if given).
+def filter_in_stripes(gray: np.ndarray, filter_2d, radius: int, workers: int) -> np.ndarray:
+    """``filter_2d(gray)`` computed on row stripes in ``workers`` threads, bit for bit the same.
 
     Each stripe carries the ``radius`` real neighbouring rows its output depends on; at the map's own top
     and bottom the stripe's edge is the map's edge, so ``filter_2d`` applies its border rule there as on
@@ -43,11 +41,8 @@ def filter_in_stripes(gray: np.ndarray, filter_2d, radius: int, workers: int,
     """
     stripes = max(1, min(workers, gray.shape[0] // (4 * max(radius, 1))))
     if stripes == 1:
-        if out is None:
-            return filter_2d(gray)
-        out[...] = filter_2d(gray)
-        return out
-    out = np.empty_like(gray) if out is None else out
+        return filter_2d(gray)
+    out = np.empty_like(gray)
 
     def run(bounds):
         out0, out1, in0, in1 = bounds

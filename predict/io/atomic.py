@@ -3,6 +3,9 @@ from __future__ import annotations
 
 import os
 import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import BinaryIO
 
 
 class WriteError(OSError):
@@ -13,22 +16,16 @@ class WriteError(OSError):
         return f"{self.filename}: cannot write ({self.strerror})"
 
 
-def write_atomically(path: str | os.PathLike, data: bytes | str) -> None:
-    """Write ``data`` to ``path`` through a temporary file of its own in the same folder and ``os.replace``.
+@contextmanager
+def atomic_writer(path: str | os.PathLike) -> Iterator[BinaryIO]:
+    """A binary file to write ``path`` through: a temporary file of its own in the same folder, put in
+    place by ``os.replace`` when the block ends, removed when it raises.
 
-    The temporary name is unique per writer, so concurrent writers never share one; on any error it is
-    removed and the previous ``path`` (if any) is left as it was. A system error (disk full, read-only
-    folder, no permission) is raised as :class:`WriteError`.
-
-    >>> import tempfile, os
-    >>> folder = tempfile.mkdtemp()
-    >>> write_atomically(os.path.join(folder, "a.txt"), "hello")
-    >>> open(os.path.join(folder, "a.txt")).read(), os.listdir(folder)
-    ('hello', ['a.txt'])
+    The temporary name is unique per writer, so concurrent writers never share one; on any error the
+    previous ``path`` (if any) is left as it was. A system error (disk full, read-only folder, no
+    permission) is raised as :class:`WriteError`.
     """
     path = os.fspath(path)
-    if isinstance(data, str):
-        data = data.encode("utf-8")
     folder = os.path.dirname(path) or "."
     try:
         fd, tmp = tempfile.mkstemp(prefix=f".{os.path.basename(path)}.", suffix=".tmp", dir=folder)
@@ -36,7 +33,7 @@ def write_atomically(path: str | os.PathLike, data: bytes | str) -> None:
         raise WriteError(exc.errno, exc.strerror or str(exc), path) from None
     try:
         with os.fdopen(fd, "wb") as f:
-            f.write(data)
+            yield f
         os.replace(tmp, path)
     except BaseException as exc:
         try:
@@ -46,3 +43,17 @@ def write_atomically(path: str | os.PathLike, data: bytes | str) -> None:
         if isinstance(exc, OSError) and not isinstance(exc, WriteError):
             raise WriteError(exc.errno, exc.strerror or str(exc), path) from None
         raise
+
+
+def write_atomically(path: str | os.PathLike, data: bytes | str) -> None:
+    """Write ``data`` (text as UTF-8) to ``path`` through :func:`atomic_writer`: the file is complete or
+    as it was before.
+
+    >>> import tempfile, os
+    >>> folder = tempfile.mkdtemp()
+    >>> write_atomically(os.path.join(folder, "a.txt"), "hello")
+    >>> open(os.path.join(folder, "a.txt")).read(), os.listdir(folder)
+    ('hello', ['a.txt'])
+    """
+    with atomic_writer(path) as f:
+        f.write(data.encode("utf-8") if isinstance(data, str) else data)

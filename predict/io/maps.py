@@ -2,15 +2,19 @@
 from __future__ import annotations
 
 import os
-from concurrent.futures import ThreadPoolExecutor
+from collections import deque
+from concurrent.futures import Future, ThreadPoolExecutor
 
 import cv2
 import numpy as np
 
 from predict.core.heatmap import colour_heatmap, overlay
-from predict.io.atomic import write_atomically
+from predict.core.preview import shrink_by
+from predict.io.atomic import atomic_writer, write_atomically
+from predict.io.jpeg import StripeJoiner, encode_jpeg, restart_interval, stripe_rows
 
 MAP_KINDS = ("probmap", "heatmap", "addmap")
+STRIPE_BYTES = 8 << 20  # colours per stripe: small beside a large map's, large beside a JPEG header
 
 
 def map_name(kind: str, idx: int) -> str:
@@ -21,14 +25,6 @@ def map_name(kind: str, idx: int) -> str:
 def map_path(cache_path: str, kind: str, idx: int) -> str:
     """``<cache>/<kind>_<idx>.jpg``."""
     return os.path.join(cache_path, map_name(kind, idx))
-
-
-def encode_jpeg(image: np.ndarray, path: str = "image") -> np.ndarray:
-    """JPEG bytes of a uint8 gray or BGR image at OpenCV's quality 95, as the original's ``cv2.imwrite``."""
-    ok, data = cv2.imencode(".jpg", image)
-    if not ok:
-        raise OSError(f"{path}: JPEG encoding failed")
-    return data
 
 
 def write_jpeg(path: str, image: np.ndarray) -> np.ndarray:
@@ -49,22 +45,41 @@ def decode_probmap(data: np.ndarray) -> np.ndarray:
     return cv2.imdecode(data, cv2.IMREAD_GRAYSCALE)
 
 
-def write_colour_maps(cache_path: str, idx: int, image_bgr: np.ndarray, heatmap: np.ndarray, *,
-                      concurrent: bool = True) -> np.ndarray:
-    """Write ``heatmap_{idx}.jpg`` (``heatmap``: the JET colours of the probmap, :func:`colour_heatmap`) and
-    ``addmap_{idx}.jpg`` (the colours over the image); return the overlay, BGR ``(H, W, 3)``.
+def write_maps(cache_path: str, idx: int, image_bgr: np.ndarray, probmap: np.ndarray, *, workers: int = 1,
+               shrink: int | None = None) -> tuple[np.ndarray, np.ndarray | None]:
+    """Write the three JPEGs of sample ``idx``: ``probmap_{idx}.jpg`` (the uint8 ``(H, W)`` map),
+    ``heatmap_{idx}.jpg`` (its JET colours, :func:`colour_heatmap`) and ``addmap_{idx}.jpg`` (those colours
+    over the BGR ``image_bgr``, :func:`overlay`), on ``workers`` threads. Returns the probmap's JPEG bytes
+    and, with ``shrink`` (a whole factor), the overlay shrunk by it (:func:`shrink_by`, for the report).
 
-    The two encodes run concurrently (OpenCV releases the GIL); with ``concurrent=False`` one after the
-    other, the overlay computed into ``heatmap``'s buffer: 3 bytes per pixel less at the peak.
+    The probmap is encoded whole, as the original's file. The colour maps are made, encoded and written in
+    stripes of rows (:mod:`predict.io.jpeg`): they decode to the pixels of the whole images encoded
+    at once, and no full-size colour image is ever held, only ``workers + 1`` stripes.
     """
-    if not concurrent:
-        write_jpeg(map_path(cache_path, "heatmap", idx), heatmap)
-        addmap = overlay(image_bgr, heatmap, out=heatmap)
-        write_jpeg(map_path(cache_path, "addmap", idx), addmap)
-        return addmap
-    with ThreadPoolExecutor(1) as pool:
-        heatmap_written = pool.submit(write_jpeg, map_path(cache_path, "heatmap", idx), heatmap)
-        addmap = overlay(image_bgr, heatmap)
-        write_jpeg(map_path(cache_path, "addmap", idx), addmap)
-        heatmap_written.result()
-    return addmap
+    height, width = probmap.shape
+    rows = stripe_rows(height, width, 3, STRIPE_BYTES, multiple=shrink or 1)
+    interval = restart_interval(rows, width, 3) if rows < height else 0
+
+    def stripe(top: int) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
+        colours = colour_heatmap(probmap[top:top + rows])
+        heatmap = encode_jpeg(colours, interval=interval)
+        addmap = encode_jpeg(overlay(image_bgr[top:top + rows], colours, out=colours), interval=interval)
+        return heatmap, addmap, None if shrink is None else shrink_by(colours, shrink)
+
+    pieces = []
+    with (ThreadPoolExecutor(workers) as pool, atomic_writer(map_path(cache_path, "heatmap", idx)) as heatmap_file,
+          atomic_writer(map_path(cache_path, "addmap", idx)) as addmap_file):
+        probmap_jpeg = pool.submit(write_probmap, cache_path, idx, probmap)
+        joiners = StripeJoiner(heatmap_file, height), StripeJoiner(addmap_file, height)
+        ahead: deque[Future] = deque()
+        for top in range(0, height, rows):
+            ahead.append(pool.submit(stripe, top))
+            while ahead and (len(ahead) > workers or top + rows >= height):
+                *parts, piece = ahead.popleft().result()
+                for joiner, part in zip(joiners, parts):
+                    joiner.add(part)
+                pieces.append(piece)
+        for joiner in joiners:
+            joiner.close()
+        written = probmap_jpeg.result()
+    return written, None if shrink is None else np.concatenate(pieces)

@@ -14,7 +14,6 @@ import html
 import os
 import warnings
 from collections.abc import Collection
-from contextlib import suppress
 
 import cv2
 import numpy as np
@@ -22,6 +21,7 @@ from PIL import Image
 from tqdm import tqdm
 
 from evaluations.metrics import INDICATORS
+from predict.core.preview import shrink_by
 from predict.io.annotations import load_annotations
 from predict.io.atomic import write_atomically
 from predict.io.maps import map_path, write_jpeg
@@ -108,20 +108,28 @@ def svg_drawing(href: str, height: int, width: int, polygons: list, circles: lis
     return "\n".join([*lines, "</g>", "</svg>"])
 
 
+def shrink_factor(height: int, width: int, size: int = THUMB_SIZE) -> int:
+    """The whole factor :func:`thumbnail` first shrinks an ``height`` x ``width`` image by (1: none): area
+    averaging by a whole factor is OpenCV's fast path, and this one leaves at least twice ``size``.
+
+    >>> shrink_factor(10000, 10001), shrink_factor(1000, 1200)
+    (13, 1)
+    """
+    return max(1, min(int(max(height, width) / size) // 2, height, width))
+
+
 def thumbnail(image: np.ndarray, size: int = THUMB_SIZE) -> np.ndarray:
     """``image`` shrunk (area averaging) so that its longest side is at most ``size`` pixels.
 
-    A large image is first shrunk by a whole factor (OpenCV's fast path for area averaging), then to the
-    final size: ten times less work on a 10000 x 10001 overlay, for the same picture.
+    A large image is first shrunk by a whole factor (:func:`shrink_factor`, :func:`shrink_by`), then to
+    the final size: ten times less work on a 10000 x 10001 overlay, for the same picture.
     """
     scale = size / max(image.shape[:2])
     if scale >= 1:
         return image
     width, height = max(1, round(image.shape[1] * scale)), max(1, round(image.shape[0] * scale))
-    whole = int(1 / scale) // 2  # leaves at least twice the final size for the second step
-    if whole >= 2:
-        image = cv2.resize(image, None, fx=1 / whole, fy=1 / whole, interpolation=cv2.INTER_AREA)
-    return cv2.resize(image, (width, height), interpolation=cv2.INTER_AREA)
+    shrunk = shrink_by(image, shrink_factor(*image.shape[:2], size))
+    return cv2.resize(shrunk, (width, height), interpolation=cv2.INTER_AREA)
 
 
 def _background(cache_path: str, idx: int) -> tuple[str, tuple[int, int], np.ndarray] | None:

@@ -25,6 +25,7 @@ from collections import deque
 from concurrent.futures import CancelledError, Future, InvalidStateError, ThreadPoolExecutor
 from contextlib import contextmanager, nullcontext, suppress
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Callable
 
 import cv2
@@ -34,7 +35,6 @@ from tqdm import tqdm
 
 from evaluations.metrics import SeloScore, evaluate_gray
 from evaluations.utils import log_metric_block
-from predict.core.heatmap import colour_buffer, colour_heatmap
 from predict.core.pipelines import PIPELINES, PipelineSpec
 from predict.core.stripes import usable_cores
 from predict.core.tiling import Tile
@@ -44,8 +44,8 @@ from predict.io.annotations import Sample, SampleError, load_annotations
 from predict.io.atomic import WriteError
 from predict.io.checks import first_line
 from predict.io.lock import folder_lock
-from predict.io.maps import decode_probmap, map_name, map_path, write_colour_maps, write_probmap
-from predict.io.report import draw_sample, thumbnail, write_report
+from predict.io.maps import decode_probmap, map_name, map_path, write_maps
+from predict.io.report import draw_sample, shrink_factor, write_report
 from predict.io.results import STAGES, MetricsStore
 from predict.run.localise import LoadedImage, load_image, probability_map_of, score_tiles
 from predict.run.provenance import (NOT_COMPUTED, SettingsMismatchError, check_settings, image_digest,
@@ -58,12 +58,10 @@ __all__ = ["RunConfig", "SeloRun", "SettingsMismatchError", "run_testset"]  # th
 MEMORY_PER_CORE = 700_000_000  # bytes of resident memory a run aims at per usable core (default)
 DECODE_BYTES_PER_PIXEL = 6  # decoding an image: the decoder's buffer and the BGR array (measured)
 IMAGE_BYTES_PER_PIXEL = 3  # a decoded BGR image, kept for its samples
-# finishing a sample (measured with the like-SLM 10000 x 10001 image): the map made in its colours' buffer
-# and coloured in place (3 bytes per pixel), the overlay in that buffer too and the encoded JPEGs (3.5), or
-# the map, the colours and the overlay with their JPEGs alive together (7.5); then the decoded map and the
-# evaluation's buffers (3.5)
-FINISH_BYTES_PER_PIXEL = {True: 8, False: 4}  # by whether the colour maps are encoded concurrently
-
+# finishing a sample (measured with the like-SLM 10000 x 10001 image): the map, its JPEG and the colour maps'
+# stripes, then the evaluation: the decoded map and the peak search's two full-size buffers (3 bytes per
+# pixel), or only the two when the map is decoded again after the search (2)
+FINISH_BYTES_PER_PIXEL = {True: 3.5, False: 2.5}  # by whether the decoded map is kept through its evaluation
 
 M_TRIM_THRESHOLD, M_MMAP_THRESHOLD = -1, -3  # glibc's mallopt parameters
 
@@ -382,7 +380,7 @@ class Scored:
     tiles: list[Tile]
     scores: np.ndarray
     timer: StageTimer
-    concurrent: bool = True  # encode the colour maps concurrently (more memory)
+    keep_map: bool = True  # keep the decoded map through its evaluation (1 byte per pixel more)
     nonfinite: int = 0  # tile scores left out of the map (set by :meth:`SeloRun.finish_sample`)
     degenerate: bool = False  # the map localises nothing (idem)
 
@@ -446,30 +444,23 @@ class SeloRun:
         config, timer, pixels = self.config, scored.timer, scored.image.loaded.pixels
         height, width = pixels.shape[:2]
         name = sample.jpg_name
-        # short of memory, the map is made in its colours' buffer and coloured in place
-        colours, plane = (None, None) if scored.concurrent else colour_buffer(height, width)
         probmap, scored.nonfinite, scored.degenerate = probability_map_of(scored.tiles, scored.scores, height, width,
-                                                                          config.pipeline, timer, name, out=plane)
+                                                                          config.pipeline, timer, name)
         log.info("Generate heatmap in %.4fs", timer.seconds["gnt"])
         if scored.degenerate:
             log.warning("Sample %d (%s): degenerate map (its tile scores localise nothing); flagged "
                         "\"degenerate\" in metrics.json and left out of the mean", sample.idx, name)
-        # the colour maps first: the map and the overlay are gone before the evaluation's buffers are made
-        with timer.stage("flt"), ThreadPoolExecutor(1) as jpeg:
+        with timer.stage("flt"):
             log.info("Saving heatmap in %s ...", map_path(config.cache_path, "heatmap", sample.idx))
-            # the probmap's JPEG is encoded beside the colours, or first where they are made over the map
-            probmap_jpeg = (jpeg.submit if colours is None else _completed)(write_probmap, config.cache_path,
-                                                                            sample.idx, probmap)
-            heatmap = colour_heatmap(probmap, out=colours)
-            del probmap, plane, colours
-            addmap = write_colour_maps(config.cache_path, sample.idx, pixels, heatmap, concurrent=scored.concurrent)
-            del heatmap
-            written = probmap_jpeg.result()
-        background = thumbnail(addmap) if config.report else None
-        del addmap
-        with timer.stage("eval"):  # on the map as decoded from its JPEG, as the original's evaluator read it
-            score = evaluate_gray(decode_probmap(written), sample.polygons, name=f"{name} (sample {sample.idx})")
-        del written
+            written, background = write_maps(config.cache_path, sample.idx, pixels, probmap, workers=usable_cores(),
+                                             shrink=shrink_factor(height, width) if config.report else None)
+        del probmap
+        # on the map as decoded from its JPEG, as the original's evaluator read it; short of memory, decoded
+        # again after the peak search rather than kept through it
+        with timer.stage("eval"):
+            gray = decode_probmap(written) if scored.keep_map else partial(decode_probmap, written)
+            score = evaluate_gray(gray, sample.polygons, name=f"{name} (sample {sample.idx})")
+        del written, gray
         if config.report:
             draw_sample(config.cache_path, sample.idx, background, map_name("addmap", sample.idx),
                         (height, width), sample.polygons, score.circles, score.centers)
@@ -599,7 +590,7 @@ class SeloRun:
                         image = prepared.popleft().result()
                         left = image.users
                         # the next image is decoded while this one is encoded, if it fits beside its finishes
-                        self.budget.set(reserved=image.nbytes // IMAGE_BYTES_PER_PIXEL * FINISH_BYTES_PER_PIXEL[False])
+                        self.budget.set(reserved=int(image.nbytes // IMAGE_BYTES_PER_PIXEL * FINISH_BYTES_PER_PIXEL[False]))
                         if parallel:
                             prepare_next()
                     left -= 1
@@ -634,11 +625,11 @@ class SeloRun:
     def _submit_finish(self, sample: Sample, scored: Scored, log: SampleLog, finisher: ThreadPoolExecutor | None,
                        outcome: Future) -> None:
         """Finish ``scored`` in the pool once the budget admits its bytes (or now, without a pool), into
-        ``outcome``; the colour maps are encoded concurrently where that fits too."""
+        ``outcome``; the decoded map is kept through its evaluation where that fits too."""
         self._learn_baseline()
         pixels = scored.image.loaded.pixels.shape[0] * scored.image.loaded.pixels.shape[1]
-        scored.concurrent = pixels * (IMAGE_BYTES_PER_PIXEL + FINISH_BYTES_PER_PIXEL[True]) <= self.budget.limit
-        nbytes = pixels * FINISH_BYTES_PER_PIXEL[scored.concurrent]
+        scored.keep_map = pixels * (IMAGE_BYTES_PER_PIXEL + FINISH_BYTES_PER_PIXEL[True]) <= self.budget.limit
+        nbytes = int(pixels * FINISH_BYTES_PER_PIXEL[scored.keep_map])
 
         def resolve(finished: Future) -> None:
             if finished.cancelled():  # the run was interrupted

@@ -35,7 +35,7 @@ from predict.core.pipelines import PIPELINES, PipelineSpec, get_pipeline
 from predict.core.preview import preview_map, preview_peaks, preview_scale
 from predict.encoders.base import EncoderSpecModel
 from predict.io.atomic import write_atomically
-from predict.io.maps import encode_jpeg
+from predict.io.jpeg import encode_jpeg
 from predict.io.raster import (RasterImage, peaks_feature_collection, pixel_coordinates, read_raster,
                                write_probmap_tif)
 from predict.run.localise import mostly_valid, score_tiles, tile_cells

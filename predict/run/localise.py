@@ -163,9 +163,9 @@ def tile_cells(tiles: Sequence[tiling.Tile], scores: np.ndarray, height: int, wi
 
 def probability_map_of(tiles: Sequence[tiling.Tile], scores: np.ndarray, height: int, width: int,
                        spec: PipelineSpec, timer: StageTimer | None = None, name: str = "image",
-                       fill_uncovered: bool = False, out: np.ndarray | None = None) -> ProbabilityMap:
+                       fill_uncovered: bool = False) -> ProbabilityMap:
     """The probability map of scored tiles: per-pixel mean (timed ``gnt``), normalisation and ``spec``'s
-    filter (timed ``flt``), into ``out`` if given. Tiles whose score is not finite are left out of the
+    filter (timed ``flt``). Tiles whose score is not finite are left out of the
     mean, with a warning that counts them. With ``fill_uncovered`` (a map whose mostly-nodata tiles were
     left out) pixels no tile covers get the map's minimum instead of 0, which could be anywhere in the range
     of the scores.
@@ -185,7 +185,7 @@ def probability_map_of(tiles: Sequence[tiling.Tile], scores: np.ndarray, height:
     with timer.stage("gnt"):
         cells = tile_cells(tiles, scores, height, width, fill_uncovered)
     with timer.stage("flt"):
-        pixels = probability_map(cells, spec.map_filter, name, out=out)
+        pixels = probability_map(cells, spec.map_filter, name)
     return ProbabilityMap(pixels, nonfinite, is_flat(cells.values))  # no finite score: all-zero cells
 
 
