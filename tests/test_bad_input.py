@@ -152,6 +152,19 @@ def test_string_coordinates_fail_their_sample_in_generate_and_evaluate(tmp_path)
     assert list(samples) == [1] and "vertex 0 is not an [x, y] pair" in errors[0]
 
 
+@pytest.mark.parametrize("polygon, problem", [
+    ([[1500, 100], [1600, 100], [1600, 200]], "polygon 0: entirely outside the 900x1200 map"),
+    ([[500, 300], [800, 300]], "polygon 0: 2 points, at least 3 needed"),
+])
+def test_polygons_the_indicators_cannot_use_fail_their_sample_before_any_map(tmp_path, polygon, problem):
+    write_testset(tmp_path, [{}, {"points": [polygon]}, {}])
+    code, cache = generate(tmp_path)
+    samples, errors, _ = results(cache)
+    assert code == 1 and list(samples) == [0, 2]
+    assert errors[1] == f"scene.png (sample 1): {problem}"
+    assert not [path.name for path in cache.glob("*_1.jpg")]  # no map of it is written
+
+
 def test_structural_annotation_errors_stop_the_run(tmp_path):
     (tmp_path / "anno.json").write_text(json.dumps([{"caption": "no points", "jpg_name": "a.jpg"}]))
     with pytest.raises(SampleError, match="sample 0 lacks one of"):

@@ -33,7 +33,7 @@ import numpy as np
 from PIL import Image
 from tqdm import tqdm
 
-from evaluations.metrics import SeloScore, evaluate_gray
+from evaluations.metrics import SeloScore, check_polygons, evaluate_gray
 from evaluations.utils import log_metric_block
 from predict.core.pipelines import PIPELINES, PipelineSpec
 from predict.core.stripes import usable_cores
@@ -360,6 +360,11 @@ def opencv_threads(count: int):
         cv2.setNumThreads(previous)
 
 
+def evaluation_name(sample: Sample) -> str:
+    """How the indicators' errors name a sample's map: ``"<image> (sample <idx>)"``."""
+    return f"{sample.jpg_name} (sample {sample.idx})"
+
+
 def _completed(function, *args) -> Future:
     """``function(*args)`` run now, as a completed future (the serial run's executor)."""
     future = Future()
@@ -433,6 +438,8 @@ class SeloRun:
             raise image.error
         height, width = image.loaded.pixels.shape[:2]
         log.info("img size:%dx%d", height, width)
+        # polygons the indicators cannot use fail the sample before the encoder's work and any map file
+        check_polygons(sample.polygons, (height, width), evaluation_name(sample))
         log.info("Start split images with step %s", "_".join(map(str, spec.steps)))
         tiles, scores = score_tiles(image.loaded, sample.caption, self.encoder, spec, self.vectors, self.config.seed,
                                     timer, sample.jpg_name)
@@ -459,7 +466,7 @@ class SeloRun:
         # again after the peak search rather than kept through it
         with timer.stage("eval"):
             gray = decode_probmap(written) if scored.keep_map else partial(decode_probmap, written)
-            score = evaluate_gray(gray, sample.polygons, name=f"{name} (sample {sample.idx})")
+            score = evaluate_gray(gray, sample.polygons, name=evaluation_name(sample))
         del written, gray
         if config.report:
             draw_sample(config.cache_path, sample.idx, background, map_name("addmap", sample.idx),
