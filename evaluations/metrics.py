@@ -249,30 +249,41 @@ def _runs(flags: np.ndarray) -> list:
     return list(zip(edges[::2], edges[1::2]))
 
 
-def region_centroids(binary: np.ndarray) -> list:
+def _box_regions(binary: np.ndarray, top: int, bottom: int, left: int, right: int) -> list:
+    """``((first row, first column), (cx, cy))`` of the 8-connected regions of ``binary`` inside a box that
+    no region crosses, in map coordinates."""
+    box = np.ascontiguousarray(binary[top:bottom, left:right])
+    count, labels, stats, centroids = cv2.connectedComponentsWithStats(box, connectivity=8, ltype=cv2.CV_32S)
+    regions = []
+    for label in range(1, count):
+        row, col, width = (stats[label, cv2.CC_STAT_TOP], stats[label, cv2.CC_STAT_LEFT],
+                           stats[label, cv2.CC_STAT_WIDTH])
+        first_col = col + int(np.argmax(labels[row, col:col + width] == label))
+        # centroid = integer coordinate sum / area: int() is the exact floor, as skimage's mean gives.
+        cx, cy = centroids[label]
+        regions.append(((top + row, left + first_col), (int(cx) + left, int(cy) + top)))
+    return regions
+
+
+def region_centroids(binary: np.ndarray, workers: int | None = None) -> list:
     """Int-truncated centroids ``(x, y)`` of the 8-connected non-zero regions of a uint8 ``(H, W)`` map, in
     raster order.
 
     Raster order (by each region's first pixel) is the label order of ``skimage.measure.label``, which the
-    original's stable sort keeps among equal probabilities.
+    original's stable sort keeps among equal probabilities. No region crosses an empty row, nor a column
+    empty over a band of rows: only the boxes left are labelled, on ``workers`` threads (default: the usable
+    cores).
     """
-    regions = []
-    # No region crosses an empty row, nor a column empty over a band of rows: label only the boxes left.
-    for top, bottom in _runs(binary.max(axis=1) > 0):
-        band = binary[top:bottom]
-        for left, right in _runs(band.max(axis=0) > 0):
-            box = np.ascontiguousarray(band[:, left:right])
-            count, labels, stats, centroids = cv2.connectedComponentsWithStats(box, connectivity=8,
-                                                                               ltype=cv2.CV_32S)
-            for label in range(1, count):
-                row, col, width = (stats[label, cv2.CC_STAT_TOP], stats[label, cv2.CC_STAT_LEFT],
-                                   stats[label, cv2.CC_STAT_WIDTH])
-                first_col = col + int(np.argmax(labels[row, col:col + width] == label))
-                # centroid = integer coordinate sum / area: int() is the exact floor, as skimage's mean gives.
-                cx, cy = centroids[label]
-                regions.append(((top + row, left + first_col), (int(cx) + left, int(cy) + top)))
-    regions.sort()
-    return [centre for _, centre in regions]
+    boxes = [(top, bottom, left, right) for top, bottom in _runs(binary.max(axis=1) > 0)
+             for left, right in _runs(binary[top:bottom].max(axis=0) > 0)]
+    boxes.sort(key=lambda box: (box[1] - box[0]) * (box[3] - box[2]), reverse=True)  # the threads' shares even
+    found = [[] for _ in boxes]
+
+    def label(part: int, scratch: dict) -> None:
+        found[part] = _box_regions(binary, *boxes[part])
+
+    _on_threads(label, len(boxes), workers or usable_cores())
+    return [centre for _, centre in sorted(region for regions in found for region in regions)]
 
 
 def rank_centres(points: list, values: np.ndarray, threshold=CENTRE_MIN_GRAY) -> list:

@@ -62,6 +62,9 @@ IMAGE_BYTES_PER_PIXEL = 3  # a decoded BGR image, kept for its samples
 # stripes, then the evaluation: the decoded map and the peak search's two full-size buffers (3 bytes per
 # pixel), or only the two when the map is decoded again after the search (2)
 FINISH_BYTES_PER_PIXEL = {True: 3.5, False: 2.5}  # by whether the decoded map is kept through its evaluation
+# threads of a finish's colour-map stripes (the pool's other finishes use the other cores): with at most
+# STRIPE_THREADS + 1 stripes in flight, the colour maps stay within the evaluation's bytes on any machine
+STRIPE_THREADS = 4
 
 M_TRIM_THRESHOLD, M_MMAP_THRESHOLD = -1, -3  # glibc's mallopt parameters
 
@@ -459,7 +462,8 @@ class SeloRun:
                         "\"degenerate\" in metrics.json and left out of the mean", sample.idx, name)
         with timer.stage("flt"):
             log.info("Saving heatmap in %s ...", map_path(config.cache_path, "heatmap", sample.idx))
-            written, background = write_maps(config.cache_path, sample.idx, pixels, probmap, workers=usable_cores(),
+            written, background = write_maps(config.cache_path, sample.idx, pixels, probmap,
+                                             workers=min(usable_cores(), STRIPE_THREADS),
                                              shrink=shrink_factor(height, width) if config.report else None)
         del probmap
         # on the map as decoded from its JPEG, as the original's evaluator read it; short of memory, decoded
