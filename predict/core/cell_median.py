@@ -117,8 +117,8 @@ def cell_median(row_edges: np.ndarray, col_edges: np.ndarray, values: np.ndarray
                 workers: int | None = None) -> np.ndarray:
     """``cv2.medianBlur(expanded, size)`` of the cell map ``values`` (R, C) uint8 on the edges ``row_edges``
     (R + 1,) and ``col_edges`` (C + 1,) (pixels, from 0 to the map's height / width; empty cells allowed),
-    bit for bit, as a uint8 ``(H, W)`` array; rows shared among ``workers``
-    threads (default: the usable cores).
+    bit for bit, as a uint8 ``(H, W)`` array; rows shared among ``workers`` threads (default: the usable
+    cores).
 
     >>> import cv2
     >>> rows, cols = np.array([0, 3, 9]), np.array([0, 4, 5, 11])

@@ -8,7 +8,9 @@ map. OpenCV and numba release the GIL, so the stripes run in parallel.
 from __future__ import annotations
 
 import os
-from concurrent.futures import ThreadPoolExecutor
+from collections import deque
+from collections.abc import Callable, Iterable, Iterator
+from concurrent.futures import Executor, Future, ThreadPoolExecutor
 
 import numpy as np
 
@@ -16,6 +18,23 @@ import numpy as np
 def usable_cores() -> int:
     """Threads for work on one map: the cores this process may use."""
     return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+
+
+def results_ahead(pool: Executor, function: Callable, items: Iterable, depth: int) -> Iterator:
+    """``function(item)`` of each item in order, computed in ``pool`` up to ``depth`` items ahead of the one
+    the caller is using, so at most ``depth + 1`` results are alive at once.
+
+    >>> with ThreadPoolExecutor(2) as pool:
+    ...     list(results_ahead(pool, lambda x: x * x, range(5), depth=2))
+    [0, 1, 4, 9, 16]
+    """
+    ahead: deque[Future] = deque()
+    for item in items:
+        ahead.append(pool.submit(function, item))
+        if len(ahead) > depth:
+            yield ahead.popleft().result()
+    while ahead:
+        yield ahead.popleft().result()
 
 
 def stripe_bounds(height: int, radius: int, stripes: int) -> list[tuple[int, int, int, int]]:

@@ -78,7 +78,7 @@ def encode_jpeg(image: np.ndarray, path: str = "image", interval: int = 0) -> np
     return data
 
 
-def _scan_start(data: bytes) -> tuple[int, int]:
+def _scan_start(data: bytes | memoryview) -> tuple[int, int]:
     """Offsets in a baseline JPEG of its entropy-coded data (after the SOS segment) and of the frame
     header's height field."""
     position, height_at = 2, None

@@ -2,14 +2,14 @@
 from __future__ import annotations
 
 import os
-from collections import deque
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import ThreadPoolExecutor
 
 import cv2
 import numpy as np
 
 from predict.core.heatmap import colour_heatmap, overlay
 from predict.core.preview import shrink_by
+from predict.core.stripes import results_ahead
 from predict.io.atomic import atomic_writer, write_atomically
 from predict.io.jpeg import StripeJoiner, encode_jpeg, restart_interval, stripe_rows
 
@@ -71,14 +71,10 @@ def write_maps(cache_path: str, idx: int, image_bgr: np.ndarray, probmap: np.nda
           atomic_writer(map_path(cache_path, "addmap", idx)) as addmap_file):
         probmap_jpeg = pool.submit(write_probmap, cache_path, idx, probmap)
         joiners = StripeJoiner(heatmap_file, height), StripeJoiner(addmap_file, height)
-        ahead: deque[Future] = deque()
-        for top in range(0, height, rows):
-            ahead.append(pool.submit(stripe, top))
-            while ahead and (len(ahead) > workers or top + rows >= height):
-                *parts, piece = ahead.popleft().result()
-                for joiner, part in zip(joiners, parts):
-                    joiner.add(part)
-                pieces.append(piece)
+        for *parts, piece in results_ahead(pool, stripe, range(0, height, rows), workers):
+            for joiner, part in zip(joiners, parts):
+                joiner.add(part)
+            pieces.append(piece)
         for joiner in joiners:
             joiner.close()
         written = probmap_jpeg.result()

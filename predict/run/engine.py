@@ -601,7 +601,8 @@ class SeloRun:
                         image = prepared.popleft().result()
                         left = image.users
                         # the next image is decoded while this one is encoded, if it fits beside its finishes
-                        self.budget.set(reserved=int(image.nbytes // IMAGE_BYTES_PER_PIXEL * FINISH_BYTES_PER_PIXEL[False]))
+                        pixels = image.nbytes // IMAGE_BYTES_PER_PIXEL
+                        self.budget.set(reserved=int(pixels * FINISH_BYTES_PER_PIXEL[False]))
                         if parallel:
                             prepare_next()
                     left -= 1

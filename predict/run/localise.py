@@ -165,10 +165,9 @@ def probability_map_of(tiles: Sequence[tiling.Tile], scores: np.ndarray, height:
                        spec: PipelineSpec, timer: StageTimer | None = None, name: str = "image",
                        fill_uncovered: bool = False) -> ProbabilityMap:
     """The probability map of scored tiles: per-pixel mean (timed ``gnt``), normalisation and ``spec``'s
-    filter (timed ``flt``). Tiles whose score is not finite are left out of the
-    mean, with a warning that counts them. With ``fill_uncovered`` (a map whose mostly-nodata tiles were
-    left out) pixels no tile covers get the map's minimum instead of 0, which could be anywhere in the range
-    of the scores.
+    filter (timed ``flt``). Tiles whose score is not finite are left out of the mean, with a warning that
+    counts them. With ``fill_uncovered`` (a map whose mostly-nodata tiles were left out) pixels no tile
+    covers get the map's minimum instead of 0, which could be anywhere in the range of the scores.
 
     >>> from predict import PIPELINES, MapFilter
     >>> spec = PIPELINES["v1"].replace(map_filter=MapFilter(median=1))

@@ -11,13 +11,13 @@ import io
 import os
 import warnings
 from functools import lru_cache
-from collections import deque
 from collections.abc import Callable, Iterator, Sequence
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 from tqdm import tqdm
 
+from predict.core.stripes import results_ahead
 from predict.core.tiling import Tile, cut_tiles, tile_batches
 from predict.encoders.base import EncoderSpecModel
 from predict.io.atomic import write_atomically
@@ -83,13 +83,8 @@ def batches_ahead(image_bgr: np.ndarray, tiles: Sequence[Tile], size: int, batch
     """:func:`~predict.core.tiling.tile_batches`, cut in a thread up to ``depth`` batches ahead of the
     consumer, so that cutting overlaps the encoder (OpenCV releases the GIL); the same batches."""
     with ThreadPoolExecutor(1, thread_name_prefix="selo-cut") as pool:
-        ahead: deque[Future] = deque()
-        for start in range(0, len(tiles), batch_size):
-            ahead.append(pool.submit(cut_tiles, image_bgr, tiles[start:start + batch_size], size))
-            if len(ahead) > depth:
-                yield ahead.popleft().result()
-        while ahead:
-            yield ahead.popleft().result()
+        yield from results_ahead(pool, lambda start: cut_tiles(image_bgr, tiles[start:start + batch_size], size),
+                                 range(0, len(tiles), batch_size), depth)
 
 
 class TileVectorStore:
