@@ -10,8 +10,8 @@ setup: $(STAMP)
 
 $(STAMP): requirements.txt pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install -q -r requirements.txt
-	$(PY) -m pip install -q --no-deps --no-build-isolation -e .
+	$(PY) -m pip install -q --no-cache-dir -r requirements.txt
+	$(PY) -m pip install -q --no-cache-dir --no-deps --no-build-isolation -e .
 	touch $(STAMP)
 
 test: $(STAMP)

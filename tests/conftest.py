@@ -21,3 +21,25 @@ def shared_path(*parts: str) -> Path:
 @pytest.fixture
 def shared():
     return shared_path
+
+
+@pytest.fixture
+def importable_module(tmp_path, monkeypatch):
+    """``write(name, source)`` puts ``<name>.py`` in ``tmp_path``, on ``sys.path``, and returns the folder.
+
+    A module of that name imported by an earlier test is dropped first, and this one at teardown: the
+    earlier test's folder is gone (a passed test's ``tmp_path`` is removed), and the module would
+    otherwise be served from ``sys.modules`` with a file that no longer exists.
+    """
+    names = []
+
+    def write(name: str, source: str) -> Path:
+        (tmp_path / f"{name}.py").write_text(source)
+        sys.modules.pop(name, None)
+        names.append(name)
+        return tmp_path
+
+    monkeypatch.syspath_prepend(str(tmp_path))
+    yield write
+    for name in names:
+        sys.modules.pop(name, None)

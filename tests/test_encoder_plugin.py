@@ -55,10 +55,8 @@ def write_yaml(folder, options):
 
 
 @pytest.fixture
-def plugin_dir(tmp_path, monkeypatch):
-    (tmp_path / "my_encoders.py").write_text(PLUGIN_SOURCE)
-    monkeypatch.syspath_prepend(str(tmp_path))
-    return tmp_path
+def plugin_dir(importable_module):
+    return importable_module("my_encoders", PLUGIN_SOURCE)
 
 
 def test_out_of_tree_encoder_from_yaml(plugin_dir):
@@ -343,10 +341,8 @@ CHECKED_SOURCE = textwrap.dedent('''
 
 
 @pytest.fixture
-def checked_dir(tmp_path, monkeypatch):
-    (tmp_path / "checked_encoders.py").write_text(CHECKED_SOURCE)
-    monkeypatch.syspath_prepend(str(tmp_path))
-    return tmp_path
+def checked_dir(importable_module):
+    return importable_module("checked_encoders", CHECKED_SOURCE)
 
 
 def test_a_plugin_without_super_init_gets_options_device_and_batch_size(checked_dir, tmp_path):

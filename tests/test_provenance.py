@@ -202,21 +202,15 @@ PLUGIN = textwrap.dedent('''
 ''')
 
 
-def write_plugin(folder, gain):
-    (folder / "prov_plugin.py").write_text(PLUGIN.format(gain=gain))
-    sys.modules.pop("prov_plugin", None)  # import the file as it is now
-
-
-def test_changed_encoder_code_recomputes_its_vectors(tmp_path, monkeypatch, capsys):
-    monkeypatch.syspath_prepend(str(tmp_path))
+def test_changed_encoder_code_recomputes_its_vectors(tmp_path, importable_module, monkeypatch, capsys):
     monkeypatch.setattr(sys, "dont_write_bytecode", True)
     write_testset(tmp_path, n_samples=1)
     config = yaml_file(tmp_path / "plugin.yaml", name="prov_plugin:Redness")
-    write_plugin(tmp_path, 1.0)
+    importable_module("prov_plugin", PLUGIN.format(gain=1.0))
     assert generate(tmp_path, yaml_path=config)[0] == 0
     first = (tmp_path / "cache" / "probmap_0.jpg").read_bytes()
     capsys.readouterr()
-    write_plugin(tmp_path, -1.0)  # the code changed; the yaml and weights did not
+    importable_module("prov_plugin", PLUGIN.format(gain=-1.0))  # the code changed; the yaml and weights did not
     code, _, _ = generate(tmp_path, yaml_path=config)
     assert code == 2 and "(encoder.source differ)" in "".join(capsys.readouterr())
     code, _, _ = generate(tmp_path, "--overwrite", yaml_path=config)
@@ -314,9 +308,8 @@ def test_vectors_of_a_failed_encode_are_neither_saved_nor_reused(tmp_path):
     ("one_d", r"image_encoder returned vectors of shape \((\d+),\) for \1 tiles; expected \(\1, D\)"),
     ("text_dim", r"text vector of shape \(3,\) does not match image vectors \(\d+, 2\); expected \(2,\)"),
 ])
-def test_wrong_vector_shapes_are_one_line_naming_the_encoder(tmp_path, monkeypatch, answer, message):
-    module = tmp_path / "shape_plugin.py"
-    module.write_text(textwrap.dedent(f'''
+def test_wrong_vector_shapes_are_one_line_naming_the_encoder(tmp_path, importable_module, answer, message):
+    importable_module("shape_plugin", textwrap.dedent(f'''
         import numpy as np
         from predict.encoders.base import EncoderSpecModel
 
@@ -331,8 +324,6 @@ def test_wrong_vector_shapes_are_one_line_naming_the_encoder(tmp_path, monkeypat
             def text_encoder(self, text):
                 return np.ones(3, np.float32)
     '''))
-    monkeypatch.syspath_prepend(str(tmp_path))
-    sys.modules.pop("shape_plugin", None)
     write_testset(tmp_path, n_samples=1)
     code, metrics, log = generate(tmp_path, yaml_path=yaml_file(tmp_path / "w.yaml", name="shape_plugin:Wrong"))
     assert code == 1

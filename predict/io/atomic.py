@@ -50,9 +50,9 @@ def write_atomically(path: str | os.PathLike, data: bytes | str) -> None:
     as it was before.
 
     >>> import tempfile, os
-    >>> folder = tempfile.mkdtemp()
-    >>> write_atomically(os.path.join(folder, "a.txt"), "hello")
-    >>> open(os.path.join(folder, "a.txt")).read(), os.listdir(folder)
+    >>> with tempfile.TemporaryDirectory() as folder:
+    ...     write_atomically(os.path.join(folder, "a.txt"), "hello")
+    ...     open(os.path.join(folder, "a.txt")).read(), os.listdir(folder)
     ('hello', ['a.txt'])
     """
     with atomic_writer(path) as f:

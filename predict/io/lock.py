@@ -33,10 +33,10 @@ def folder_lock(folder: str | os.PathLike):
         FolderBusyError: another process holds it.
 
     >>> import tempfile
-    >>> folder = tempfile.mkdtemp()
-    >>> with folder_lock(folder):
-    ...     with folder_lock(folder):  # re-entrant within a process
-    ...         pass
+    >>> with tempfile.TemporaryDirectory() as folder:
+    ...     with folder_lock(folder):
+    ...         with folder_lock(folder):  # re-entrant within a process
+    ...             pass
     """
     os.makedirs(folder, exist_ok=True)
     key = os.path.realpath(folder)
