@@ -19,6 +19,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
+
 from predict.layers.common import l2norm
 from predict.layers.resnet import ResNet18
 

@@ -8,8 +8,6 @@ from torch.nn import functional as F
 EMBED_DIM = 128
 WORD_DIM = 64
 POOL = 4  # 256 -> 64 pixels before the CNN: enough for colours and layouts, and fast on a CPU
-
-
 POOL_CHUNK = 4  # tiles converted to float at a time: 3 MB, reused by the allocator instead of fresh pages
 
 

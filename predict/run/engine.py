@@ -22,11 +22,11 @@ import sys
 import threading
 import warnings
 from collections import deque
+from collections.abc import Callable
 from concurrent.futures import CancelledError, Future, InvalidStateError, ThreadPoolExecutor
 from contextlib import contextmanager, nullcontext, suppress
 from dataclasses import dataclass, field
 from functools import partial
-from typing import Callable
 
 import cv2
 import numpy as np
