@@ -27,6 +27,7 @@ class CellMap:
     row_edges: np.ndarray  # (R + 1,) int64, from 0 to height
     col_edges: np.ndarray  # (C + 1,) int64, from 0 to width
     values: np.ndarray  # (R, C) float64
+    scored: np.ndarray | None = None  # (R, C) bool: cells with at least one finite tile score (None: all)
 
     def expand(self, cells: np.ndarray) -> np.ndarray:
         """Full-resolution ``(height, width)`` array of per-cell values ``cells`` (R, C)."""
@@ -72,7 +73,22 @@ def mean_tile_scores(boxes: np.ndarray, scores: Sequence[float], height: int, wi
     values = np.divide(sums, counts, out=np.zeros_like(sums), where=scored)
     if scored.any():
         values[covered & ~scored] = values[scored].min()
-    return CellMap(row_edges, col_edges, values)
+    return CellMap(row_edges, col_edges, values, scored)
+
+
+def scene_score(cells: CellMap) -> float:
+    """The scene score: the maximum over pixels of the per-pixel mean of raw tile scores, before the
+    per-image normalisation (NaN when no cell has a finite score).
+
+    The map itself is normalised per image, so its peak is 1 whether or not the scene holds what was
+    asked; the raw score is comparable across the queries of one image and across images scored by one
+    encoder. Cells that no scored tile covers (v2's outside) are left out.
+
+    >>> scene_score(mean_tile_scores([(0, 2, 0, 2), (0, 2, 1, 3)], [-1.0, -3.0], 2, 4))
+    -1.0
+    """
+    values = cells.values if cells.scored is None else cells.values[cells.scored]
+    return float(values.max()) if values.size else float("nan")
 
 
 def is_flat(values: np.ndarray) -> bool:

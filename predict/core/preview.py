@@ -73,7 +73,7 @@ def scaled_cells(cells: CellMap, scale: float) -> CellMap:
     """
     def scale_edges(edges):
         return np.round(np.asarray(edges) * scale).astype(np.int64)
-    return CellMap(scale_edges(cells.row_edges), scale_edges(cells.col_edges), cells.values)
+    return CellMap(scale_edges(cells.row_edges), scale_edges(cells.col_edges), cells.values, cells.scored)
 
 
 def preview_map(cells: CellMap, map_filter: MapFilter, scale: float, name: str = "heat map") -> np.ndarray:
