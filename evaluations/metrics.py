@@ -26,6 +26,8 @@ import cv2
 import numpy as np
 
 from predict.core.stripes import usable_cores
+from predict.io.annotations import SampleError
+from predict.io.images import read_jpeg_strictly
 
 INDICATORS = ("Rsu", "Ras", "Rda", "Rmi")  # the paper's column order
 RSU_BETA = 0.707
@@ -67,9 +69,18 @@ class SeloScore:
 
 
 def read_probmap(path: str) -> np.ndarray:
-    """Read a probability map file as uint8 gray ``(H, W)``, as the original does (``cv2.IMREAD_GRAYSCALE``)."""
+    """Read a probability map file as uint8 gray ``(H, W)``, as the original does (``cv2.IMREAD_GRAYSCALE``);
+    a JPEG strictly (:func:`~predict.io.images.read_jpeg_strictly`, the same pixels): corrupt or truncated
+    data are an :class:`EvaluationInputError` naming the file, not a patched-up map."""
     if not os.path.isfile(path):
         raise EvaluationInputError(f"{path}: probability map not found")
+    with open(path, "rb") as f:
+        is_jpeg = f.read(2) == b"\xff\xd8"
+    if is_jpeg:
+        try:
+            return read_jpeg_strictly(path, "GRAY")
+        except SampleError as error:
+            raise EvaluationInputError(str(error)) from None
     gray = cv2.imread(path, cv2.IMREAD_GRAYSCALE)
     if gray is None or gray.size == 0:
         raise EvaluationInputError(f"{path}: cannot decode probability map (corrupt or unsupported format)")
@@ -421,9 +432,12 @@ def _indicators(gray: np.ndarray | Callable[[], np.ndarray], polygons: list, nam
 
 def check_polygons(polygons, shape: tuple, name: str = "probmap") -> None:
     """Raise :class:`EvaluationInputError` ``"<name>: polygon <k>: <problem>"`` for polygons that make the
-    indicators undefined: no polygon, fewer than 3 ``[x, y]`` vertices, non-finite coordinates, a polygon
+    indicators undefined: not a list, no polygon, fewer than 3 ``[x, y]`` vertices, non-finite coordinates, a polygon
     entirely outside the ``(H, W)`` map (its vertices' box misses it) or a zero-radius circle."""
-    if not isinstance(polygons, (list, tuple)) or len(polygons) == 0:
+    if not isinstance(polygons, (list, tuple)):
+        raise EvaluationInputError(f"{name}: polygons must be a list of polygons (each a list of [x, y] "
+                                   f"vertices), got {type(polygons).__name__}")
+    if len(polygons) == 0:
         raise EvaluationInputError(f"{name}: no annotation polygon")
     height, width = shape[:2]
     for index, polygon in enumerate(polygons):

@@ -1,5 +1,6 @@
 """JPEGs encoded in stripes and joined: the bytes OpenCV writes for the whole image with that restart interval,
-the pixels of the whole image encoded at once; and the sample's maps written that way."""
+the pixels of the whole image encoded at once; and the sample's maps written that way. Strict decoding
+(simplejpeg's libjpeg-turbo) gives exactly OpenCV's pixels for every kind of JPEG the project reads."""
 import io
 import os
 
@@ -7,9 +8,14 @@ import cv2
 import numpy as np
 import pytest
 
+from PIL import Image
+
+from evaluations.metrics import read_probmap
 from predict.core.heatmap import colour_heatmap, overlay
 from predict.core.preview import shrink_by
 from predict.io import maps
+from predict.demo.make_testset import write_testset
+from predict.io.images import decode_strictly, read_image, read_jpeg_strictly
 from predict.io.jpeg import (MAX_RESTART_INTERVAL, StripeJoiner, encode_jpeg, mcu_size, restart_interval,
                              stripe_rows)
 
@@ -121,3 +127,68 @@ def test_shrinking_row_stripes_gives_the_rows_of_the_whole():
         rows = factor * int(rng.integers(1, 12))
         parts = [shrink_by(image[top:top + rows], factor) for top in range(0, height, rows)]
         np.testing.assert_array_equal(np.concatenate(parts), shrink_by(image, factor))
+
+
+# --- strict decoding: OpenCV's pixels ---------------------------------------------------------------------
+
+
+def assert_decoded_as_opencv(path):
+    """Every strict reader gives the pixels ``cv2.imread`` gives the JPEG at ``path`` with its flags."""
+    path = str(path)
+    as_stored = cv2.imread(path, cv2.IMREAD_ANYDEPTH | cv2.IMREAD_ANYCOLOR)
+    np.testing.assert_array_equal(decode_strictly(path), as_stored, err_msg=path)
+    np.testing.assert_array_equal(read_jpeg_strictly(path), cv2.imread(path), err_msg=path)
+    np.testing.assert_array_equal(read_jpeg_strictly(path, "RGB"), cv2.imread(path)[:, :, ::-1], err_msg=path)
+    gray = cv2.imread(path, cv2.IMREAD_GRAYSCALE)
+    np.testing.assert_array_equal(read_jpeg_strictly(path, "GRAY"), gray, err_msg=path)
+    np.testing.assert_array_equal(read_probmap(path), gray, err_msg=path)
+    np.testing.assert_array_equal(read_image(path), cv2.imread(path), err_msg=path)
+
+
+def test_strict_decoding_of_the_reference_probmaps(shared):
+    files = sorted(shared("reference", "pipeline").glob("*.jpg"))
+    assert files
+    for path in files:
+        assert_decoded_as_opencv(path)
+
+
+def test_strict_decoding_of_the_dev_images_saved_as_jpeg(shared, tmp_path):
+    """Each fidelity image as the original's ``cv2.imwrite`` saves it (4:2:0), as PIL saves it progressive
+    4:4:4 and 4:2:2, and in gray."""
+    sources = sorted(shared("reference", "model", "dev_images").iterdir())
+    assert len(sources) >= 7
+    for source in sources:
+        bgr = read_image(str(source))
+        rgb = Image.fromarray(np.ascontiguousarray(bgr[:, :, ::-1]))
+        cv2.imwrite(str(tmp_path / "opencv.jpg"), bgr, [cv2.IMWRITE_JPEG_QUALITY, 95])
+        rgb.save(tmp_path / "progressive.jpg", quality=90, subsampling=0, progressive=True)
+        rgb.save(tmp_path / "422.jpg", quality=75, subsampling=1)
+        rgb.convert("L").save(tmp_path / "gray.jpg")
+        for name in ("opencv", "progressive", "422", "gray"):
+            assert_decoded_as_opencv(tmp_path / f"{name}.jpg")
+
+
+def test_strict_decoding_of_the_demo_testset(tmp_path):
+    write_testset(str(tmp_path), 5, [(300, 420, 1), (517, 333, 1)])  # make_testset.py's files, smaller
+    files = sorted((tmp_path / "imgs").glob("*.jpg"))
+    assert len(files) == 2
+    for path in files:
+        assert_decoded_as_opencv(path)
+
+
+@pytest.mark.parametrize("channels", [1, 3])
+def test_strict_decoding_of_maps_with_restart_markers(tmp_path, channels):
+    data, interval = joined(textured(1003, 1201, channels), 64)
+    assert interval and bytes((0xFF, 0xD7)) in data  # restart markers, cycled
+    (tmp_path / "map.jpg").write_bytes(data)
+    assert_decoded_as_opencv(tmp_path / "map.jpg")
+
+
+def test_strict_decoding_applies_exif_orientation_as_opencv(tmp_path):
+    rgb = Image.fromarray(textured(60, 90, seed=4))
+    for orientation in range(1, 9):
+        exif = Image.Exif()
+        exif[0x0112] = orientation
+        rgb.save(tmp_path / f"{orientation}.jpg", exif=exif.tobytes())
+        assert_decoded_as_opencv(tmp_path / f"{orientation}.jpg")
+    assert read_jpeg_strictly(str(tmp_path / "6.jpg")).shape == (90, 60, 3)

@@ -34,9 +34,9 @@ N_TILES = len(tiling.multiscale_tiles(900, 1200, [256, 512]))
 
 @pytest.fixture(autouse=True)
 def digest_memo(tmp_path, monkeypatch):
-    """A fresh weight-digest memo per test (never the user's ~/.cache)."""
+    """A fresh digest memo per test (never the user's ~/.cache)."""
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
-    return tmp_path / "xdg" / "selo" / "digests.json"
+    return tmp_path / "xdg" / "selo" / "digests.sqlite"
 
 
 def yaml_file(path, name="toy_encoders:RednessEncoder", **extra):
@@ -122,17 +122,17 @@ def test_changed_image_content_and_evaluation_code_are_recomputed(tmp_path, monk
     code, _, log = generate(tmp_path)
     assert code == 0 and "Recomputing 0/1: scene.png (image changed)" in log
 
-    from predict.run import provenance
+    from predict import provenance
 
     monkeypatch.setattr(provenance, "evaluation_version", lambda: "another version")
     code, _, log = generate(tmp_path)
-    assert code == 0 and "Recomputing 0/1: scene.png (evaluation changed)" in log
+    assert code == 0 and "Recomputing 0/1: scene.png (evaluation code changed)" in log
     assert "Skipping 0/1" in generate(tmp_path)[2]
 
 
 @pytest.mark.parametrize("damage, reason", [
-    ("truncate", "probmap_0.jpg is truncated"),
-    ("replace", "probmap_0.jpg is 90x120, recorded 900x1200"),
+    ("truncate", "probmap_0.jpg is not the map recorded with its result"),
+    ("replace", "probmap_0.jpg is not the map recorded with its result"),
     ("delete", "addmap_0.jpg is missing"),
 ])
 def test_damaged_maps_of_a_finished_cache_are_recomputed(tmp_path, damage, reason):
@@ -147,7 +147,7 @@ def test_damaged_maps_of_a_finished_cache_are_recomputed(tmp_path, damage, reaso
     else:
         (cache / "addmap_0.jpg").unlink()
     code, metrics, log = generate(tmp_path)
-    assert code == 0 and f"Recomputing 0/1: scene.png ({reason})" in log
+    assert code == 0 and f"Recomputing 0/1: scene.png ({reason}" in log
     assert cv2.imread(str(probmap), cv2.IMREAD_GRAYSCALE).shape == (900, 1200)
     assert (cache / "addmap_0.jpg").is_file()
 
@@ -212,7 +212,7 @@ def test_changed_encoder_code_recomputes_its_vectors(tmp_path, importable_module
     capsys.readouterr()
     importable_module("prov_plugin", PLUGIN.format(gain=-1.0))  # the code changed; the yaml and weights did not
     code, _, _ = generate(tmp_path, yaml_path=config)
-    assert code == 2 and "(encoder.source differ)" in "".join(capsys.readouterr())
+    assert code == 2 and "(encoder.code differ)" in "".join(capsys.readouterr())
     code, _, _ = generate(tmp_path, "--overwrite", yaml_path=config)
     assert code == 0 and tiles_encoded(capsys.readouterr().out) == N_TILES
     assert (tmp_path / "cache" / "probmap_0.jpg").read_bytes() != first
@@ -228,9 +228,11 @@ def test_the_vector_key_ignores_batch_size_and_yaml_place_and_follows_weight_con
     b.write_text(yaml.safe_dump({"model": {"name": "demo_weights", "weights": str(weights), "batch_size": 64}}))
 
     def key(path):
+        from predict.provenance import vectors_key
+
         options = yaml.safe_load(Path(path).read_text())
         options["_yaml_path"] = str(path)
-        return EncoderSpecModel(options, "cpu").cache_key()
+        return vectors_key(EncoderSpecModel(options, "cpu"))
 
     assert key(a) == key(b)  # a copied yaml, another batch size: the same vectors
     os.utime(weights, ns=(time.time_ns(), time.time_ns() + 10**9))  # touched, same content
@@ -241,20 +243,26 @@ def test_the_vector_key_ignores_batch_size_and_yaml_place_and_follows_weight_con
     assert key(a) == key(b)  # the same weights elsewhere
     weights.write_bytes(b"\x02" * 1000)  # retrained: same size, new content
     assert key(a) != key(b)
-    memo = json.loads(digest_memo.read_text())
-    assert sum(k.startswith(os.path.realpath(weights)) for k in memo) == 3  # hashed once per (size, mtime)
 
 
-def test_the_weight_digest_is_memoised_by_path_size_and_mtime(tmp_path):
-    from predict.encoders.identity import content_digest
+def test_the_digest_memo_holds_only_while_the_full_stat_data_is_unchanged(tmp_path, monkeypatch):
+    from predict import provenance
 
+    monkeypatch.setattr(provenance, "DISK_MEMO_BYTES", 0)  # the on-disk memo too, for a small file
+    monkeypatch.setattr(provenance, "RACY_NS", 0)
     path = tmp_path / "w.bin"
     path.write_bytes(b"a" * 10)
+    time.sleep(0.01)
     stat = path.stat()
-    first = content_digest(path)
-    path.write_bytes(b"b" * 10)
+    first = provenance.file_digest(path)
+    reads = []
+    monkeypatch.setattr(provenance.hashlib, "sha256", lambda *a, sha=provenance.hashlib.sha256: reads.append(1) or sha(*a))
+    assert provenance.file_digest(path) == first and not reads  # memoised
+    provenance._memo.clear()
+    assert provenance.file_digest(path) == first and not reads  # from the on-disk memo
+    path.write_bytes(b"b" * 10)  # rewritten with the same size, the mtime put back (touch -r): the ctime moves
     os.utime(path, ns=(stat.st_atime_ns, stat.st_mtime_ns))
-    assert content_digest(path) == first  # not read again
+    assert provenance.file_digest(path) != first and reads
 
 
 def test_an_unreadable_vector_file_is_recomputed_and_replaced(tmp_path, capsys):
@@ -338,19 +346,22 @@ def test_an_empty_annotation_file_deletes_nothing(tmp_path):
     write_testset(tmp_path, n_samples=2)
     code, first, _ = generate(tmp_path)
     (tmp_path / "anno.json").write_text("[]")
+    code, after, log = generate(tmp_path)  # one line naming the file, before any work
+    assert code == 2 and after["samples"] == first["samples"] and "holds no sample" in log
+    (tmp_path / "anno.json").write_text(json.dumps([{"caption": "another", "jpg_name": "scene.png",
+                                                      "points": [[[10, 10], [20, 10], [20, 20]]]}]))
     code, after, log = generate(tmp_path)
-    assert code == 0
-    assert after["samples"] == first["samples"] and after["mean_over"] == []
-    assert "2 result(s) of samples not in" in log and "kept but not counted in the mean (idx 0, 1)" in log
+    assert code == 0 and after["samples"][1] == first["samples"][1] and after["mean_over"] == [0]
+    assert "1 result(s) of samples not in" in log and "kept but not counted in the mean (idx 1)" in log
     from predict.io.report import write_report
 
     page = Path(write_report(str(tmp_path / "cache"), str(tmp_path / "anno.json"))).read_text(encoding="utf-8")
-    assert "The mean covers 0 sample(s) of" in page and "kept but not counted (idx 0, 1)" in page
+    assert "The mean covers 1 sample(s) of" in page and "kept but not counted (idx 1)" in page
     # the evaluation CLI keeps them too
     from predict import evaluate_selo
 
     assert evaluate_selo.main(["--cache_path", str(tmp_path / "cache"), "--src_anno_path", str(tmp_path / "anno.json")]) == 0
-    assert json.loads((tmp_path / "cache" / "metrics.json").read_text())["samples"] == first["samples"]
+    assert json.loads((tmp_path / "cache" / "metrics.json").read_text())["samples"][1] == first["samples"][1]
 
 
 # --- concurrent runs -------------------------------------------------------------------------------------

@@ -52,7 +52,8 @@ class PipelineSpec:
     map_filter: MapFilter
 
     def replace(self, **changes) -> PipelineSpec:
-        """A copy with ``changes`` (``steps`` may be given as ``"256_512"`` or a list)."""
+        """A copy with ``changes`` (``steps`` may be given as ``"256_512"``, a list or one integer; anything
+        else, e.g. ``256.9`` or ``"256__512"``, is a ValueError: :func:`~predict.core.tiling.parse_steps`)."""
         if "steps" in changes:
             changes["steps"] = tuple(tiling.parse_steps(changes["steps"]))
         return dataclasses.replace(self, **changes)

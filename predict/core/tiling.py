@@ -6,6 +6,8 @@ step) counts from the end: see :func:`effective_box`.
 """
 from __future__ import annotations
 
+import numbers
+import re
 import warnings
 from collections.abc import Iterable, Iterator, Sequence
 
@@ -15,19 +17,33 @@ import numpy as np
 Tile = tuple[int, int, int, int]
 
 
-def parse_steps(steps: str | Sequence[int]) -> list[int]:
-    """``"256_512_768"`` -> ``[256, 512, 768]``.
+STEPS_TEXT = re.compile(r"[0-9]+(?:_[0-9]+)*")  # ASCII digits only: int() would also read "२५६" or "２５６"
 
-    >>> parse_steps("256_512_768"), parse_steps((512,))
-    ([256, 512, 768], [512])
+
+def _is_integer(value) -> bool:
+    return isinstance(value, numbers.Integral) and not isinstance(value, bool)  # bool is an Integral too
+
+
+def parse_steps(steps: str | int | Sequence[int]) -> list[int]:
+    """``"256_512_768"`` -> ``[256, 512, 768]``; a sequence of integers, or one, as they are. Anything else
+    (``256.9``, ``True``, ``"256__512"``, digits of other scripts) is a ValueError naming the value, never
+    rounded or skipped.
+
+    >>> parse_steps("256_512_768"), parse_steps((512,)), parse_steps(256)
+    ([256, 512, 768], [512], [256])
+    >>> parse_steps([256.9])
+    Traceback (most recent call last):
+    ValueError: --step [256.9]: expected integers joined by '_', e.g. 256_512_768, or a list of integers
     """
     if isinstance(steps, str):
-        try:
-            values = [int(s) for s in steps.split("_") if s]
-        except ValueError:
-            raise ValueError(f"--step {steps!r}: expected integers joined by '_', e.g. 256_512_768") from None
+        values = steps.split("_") if STEPS_TEXT.fullmatch(steps) else None
+    elif isinstance(steps, numbers.Integral):
+        values = [steps]
     else:
-        values = [int(s) for s in steps]
+        values = list(steps) if isinstance(steps, Iterable) else None
+    if values is None or not all(isinstance(steps, str) or _is_integer(value) for value in values):
+        raise ValueError(f"--step {steps!r}: expected integers joined by '_', e.g. 256_512_768, or a list of integers")
+    values = [int(value) for value in values]
     if not values or min(values) <= 0:
         raise ValueError(f"--step {steps!r}: steps must be positive integers")
     return values

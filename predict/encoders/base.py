@@ -6,6 +6,8 @@ Every encoder, built-in or the user's own, is an :class:`EncoderSpecModel`:
   base class batches: a subclass implements ``encode_batch`` for at most ``batch_size`` tiles (or overrides
   ``image_encoder`` as a whole);
 - ``text_encoder(text)``: one query string -> ``(D,)`` float32;
+- ``unknown_words(text)``: the words of a query the encoder's vocabulary lacks (``[]`` by default: an
+  encoder without a vocabulary has nothing to check); a query with no known word is a ``ValueError``;
 - ``cosine_sim(image_vectors, text_vector)``: ``(N, D)``, ``(D,)`` -> ``(N,)`` scores; by default the
   original's similarity, the MEAN of the elementwise product of the two L2-normalised vectors
   (cosine / D, not the cosine).
@@ -16,6 +18,7 @@ from __future__ import annotations
 
 import contextlib
 import warnings
+from collections.abc import Container
 
 import numpy as np
 
@@ -60,6 +63,26 @@ def resolve_precision(precision: str, device_type: str, where: str) -> str:
         warnings.warn(f"{where}: precision fp16 needs CUDA; running fp32 on the CPU (bf16 works on CPUs)")
         return "fp32"
     return precision
+
+
+def unknown_tokens(text: str, tokens: list[str], vocabulary: Container[str], encoder: str,
+                   left_out: Container[str] = frozenset()) -> list[str]:
+    """The ``tokens`` of ``text`` not in ``vocabulary``, in order, each once, except those ``left_out`` of it
+    on purpose (stop words the model was trained to read as ``<unk>``); a ``ValueError`` naming the
+    ``encoder`` and listing them when not one token is in the vocabulary (or there is none). See
+    :meth:`EncoderSpecModel.unknown_words`.
+
+    >>> unknown_tokens("a zzzz field", ["a", "zzzz", "field"], {"field"}, "AMFMN", left_out={"a"})
+    ['zzzz']
+    >>> unknown_tokens("the zzzz", ["the", "zzzz"], {"field"}, "AMFMN", left_out={"the"})
+    Traceback (most recent call last):
+    ValueError: query 'the zzzz': no word the AMFMN encoder knows (unknown: the, zzzz)
+    """
+    missing = list(dict.fromkeys(token for token in tokens if token not in vocabulary))
+    if len(missing) == len(set(tokens)):
+        found = f"unknown: {', '.join(missing)}" if missing else "no word left once punctuation is dropped"
+        raise ValueError(f"query {text!r}: no word the {encoder} encoder knows ({found})")
+    return [token for token in missing if token not in left_out]
 
 
 class EncoderSpecModel:
@@ -123,6 +146,17 @@ class EncoderSpecModel:
         """One query -> ``(D,)`` float32."""
         raise NotImplementedError
 
+    def unknown_words(self, text: str) -> list[str]:
+        """The words of ``text`` this encoder has no entry for (it would read each as ``<unk>``), in order,
+        each once, as the encoder itself splits the text (its lower-casing, tokeniser, punctuation filter).
+
+        ``[]`` when every word is known, and always for an encoder without a vocabulary: this default, as
+        there is nothing to check. When not one word of ``text`` is known (all unknown, or none left after
+        the encoder's filter) it raises ``ValueError`` listing them: the vector of such a query means
+        nothing. An encoder with a vocabulary implements it with :func:`unknown_tokens`.
+        """
+        return []
+
     def cosine_sim(self, image_vectors: np.ndarray, text_vector: np.ndarray) -> np.ndarray:
         """The original's similarity: ``mean(a / |a| * b / |b|)`` per row, ``(N,)`` float32.
 
@@ -132,19 +166,3 @@ class EncoderSpecModel:
         a = l2_normalize(np.atleast_2d(image_vectors))
         b = l2_normalize(np.asarray(text_vector).reshape(-1))
         return np.mean(a * b, axis=1, dtype=np.float32)
-
-    def identity(self) -> dict:
-        """What determines the tile vectors (class, source digest, vector-changing options, weights by
-        content); see :mod:`predict.encoders.identity`. Computed once per encoder."""
-        if getattr(self, "_identity", None) is None:
-            from predict.encoders.identity import encoder_identity  # hashing files is not needed to encode
-
-            self._identity = encoder_identity(self)
-        return self._identity
-
-    def cache_key(self) -> str:
-        """``<name>-<digest of identity()>``: the tile-vector store's key, so that cached vectors are never
-        reused across encoders, weights or encoder code."""
-        from predict.encoders.identity import identity_digest
-
-        return f"{self.name}-{identity_digest(self.identity())}"

@@ -18,7 +18,7 @@ import numpy as np
 import torch
 
 from predict.demo.synthetic import caption_vocabulary, tokenize
-from predict.encoders.base import EncoderError
+from predict.encoders.base import EncoderError, unknown_tokens
 from predict.encoders.checkpoints import load_weights, read_checkpoint, unwrap_state_dict
 from predict.encoders.torch_encoder import TorchEncoder
 from predict.layers.demo_net import EMBED_DIM, DemoNet, pool_tiles
@@ -75,6 +75,11 @@ class DemoEncoder(TorchEncoder):
         """uint8 RGB ``(B, 256, 256, 3)`` -> float32 ``(B, 128)``."""
         batch = torch.from_numpy(tiles).to(self.torch_device)
         return self.network.encode_image(pool_tiles(batch)).float().cpu().numpy()
+
+    def unknown_words(self, text: str) -> list[str]:
+        """The caption's words (letters only, lower case) not in the checkpoint's vocabulary; a ValueError
+        when none is in it (see :meth:`~predict.encoders.base.EncoderSpecModel.unknown_words`)."""
+        return unknown_tokens(text, tokenize(text), self.index, self.name)
 
     def text_encoder(self, text: str) -> np.ndarray:
         """One caption -> float32 ``(128,)``; unknown words count as ``<unk>``."""

@@ -15,6 +15,7 @@ from typing import Callable
 import yaml
 
 from predict import REPO_ROOT
+from predict.provenance import encoder_identity
 from predict.encoders.base import PRECISIONS, EncoderError, EncoderSpecModel
 
 # Built-in encoders by name -> "module:Class", imported only when asked for (keeps torch-free imports cheap).
@@ -158,4 +159,5 @@ def load_encoder(yaml_path: str | os.PathLike, device: str | None = None,
         missing = [m for m in ("image_encoder", "text_encoder", "cosine_sim") if not callable(getattr(encoder, m, None))]
         if missing:
             raise EncoderError(f"{cls.__name__} lacks {', '.join(missing)} of the EncoderSpecModel contract")
+    encoder_identity(encoder)  # taken now: the code just imported and the weights just read
     return encoder

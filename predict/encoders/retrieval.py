@@ -13,9 +13,9 @@ import numpy as np
 import torch
 from torch import nn
 
-from predict.encoders.base import EncoderError
+from predict.encoders.base import EncoderError, unknown_tokens
 from predict.encoders.checkpoints import CHECKPOINT_DIR_HINT, load_weights, read_checkpoint, unwrap_state_dict
-from predict.encoders.text import OFFICIAL_REPO, Vocabulary
+from predict.encoders.text import OFFICIAL_REPO, STOP_WORDS, Vocabulary, tokenize
 from predict.encoders.torch_encoder import TorchEncoder
 from predict.layers.amfmn import AMFMN
 from predict.layers.common import l2norm
@@ -101,6 +101,12 @@ class RetrievalEncoder(TorchEncoder):
     def token_ids(self, text: str) -> np.ndarray:
         """The caption's token ids ``(L,)`` int64, as the original encoders compute them."""
         return self.vocab.encode(text)
+
+    def unknown_words(self, text: str) -> list[str]:
+        """The caption's tokens (:func:`~predict.encoders.text.tokenize`) not in the RSITMD vocabulary, stop
+        words aside (the vocabulary leaves them out: the models read them as ``<unk>``); a ValueError when
+        no token is in it (see :meth:`~predict.encoders.base.EncoderSpecModel.unknown_words`)."""
+        return unknown_tokens(text, tokenize(text), self.vocab.word2idx, self.name, STOP_WORDS)
 
     def text_encoder(self, text: str) -> np.ndarray:
         """One caption -> L2-normalised ``(D,)`` float32; too few tokens is a one-line EncoderError."""

@@ -8,6 +8,7 @@ import numpy as np
 
 from predict import REPO_ROOT
 from predict.encoders.registry import load_encoder
+from predict.provenance import vectors_key
 from predict.run.vectors import check_image_vectors, similarities
 
 SAMPLE_IMAGE_SUFFIXES = (".tif", ".tiff", ".png", ".jpg", ".jpeg")
@@ -64,7 +65,7 @@ def self_check(yaml_path: str, image_path: str | None, text: str, device: str | 
     for values, what in ((image_vector, "image vector"), (batch_vectors, "batch of image vectors"),
                          (text_vector, "text vector"), (sims, "similarities of the batch"), (sim, "similarity")):
         check_finite(values, f"encoder {name}: {what}")
-    key = encoder.cache_key()
+    key = vectors_key(encoder)
     print(f"Encoder: {name} on {encoder.device}")
     print(f"Image: {image_path or f'synthetic {encoder.tile_size}x{encoder.tile_size} colour ramp'}")
     print(f"Image vector shape: {image_vector.shape}")

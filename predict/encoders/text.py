@@ -19,6 +19,16 @@ from predict.encoders.base import EncoderError
 # The original encoders' punctuation filter, all 16 strings.
 PUNCTUATION = frozenset([",", ".", ":", ";", "?", "(", ")", "[", "]", "&", "!", "*", "@", "#", "$", "%"])
 UNKNOWN_WORD = "<unk>"
+# NLTK's English stop words (its list of 127): the RSITMD vocabulary holds none of them, so the models were
+# trained reading each as <unk>; a query's "a" or "the" is therefore not reported as an unknown word.
+STOP_WORDS = frozenset("""
+    i me my myself we our ours ourselves you your yours yourself yourselves he him his himself she her hers
+    herself it its itself they them their theirs themselves what which who whom this that these those am is
+    are was were be been being have has had having do does did doing a an the and but if or because as until
+    while of at by for with about against between into through during before after above below to from up
+    down in out on off over under again further then once here there when where why how all any both each
+    few more most other some such no nor not only own same so than too very s t can will just don should now
+    """.split())
 OFFICIAL_REPO = "https://github.com/xiaoyuan1996/SemanticLocalizationMetrics"
 VOCAB_DIR_HINT = "predict/vocab/"
 

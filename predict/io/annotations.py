@@ -59,7 +59,8 @@ def sample_problem(item: dict) -> str | None:
 
 
 def load_annotations(path: str) -> list[Sample]:
-    """Read an SLM annotation file. Structural errors of the file raise :class:`SampleError`.
+    """Read an SLM annotation file. Structural errors of the file raise :class:`SampleError`, so does a file
+    that holds no sample (empty, ``[]`` or ``{}``): there would be nothing to run nor to average.
 
     A sample with bad values (see :func:`sample_problem`) is returned with its ``problem`` set, so that it
     fails alone; per-polygon problems (too few points, non-finite values) are left to the evaluator.
@@ -68,9 +69,17 @@ def load_annotations(path: str) -> list[Sample]:
         raise SampleError(f"{path}: annotation file not found")
     try:
         with open(path, encoding="utf-8") as f:
-            items = json.load(f)
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+            content = f.read()
+    except UnicodeDecodeError as exc:
         raise SampleError(f"{path}: not valid JSON ({exc})") from None
+    if not content.strip():
+        raise SampleError(f"{path}: holds no sample (the file is empty)")
+    try:
+        items = json.loads(content)
+    except json.JSONDecodeError as exc:
+        raise SampleError(f"{path}: not valid JSON ({exc})") from None
+    if items == [] or items == {}:
+        raise SampleError(f"{path}: holds no sample ({json.dumps(items)})")
     if not isinstance(items, list):
         raise SampleError(f"{path}: expected a list of samples, got {type(items).__name__}")
     samples = []

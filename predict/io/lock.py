@@ -26,8 +26,9 @@ def _holder_pid(fd: int) -> str:
 
 
 @contextlib.contextmanager
-def folder_lock(folder: str | os.PathLike):
-    """Hold the write lock of ``folder`` (created if needed) for the ``with`` block.
+def folder_lock(folder: str | os.PathLike, option: str = "--cache_path"):
+    """Hold the write lock of ``folder`` (created if needed) for the ``with`` block; ``option`` is the
+    command-line option the busy message suggests changing.
 
     Raises:
         FolderBusyError: another process holds it.
@@ -53,7 +54,7 @@ def folder_lock(folder: str | os.PathLike):
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
             raise FolderBusyError(f"{folder}: another run (pid {_holder_pid(fd)}) is writing this folder; "
-                                  "wait for it to finish or use another --cache_path") from None
+                                  f"wait for it to finish or use another {option}") from None
         os.ftruncate(fd, 0)
         os.pwrite(fd, f"{os.getpid()}\n".encode("ascii"), 0)
         _held[key] = 1
@@ -61,5 +62,24 @@ def folder_lock(folder: str | os.PathLike):
             yield
         finally:
             del _held[key]
+    finally:
+        os.close(fd)  # closing the descriptor releases the lock
+
+
+@contextlib.contextmanager
+def exclusive_lock(path: str | os.PathLike):
+    """Hold an exclusive ``flock`` on the file ``path`` (created if needed) for the ``with`` block, waiting
+    for another holder (in this process or another) to let go: for short read-merge-write steps on files
+    that several runs share, such as a folder of tile vectors.
+
+    >>> import tempfile
+    >>> with tempfile.TemporaryDirectory() as folder:
+    ...     with exclusive_lock(os.path.join(folder, ".write.lock")):
+    ...         pass
+    """
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
     finally:
         os.close(fd)  # closing the descriptor releases the lock

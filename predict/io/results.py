@@ -13,8 +13,11 @@
 
 samples and errors sorted by ``idx``; an index is in at most one of them (the latest outcome). Results of
 samples that are not in the current annotation file are kept but not counted in the mean. A record that
-cannot be used (no idx, a missing or non-numeric indicator) is listed in :attr:`MetricsStore.unusable` with
-why, and treated as not done. Strict JSON: a NaN or infinite number is written as ``null`` and read back
+cannot be used (no idx, a missing, non-numeric or out-of-range indicator, a ``seal`` that no longer matches
+its values: see :func:`~predict.provenance.seal`) is listed in :attr:`MetricsStore.unusable` with why, and
+treated as not done. Which records the mean counts is decided by content: a record counts when its
+identity is of the current annotation file's sample at its index (caption, polygons, image content), so
+a renamed image with the same bytes still counts and a reordered file's records do not. Strict JSON: a NaN or infinite number is written as ``null`` and read back
 as NaN. ``metrics.csv`` has one row per sample (``idx, jpg_name, caption, Rsu, Rda, Ras, Rmi``; NaN as
 ``nan``) and a last ``mean`` row. Both files are replaced atomically (a temporary file of each writer's
 own + ``os.replace``), so an interrupted run leaves valid files; an unreadable ``metrics.json`` is moved
@@ -34,6 +37,7 @@ import numpy as np
 from evaluations.metrics import SeloScore
 from evaluations.utils import ORIGINAL_KEYS
 from predict.io.atomic import write_atomically
+from predict.provenance import polygons_digest, same_sample, seal, seal_problem
 
 INDICATORS = tuple(ORIGINAL_KEYS)  # the original's order: Rsu, Rda, Ras, Rmi
 STAGES = ("cut", "sim", "gnt", "flt")  # generation stages, the original's Time-Cut/Sim/Gnt/Flt
@@ -58,10 +62,13 @@ def _as_float(value) -> float:
 
 
 def record_problem(item) -> str | None:
-    """Why a ``samples`` entry of ``metrics.json`` cannot be used (None when it can).
+    """Why a ``samples`` entry of ``metrics.json`` cannot be used (None when it can): a missing field, an
+    indicator that is not a number in [0, 1] (or null for NaN), or a seal that does not match.
 
     >>> record_problem({"idx": 3, "jpg_name": "a.jpg", "caption": "c", "Rsu": 0.5, "Rda": 1.0, "Ras": None})
     'no Rmi'
+    >>> record_problem({"idx": 3, "jpg_name": "a.jpg", "caption": "c", "Rsu": 7.5, "Rda": 1.0, "Ras": 0, "Rmi": 0.5})
+    'Rsu 7.5 is outside [0, 1]'
     """
     if not isinstance(item, dict):
         return "not a record"
@@ -71,8 +78,11 @@ def record_problem(item) -> str | None:
     for name in INDICATORS:
         if name not in item:
             return f"no {name}"
-        if item[name] is not None and (isinstance(item[name], bool) or not isinstance(item[name], (int, float))):
+        value = item[name]
+        if value is not None and (isinstance(value, bool) or not isinstance(value, (int, float))):
             return f"{name} is not a number"
+        if value is not None and not 0 <= value <= 1:
+            return f"{name} {value} is outside [0, 1]"
     return None
 
 
@@ -99,7 +109,7 @@ class MetricsStore:
         self._timings: dict = {}
         self._settings: dict[str, dict] = {}
         self._run: dict = {}
-        self._current: dict[int, tuple] | None = None  # idx -> (jpg_name, caption) of the current annotation file
+        self._current: dict[int, dict] | None = None  # idx -> what the current annotation file's sample is
         self._mean_over: list[int] | None = None  # as recorded in the file, until set_current() is called
         self._unreadable = False
         self.unusable: dict[int, str] = {}
@@ -120,10 +130,11 @@ class MetricsStore:
             return
         for item in samples:
             idx, problem = _index(item), record_problem(item)
+            problem = f"its record in metrics.json is unusable ({problem})" if problem else seal_problem(item)
             if idx is None:
                 warnings.warn(f"{self.json_path}: a sample record without a valid idx is ignored")
             elif problem:
-                self.unusable[idx] = f"its record in metrics.json is unusable ({problem})"
+                self.unusable[idx] = problem
             else:
                 self._samples[idx] = item
         self._errors = {idx: {"idx": idx, **{key: str(item.get(key, "")) for key in ("jpg_name", "caption", "error")}}
@@ -162,11 +173,21 @@ class MetricsStore:
         self._run["settings"] = digest
         self._save()
 
-    def set_current(self, samples, anno_path: str = "") -> None:
-        """Count in the mean only the records of ``samples`` (objects with ``idx``, ``jpg_name``, ``caption``:
-        the current annotation file ``anno_path``); the others are kept."""
-        self._current = {int(s.idx): (s.jpg_name, s.caption) for s in samples}
+    def set_current(self, samples, anno_path: str = "", identities: dict[int, dict] | None = None) -> None:
+        """Count in the mean only the records of ``samples`` (objects with ``idx``, ``jpg_name``, ``caption``,
+        ``polygons``: the current annotation file ``anno_path``) whose identity is of that sample (see
+        :func:`~predict.provenance.same_sample`; ``identities[idx]`` adds the image's content key where it is
+        known); the others are kept."""
+        identities = identities or {}
+        self._current = {int(s.idx): {"jpg_name": s.jpg_name, "caption": s.caption,
+                                      "polygons": polygons_digest(s.polygons),
+                                      "image": (identities.get(int(s.idx)) or {}).get("image")} for s in samples}
         self._run["annotations"] = str(anno_path)
+
+    def set_current_image(self, idx: int, image: str | None) -> None:
+        """The content key of sample ``idx``'s image, once it is known (see :meth:`set_current`)."""
+        if self._current is not None and int(idx) in self._current:
+            self._current[int(idx)]["image"] = image
 
     @property
     def not_counted(self) -> list[int]:
@@ -176,8 +197,14 @@ class MetricsStore:
         return sorted(idx for idx in {*self._samples, *self._errors} if not self._counts(idx))
 
     def _counts(self, idx: int) -> bool:
-        item = self._samples.get(idx) or self._errors.get(idx)
-        return item is not None and self._current.get(idx) == (item.get("jpg_name"), item.get("caption"))
+        current = self._current.get(idx)
+        if current is None:
+            return False
+        if idx in self._samples:
+            return same_sample(self._samples[idx].get("identity"), current)
+        error = self._errors.get(idx)
+        return error is not None and (error.get("jpg_name"), error.get("caption")) == (current["jpg_name"],
+                                                                                       current["caption"])
 
     @property
     def mean_over(self) -> list[int]:
@@ -199,14 +226,23 @@ class MetricsStore:
     def record(self, idx, jpg_name, caption, score: SeloScore, **extra) -> dict:
         """Store sample ``idx``'s indicators (replacing an older record or error) and rewrite the files."""
         idx = int(idx)
-        item = {"idx": idx, "jpg_name": jpg_name, "caption": caption, **score.as_dict(),
-                "centers": [list(map(int, point)) for point in score.centers],
-                "circles": [list(map(int, circle)) for circle in score.circles], **extra}
-        self._samples[idx] = _finite_or_none(item)
+        item = _finite_or_none({"idx": idx, "jpg_name": jpg_name, "caption": caption, **score.as_dict(),
+                                "centers": [list(map(int, point)) for point in score.centers],
+                                "circles": [list(map(int, circle)) for circle in score.circles], **extra})
+        item["seal"] = seal(item)
+        self._samples[idx] = item
         self._errors.pop(idx, None)
         self.unusable.pop(idx, None)
         self._save()
         return self._samples[idx]
+
+    def rename(self, idx: int, jpg_name: str) -> None:
+        """Sample ``idx``'s image is now named ``jpg_name`` (same content): its record follows, resealed."""
+        item = self._samples.get(int(idx))
+        if item is not None and item.get("jpg_name") != jpg_name:
+            item["jpg_name"] = jpg_name
+            item["seal"] = seal(item)
+            self._save()
 
     def record_error(self, idx, jpg_name, caption, message: str) -> dict:
         """Store why sample ``idx`` failed (replacing an older record) and rewrite the files."""

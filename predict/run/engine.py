@@ -39,17 +39,16 @@ from predict.core.pipelines import PIPELINES, PipelineSpec
 from predict.core.stripes import usable_cores
 from predict.core.tiling import Tile
 from predict.encoders.base import EncoderSpecModel
-from predict.encoders.identity import identity_digest
 from predict.io.annotations import Sample, SampleError, load_annotations
 from predict.io.atomic import WriteError
 from predict.io.checks import first_line
 from predict.io.lock import folder_lock
-from predict.io.maps import decode_probmap, map_name, map_path, write_maps
+from predict.io.maps import MAP_KINDS, decode_probmap, map_name, map_path, write_maps
 from predict.io.report import draw_sample, shrink_factor, write_report
 from predict.io.results import STAGES, MetricsStore
+from predict.provenance import (NOT_COMPUTED, SettingsMismatchError, check_settings, digest_of, image_key,
+                                log_mean_coverage, map_digests, reuse_problem, run_settings, sample_identity, short)
 from predict.run.localise import LoadedImage, load_image, probability_map_of, score_tiles
-from predict.run.provenance import (NOT_COMPUTED, SettingsMismatchError, check_settings, image_digest,
-                                    log_mean_coverage, reuse_problem, run_settings, sample_identity)
 from predict.run.timing import StageTimer
 from predict.run.vectors import TileVectorStore
 
@@ -405,7 +404,7 @@ class SeloRun:
         self.vectors = TileVectorStore(encoder, cache_dir, refresh=config.overwrite, cut_ahead=self.workers > 1)
         self.store = MetricsStore(config.cache_path)
         self.settings = run_settings(config.pipeline, config.seed, encoder)
-        self.settings_digest = identity_digest(self.settings)
+        self.settings_digest = short(digest_of(self.settings))
         self.budget = ByteBudget()
         self.drawn: set[int] = set()  # samples whose report drawing was written while finishing them
 
@@ -496,18 +495,25 @@ class SeloRun:
         if result is not None:  # None: skipped
             score, scored = result
             seconds = {stage: scored.timer.seconds[stage] for stage in (*STAGES, "eval")}
+            self.store.set_current_image(sample.idx, scored.image_key)
             record = self.store.record(sample.idx, sample.jpg_name, sample.caption, score, n_tiles=len(scored.tiles),
                                        nonfinite_tiles=scored.nonfinite, degenerate=scored.degenerate, seconds=seconds,
-                                       identity=sample_identity(self.settings_digest, sample, scored.image_key),
-                                       size=list(scored.size))
+                                       identity=sample_identity(self.settings_digest, sample.caption, sample.polygons,
+                                                                scored.image_key),
+                                       size=list(scored.size), maps=map_digests(self.map_paths(sample.idx)))
             log_metric_block(self.logger, record, map_path(self.config.cache_path, "probmap", sample.idx))
         for message in log.warnings:
             self.logger.warning("%s", message)
         return False
 
+    def map_paths(self, idx: int) -> dict[str, str]:
+        """``{kind: path}`` of sample ``idx``'s three maps."""
+        return {kind: map_path(self.config.cache_path, kind, idx) for kind in MAP_KINDS}
+
     def reusable(self, sample: Sample, total: int, log: SampleLog) -> bool:
-        """Whether ``sample``'s recorded result stands (logged as skipped); when one is recorded but cannot be
-        reused, the log says why."""
+        """Whether ``sample``'s recorded result stands (logged as skipped): its identity (settings, caption,
+        polygons, image content, code) is the recorded one and its maps are the recorded files; when one is
+        recorded but cannot be reused, the log says why. A sample whose image was renamed keeps its result."""
         if self.config.overwrite:
             return False
         problem = self.store.unusable.get(sample.idx)
@@ -515,10 +521,15 @@ class SeloRun:
             record = self.store.get(sample.idx)
             if record is None:  # never computed: nothing to say, and no image to hash
                 return False
-            image_key = image_digest(os.path.join(self.config.src_data_path, sample.jpg_name))
-            problem = reuse_problem(record, sample_identity(self.settings_digest, sample, image_key),
-                                    self.config.cache_path, sample.idx)
+            try:
+                image = image_key(os.path.join(self.config.src_data_path, sample.jpg_name))
+            except OSError:
+                image = None
+            self.store.set_current_image(sample.idx, image)
+            problem = reuse_problem(record, sample_identity(self.settings_digest, sample.caption, sample.polygons, image),
+                                    self.map_paths(sample.idx))
         if problem is None:
+            self.store.rename(sample.idx, sample.jpg_name)
             log.info("Skipping %d/%d: %s (already complete)", sample.idx, total, sample.jpg_name)
         elif problem != NOT_COMPUTED:
             log.info("Recomputing %d/%d: %s (%s)", sample.idx, total, sample.jpg_name, problem)

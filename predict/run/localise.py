@@ -27,7 +27,8 @@ from predict.core.pipelines import PipelineSpec, get_pipeline
 from predict.encoders.base import EncoderSpecModel
 from predict.io.images import read_image
 from predict.run.timing import StageTimer
-from predict.run.vectors import TileVectorStore, file_digest, similarities
+from predict.provenance import array_key, image_key
+from predict.run.vectors import TileVectorStore, similarities
 
 
 @dataclass
@@ -36,7 +37,8 @@ class LoadedImage:
 
     Attributes:
         path: the file it came from (None for an array).
-        key: sha1 digest of its content (the file's bytes, or the array's shape and pixels).
+        key: its content key (:func:`~predict.provenance.image_key` of the file, or
+            :func:`~predict.provenance.array_key` of the array).
         pixels: uint8 BGR ``(H, W, 3)`` (OpenCV's order, as the original's ``cv2.imread``).
     """
 
@@ -50,13 +52,13 @@ def load_image(image: str | os.PathLike | np.ndarray) -> LoadedImage:
     if isinstance(image, (str, os.PathLike)):
         path = os.fspath(image)
         pixels = read_image(path)  # first: it names a missing or corrupt file
-        return LoadedImage(path, file_digest(path), pixels)
+        return LoadedImage(path, image_key(path), pixels)
     array = np.asarray(image)
     if array.dtype != np.uint8 or array.ndim != 3 or array.shape[2] != 3:
         raise ValueError(f"image array: expected uint8 RGB (H, W, 3), got {array.dtype} {array.shape}")
-    digest = hashlib.sha1(repr(array.shape).encode())
-    digest.update(np.ascontiguousarray(array).data)
-    return LoadedImage(None, digest.hexdigest(), cv2.cvtColor(array, cv2.COLOR_RGB2BGR))
+    if array.size == 0:
+        raise ValueError(f"image array: empty ({array.shape[0]}x{array.shape[1]} pixels)")
+    return LoadedImage(None, array_key(array), cv2.cvtColor(array, cv2.COLOR_RGB2BGR))
 
 
 def query_rng(seed: int, query: str) -> np.random.Generator:
@@ -69,7 +71,17 @@ def query_rng(seed: int, query: str) -> np.random.Generator:
 def query_vector(encoder: EncoderSpecModel, text: str, shuffled_copies: int = 0,
                  rng: np.random.Generator | None = None) -> np.ndarray:
     """The query's text vector ``(D,)``; with ``shuffled_copies`` (v2: 4) the mean of it and of that many
-    word-shuffled copies of the query ("chaotic self-feeding"), shuffled by ``rng``."""
+    word-shuffled copies of the query ("chaotic self-feeding"), shuffled by ``rng``.
+
+    Words the encoder's vocabulary lacks (:meth:`~predict.encoders.base.EncoderSpecModel.unknown_words`)
+    are named in a warning; a query without one word it knows is a ValueError listing them (its vector
+    would be that of ``<unk>``, the same for every such query).
+    """
+    unknown_words = getattr(encoder, "unknown_words", None)  # a duck-typed plug-in may lack it: nothing to check
+    if unknown_words is not None and (unknown := unknown_words(text)):
+        name = getattr(encoder, "name", type(encoder).__name__)
+        warnings.warn(f"query {text!r}: word(s) the {name} encoder does not know, read as <unk>: "
+                      f"{', '.join(unknown)}", stacklevel=2)
     vectors = [np.asarray(encoder.text_encoder(text), dtype=np.float32)]
     if shuffled_copies:
         words = text.split(" ")
@@ -104,6 +116,7 @@ def score_tiles(image: LoadedImage, query: str, encoder: EncoderSpecModel, spec:
     and scored. Cutting is timed as ``cut``, encoding and scoring as ``sim``.
     """
     timer = timer or StageTimer()
+    vectors.check_encoder(encoder)  # a store holds one encoder's vectors: never scored against another's text
     height, width = image.pixels.shape[:2]
     vectors.use_image(image.key)
     with timer.stage("cut"):
@@ -219,7 +232,18 @@ def localise(image: str | os.PathLike | np.ndarray, query: str, encoder: Encoder
         uint8 ``(H, W)``: the probability map ``generate_selo.py`` saves for this image and query (before
         its JPEG encoding); all zero, with a warning, when the scores localise nothing (all equal or
         none finite).
+
+    Raises:
+        TypeError: ``query`` is not one string (e.g. a list of queries).
+        ValueError: an empty or blank query, a query without one word the encoder knows, an empty or
+            wrongly typed array, steps that are not positive integers.
+        SampleError: a missing, truncated or corrupt image file (a ValueError too).
     """
+    if not isinstance(query, str):
+        raise TypeError(f"query must be one string, got {type(query).__name__}"
+                        + (" (call localise once per query)" if isinstance(query, (list, tuple)) else ""))
+    if not query.strip():
+        raise ValueError(f"query {query!r} is empty: give the text to localise")
     spec = get_pipeline(pipeline, steps)
     loaded = load_image(image)
     name = loaded.path or "image array"

@@ -2,15 +2,16 @@
 
 For a dual encoder the image side does not depend on the text, so the vectors of a tile are keyed by
 (image content, encoder, tile coordinates): in memory for the image at hand, and optionally on disk
-(``<cache>/tile_vectors/``), where a rerun or another query on the same image finds them.
+(``<cache>/tile_vectors/``), where a rerun or another query on the same image finds them. A store belongs
+to one encoder identity (:func:`~predict.provenance.vectors_key`): asking it for another encoder's
+vectors is an error, never a mix. A file holds its own key, checked when it is read; runs that share a
+folder (the explorer, ``selo-localise``, a testset run) merge their vectors into it under a lock.
 """
 from __future__ import annotations
 
-import hashlib
 import io
 import os
 import warnings
-from functools import lru_cache
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 
@@ -21,23 +22,9 @@ from predict.core.stripes import results_ahead
 from predict.core.tiling import Tile, cut_tiles, tile_batches
 from predict.encoders.base import EncoderSpecModel
 from predict.io.atomic import write_atomically
+from predict.io.lock import exclusive_lock
+from predict.provenance import vectors_key
 from predict.run.timing import StageTimer
-
-
-def file_digest(path: str) -> str:
-    """sha1 of a file's bytes (identifies an image by content, whatever its name), memoised by (real path,
-    size, mtime) so that the samples of one image, the resume check and the decode hash it once."""
-    st = os.stat(path)
-    return _hashed_file(os.path.realpath(path), st.st_size, st.st_mtime_ns)
-
-
-@lru_cache(maxsize=256)
-def _hashed_file(path: str, size: int, mtime_ns: int, chunk: int = 1 << 22) -> str:
-    digest = hashlib.sha1()
-    with open(path, "rb") as f:
-        while block := f.read(chunk):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def check_image_vectors(vectors: np.ndarray, n_tiles: int, encoder_name: str, dim: int | None = None) -> np.ndarray:
@@ -97,13 +84,15 @@ class TileVectorStore:
             computed again once, then reused within this store's life.
         cut_ahead: cut the next batches of tiles in a thread while the encoder runs on the current one.
 
-    A file that cannot be read is recomputed and replaced, with a warning naming it; a file is written only
-    after every tile asked for has been encoded, so a failing encoder leaves none behind.
+    A file that cannot be read, or holds another key, is recomputed and replaced, with a warning naming
+    it; a file is written only after every tile asked for has been encoded, so a failing encoder leaves
+    none behind.
     """
 
     def __init__(self, encoder: EncoderSpecModel, cache_dir: str | None = None, refresh: bool = False,
                  cut_ahead: bool = False):
         self.encoder = encoder
+        self.key = vectors_key(encoder)  # the encoder identity whose vectors this store holds
         self.cache_dir = cache_dir
         self.refresh = refresh
         self.cut_ahead = cut_ahead
@@ -116,7 +105,17 @@ class TileVectorStore:
     def _disk_path(self) -> str | None:
         if not self.cache_dir:
             return None
-        return os.path.join(self.cache_dir, f"{self.image_key}_{self.encoder.cache_key()}.npz")
+        return os.path.join(self.cache_dir, f"{self.file_key()}.npz")
+
+    def file_key(self) -> str:
+        """``<image key>_<encoder key>``: the name and the recorded key of the current image's vector file."""
+        return f"{self.image_key}_{self.key}"
+
+    def check_encoder(self, encoder: EncoderSpecModel) -> None:
+        """A one-line ``ValueError`` unless ``encoder`` has this store's identity (its vectors are these)."""
+        if encoder is not self.encoder and vectors_key(encoder) != self.key:
+            raise ValueError(f"vectors: this TileVectorStore holds the tile vectors of encoder {self.key}, not of "
+                             f"encoder {vectors_key(encoder)}; give each encoder its own store")
 
     def use_image(self, image_key: str) -> None:
         """Switch to another image (by content digest); loads its vectors from disk if present."""
@@ -127,21 +126,30 @@ class TileVectorStore:
         path = self._disk_path()
         if path and os.path.isfile(path) and (not self.refresh or path in self._written):
             try:
-                self.vectors_by_tile = read_vectors(path)
+                self.vectors_by_tile = read_vectors(path, self.file_key())
             except Exception as exc:  # any damage (truncated zip, wrong arrays) only costs the encoding again
                 warnings.warn(f"{path}: unreadable tile vectors ({str(exc).splitlines()[0] if str(exc) else type(exc).__name__}); "
                               "recomputing and replacing them")
 
     def _save(self) -> None:
+        """Write the current image's vectors, merged under a lock with those another run wrote meanwhile
+        (same key: same image content and encoder identity, so either's vectors are right)."""
         path = self._disk_path()
         if not path or not self.vectors_by_tile:
             return
         os.makedirs(self.cache_dir, exist_ok=True)
-        tiles = np.array(list(self.vectors_by_tile), dtype=np.int64)
-        vectors = np.stack(list(self.vectors_by_tile.values()))
-        buffer = io.BytesIO()
-        np.savez(buffer, tiles=tiles, vectors=vectors)
-        write_atomically(path, buffer.getvalue())
+        with exclusive_lock(os.path.join(self.cache_dir, ".write.lock")):
+            merged = {}
+            if os.path.isfile(path) and (not self.refresh or path in self._written):
+                try:
+                    merged = read_vectors(path, self.file_key())
+                except Exception:  # noqa: BLE001 - a damaged file is replaced by ours
+                    pass
+            merged.update(self.vectors_by_tile)
+            tiles = np.array(list(merged), dtype=np.int64)
+            buffer = io.BytesIO()
+            np.savez(buffer, tiles=tiles, vectors=np.stack(list(merged.values())), key=np.array(self.file_key()))
+            write_atomically(path, buffer.getvalue())
         self._written.add(path)
 
     def vectors(self, image_bgr: np.ndarray, tiles: Sequence[Tile], timer: StageTimer,
@@ -178,11 +186,14 @@ class TileVectorStore:
         return np.stack([self.vectors_by_tile[t] for t in tiles])
 
 
-def read_vectors(path: str) -> dict[Tile, np.ndarray]:
+def read_vectors(path: str, key: str | None = None) -> dict[Tile, np.ndarray]:
     """The ``{tile: (D,) vector}`` of a ``.npz`` the store wrote; ``ValueError`` when its arrays are not
-    ``tiles (N, 4)`` and ``vectors (N, D)``."""
+    ``tiles (N, 4)`` and ``vectors (N, D)``, or (with ``key``) it records another key."""
     with np.load(path) as data:
         tiles, vectors = data["tiles"], data["vectors"]
+        recorded = str(data["key"]) if "key" in data.files else None
+    if key is not None and recorded != key:
+        raise ValueError(f"it holds the vectors of key {recorded}, not {key}")
     if tiles.ndim != 2 or tiles.shape[1] != 4 or vectors.ndim != 2 or len(vectors) != len(tiles):
         raise ValueError(f"arrays tiles {tiles.shape} and vectors {vectors.shape} do not match")
     return {tuple(int(v) for v in t): vec for t, vec in zip(tiles, vectors)}

@@ -1,0 +1,588 @@
+"""Provenance: the one place where every stored thing's content key is derived, and checked before reuse.
+
+Tile vectors, maps, metrics records, ``selo-localise`` outputs, explorer results and archive entries are
+each keyed by what produced them: the content of their inputs, their parameters, and the code that ran.
+Nothing else in the project invents a signature; every consumer asks this module.
+
+- :func:`file_digest`: sha256 of a file's bytes, the project's one hash of content. Memoised as git's
+  index does: a memo entry holds only while the file's device, inode, size, mtime_ns and ctime_ns are all
+  unchanged (a rewrite that restores the mtime with ``touch -r`` or ``os.utime`` still moves the ctime),
+  and a file changed within :data:`RACY_NS` of its hashing is not memoised (timestamps are coarser than
+  the writes that can follow a hash). The same rule in the process and on disk (``digests.sqlite``).
+- :func:`digest_of`: sha256 of the canonical JSON of any parts; every key is built from it.
+- :func:`code_digest`: the source of modules and of every project or plug-in module they import,
+  transitively (read from their syntax trees, so the key does not depend on what else a process loaded),
+  with the versions of the libraries they import.
+- :func:`encoder_identity` / :func:`vectors_key`: what determines an encoder's tile vectors: class, code
+  (its modules and the tile cutting), libraries, tile size, precision, and its options with every file or
+  folder they name (relative paths resolved as the yaml reader resolves them) replaced by its content.
+- :func:`image_key`, :func:`array_key`: an image's content as a given decoder reads it.
+- :func:`run_settings`, :func:`sample_identity`, :func:`seal`, :func:`reuse_problem`: the testset run's
+  records: what a sample's numbers depend on, a digest over each record, and why one cannot be reused.
+"""
+from __future__ import annotations
+
+import ast
+import hashlib
+import importlib.metadata
+import importlib.util
+import json
+import logging
+import os
+import sqlite3
+import sys
+import threading
+import time
+import weakref
+from functools import lru_cache
+from pathlib import Path
+
+import numpy as np
+
+PACKAGE_DIR = Path(__file__).resolve().parent  # predict/
+PROJECT_PACKAGES = ("predict", "evaluations")
+CHUNK = 1 << 22  # 4 MiB
+RACY_NS = 2_000_000_000  # a file changed this recently before its hashing is not memoised (see above)
+SHORT = 16  # hex digits of the digests shown in names and records
+EXECUTION_ONLY = {"_yaml_path": None, "model": {"batch_size": None}}  # option keys that do not change vectors
+TILE_CODE = ("predict.core.tiling",)  # cuts and resizes the tiles the encoder sees
+MAP_CODE = ("predict.run.localise", "predict.io.maps")  # scores, map, filter, the JPEG maps
+EVALUATION_CODE = ("evaluations.metrics",)  # the indicators
+NOT_COMPUTED = "not computed yet"
+
+
+# ---- content digests ---------------------------------------------------------------------------------------
+
+def digest_memo_path() -> Path:
+    """The on-disk memo of file digests: ``$XDG_CACHE_HOME/selo/digests.sqlite`` (``~/.cache/...``)."""
+    root = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    return Path(root) / "selo" / "digests.sqlite"
+
+
+def _stat_key(st: os.stat_result) -> tuple[int, int, int, int, int]:
+    return st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns
+
+
+_memo: dict[str, tuple[tuple, str]] = {}  # real path -> (stat key, sha256): the in-process memo
+_memo_lock = threading.Lock()
+
+
+def _disk_memo(path: Path) -> sqlite3.Connection | None:
+    """The memo database (created on first use); None where it cannot be opened (read-only home): the memo
+    only saves hashing again, so an unwritable cache costs time, never correctness."""
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        db = sqlite3.connect(path, timeout=10)
+        db.execute("CREATE TABLE IF NOT EXISTS digests (path TEXT PRIMARY KEY, dev INTEGER, ino INTEGER, "
+                   "size INTEGER, mtime_ns INTEGER, ctime_ns INTEGER, sha256 TEXT)")
+        return db
+    except sqlite3.Error:
+        return None
+
+
+def _disk_lookup(real: str, stat_key: tuple) -> str | None:
+    db = _disk_memo(digest_memo_path())
+    if db is None:
+        return None
+    try:
+        with db:
+            row = db.execute("SELECT dev, ino, size, mtime_ns, ctime_ns, sha256 FROM digests WHERE path = ?",
+                             (real,)).fetchone()
+    except sqlite3.Error:
+        return None
+    finally:
+        db.close()
+    return row[5] if row and tuple(row[:5]) == stat_key else None
+
+
+def _disk_store(real: str, stat_key: tuple, digest: str) -> None:
+    db = _disk_memo(digest_memo_path())
+    if db is None:
+        return
+    try:
+        with db:
+            db.execute("INSERT OR REPLACE INTO digests VALUES (?, ?, ?, ?, ?, ?, ?)", (real, *stat_key, digest))
+    except sqlite3.Error:
+        pass  # see _disk_memo
+    finally:
+        db.close()
+
+
+DISK_MEMO_BYTES = 1 << 20  # smaller files (source code) are hashed again in each process: cheaper than the memo
+
+
+def file_digest(path: str | os.PathLike) -> str:
+    """sha256 (hex) of the bytes of the file at ``path``, memoised while its stat data is unchanged.
+
+    >>> import tempfile
+    >>> with tempfile.TemporaryDirectory() as folder:
+    ...     name = os.path.join(folder, "a.txt")
+    ...     _ = Path(name).write_text("abc")
+    ...     file_digest(name)[:16]
+    'ba7816bf8f01cfea'
+    """
+    real = os.path.realpath(path)
+    before = os.stat(real)
+    stat_key = _stat_key(before)
+    with _memo_lock:
+        kept = _memo.get(real)
+    if kept and kept[0] == stat_key:
+        return kept[1]
+    large = before.st_size >= DISK_MEMO_BYTES
+    if large and (digest := _disk_lookup(real, stat_key)) is not None:
+        with _memo_lock:
+            _memo[real] = (stat_key, digest)
+        return digest
+    started = time.time_ns()
+    sha = hashlib.sha256()
+    with open(real, "rb") as f:
+        while block := f.read(CHUNK):
+            sha.update(block)
+    digest = sha.hexdigest()
+    # memoised only when the file did not change while it was read, nor just before (racy timestamps)
+    if _stat_key(os.stat(real)) == stat_key and max(before.st_mtime_ns, before.st_ctime_ns) < started - RACY_NS:
+        with _memo_lock:
+            _memo[real] = (stat_key, digest)
+        if large:
+            _disk_store(real, stat_key, digest)
+    return digest
+
+
+def canonical_json(value) -> str:
+    """JSON with sorted keys and no spaces: the form every digest is taken over (non-JSON values by str)."""
+    return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False, default=str)
+
+
+def digest_of(*parts) -> str:
+    """sha256 (hex) of the canonical JSON of ``parts``.
+
+    >>> digest_of({"a": 1, "b": 2}) == digest_of({"b": 2, "a": 1}) != digest_of({"a": 1})
+    True
+    """
+    return hashlib.sha256(canonical_json(list(parts)).encode()).hexdigest()
+
+
+def short(digest: str) -> str:
+    """The first :data:`SHORT` hex digits of a digest, for file names and records."""
+    return digest[:SHORT]
+
+
+def array_key(array: np.ndarray) -> str:
+    """Content key of an array: its dtype, shape and bytes."""
+    array = np.ascontiguousarray(array)
+    sha = hashlib.sha256(f"{array.dtype.str}{array.shape}".encode())
+    sha.update(array.data)
+    return sha.hexdigest()
+
+
+# ---- code --------------------------------------------------------------------------------------------------
+
+def _module_file(name: str) -> str | None:
+    """The source file of module ``name`` without importing it (None for built-ins, namespaces, C code)."""
+    module = sys.modules.get(name)
+    origin = getattr(module, "__file__", None) if module is not None else None
+    if origin is None:
+        try:
+            spec = importlib.util.find_spec(name)
+        except (ImportError, ValueError, AttributeError):
+            return None
+        origin = spec.origin if spec is not None else None
+    return origin if origin and origin.endswith(".py") and os.path.isfile(origin) else None
+
+
+@lru_cache(maxsize=4096)
+def _real(path: str) -> str:
+    """``os.path.realpath``, remembered: the code identity asks it of the same few files many times."""
+    return os.path.realpath(path)
+
+
+def _is_package(path: str) -> bool:
+    return os.path.basename(path) == "__init__.py"
+
+
+_parsed: dict[str, tuple[tuple, list]] = {}  # real path -> (stat key, its import statements)
+
+
+def _import_nodes(path: str) -> list:
+    """The import statements of a source file, parsed again only when its stat data changes."""
+    stat_key = _stat_key(os.stat(path))
+    kept = _parsed.get(path)
+    if kept and kept[0] == stat_key:
+        return kept[1]
+    with open(path, "rb") as f:
+        nodes = [node for node in ast.walk(ast.parse(f.read(), path)) if isinstance(node, (ast.Import, ast.ImportFrom))]
+    _parsed[path] = (stat_key, nodes)
+    return nodes
+
+
+def _imported_names(path: str, module: str, roots: set[str]) -> set[str]:
+    """Names a module's source imports (anywhere in it, functions included), relative imports resolved;
+    for ``from X import Y`` also ``X.Y`` when ``X`` is a package of ``roots`` (Y may be a submodule; a
+    library is never imported to find out)."""
+    package = module if _is_package(path) else module.rpartition(".")[0]
+    names = set()
+    for node in _import_nodes(path):
+        if isinstance(node, ast.Import):
+            names.update(alias.name for alias in node.names)
+        elif isinstance(node, ast.ImportFrom):
+            if node.level:
+                parts = package.split(".")
+                base = ".".join(parts[:len(parts) - node.level + 1] + ([node.module] if node.module else []))
+            else:
+                base = node.module or ""
+            names.add(base)
+            base_file = _own_module(base, roots) if base else None
+            if base_file and _is_package(base_file):
+                names.update(f"{base}.{alias.name}" for alias in node.names if alias.name != "*")
+    return {name for name in names if name}
+
+
+def _root_of(name: str) -> str | None:
+    """The folder whose modules count as ``name``'s own code: its top-level package's folder, or the folder
+    of a top-level module (a plug-in's own folder)."""
+    top = name.split(".")[0]
+    path = _module_file(top)
+    if path is None:
+        return None
+    return os.path.dirname(path) if _is_package(path) else os.path.dirname(_real(path))
+
+
+def _own_module(name: str, roots: set[str]) -> str | None:
+    """``name``'s source file when it lies under one of ``roots`` (checked on its top-level package first,
+    so that a library is never imported to find out)."""
+    top = name.split(".")[0]
+    top_path = _module_file(top)
+    real_top = _real(top_path) if top_path else None
+    if real_top is None or not any(real_top.startswith(root + os.sep) for root in roots):
+        return None
+    path = _module_file(name)
+    return _real(path) if path else None
+
+
+@lru_cache(maxsize=1)
+def _project_roots() -> frozenset[str]:
+    return frozenset(os.path.realpath(_root_of(name)) for name in PROJECT_PACKAGES if _root_of(name))
+
+
+def code_files(module_names, roots=()) -> tuple[dict[str, str], set[str]]:
+    """The source files of ``module_names`` and of every module they import, transitively, that lies in
+    the project or in ``roots`` (a plug-in's folders): ``({module: real path}, {top-level libraries})``."""
+    roots = set(_project_roots()) | {os.path.realpath(root) for root in roots}
+    files: dict[str, str] = {}
+    libraries: set[str] = set()
+    named = set(module_names)
+    todo = list(module_names)
+    while todo:
+        name = todo.pop()
+        if name in files:
+            continue
+        path = _own_module(name, roots)
+        if path is None and name in named:  # asked for by name: its own source counts wherever it lies
+            path = _module_file(name)
+        if path is None:
+            top = name.split(".")[0]
+            if top not in sys.builtin_module_names and top not in sys.stdlib_module_names:
+                libraries.add(top)
+            continue
+        files[name] = _real(path)
+        todo.extend(_imported_names(path, name, roots))
+    own_tops = {name.split(".")[0] for name in files}
+    return files, libraries - own_tops
+
+
+@lru_cache(maxsize=1)
+def _distributions() -> dict[str, list[str]]:
+    """``{top-level import name: [distribution names]}`` from each installed distribution's
+    ``top_level.txt``, or else the first parts of the paths its ``RECORD`` lists (read as text: the
+    standard library's ``packages_distributions`` builds a path object per file, seconds for a large
+    environment)."""
+    names: dict[str, list[str]] = {}
+    for dist in importlib.metadata.distributions():
+        text = dist.read_text("top_level.txt")
+        if text is None:
+            record = dist.read_text("RECORD") or ""
+            tops = {line.split(",")[0].split("/")[0] for line in record.splitlines()}
+            text = "\n".join(top[:-3] if top.endswith(".py") else top for top in tops
+                             if not top.endswith((".dist-info", ".data", ".pth")) and top and top != "..")
+        for top in text.split():
+            names.setdefault(top, []).append(dist.metadata["Name"])
+    return names
+
+
+@lru_cache(maxsize=None)
+def _library_versions(libraries: frozenset[str]) -> dict[str, str]:
+    """Installed distribution versions of top-level import names (``cv2`` -> opencv-python-headless ...),
+    as this process found them."""
+    versions = {}
+    for name in sorted(libraries):
+        for dist in sorted(_distributions().get(name, [])):
+            try:
+                versions[dist] = importlib.metadata.version(dist)
+            except importlib.metadata.PackageNotFoundError:
+                pass
+    return versions
+
+
+def code_digest(*module_names: str, roots=()) -> str:
+    """Digest of the source of ``module_names`` and every project (or ``roots``) module they import,
+    transitively, with the versions of the libraries they import. Files are named by module, so another
+    checkout of the same code agrees.
+
+    >>> code_digest("predict.core.tiling") == code_digest("predict.core.tiling") != code_digest("predict.core.stretch")
+    True
+    """
+    files, libraries = code_files(module_names, roots)
+    return digest_of({name: file_digest(path) for name, path in files.items()}, _library_versions(frozenset(libraries)))
+
+
+# ---- encoders ----------------------------------------------------------------------------------------------
+
+def _candidates(path: str, yaml_dir: str | None) -> list[str]:
+    """Where a path an option names can be: as is when absolute; else against the yaml's folder, then the
+    repository root (the yaml reader's order), then the current folder (a plug-in may read it from there)."""
+    path = os.path.expanduser(path)
+    if os.path.isabs(path):
+        return [path]
+    bases = [yaml_dir, str(PACKAGE_DIR.parent), os.getcwd()]
+    return list(dict.fromkeys(os.path.join(base, path) for base in bases if base))
+
+
+def path_digest(path: str) -> str:
+    """``sha256:<hex>`` of a file, or of a folder's files (relative names and contents, recursively)."""
+    if os.path.isdir(path):
+        entries = {}
+        for folder, dirs, names in os.walk(path):
+            dirs.sort()
+            for name in sorted(names):
+                full = os.path.join(folder, name)
+                if os.path.isfile(full):
+                    entries[os.path.relpath(full, path)] = file_digest(full)
+        return f"sha256:{digest_of(entries)}"
+    return f"sha256:{file_digest(path)}"
+
+
+def _strip(node, drop):
+    if not isinstance(node, dict):
+        return node
+    return {key: _strip(value, (drop or {}).get(key)) for key, value in node.items()
+            if not (drop and key in drop and drop[key] is None)}
+
+
+def vector_options(options: dict) -> dict:
+    """``options`` without :data:`EXECUTION_ONLY` keys, every string that names an existing file or folder
+    (see :func:`_candidates`) replaced by its content digest (a list of them where several places hold one).
+
+    >>> vector_options({"model": {"name": "demo", "batch_size": 8}, "_yaml_path": "/x/a.yaml"})
+    {'model': {'name': 'demo'}}
+    """
+    yaml_dir = os.path.dirname(options["_yaml_path"]) if isinstance(options.get("_yaml_path"), str) else None
+
+    def by_content(node):
+        if isinstance(node, dict):
+            return {key: by_content(value) for key, value in node.items()}
+        if isinstance(node, list):
+            return [by_content(value) for value in node]
+        if isinstance(node, str) and node.strip() and "\n" not in node:
+            found = [path_digest(p) for p in _candidates(node, yaml_dir) if os.path.exists(p)]
+            if found:
+                return found[0] if len(set(found)) == 1 else found
+        return node
+
+    return json.loads(canonical_json(by_content(_strip(options, EXECUTION_ONLY))))
+
+
+LIBRARY_FOLDERS = ("site-packages", "dist-packages")
+
+
+def encoder_roots(cls: type) -> set[str]:
+    """The folders whose modules count as a plug-in's own code: those of the packages (or top-level
+    modules' folders) of the classes of its MRO outside the project; a single module installed among the
+    libraries counts alone (its folder is every library's)."""
+    roots = set()
+    for klass in cls.__mro__[:-1]:
+        root = _root_of(klass.__module__)
+        if root and klass.__module__.split(".")[0] not in PROJECT_PACKAGES \
+                and os.path.basename(root) not in LIBRARY_FOLDERS:
+            roots.add(root)
+    return roots
+
+
+_identities: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+
+
+def encoder_identity(encoder) -> dict:
+    """What determines ``encoder``'s tile vectors (JSON-ready): ``class``, ``code`` (digest of its classes'
+    modules and everything they import from the project or the plug-in's folder, and the tile cutting),
+    ``tile_size``, ``precision`` and ``options`` (see :func:`vector_options`).
+
+    Taken once per encoder object, when first asked (``load_encoder`` asks as it builds one): the code that
+    runs is the code imported then, and the weights those read then.
+    """
+    try:
+        return _identities[encoder]
+    except (KeyError, TypeError):
+        pass
+    cls = type(encoder)
+    modules = [klass.__module__ for klass in cls.__mro__[:-1] if klass.__module__ != "builtins"]
+    identity = {"class": f"{cls.__module__}:{cls.__qualname__}",
+                "code": code_digest(*modules, *TILE_CODE, roots=encoder_roots(cls)),
+                "tile_size": getattr(encoder, "tile_size", None), "precision": getattr(encoder, "precision", None),
+                "options": vector_options(getattr(encoder, "options", None) or {})}
+    identity = json.loads(canonical_json(identity))
+    try:
+        _identities[encoder] = identity
+    except TypeError:  # not weak-referenceable: taken again on each call
+        pass
+    return identity
+
+
+def vectors_key(encoder) -> str:
+    """``<name>-<16 hex>``: the key space of ``encoder``'s tile vectors (in their file names)."""
+    name = "".join(c if c.isalnum() or c in "-_." else "_" for c in str(getattr(encoder, "name", "encoder")))
+    return f"{name}-{short(digest_of(encoder_identity(encoder)))}"
+
+
+def image_key(path: str | os.PathLike, decoder: str = "predict.io.images", **choices) -> str:
+    """Content key of the image file at ``path`` as module ``decoder`` reads it with ``choices`` (bands,
+    stretch...): the file's bytes, the decoding code and the choices."""
+    return digest_of(file_digest(path), code_digest(decoder), choices)
+
+
+# ---- the testset run's records ----------------------------------------------------------------------------
+
+def run_settings(pipeline, seed: int, encoder) -> dict:
+    """What every sample of a run shares: ``{"pipeline", "seed", "encoder"}`` (JSON-ready); the seed only
+    for a pipeline that shuffles the query (v2)."""
+    return json.loads(canonical_json({"pipeline": pipeline.as_dict(), "seed": seed if pipeline.shuffled_copies else None,
+                                      "encoder": encoder_identity(encoder)}))
+
+
+def settings_differences(recorded, current, prefix: str = "") -> list[str]:
+    """Dotted names of the leaves that differ between two settings dicts.
+
+    >>> settings_differences({"pipeline": {"steps": [256]}, "seed": 0}, {"pipeline": {"steps": [512]}, "seed": 0})
+    ['pipeline.steps']
+    """
+    if not (isinstance(recorded, dict) and isinstance(current, dict)):
+        return [] if recorded == current else [prefix.rstrip(".") or "settings"]
+    names = []
+    for key in sorted(set(recorded) | set(current), key=str):
+        names += settings_differences(recorded.get(key), current.get(key), f"{prefix}{key}.")
+    return names
+
+
+class SettingsMismatchError(RuntimeError):
+    """A run's settings differ from those of the results already in its folder; the message is one line."""
+
+
+def check_settings(cache_path: str, recorded: dict | None, current: dict) -> None:
+    """Raise :class:`SettingsMismatchError` naming the differences when the folder holds results of other
+    run settings (nothing when it holds none)."""
+    if recorded is not None and (differences := settings_differences(recorded, current)):
+        raise SettingsMismatchError(f"{cache_path}: holds results of other run settings ({', '.join(differences)} "
+                                    "differ); rerun with --overwrite to replace them, or use another --cache_path")
+
+
+def polygons_digest(polygons) -> str:
+    """Short digest of the polygons' canonical JSON."""
+    return short(digest_of(polygons))
+
+
+@lru_cache(maxsize=None)
+def _code_version(modules: tuple[str, ...]) -> str:
+    return short(code_digest(*modules))
+
+
+def maps_version() -> str:
+    """Short digest of the code that makes a sample's maps from its tile scores (:data:`MAP_CODE`)."""
+    return _code_version(MAP_CODE)
+
+
+def evaluation_version() -> str:
+    """Short digest of the indicators' code (:data:`EVALUATION_CODE`)."""
+    return _code_version(EVALUATION_CODE)
+
+
+def sample_identity(settings_digest: str | None, caption: str, polygons, image: str | None) -> dict:
+    """What a sample's numbers depend on beyond the run settings: ``{"settings", "caption", "polygons",
+    "image", "maps", "evaluation"}`` (the last two: the code versions)."""
+    return {"settings": settings_digest, "caption": caption, "polygons": polygons_digest(polygons), "image": image,
+            "maps": maps_version(), "evaluation": evaluation_version()}
+
+
+SAMPLE_KEYS = ("caption", "polygons", "image")  # what makes a sample the same sample, whatever its name or place
+
+
+def same_sample(identity: dict | None, current: dict, keys=SAMPLE_KEYS) -> bool:
+    """Whether a recorded identity is of the sample ``current`` describes, on ``keys`` (by default caption,
+    polygons and image content; the image only where both know it).
+
+    >>> same_sample({"caption": "a", "polygons": "p1", "image": "i"}, {"caption": "a", "polygons": "p2", "image": None},
+    ...             keys=("caption", "image"))
+    True
+    """
+    if not isinstance(identity, dict):
+        return False
+    keys = [key for key in keys if key != "image" or (identity.get("image") and current.get("image"))]
+    return all(identity.get(key) == current.get(key) for key in keys)
+
+
+def seal(record: dict) -> str:
+    """Short digest over a record's values and identity (all but its ``seal``): a record whose seal no
+    longer matches was changed outside the program, and is recomputed."""
+    return short(digest_of({key: value for key, value in record.items() if key != "seal"}))
+
+
+def seal_problem(record: dict) -> str | None:
+    """Why a stored record's seal does not hold (None when it does)."""
+    if "seal" not in record:
+        return "no seal recorded with its result"
+    if record["seal"] != seal(record):
+        return "its record in metrics.json was changed after it was written (seal mismatch)"
+    return None
+
+
+def map_digests(paths: dict[str, str]) -> dict[str, str]:
+    """``{kind: short digest}`` of the map files ``{kind: path}``."""
+    return {kind: short(file_digest(path)) for kind, path in paths.items()}
+
+
+def maps_problem(recorded, paths: dict[str, str]) -> str | None:
+    """Why the map files ``{kind: path}`` are not those recorded (None when they are): missing, or of
+    other content (truncated, rewritten, another sample's)."""
+    if not isinstance(recorded, dict):
+        return "no map digests recorded with its result"
+    for kind, path in paths.items():
+        name = os.path.basename(path)
+        try:
+            digest = short(file_digest(path))
+        except FileNotFoundError:
+            return f"{name} is missing"
+        except OSError as exc:
+            return f"{name} is unreadable ({exc})"
+        if recorded.get(kind) != digest:
+            return f"{name} is not the map recorded with its result (changed, truncated or replaced)"
+    return None
+
+
+def reuse_problem(record: dict | None, identity: dict, map_paths: dict[str, str]) -> str | None:
+    """Why a recorded result cannot be reused for ``identity`` (None when it can): not computed, another
+    identity (named part by part), or maps that are not the recorded ones."""
+    if record is None:
+        return NOT_COMPUTED
+    recorded = record.get("identity")
+    if not isinstance(recorded, dict):
+        return "no provenance recorded with its result"
+    changed = [key for key in identity if recorded.get(key) != identity[key]]
+    if changed:
+        names = {"settings": "run settings", "maps": "map code", "evaluation": "evaluation code"}
+        return f"{', '.join(names.get(key, key) for key in changed)} changed"
+    return maps_problem(record.get("maps"), map_paths)
+
+
+def log_mean_coverage(logger: logging.Logger, store, anno_path: str) -> None:
+    """Say which samples the mean covers, and which results the folder keeps without counting them."""
+    logger.info("Mean over %d sample(s) of %s", len(store.mean_over), anno_path)
+    if others := store.not_counted:
+        logger.warning("%s: %d result(s) of samples not in %s kept but not counted in the mean (idx %s)",
+                       store.json_path, len(others), anno_path, ", ".join(map(str, others)))

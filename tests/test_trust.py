@@ -1,0 +1,288 @@
+"""Trust by construction (issue 20): every stored result is keyed by everything that produced it, derived
+in ``predict/provenance.py``, and checked before reuse. One test per way a new user got a stale or wrong
+number (W1, W8-W14); the explorer's (W2-W4), ``selo-localise``'s (W6) and decoding's (W7) are with their
+commands' tests. ``test_differential.py`` proves the rule at large.
+"""
+import json
+import os
+import shutil
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+import yaml
+
+from predict import evaluate_selo, generate_selo, provenance
+from predict.run.vectors import TileVectorStore, read_vectors
+from test_generate_selo import red_square_scene
+
+TESTS = Path(__file__).parent
+
+
+@pytest.fixture(autouse=True)
+def fresh_memo(tmp_path, monkeypatch):
+    """A digest memo of this test's own; files are memoised as soon as they are hashed (no racy window),
+    so that these tests exercise the stat-data rule itself."""
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
+    monkeypatch.setattr(provenance, "RACY_NS", 0)
+    monkeypatch.setattr(provenance, "DISK_MEMO_BYTES", 0)
+    provenance._memo.clear()
+
+
+def rewrite_keeping_size_and_mtime(path: Path, data: bytes) -> None:
+    """Replace a file's bytes with others of the same length and put its mtime back (``touch -r``)."""
+    stat = path.stat()
+    assert len(data) == stat.st_size
+    time.sleep(0.02)  # past the clock's tick: the rewrite gets a ctime of its own
+    path.write_bytes(data)
+    os.utime(path, ns=(stat.st_atime_ns, stat.st_mtime_ns))
+
+
+PLUGIN = textwrap.dedent('''
+    import os
+    import numpy as np
+    from predict.encoders.base import EncoderSpecModel
+    import trust_helper
+
+    class GainEncoder(EncoderSpecModel):
+        """Redness and greenness of a tile, times a gain read from the weights file; a query naming red asks
+        for the first, any other for the second; the sign file flips the scores."""
+        name = "trust_gain"
+
+        def __init__(self, options, device=None):
+            super().__init__(options, device)
+            self.gain = float(np.load(options["model"]["weights"])[0])
+            folder = os.path.dirname(options["_yaml_path"])
+            self.sign = float(open(os.path.join(folder, options["model"]["sign_file"])).read())
+
+        def encode_batch(self, tiles):
+            t = np.asarray(tiles, dtype=np.float32) / 255
+            red = (t[..., 0] - 0.5 * (t[..., 1] + t[..., 2])).mean(axis=(1, 2))
+            green = (t[..., 1] - 0.5 * (t[..., 0] + t[..., 2])).mean(axis=(1, 2))
+            return np.stack([red, green], axis=1) * self.gain + trust_helper.OFFSET
+
+        def text_encoder(self, text):
+            return np.array([1.0, 0.0] if "red" in text else [0.0, 1.0], dtype=np.float32)
+
+        def cosine_sim(self, image_vectors, text_vector):
+            return self.sign * np.asarray(image_vectors, np.float64) @ np.asarray(text_vector, np.float64)
+''')
+
+
+class EditableTestset:
+    """Two small scenes (a red and a green square) and an encoder plug-in with a weights file, a helper
+    module and a file its yaml names by a relative path, all in ``root``."""
+
+    def __init__(self, root: Path, importable_module):
+        self.root = root
+        self.imgs = root / "imgs"
+        self.imgs.mkdir()
+        self.write_scene("a.png", box=(100, 200, 150, 250), colour=(30, 30, 220))
+        self.write_scene("b.png", box=(50, 150, 60, 160), colour=(30, 220, 30))
+        self.anno = [
+            {"caption": "a red roof", "jpg_name": "a.png", "points": [[[150, 100], [250, 100], [250, 200], [150, 200]]]},
+            {"caption": "a green lawn", "jpg_name": "b.png", "points": [[[60, 50], [160, 50], [160, 150], [60, 150]]]},
+        ]
+        self.write_anno()
+        self.plugin_dir = importable_module("trust_plugin", PLUGIN)
+        importable_module("trust_helper", "OFFSET = 0.0\n")
+        self.weights = root / "weights.npy"
+        np.save(self.weights, np.array([1.0]))
+        (root / "sign.txt").write_text("1.0")
+        self.yaml = root / "encoder.yaml"
+        self.yaml.write_text(yaml.safe_dump({"model": {"name": "trust_plugin:GainEncoder", "batch_size": 16,
+                                                       "weights": "weights.npy", "sign_file": "sign.txt"}}))
+
+    def write_scene(self, name, box, colour, height=300, width=400):
+        rng = np.random.default_rng(len(name))
+        image = rng.integers(90, 140, size=(height, width, 3), dtype=np.uint8)
+        image[box[0]:box[1], box[2]:box[3]] = colour
+        cv2.imwrite(str(self.imgs / name), image, [cv2.IMWRITE_PNG_COMPRESSION, 0])  # size fixed by the pixels
+
+    def write_anno(self):
+        (self.root / "anno.json").write_text(json.dumps(self.anno))
+
+    def generate(self, cache, *extra):
+        """generate_selo.main into ``cache``: (exit code, metrics.json or None, this run's log lines)."""
+        for name in ("trust_plugin", "trust_helper"):  # the code on disk now, as a new process would import it
+            sys.modules.pop(name, None)
+        log = cache / "log.txt"
+        before = log.read_text(encoding="utf-8") if log.is_file() else ""
+        code = generate_selo.main(["--yaml_path", str(self.yaml), "--cache_path", str(cache),
+                                   "--src_data_path", str(self.imgs), "--src_anno_path", str(self.root / "anno.json"),
+                                   "--step", "64_128", "--device", "cpu", "--no_report", "--workers", "1", *extra])
+        metrics = json.loads((cache / "metrics.json").read_text()) if (cache / "metrics.json").is_file() else None
+        return code, metrics, log.read_text(encoding="utf-8")[len(before):] if log.is_file() else ""
+
+
+@pytest.fixture
+def testset(tmp_path, importable_module):
+    return EditableTestset(tmp_path, importable_module)
+
+
+def by_caption(metrics):
+    return {s["caption"]: s["Rmi"] for s in metrics["samples"]}
+
+
+def test_w1_weights_retrained_to_the_same_size_with_the_mtime_restored_are_new_weights(testset, capsys):
+    cache = testset.root / "cache"
+    assert testset.generate(cache)[0] == 0
+    data = bytearray(testset.weights.read_bytes())
+    retrained = np.array([-1.0]).tobytes()
+    data[-len(retrained):] = retrained
+    rewrite_keeping_size_and_mtime(testset.weights, bytes(data))
+    code, _, _ = testset.generate(cache)
+    assert code == 2 and "encoder.options.model.weights differ" in capsys.readouterr().err
+
+
+def test_w8_a_helper_module_the_plugin_imports_is_part_of_its_code(testset, capsys):
+    cache = testset.root / "cache"
+    assert testset.generate(cache)[0] == 0
+    (testset.plugin_dir / "trust_helper.py").write_text("OFFSET = 0.5\n")
+    code, _, _ = testset.generate(cache)
+    assert code == 2 and "encoder.code differ" in capsys.readouterr().err
+
+
+def test_w9_a_file_the_yaml_names_by_a_relative_path_is_hashed(testset, capsys):
+    cache = testset.root / "cache"
+    assert testset.generate(cache)[0] == 0
+    rewrite_keeping_size_and_mtime(testset.root / "sign.txt", b"-10")  # was "1.0"
+    code, _, _ = testset.generate(cache)
+    assert code == 2 and "encoder.options.model.sign_file differ" in capsys.readouterr().err
+
+
+def test_w10_project_code_that_shapes_vectors_or_maps_is_in_their_keys(testset, monkeypatch):
+    """The demo encoder's tokenizer (predict/demo/synthetic.py) and the tile cutting (predict/core/tiling.py)
+    are in the vectors' key; the map code in every sample's identity: each file's content, found from the
+    imports, so an edit to it is seen (here its digest is made to differ, rather than edit the checkout)."""
+    files, _ = provenance.code_files(["predict.encoders.demo", *provenance.TILE_CODE])
+    assert {"predict.demo.synthetic", "predict.core.tiling", "predict.layers.demo_net"} <= set(files)
+    assert {"predict.core.tiling", "predict.core.heatmap", "predict.core.cell_median", "predict.io.jpeg"} \
+        <= set(provenance.code_files(provenance.MAP_CODE)[0])
+    cache = testset.root / "cache"
+    assert testset.generate(cache)[0] == 0
+    heatmap = os.path.realpath(provenance.code_files(["predict.core.heatmap"])[0]["predict.core.heatmap"])
+    real_digest = provenance.file_digest
+    monkeypatch.setattr(provenance, "file_digest",
+                        lambda path: "edited" if os.path.realpath(path) == heatmap else real_digest(path))
+    provenance._code_version.cache_clear()
+    code, _, log = testset.generate(cache)
+    assert code == 0 and "Recomputing 0/2: a.png (map code changed)" in log
+    provenance._code_version.cache_clear()
+
+
+def test_w11_a_vector_store_holds_one_encoders_vectors(tmp_path):
+    from predict import localise
+    from predict.encoders.demo import DemoEncoder  # noqa: F401 - a real encoder of the project
+    from predict.encoders.registry import load_encoder
+
+    a = load_encoder(TESTS.parent / "predict/options/demo/demo_encoder.yaml", device="cpu")
+    b = load_encoder(TESTS.parent / "predict/options/demo/demo_random.yaml", device="cpu")
+    image, _ = red_square_scene(300, 400, (100, 200, 100, 200))
+    store = TileVectorStore(a, str(tmp_path / "vectors"))
+    localise(image[:, :, ::-1].copy(), "a red roof", a, steps="128", vectors=store)
+    with pytest.raises(ValueError, match="holds the tile vectors of encoder demo-.*, not of encoder demo-"):
+        localise(image[:, :, ::-1].copy(), "a red roof", b, steps="128", vectors=store)
+
+
+def test_w2_localise_sees_an_image_rewritten_with_its_size_and_mtime(tmp_path, redness):
+    from predict import localise
+    from predict.run.localise import default_store
+
+    path = tmp_path / "scene.png"
+    for box in ((50, 150, 50, 150), (150, 250, 250, 350)):
+        image, _ = red_square_scene(300, 400, box)
+        data = cv2.imencode(".png", image, [cv2.IMWRITE_PNG_COMPRESSION, 0])[1].tobytes()
+        if path.exists():
+            rewrite_keeping_size_and_mtime(path, data)
+        else:
+            path.write_bytes(data)
+        encoded = default_store(redness).tiles_encoded
+        probmap = localise(path, "a red roof", redness, steps="128")
+        assert default_store(redness).tiles_encoded > encoded  # a new image: its tiles encoded
+        fresh = localise(path, "a red roof", redness, steps="128", vectors=TileVectorStore(redness))
+        assert np.array_equal(probmap, fresh)  # the map of the file as it is now
+
+
+def test_w12_evaluate_pairs_each_map_with_the_sample_it_was_made_for(testset):
+    cache = testset.root / "cache"
+    _, first, _ = testset.generate(cache)
+    testset.anno.reverse()
+    testset.write_anno()
+    assert evaluate_selo.main(["--cache_path", str(cache), "--src_anno_path", str(testset.root / "anno.json")]) == 0
+    after = json.loads((cache / "metrics.json").read_text())
+    assert by_caption(after) == pytest.approx(by_caption(first))
+    assert after["mean"]["Rmi"] == pytest.approx(first["mean"]["Rmi"]) and after["mean_over"] == [0, 1]
+
+
+def test_w12_a_map_made_for_another_caption_is_not_scored(testset):
+    cache = testset.root / "cache"
+    testset.generate(cache)
+    testset.anno[0]["caption"] = "a blue car"  # no map of the folder was made for it
+    testset.write_anno()
+    assert evaluate_selo.main(["--cache_path", str(cache), "--src_anno_path", str(testset.root / "anno.json")]) == 1
+    errors = json.loads((cache / "metrics.json").read_text())["errors"]
+    assert [e["idx"] for e in errors] == [0]
+    assert "no probability map" in errors[0]["error"] and "was made for 'a red roof'" in errors[0]["error"]
+
+
+def test_w13_a_renamed_image_is_the_same_sample_and_swapped_names_are_recomputed(testset):
+    cache = testset.root / "cache"
+    _, first, _ = testset.generate(cache)
+    (testset.imgs / "a.png").rename(testset.imgs / "renamed.png")
+    testset.anno[0]["jpg_name"] = "renamed.png"
+    testset.write_anno()
+    code, metrics, log = testset.generate(cache)
+    assert code == 0 and "Skipping 0/2: renamed.png (already complete)" in log
+    assert metrics["mean_over"] == [0, 1] and "Mean over 2 sample(s)" in log
+    assert metrics["samples"][0]["jpg_name"] == "renamed.png"
+    testset.anno[0]["jpg_name"], testset.anno[1]["jpg_name"] = "b.png", "renamed.png"  # the names swapped
+    testset.write_anno()
+    code, metrics, log = testset.generate(cache)
+    assert code == 0 and "Recomputing 0/2: b.png (image changed)" in log and "Mean over 2 sample(s)" in log
+    assert metrics["mean_over"] == [0, 1] and np.isfinite(metrics["mean"]["Rmi"])
+
+
+def test_w14_a_record_edited_by_hand_is_recomputed_with_the_reason(testset):
+    cache = testset.root / "cache"
+    _, first, _ = testset.generate(cache)
+    data = json.loads((cache / "metrics.json").read_text())
+    data["samples"][0]["Rsu"] = 7.5
+    data["samples"][1]["Ras"] = None
+    (cache / "metrics.json").write_text(json.dumps(data))
+    code, metrics, log = testset.generate(cache)
+    assert code == 0
+    assert "Recomputing 0/2: a.png (its record in metrics.json is unusable (Rsu 7.5 is outside [0, 1]))" in log
+    assert "Recomputing 1/2: b.png (its record in metrics.json was changed after it was written" in log
+    assert metrics["mean"] == pytest.approx(first["mean"])
+    data = json.loads((cache / "metrics.json").read_text())
+    data["samples"][1]["Rmi"] = 0.99  # in range, but not what was computed
+    (cache / "metrics.json").write_text(json.dumps(data))
+    assert "Recomputing 1/2: b.png (its record in metrics.json was changed" in testset.generate(cache)[2]
+
+
+@pytest.fixture
+def redness():
+    from toy_encoders import RednessEncoder
+
+    return RednessEncoder({"model": {"name": "toy_encoders:RednessEncoder"}})
+
+
+def test_two_stores_on_one_folder_keep_both_their_vectors(tmp_path, redness):
+    from predict.run.timing import StageTimer
+
+    image, _ = red_square_scene(300, 400, (100, 200, 100, 200))
+    first, second = (TileVectorStore(redness, str(tmp_path)) for _ in range(2))
+    for store in (first, second):
+        store.use_image("image-key")
+    first.vectors(image, [(0, 128, 0, 128)], StageTimer())
+    second.vectors(image, [(0, 128, 128, 256)], StageTimer())  # saved after the first: merged, not replaced
+    (path,) = tmp_path.glob("*.npz")
+    assert set(read_vectors(str(path), first.file_key())) == {(0, 128, 0, 128), (0, 128, 128, 256)}
+    shutil.copy(path, tmp_path / "elsewhere.npz")
+    with pytest.raises(ValueError, match="holds the vectors of key"):
+        read_vectors(str(tmp_path / "elsewhere.npz"), "another-key")
