@@ -15,6 +15,7 @@ import rasterio.shutil
 import rasterio.warp
 from rasterio.transform import from_origin
 
+from predict.core.stretch import Stretch
 from predict.demo.synthetic import generate_scene
 from predict.io.annotations import SampleError
 from predict.io.images import read_image
@@ -85,7 +86,7 @@ def run(tmp_path_factory, scenes):
 
     out = tmp_path_factory.mktemp("out")
     images = [scenes["scene8"], scenes["scene12"], str(out / "missing.tif"), scenes["border"], scenes["png"]]
-    argv = ["--yaml_path", DEMO_YAML, "--device", "cpu", "--out", str(out), "--regions", "0.95"]
+    argv = ["--yaml_path", DEMO_YAML, "--device", "cpu", "--out", str(out), "--regions", "0.95", "--mask", "0.95"]
     argv += [a for image in images for a in ("--image", image)] + [a for q in QUERIES for a in ("--query", q)]
     rc = main(argv)
     summary = json.loads((out / "summary.json").read_text())
@@ -93,7 +94,7 @@ def run(tmp_path_factory, scenes):
 
 
 def result(summary, stem, k):
-    return next(r for r in summary["results"] if r["probmap"] == f"{stem}_q{k}_probmap.tif")
+    return next(r for r in summary["results"] if r["files"]["probmap"] == f"{stem}_q{k}_probmap.tif")
 
 
 def top_peak(out, stem, k):
@@ -115,13 +116,20 @@ def test_bad_input_costs_one_line_each_and_the_rest_goes_on(run):
     assert "missing.tif: image not found" in log
 
 
-def test_summary_lists_every_output_relative_to_the_folder(run):
+def test_summary_describes_every_output_in_the_folder(run):
     _, out, summary = run
+    listed = set()
     for entry in summary["results"]:
-        assert set(entry) == {"image", "query", "probmap", "overlay", "peaks", "regions", "tiles_encoded", "seconds"}
-        for kind in ("probmap", "overlay", "peaks", "regions"):
-            assert not entry[kind].startswith("/") and (out / entry[kind]).is_file()
-        assert entry["query"] in QUERIES and entry["seconds"] > 0
+        kinds = {"probmap", "overlay", "overlay_aux_xml", "peaks", "regions", "mask"}
+        assert set(entry["files"]) == (kinds if entry["image"].endswith(".png") else kinds | {"overlay_world_file"})
+        for name in entry["files"].values():
+            assert not name.startswith("/") and (out / name).is_file()
+        listed |= set(entry["files"].values())
+        assert entry["query"] == summary["queries"][entry["k"]] and entry["seconds"] > 0
+        assert entry["encoder"] == "demo" and len(entry["encoder_identity"]) == 64 and len(entry["image_digest"]) == 64
+        assert (entry["pipeline"], entry["steps"]) == ("v1", [256, 512, 768])
+    folder_level = {"summary.json", "all_peaks.geojson", "log.txt", "tile_vectors", ".lock"}
+    assert {p.name for p in out.iterdir()} == listed | folder_level
 
 
 def test_each_image_is_encoded_once_and_later_queries_encode_no_tile(run):
@@ -141,8 +149,8 @@ def test_a_later_run_reuses_the_vectors_on_disk(run, scenes, tmp_path):
         rc = main(["--yaml_path", DEMO_YAML, "--device", "cpu", "--out", str(folder), "--image", str(again),
                    "--query", "some tennis courts.", *cache])
         summary = json.loads((folder / "summary.json").read_text())
-        assert rc == 0 and len(summary["results"]) == 1  # rewritten for this run's queries
-        assert summary["results"][0]["tiles_encoded"] == 0
+        assert rc == 0 and summary["runs"][-1]["results"] == 1
+        assert result(summary, "again", summary["queries"].index("some tennis courts."))["tiles_encoded"] == 0
 
 
 def test_probmap_keeps_the_inputs_crs_transform_and_size(run):
@@ -176,15 +184,16 @@ def test_peaks_are_the_wgs84_position_of_their_pixel_centre(run):
         col, row = peak["properties"]["col"], peak["properties"]["row"]
         x, y = TRANSFORM @ (col + 0.5, row + 0.5)
         lon, lat = rasterio.warp.transform(CRS, "EPSG:4326", [x], [y])
-        assert peak["geometry"]["coordinates"] == pytest.approx([lon[0], lat[0]], abs=1e-9)
+        assert peak["geometry"]["coordinates"] == pytest.approx([lon[0], lat[0]], abs=6e-8)  # rounded to 1e-7 degree
         assert 14.9 < lon[0] < 15.1 and 45.1 < lat[0] < 45.2  # UTM 33N's central meridian is 15 E
         assert peak["properties"]["score"] == probmap[row, col] / 255 >= 0.5
 
 
-def test_unreferenced_png_peaks_are_pixel_positions(run):
+def test_unreferenced_png_peaks_are_pixel_centres(run):
     _, out, _ = run
     peak = top_peak(out, "plain", 0)
-    assert peak["geometry"]["coordinates"] == [peak["properties"]["col"], peak["properties"]["row"]]
+    assert peak["geometry"]["coordinates"] == [peak["properties"]["col"] + 0.5, peak["properties"]["row"] + 0.5]
+    assert peak["properties"]["coordinate_system"] == "pixel"
     with rasterio.open(out / "plain_q0_probmap.tif") as src:
         assert src.crs is None
 
@@ -204,7 +213,8 @@ def test_twelve_bit_scene_is_stretched_over_its_own_range(scenes, scene):
     # between shadow and cloud the stretch gives back the 8-bit scene (a 65535 scale would give 1/16 of it)
     difference = np.abs(raster.pixels.astype(int) - cv2.cvtColor(scene.rgb, cv2.COLOR_RGB2BGR))
     assert difference[CLOUD:-CLOUD].mean() < 1.5
-    assert raster.key != read_raster(scenes["scene12"], stretch=(1, 99)).key != read_raster(scenes["scene12"], stretch=None).key
+    keys = {read_raster(scenes["scene12"], stretch=s).key for s in (Stretch(1, 99), Stretch(per_band=True), None)}
+    assert len(keys | {raster.key}) == 4
 
 
 def test_nodata_border_is_not_scored_and_masked_in_the_map(run, scenes):
@@ -314,8 +324,8 @@ def test_unknown_band_fails_that_image_only_and_warnings_reach_the_log(scene, tm
                "--queries", str(tmp_path / "queries.txt")])
     summary = json.loads((out / "summary.json").read_text())
     assert rc == 1 and summary["errors"] == [f"{tmp_path / 'rgb.png'}: no band 4 (the file has 3 band(s), numbered from 1)"]
-    assert [(r["probmap"], r["query"]) for r in summary["results"]] == [("rgbn_q0_probmap.tif", QUERIES[0]),
-                                                                         ("rgbn_q1_probmap.tif", QUERIES[1])]
+    assert [(r["files"]["probmap"], r["query"]) for r in summary["results"]] == [("rgbn_q0_probmap.tif", QUERIES[0]),
+                                                                                  ("rgbn_q1_probmap.tif", QUERIES[1])]
     assert "smaller than step(s) [512, 768]" in (out / "log.txt").read_text()  # v1 keeps only the 256 tiles
 
 
@@ -338,3 +348,149 @@ def test_output_folder_that_is_a_file_is_one_line_and_exit_2(scenes, tmp_path, c
     (tmp_path / "out").write_text("")
     rc = main(["--yaml_path", DEMO_YAML, "--image", scenes["png"], "--query", "a lake.", "--out", str(tmp_path / "out")])
     assert rc == 2 and capsys.readouterr().err == f"error: {tmp_path / 'out'}: output folder is a file\n"
+
+
+def test_scene_score_is_in_the_summary_and_every_outputs_metadata(run):
+    _, out, summary = run
+    for entry in summary["results"]:
+        score = entry["scene_score"]
+        assert isinstance(score, float) and np.isfinite(score)
+        with rasterio.open(out / entry["files"]["probmap"]) as src:
+            tags = src.tags()
+        assert float(tags["scene_score"]) == score and tags["query"] == entry["query"]
+        assert tags["encoder_identity"] == entry["encoder_identity"] and tags["image_digest"] == entry["image_digest"]
+        for kind in ("peaks", "regions"):
+            for feature in json.loads((out / entry["files"][kind]).read_text())["features"]:
+                assert feature["properties"]["scene_score"] == score and feature["properties"]["query"] == entry["query"]
+    by_query = [result(summary, "scene8", k)["scene_score"] for k in (0, 1)]
+    assert by_query[0] != by_query[1]  # raw scores: comparable across the queries of one image
+
+
+def test_mask_is_the_probmap_above_its_quantile(run):
+    _, out, _ = run
+    with rasterio.open(out / "scene8_q0_mask.tif") as mask_file, rasterio.open(out / "scene8_q0_probmap.tif") as map_file:
+        mask, probmap = mask_file.read(1), map_file.read(1)
+        assert mask_file.crs == map_file.crs and mask_file.transform == map_file.transform
+    threshold = round(float(json.loads((out / "scene8_q0_regions.geojson").read_text())["features"][0]["properties"]["threshold"]) * 255)
+    assert np.array_equal(mask == 1, probmap > threshold)
+
+
+def test_all_peaks_is_one_layer_of_every_peak_of_every_image_and_query(run):
+    _, out, _ = run
+    summary = json.loads((out / "summary.json").read_text())  # as it is now: another test may have added a run
+    layer = json.loads((out / "all_peaks.geojson").read_text())["features"]
+    expected = [f for entry in summary["results"] for f in json.loads((out / entry["files"]["peaks"]).read_text())["features"]]
+    assert layer == expected and len(summary["results"]) >= 8
+    assert len({(f["properties"]["image"], f["properties"]["query"]) for f in layer}) == len(summary["results"])
+
+
+def small_png(scene, folder, name="small.png", side=(600, 700)):
+    path = folder / name
+    cv2.imwrite(str(path), cv2.cvtColor(scene.rgb[:side[0], :side[1]], cv2.COLOR_RGB2BGR))
+    return path
+
+
+def test_a_second_run_into_the_same_folder_stops_at_once_with_one_line(scene, tmp_path, capsys):
+    from predict.localise import main
+
+    out = tmp_path / "out"
+    out.mkdir()
+    holder = subprocess.Popen([sys.executable, "-c", "import sys, time\nfrom predict.io.lock import folder_lock\n"
+                               "with folder_lock(sys.argv[1]):\n    print('held', flush=True)\n    time.sleep(60)", str(out)],
+                              stdout=subprocess.PIPE, text=True, cwd=REPO_ROOT)
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        rc = main(["--yaml_path", DEMO_YAML, "--device", "cpu", "--image", str(small_png(scene, tmp_path)),
+                   "--query", "a lake.", "--out", str(out)])
+    finally:
+        holder.kill()
+        holder.wait()
+    assert rc == 2 and capsys.readouterr().err == (f"error: {out}: another run (pid {holder.pid}) is writing this folder; "
+                                                   "wait for it to finish or use another --out\n")
+    assert sorted(p.name for p in out.iterdir()) == [".lock"]  # nothing written, not even the log
+
+
+def test_a_rerun_with_other_queries_leaves_no_output_the_summary_does_not_describe(scene, tmp_path):
+    from predict.localise import main
+
+    image, out = small_png(scene, tmp_path), tmp_path / "out"
+    first, second, third = "a dark green lake.", "some tennis courts.", "a gray parking lot."
+    base = ["--yaml_path", DEMO_YAML, "--device", "cpu", "--image", str(image), "--out", str(out)]
+    assert main(base + ["--query", first, "--query", second, "--regions", "0.9"]) == 0
+    assert main(base + ["--query", third, "--query", first]) == 0
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["queries"] == [first, second, third] and len(summary["runs"]) == 2
+    assert [(r["k"], r["query"]) for r in summary["results"]] == [(1, second), (2, third), (0, first)]
+    for entry in summary["results"]:  # each file says what the summary says it is
+        with rasterio.open(out / entry["files"]["probmap"]) as src:
+            assert src.tags()["query"] == entry["query"] and entry["files"]["probmap"] == f"small_q{entry['k']}_probmap.tif"
+    listed = {name for entry in summary["results"] for name in entry["files"].values()}
+    assert {p.name for p in out.iterdir()} == listed | {"summary.json", "all_peaks.geojson", "log.txt", "tile_vectors", ".lock"}
+    assert "small_q1_regions.geojson" in listed and "small_q0_regions.geojson" not in listed  # the rerun had no --regions
+
+
+def test_a_queries_file_with_a_byte_order_mark_keeps_it_out_of_the_query(scene, tmp_path):
+    from predict.localise import main
+
+    queries = tmp_path / "queries.txt"
+    queries.write_bytes("a dark green lake.\nsome tennis courts.\n".encode("utf-8-sig"))
+    out = tmp_path / "out"
+    assert main(["--yaml_path", DEMO_YAML, "--device", "cpu", "--image", str(small_png(scene, tmp_path)),
+                 "--queries", str(queries), "--out", str(out)]) == 0
+    assert json.loads((out / "summary.json").read_text())["queries"] == ["a dark green lake.", "some tennis courts."]
+
+
+def test_images_too_small_to_compare_tiles_are_one_line_each(scene, tmp_path):
+    from predict.localise import main
+
+    tiny, one_tile = small_png(scene, tmp_path, "tiny.png", (200, 300)), small_png(scene, tmp_path, "one.png", (256, 256))
+    out = tmp_path / "out"
+    rc = main(["--yaml_path", DEMO_YAML, "--device", "cpu", "--image", str(tiny), "--image", str(one_tile),
+               "--query", "a lake.", "--query", "some tennis courts.", "--out", str(out)])
+    errors = json.loads((out / "summary.json").read_text())["errors"]
+    assert rc == 1 and errors == [
+        f"{tiny}: 300 x 200 pixels is smaller than the smallest tile (256 px); "
+        "the v1 pipeline needs at least 256 px on each side",
+        f"{one_tile}: 256 x 256 pixels hold a single 256 px tile: nothing to compare "
+        "(the map would be flat); the image must be larger than 256 px in one direction"]
+
+
+def test_v2_reuses_its_first_stage_and_counts_its_refinement_boxes_apart(scene, tmp_path):
+    from predict import load_encoder
+    from predict.core.pipelines import PIPELINES
+    from predict.run.scenes import SceneConfig, localise_scenes
+
+    image = small_png(scene, tmp_path, side=(700, 1100))
+    run = localise_scenes([str(image)], ["a dark green lake.", "some tennis courts."], load_encoder(DEMO_YAML, device="cpu"),
+                          SceneConfig(out_dir=str(tmp_path / "out"), pipeline=PIPELINES["v2"]))
+    first, second = run.results
+    first_stage = len(PIPELINES["v2"].first_stage_tiles(700, 1100))
+    assert (first["tiles_encoded"], second["tiles_encoded"]) == (first_stage, 0)
+    assert first["boxes_encoded"] > 0 and second["boxes_encoded"] >= 0
+    assert run.vectors.tiles_encoded == sum(r["tiles_encoded"] + r["boxes_encoded"] for r in run.results)
+
+
+def test_a_folder_of_the_earlier_summary_format_is_continued_with_its_numbers(scene, tmp_path):
+    from predict.localise import main
+
+    out = tmp_path / "out"
+    out.mkdir()
+    earlier = {"image": "old.tif", "query": "a dark green lake.", "probmap": "old_q1_probmap.tif",
+               "overlay": "old_q1_overlay.jpg", "peaks": "old_q1_peaks.geojson", "tiles_encoded": 5, "seconds": 1.0}
+    (out / "summary.json").write_text(json.dumps({"results": [earlier], "errors": []}))
+    (out / "old_q1_peaks.geojson").write_text(json.dumps({"type": "FeatureCollection", "features": []}))
+    assert main(["--yaml_path", DEMO_YAML, "--device", "cpu", "--image", str(small_png(scene, tmp_path)),
+                 "--query", "some tennis courts.", "--query", "a dark green lake.", "--out", str(out)]) == 0
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["queries"] == ["", "a dark green lake.", "some tennis courts."]
+    assert [(r["image"].rsplit("/", 1)[-1], r["k"]) for r in summary["results"]] == [("old.tif", 1), ("small.png", 2),
+                                                                                     ("small.png", 1)]
+
+
+def test_a_summary_that_cannot_be_continued_stops_the_run_with_one_line(scenes, tmp_path, capsys):
+    from predict.localise import main
+
+    (tmp_path / "summary.json").write_text("{not json")
+    rc = main(["--yaml_path", DEMO_YAML, "--image", scenes["png"], "--query", "a lake.", "--out", str(tmp_path)])
+    assert rc == 2
+    assert capsys.readouterr().err.startswith(f"ERROR: {tmp_path / 'summary.json'}: not a summary selo-localise can continue")

@@ -1,14 +1,19 @@
 """A user's own scenes in and out: any GeoTIFF/COG, PNG or JPEG read into the pipeline's uint8 BGR pixels
-with its coordinate system and nodata mask; the probability map back out as a georeferenced GeoTIFF, and
-its attention centres and high-probability regions as GeoJSON (RFC 7946: WGS84 longitude/latitude).
+with its georeferencing and nodata mask; the maps back out as Cloud Optimized GeoTIFFs a GIS opens as they
+are, and the attention centres and high-probability regions as GeoJSON (RFC 7946).
 
-Raster I/O, masks and coordinate transforms are rasterio's (GDAL and PROJ).
+Georeferencing is whatever the file carries: a CRS and geotransform, a geotransform without CRS, a world
+file (``.wld``, ``.jgw``, ``.pgw``, ``.tfw``, read by GDAL) or ground control points (GCPs). Every raster
+output carries it on (GCPs as GCPs); vector outputs are in WGS84 longitude/latitude when a CRS is known,
+in the input's map coordinates when only a transform is, else in pixel coordinates (``col + 0.5``,
+``row + 0.5`` is the centre of pixel ``(col, row)``, as in GDAL). Raster I/O, masks and coordinate
+transforms are rasterio's (GDAL and PROJ).
 """
 from __future__ import annotations
 
-import hashlib
 import os
 import warnings
+import xml.etree.ElementTree as ET
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -16,37 +21,49 @@ import cv2
 import numpy as np
 import rasterio
 import rasterio.features
+import rasterio.shutil
 import rasterio.warp
+import shapely
+import shapely.geometry
 from affine import Affine
+from rasterio.control import GroundControlPoint
 from rasterio.enums import ColorInterp, MaskFlags
 from rasterio.errors import NotGeoreferencedWarning, RasterioIOError
 from rasterio.io import MemoryFile
+from rasterio.transform import GCPTransformer
 
 from evaluations.metrics import attention_centres
-from predict.core.stretch import band_percentiles, percentile_stretch
+from predict.core.stretch import Stretch, band_percentiles
 from predict.io.annotations import SampleError
 from predict.io.atomic import write_atomically
 from predict.io.images import decode_strictly
-from predict.run.localise import LoadedImage
-from predict.run.vectors import file_digest
+from predict.provenance import file_digest, image_key
 
 WGS84 = "EPSG:4326"
-DEFAULT_STRETCH = (2.0, 98.0)
-PROBMAP_BLOCK = 256  # GeoTIFF tile side of the written maps
+DEFAULT_STRETCH = Stretch()
+COG_BLOCK = 256  # tile side of the written maps; overviews are made down to one tile
+COORDINATE_DECIMALS = 7  # 1e-7 degree: about 1 cm on the ground
+WORLD_FILE_EXTENSIONS = {".jpg": ".jgw", ".jpeg": ".jgw", ".png": ".pgw", ".tif": ".tfw", ".tiff": ".tfw"}
+RGB = (ColorInterp.red, ColorInterp.green, ColorInterp.blue)
 
 
 @dataclass
 class RasterImage:
-    """A scene as the pipeline sees it, and where it lies.
+    """A scene as the pipeline sees it, and where it lies (a :class:`~predict.run.localise.LoadedImage`
+    with its georeferencing).
 
     Attributes:
         path: the file it came from.
         pixels: uint8 BGR ``(H, W, 3)``: what the pipeline tiles (0 where not valid).
         valid: bool ``(H, W)``, False where the input is nodata (masked, nodata value, alpha 0, non-finite);
             None when every pixel is valid.
-        crs: the coordinate reference system, None when the file is not georeferenced.
-        transform: pixel (col, row) -> CRS coordinates of the pixel's corner (identity when not georeferenced).
-        key: the tile-vector store's image key: digest of the file's bytes and of the band and stretch choice.
+        crs: the coordinate reference system of the transform or of the GCPs; None when the file names none.
+        transform: pixel (col, row) -> map coordinates of the pixel's corner (identity when the file has no
+            geotransform).
+        key: the tile-vector store's image key (:func:`predict.provenance.image_key`): the file's content,
+            the decoding code and the band and stretch choice.
+        gcps: the file's ground control points (empty when it has none).
+        digest: sha256 of the file's bytes (:func:`predict.provenance.file_digest`).
     """
 
     path: str
@@ -55,16 +72,32 @@ class RasterImage:
     crs: rasterio.crs.CRS | None
     transform: Affine
     key: str
+    gcps: Sequence[GroundControlPoint] = ()
+    digest: str = ""
 
-    def loaded(self) -> LoadedImage:
-        """The :class:`~predict.run.localise.LoadedImage` that ``score_tiles`` takes."""
-        return LoadedImage(self.path, self.key, self.pixels)
+    def loaded(self) -> RasterImage:
+        """What ``score_tiles`` takes: a :class:`~predict.run.localise.LoadedImage`'s ``path``, ``key`` and
+        ``pixels``, which a raster has (``io`` does not import ``run``)."""
+        return self
+
+    @property
+    def has_transform(self) -> bool:
+        return self.transform != Affine.identity()
+
+    @property
+    def coordinate_system(self) -> str:
+        """What vector outputs are in: ``"wgs84"`` (a CRS is known), ``"map"`` (a transform or GCPs without
+        CRS: the input's map units) or ``"pixel"`` (pixel coordinates, y down)."""
+        if self.has_transform or self.gcps:
+            return "wgs84" if self.crs is not None else "map"
+        return "pixel"
 
 
 def choose_bands(colorinterp: Sequence[ColorInterp], count: int, bands: Sequence[int] | None = None,
                  name: str = "image") -> tuple[int, ...]:
     """The 1-based bands to read: ``bands`` (one for gray, or three for RGB) when given, else the file's
     red, green and blue by colour interpretation, else its first three (its first alone when it has fewer).
+    A file of more than three bands without RGB colour interpretation gets a warning naming the bands used.
 
     >>> choose_bands([ColorInterp.blue, ColorInterp.green, ColorInterp.red], 3)
     (3, 2, 1)
@@ -80,25 +113,29 @@ def choose_bands(colorinterp: Sequence[ColorInterp], count: int, bands: Sequence
             raise SampleError(f"{name}: no band {unknown[0]} (the file has {count} band(s), numbered from 1)")
         return bands
     colours = list(colorinterp)
-    if all(c in colours for c in (ColorInterp.red, ColorInterp.green, ColorInterp.blue)):
-        return tuple(colours.index(c) + 1 for c in (ColorInterp.red, ColorInterp.green, ColorInterp.blue))
+    if all(c in colours for c in RGB):
+        return tuple(colours.index(c) + 1 for c in RGB)
+    if count > 3:
+        warnings.warn(f"{name}: {count} bands and none marked red, green and blue; bands 1, 2, 3 read as red, "
+                      "green, blue (choose others with --bands, e.g. --bands 3,2,1 for blue-green-red-NIR order)",
+                      stacklevel=2)
     return (1, 2, 3) if count >= 3 else (1,)
 
 
-def bands_to_uint8(bands: np.ndarray, stretch: tuple[float, float] | None = DEFAULT_STRETCH,
-             valid: np.ndarray | None = None) -> np.ndarray:
+def bands_to_uint8(bands: np.ndarray, stretch: Stretch | None = DEFAULT_STRETCH,
+                   valid: np.ndarray | None = None) -> np.ndarray:
     """uint8 ``(H, W, C)`` of bands ``(H, W, C)``: 8-bit data as they are; deeper or float data stretched
-    between the ``stretch`` percentiles of each band's valid pixels, or, with ``stretch=None``, scaled from
-    the type's range (integers) or from 0-1 (floats: reflectance).
+    between percentiles of the valid pixels (:class:`~predict.core.stretch.Stretch`: one range for all bands
+    by default), or, with ``stretch=None``, scaled from the type's range (integers) or from 0-1 (floats).
 
     >>> twelve_bit = np.array([[[0], [1000], [4095]]], np.uint16)
-    >>> bands_to_uint8(twelve_bit, (0, 100))[0, :, 0].tolist(), bands_to_uint8(twelve_bit, None)[0, :, 0].tolist()
+    >>> bands_to_uint8(twelve_bit, Stretch(0, 100))[0, :, 0].tolist(), bands_to_uint8(twelve_bit, None)[0, :, 0].tolist()
     ([0, 62, 255], [0, 3, 15])
     """
     if bands.dtype == np.uint8:
         return bands
     if stretch is not None:
-        return percentile_stretch(bands, stretch[0], stretch[1], valid)
+        return stretch(bands, valid)
     if np.issubdtype(bands.dtype, np.integer):
         info = np.iinfo(bands.dtype)
         scaled = (bands.astype(np.float64) - info.min) * (255.0 / (float(info.max) - info.min))
@@ -136,16 +173,24 @@ def _valid_mask(src, bands: tuple[int, ...], data: np.ndarray) -> np.ndarray | N
     return None if valid is None or valid.all() else valid
 
 
+def _warn_other_pages(src, path: str) -> None:
+    """A multi-page TIFF is read from its first page, with the warning of :func:`predict.io.images.read_image`
+    naming the file and the page count (GDAL lists every page, not the overviews nor masks, as a subdataset)."""
+    pages = [s for s in src.subdatasets if s.startswith("GTIFF_DIR:")]
+    if src.driver == "GTiff" and len(pages) > 1:
+        warnings.warn(f"{path}: TIFF of {len(pages)} pages; reading the first page only", stacklevel=3)
+
+
 def read_raster(path: str | os.PathLike, bands: Sequence[int] | None = None,
-                stretch: tuple[float, float] | None = DEFAULT_STRETCH) -> RasterImage:
+                stretch: Stretch | None = DEFAULT_STRETCH) -> RasterImage:
     """Read a GeoTIFF/COG, PNG or JPEG (any number of bands, 8/16-bit or float) as a :class:`RasterImage`.
 
     Args:
         path: the file.
         bands: 1-based band numbers, one (gray) or three (red, green, blue); by default the file's RGB colour
             interpretation, else its first three bands (its first band alone when it has fewer).
-        stretch: ``(low, high)`` percentiles for data deeper than 8 bits (see :func:`bands_to_uint8`); None scales
-            from the data type's range instead. 8-bit data are used as they are.
+        stretch: how data deeper than 8 bits become 8 bits (see :func:`bands_to_uint8`); None scales from
+            the data type's range instead. 8-bit data are used as they are.
 
     A missing, unreadable or undecodable file, or an unknown band, raises :class:`SampleError` naming it.
     """
@@ -154,12 +199,14 @@ def read_raster(path: str | os.PathLike, bands: Sequence[int] | None = None,
         raise SampleError(f"{path}: image not found")
     try:
         with warnings.catch_warnings():
-            warnings.simplefilter("ignore", NotGeoreferencedWarning)  # PNG/JPEG: georeferencing is optional
+            warnings.simplefilter("ignore", NotGeoreferencedWarning)  # georeferencing is optional
             with rasterio.open(path) as src:
+                _warn_other_pages(src, path)
                 chosen = choose_bands(src.colorinterp, src.count, bands, path)
                 data = _read_bands(src, path, chosen)
                 valid = _valid_mask(src, chosen, data)
-                crs, transform = src.crs, src.transform
+                gcps, gcps_crs = src.gcps
+                crs, transform = src.crs or gcps_crs, src.transform
     except RasterioIOError as exc:
         raise SampleError(f"{path}: cannot read image ({str(exc).splitlines()[0]})") from None
     eight_bit = data.dtype == np.uint8
@@ -167,72 +214,268 @@ def read_raster(path: str | os.PathLike, bands: Sequence[int] | None = None,
     pixels = cv2.cvtColor(pixels, cv2.COLOR_GRAY2BGR) if pixels.shape[2] == 1 else np.ascontiguousarray(pixels[:, :, ::-1])
     if valid is not None:
         pixels[~valid] = 0
-    choice = f"bands={list(chosen)};stretch={None if eight_bit else stretch}"
-    key = hashlib.sha1(f"{file_digest(path)};{choice}".encode()).hexdigest()
-    return RasterImage(path, pixels, valid, crs, transform if crs is not None else Affine.identity(), key)
+    to_eight_bits = None if eight_bit else vars(stretch) if stretch is not None else "data type's range"
+    key = image_key(path, decoder=__name__, bands=list(chosen), stretch=to_eight_bits)
+    return RasterImage(path, pixels, valid, crs, transform, key, tuple(gcps), file_digest(path))
 
 
-def write_probmap_tif(path: str | os.PathLike, probmap: np.ndarray, raster: RasterImage) -> None:
-    """Write the uint8 ``(H, W)`` map as a tiled, deflate-compressed GeoTIFF with ``raster``'s CRS and
-    transform, atomically; where ``raster`` is nodata the map is 0 and masked (GDAL's internal mask band,
-    which GIS tools read as nodata)."""
-    height, width = probmap.shape
-    profile = dict(driver="GTiff", width=width, height=height, count=1, dtype="uint8", tiled=True,
-                   blockxsize=PROBMAP_BLOCK, blockysize=PROBMAP_BLOCK, compress="deflate")
-    if raster.crs is not None:
-        profile.update(crs=raster.crs, transform=raster.transform)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", NotGeoreferencedWarning)
-        with MemoryFile() as memory:
-            with memory.open(**profile) as dst:
-                if raster.valid is None:
-                    dst.write(probmap, 1)
-                else:
-                    dst.write(np.where(raster.valid, probmap, 0).astype(np.uint8), 1)
-                    dst.write_mask(raster.valid)
-            data = memory.read()
-    write_atomically(path, data)
+# ---- coordinates --------------------------------------------------------------------------------------------
+
+def map_coordinates(raster: RasterImage, xs: np.ndarray, ys: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The input's map coordinates of pixel-space points (``xs`` columns, ``ys`` rows, float, 0 at the
+    image's top-left corner): through the geotransform, or the GCPs' polynomial (GDAL's order 1 for a few
+    GCPs); the pixel coordinates themselves when the file has neither."""
+    xs, ys = np.asarray(xs, np.float64), np.asarray(ys, np.float64)
+    if raster.gcps and not raster.has_transform:
+        mx, my = GCPTransformer(list(raster.gcps)).xy(ys, xs, offset="ul")
+        return np.asarray(mx, np.float64), np.asarray(my, np.float64)
+    return raster.transform @ (xs, ys)
+
+
+def output_coordinates(raster: RasterImage, xs: np.ndarray, ys: np.ndarray) -> np.ndarray:
+    """``(N, 2)`` positions of pixel-space points in the vector outputs' system
+    (:attr:`RasterImage.coordinate_system`), rounded to :data:`COORDINATE_DECIMALS`."""
+    mx, my = map_coordinates(raster, xs, ys)
+    if raster.coordinate_system == "wgs84" and len(mx):
+        mx, my = rasterio.warp.transform(raster.crs, WGS84, mx, my)
+    return np.round(np.column_stack([mx, my]), COORDINATE_DECIMALS)
 
 
 def pixel_coordinates(raster: RasterImage, cols: Sequence[int], rows: Sequence[int]) -> list[list[float]]:
-    """``[x, y]`` of pixels: WGS84 longitude/latitude of each pixel's centre when ``raster`` is georeferenced,
-    else the pixel's ``[col, row]``."""
-    if raster.crs is None or not len(cols):
-        return [[int(c), int(r)] for c, r in zip(cols, rows)]
-    xs, ys = raster.transform @ (np.asarray(cols, np.float64) + 0.5, np.asarray(rows, np.float64) + 0.5)
-    lons, lats = rasterio.warp.transform(raster.crs, WGS84, xs, ys)
-    return [[float(lon), float(lat)] for lon, lat in zip(lons, lats)]
+    """``[x, y]`` of the centres of pixels ``(cols[i], rows[i])``: WGS84 longitude/latitude when a CRS is
+    known, else the input's map coordinates, else ``[col + 0.5, row + 0.5]``."""
+    xs, ys = np.asarray(cols, np.float64) + 0.5, np.asarray(rows, np.float64) + 0.5
+    return output_coordinates(raster, xs, ys).tolist()
 
+
+def rfc7946_geometry(geometry: shapely.Geometry) -> dict:
+    """GeoJSON of a (multi)polygon with RFC 7946's ring orientation: exterior rings counter-clockwise,
+    holes clockwise (in the plane of the coordinates: longitude east, latitude north).
+
+    >>> clockwise = shapely.Polygon([(0, 0), (0, 1), (1, 1), (1, 0)])
+    >>> rfc7946_geometry(clockwise)["coordinates"][0][:3]
+    [[0.0, 0.0], [1.0, 0.0], [1.0, 1.0]]
+    """
+    mapping = shapely.geometry.mapping(shapely.orient_polygons(geometry))
+    return {"type": mapping["type"], "coordinates": _as_lists(mapping["coordinates"])}
+
+
+def _as_lists(coordinates):
+    """Nested tuples of coordinates as nested lists (JSON's form, and geojson-pydantic's)."""
+    if coordinates and isinstance(coordinates[0], (int, float)):
+        return [float(c) for c in coordinates]
+    return [_as_lists(c) for c in coordinates]
+
+
+def _unwrapped(ring: np.ndarray, near: float | None = None) -> np.ndarray | None:
+    """``(N, 2)`` lon/lat ring with longitudes made continuous (no jump of 360 between vertices), shifted by
+    whole turns to start nearest longitude ``near``; None when the ring goes round a pole."""
+    ring = np.array(ring, np.float64)
+    ring[:, 0] = np.unwrap(ring[:, 0], period=360.0)
+    if abs(ring[-1, 0] - ring[0, 0]) > 180:
+        return None
+    if near is not None:
+        ring[:, 0] -= 360.0 * np.round((ring[0, 0] - near) / 360.0)
+    return ring
+
+
+def split_at_antimeridian(geometry: shapely.Geometry) -> shapely.Geometry | None:
+    """A lon/lat (multi)polygon whose rings may jump across the antimeridian, as pieces within
+    -180..180 longitude; None when a ring goes round a pole.
+
+    >>> across = shapely.Polygon([(179, 0), (-179, 0), (-179, 1), (179, 1)])
+    >>> sorted(p.bounds for p in split_at_antimeridian(across).geoms)
+    [(-180.0, 0.0, -179.0, 1.0), (179.0, 0.0, 180.0, 1.0)]
+    """
+    pieces = []
+    for polygon in getattr(geometry, "geoms", [geometry]):
+        exterior = _unwrapped(polygon.exterior.coords)
+        holes = [_unwrapped(ring.coords, near=exterior[0, 0]) for ring in polygon.interiors] if exterior is not None else []
+        if exterior is None or any(hole is None for hole in holes):
+            return None
+        continuous = shapely.make_valid(shapely.Polygon(exterior, holes))  # pixel staircases may touch themselves
+        for turn in (-360.0, 0.0, 360.0):
+            piece = continuous.intersection(shapely.box(turn - 180, -90, turn + 180, 90))
+            piece = shapely.transform(piece, lambda xy, turn=turn: xy - [turn, 0.0])
+            pieces += [p for p in getattr(piece, "geoms", [piece]) if p.geom_type == "Polygon" and not p.is_empty]
+    return pieces[0] if len(pieces) == 1 else shapely.MultiPolygon(pieces)
+
+
+def pixel_region_geometry(raster: RasterImage, pixel_geometry: dict) -> dict:
+    """A polygon of pixel edges (``rasterio.features.shapes`` in pixel space) in the outputs' coordinate
+    system: through the geotransform or GCPs; to WGS84 when a CRS is known, cut at the antimeridian
+    (:func:`split_at_antimeridian`; GDAL's cutting, which closes pole caps, for a ring round a pole);
+    rounded and oriented as RFC 7946 wants."""
+    geometry = shapely.geometry.shape(pixel_geometry)
+    if raster.coordinate_system != "pixel":
+        geometry = shapely.transform(geometry, lambda xy: np.column_stack(map_coordinates(raster, xy[:, 0], xy[:, 1])))
+    if raster.coordinate_system == "wgs84":
+        lonlat = shapely.transform(geometry, lambda xy: np.column_stack(rasterio.warp.transform(raster.crs, WGS84, xy[:, 0], xy[:, 1])))
+        geometry = (split_at_antimeridian(lonlat)
+                    or shapely.geometry.shape(rasterio.warp.transform_geom(raster.crs, WGS84, geometry)))
+    geometry = shapely.transform(geometry, lambda xy: np.round(xy, COORDINATE_DECIMALS))
+    return rfc7946_geometry(geometry)
+
+
+# ---- vector outputs -----------------------------------------------------------------------------------------
 
 def feature_collection(features: list[dict]) -> dict:
     """A GeoJSON FeatureCollection of ``features``."""
     return {"type": "FeatureCollection", "features": features}
 
 
-def peaks_feature_collection(probmap: np.ndarray, raster: RasterImage) -> dict:
-    """The map's attention centres (as the evaluator finds them, best first) as GeoJSON Points with
-    properties ``rank`` (1 = the most probable), ``score`` (map value / 255), ``col``, ``row``."""
+def peaks_feature_collection(probmap: np.ndarray, raster: RasterImage, properties: dict | None = None) -> dict:
+    """The map's attention centres (as the evaluator finds them, best first) as GeoJSON Points at their
+    pixel's centre, with ``properties`` (the query, encoder...) and ``rank`` (1 = the most probable),
+    ``score`` (map value / 255), ``col``, ``row`` (the pixel) and ``coordinate_system``
+    (:attr:`RasterImage.coordinate_system`)."""
     centres = attention_centres(probmap)
     coordinates = pixel_coordinates(raster, [x for x, _ in centres], [y for _, y in centres])
     return feature_collection([
         {"type": "Feature", "geometry": {"type": "Point", "coordinates": xy},
-         "properties": {"rank": rank, "score": int(probmap[y, x]) / 255, "col": int(x), "row": int(y)}}
+         "properties": {**(properties or {}), "rank": rank, "score": int(probmap[y, x]) / 255, "col": int(x),
+                        "row": int(y), "coordinate_system": raster.coordinate_system}}
         for rank, ((x, y), xy) in enumerate(zip(centres, coordinates), start=1)])
 
 
-def regions_feature_collection(probmap: np.ndarray, raster: RasterImage, quantile: float) -> dict:
-    """Polygons of the valid pixels where the map is above its ``quantile`` (0-1) over the valid pixels,
-    in WGS84 longitude/latitude (pixel corners when not georeferenced); property ``threshold`` (0-1)."""
+def quantile_mask(probmap: np.ndarray, valid: np.ndarray | None, quantile: float) -> tuple[np.ndarray, int]:
+    """bool ``(H, W)``: the valid pixels where the map is above its ``quantile`` (0-1) over the valid pixels;
+    and that threshold (0-255).
+
+    >>> quantile_mask(np.array([[0, 100, 200, 255]], np.uint8), None, 0.5)
+    (array([[False, False,  True,  True]]), 100)
+    """
     if not 0 <= quantile < 1:
-        raise ValueError(f"regions quantile must be in [0, 1), got {quantile}")
-    threshold = int(band_percentiles(probmap, 100 * quantile, 100 * quantile, raster.valid)[0])
+        raise ValueError(f"quantile must be in [0, 1), got {quantile}")
+    threshold = int(band_percentiles(probmap, 100 * quantile, 100 * quantile, valid)[0])
     above = probmap > threshold
-    if raster.valid is not None:
-        above &= raster.valid
-    transform = raster.transform if raster.crs is not None else Affine.identity()
-    geometries = [geometry for geometry, _ in
-                  rasterio.features.shapes(above.view(np.uint8), mask=above, transform=transform)]
-    if raster.crs is not None:
-        geometries = [rasterio.warp.transform_geom(raster.crs, WGS84, g) for g in geometries]
-    return feature_collection([{"type": "Feature", "geometry": dict(g), "properties": {"threshold": threshold / 255}}
-                               for g in geometries])
+    return (above if valid is None else above & valid), threshold
+
+
+def regions_feature_collection(probmap: np.ndarray, raster: RasterImage, quantile: float,
+                               properties: dict | None = None) -> dict:
+    """Polygons of the valid pixels where the map is above its ``quantile`` (0-1) over the valid pixels,
+    in the outputs' coordinate system (:func:`pixel_region_geometry`), with ``properties``, ``threshold``
+    (0-1) and ``coordinate_system``."""
+    above, threshold = quantile_mask(probmap, raster.valid, quantile)
+    shapes = rasterio.features.shapes(above.view(np.uint8), mask=above, transform=Affine.identity())
+    extra = {"threshold": threshold / 255, "coordinate_system": raster.coordinate_system}
+    return feature_collection([{"type": "Feature", "geometry": pixel_region_geometry(raster, g),
+                                "properties": {**(properties or {}), **extra}} for g, _ in shapes])
+
+
+# ---- raster outputs -----------------------------------------------------------------------------------------
+
+def jet_colour_table() -> dict[int, tuple[int, int, int, int]]:
+    """The colour table of the probability maps: OpenCV's JET, the colours of the overlay."""
+    colours = cv2.applyColorMap(np.arange(256, dtype=np.uint8)[:, None], cv2.COLORMAP_JET)[:, 0, ::-1]
+    return {value: (*map(int, rgb), 255) for value, rgb in enumerate(colours)}
+
+
+MASK_COLOURS = {0: (0, 0, 0, 0), 1: (255, 0, 0, 255)}  # outside the mask transparent, inside red
+
+
+def georeference_profile(raster: RasterImage) -> dict:
+    """The rasterio profile keys that carry ``raster``'s georeferencing: CRS and transform, or GCPs."""
+    if raster.gcps and not raster.has_transform:
+        return {"gcps": list(raster.gcps), "crs": raster.crs}
+    profile = {"transform": raster.transform} if raster.has_transform else {}
+    return profile | ({"crs": raster.crs} if raster.crs is not None else {})
+
+
+def cog_bytes(band: np.ndarray, raster: RasterImage, *, tags: dict | None = None, description: str = "",
+              colours: dict | None = None) -> bytes:
+    """A uint8 ``(H, W)`` band as the bytes of a Cloud Optimized GeoTIFF (deflate, 256 x 256 tiles, internal
+    overviews down to one tile) with ``raster``'s georeferencing, ``tags`` as metadata, the band
+    ``description`` and colour table ``colours``; where ``raster`` is nodata the band is 0 and masked
+    (GDAL's internal mask band, overviews included), which GIS tools read as nodata.
+
+    Overviews are nearest-neighbour: the maps are smooth (a 251 median or 255 Gaussian), and GDAL averages
+    a band with a colour table by a nearest-colour search (38 s instead of 4 s for a 10000 x 10000 map)."""
+    height, width = band.shape
+    profile = dict(driver="GTiff", width=width, height=height, count=1, dtype="uint8", tiled=True,
+                   blockxsize=COG_BLOCK, blockysize=COG_BLOCK, **georeference_profile(raster))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", NotGeoreferencedWarning)
+        with MemoryFile() as plain, MemoryFile() as optimised:
+            with plain.open(**profile) as dst:
+                dst.write(band if raster.valid is None else np.where(raster.valid, band, 0).astype(np.uint8), 1)
+                if raster.valid is not None:
+                    dst.write_mask(raster.valid)
+                if colours:
+                    dst.write_colormap(1, colours)
+                dst.update_tags(**{k: _tag_text(v) for k, v in (tags or {}).items() if v is not None})
+                dst.set_band_description(1, description)
+            with plain.open() as src:
+                rasterio.shutil.copy(src, optimised.name, driver="COG", compress="deflate", blocksize=COG_BLOCK,
+                                     overview_resampling="nearest")
+            return optimised.read()
+
+
+def _tag_text(value) -> str:
+    """A metadata value as text: numbers and strings as they are, lists as comma-joined."""
+    return ",".join(map(str, value)) if isinstance(value, (list, tuple)) else str(value)
+
+
+def write_probmap_tif(path: str | os.PathLike, probmap: np.ndarray, raster: RasterImage, tags: dict | None = None) -> None:
+    """Write the uint8 ``(H, W)`` map as a Cloud Optimized GeoTIFF (:func:`cog_bytes`) atomically, with the JET
+    colour table, the band description ``probability (0-255) of: <query>`` and ``tags`` (the query,
+    encoder, pipeline... that made it)."""
+    query = (tags or {}).get("query")
+    description = f"probability (0-255) of: {query}" if query else "probability (0-255)"
+    write_atomically(path, cog_bytes(probmap, raster, tags=tags, description=description, colours=jet_colour_table()))
+
+
+def write_mask_tif(path: str | os.PathLike, probmap: np.ndarray, raster: RasterImage, quantile: float,
+                   tags: dict | None = None) -> int:
+    """Write the binary mask (1 inside, 0 outside) of the map above its ``quantile`` (:func:`quantile_mask`)
+    as a Cloud Optimized GeoTIFF, atomically; return the threshold (0-255)."""
+    above, threshold = quantile_mask(probmap, raster.valid, quantile)
+    tags = (tags or {}) | {"mask_quantile": quantile, "mask_threshold": threshold / 255}
+    description = f"probability above its {quantile:g} quantile ({threshold}/255)"
+    write_atomically(path, cog_bytes(above.view(np.uint8), raster, tags=tags, description=description,
+                                     colours=MASK_COLOURS))
+    return threshold
+
+
+def world_file_text(transform: Affine) -> str:
+    """The six lines of a world file: pixel size and rotation, then the centre of the top-left pixel.
+
+    >>> world_file_text(Affine(0.5, 0, 500000, 0, -0.5, 5000000)).split()
+    ['0.5', '0.0', '0.0', '-0.5', '500000.25', '4999999.75']
+    """
+    x, y = transform @ (0.5, 0.5)
+    return "\n".join(repr(float(v)) for v in (transform.a, transform.d, transform.b, transform.e, x, y)) + "\n"
+
+
+def pam_xml(raster: RasterImage, tags: dict | None = None) -> str:
+    """GDAL's ``.aux.xml`` of an image beside its world file: the CRS of its transform, or its GCPs with
+    theirs, and ``tags`` as metadata."""
+    root = ET.Element("PAMDataset")
+    if raster.crs is not None and raster.has_transform:
+        ET.SubElement(root, "SRS").text = raster.crs.to_wkt()  # no axis mapping: GDAL reads x, y (lon, lat)
+    if raster.gcps and not raster.has_transform:
+        gcp_list = ET.SubElement(root, "GCPList", Projection=raster.crs.to_wkt() if raster.crs else "")
+        for gcp in raster.gcps:
+            ET.SubElement(gcp_list, "GCP", Id=str(gcp.id or ""), Pixel=repr(gcp.col), Line=repr(gcp.row),
+                          X=repr(gcp.x), Y=repr(gcp.y), Z=repr(gcp.z or 0.0))
+    if tags:
+        metadata = ET.SubElement(root, "Metadata")
+        for key, value in tags.items():
+            if value is not None:
+                ET.SubElement(metadata, "MDI", key=key).text = _tag_text(value)
+    return ET.tostring(root, encoding="unicode") + "\n"
+
+
+def georeference_sidecars(image_path: str, raster: RasterImage, tags: dict | None = None) -> dict[str, str]:
+    """Write beside ``image_path`` (a JPEG or PNG of ``raster``'s pixel grid) the files that georeference
+    it for GDAL and QGIS: a world file when ``raster`` has a geotransform, and ``<image>.aux.xml`` (CRS,
+    GCPs, ``tags``); atomically. Returns ``{"world_file": path, "aux_xml": path}`` of those written."""
+    written = {}
+    root, extension = os.path.splitext(image_path)
+    if raster.has_transform:
+        written["world_file"] = root + WORLD_FILE_EXTENSIONS.get(extension.lower(), ".wld")
+        write_atomically(written["world_file"], world_file_text(raster.transform))
+    written["aux_xml"] = image_path + ".aux.xml"
+    write_atomically(written["aux_xml"], pam_xml(raster, tags))
+    return written

@@ -1,42 +1,56 @@
 """SeLo on a user's own scenes: any number of images x any number of queries, no annotation file.
 
-Each image is read and its tiles encoded once, however many queries it gets (the tile vectors are kept
-on disk, so a later run encodes none either). For every image x query the outputs are written
-atomically into the output folder:
+Each image is read and its first-stage tiles encoded once, however many queries it gets (the tile
+vectors are kept on disk, so a later run encodes none either; v2's refinement boxes depend on the query
+and are counted apart). For every image x query the outputs are written atomically into the output
+folder, ``<k>`` being the query's number in this folder (the same query keeps its number across runs):
 
-- ``<stem>_q<k>_probmap.tif``: the uint8 probability map with the input's CRS and transform, masked where
-  the input is nodata;
-- ``<stem>_q<k>_overlay.jpg``: the JET colour map over the image (the benchmark's addmap);
+- ``<stem>_q<k>_probmap.tif``: the uint8 probability map as a Cloud Optimized GeoTIFF with the input's
+  georeferencing, a colour table, masked where the input is nodata;
+- ``<stem>_q<k>_overlay.jpg``: the JET colour map over the image (the benchmark's addmap), with a world
+  file and ``.aux.xml`` that georeference it;
 - ``<stem>_q<k>_peaks.geojson``: the attention centres as points;
 - ``<stem>_q<k>_regions.geojson`` (with ``regions``): polygons above a quantile of the map;
+- ``<stem>_q<k>_mask.tif`` (with ``mask``): the binary mask of the map above a quantile;
 
-and ``summary.json`` lists the results of the run. A bad image or query costs one log line; the others
-go on.
+every one of them naming the query, image, encoder, pipeline and scene score in its metadata or
+properties. ``summary.json`` describes every output in the folder, across runs, and ``all_peaks.geojson``
+holds the peaks of all of them as one layer. A bad image or query costs one log line; the others go on.
+One run at a time writes a folder.
 """
 from __future__ import annotations
 
 import json
 import logging
 import os
+import re
 import time
+import warnings
 from dataclasses import dataclass, field
+from datetime import datetime, timezone
 
 import numpy as np
 from tqdm import tqdm
 
-from predict.core.heatmap import colour_heatmap, overlay
+from predict.core.heatmap import colour_heatmap, overlay, scene_score
 from predict.core.pipelines import PIPELINES, PipelineSpec
+from predict.core.stretch import Stretch
 from predict.encoders.base import EncoderSpecModel
 from predict.io.atomic import WriteError, write_atomically
 from predict.io.checks import first_line
+from predict.io.lock import folder_lock
 from predict.io.logs import warnings_logged
 from predict.io.maps import write_jpeg
-from predict.io.raster import (DEFAULT_STRETCH, RasterImage, peaks_feature_collection, read_raster,
-                               regions_feature_collection, write_probmap_tif)
-from predict.run.localise import probability_map_of, score_tiles
+from predict.io.raster import (DEFAULT_STRETCH, RasterImage, feature_collection, georeference_sidecars,
+                               peaks_feature_collection, read_raster, regions_feature_collection, write_mask_tif,
+                               write_probmap_tif)
+from predict.provenance import digest_of, encoder_identity
+from predict.run.localise import mostly_valid, probability_map_of, score_tiles, tile_cells
 from predict.run.vectors import TileVectorStore
 
 SUMMARY_NAME = "summary.json"
+ALL_PEAKS_NAME = "all_peaks.geojson"
+SUMMARY_VERSION = 2  # 1: the results of the last run only, numbered by that run's query list
 
 
 @dataclass
@@ -47,8 +61,10 @@ class SceneConfig:
         out_dir: output folder.
         pipeline: the :class:`~predict.core.pipelines.PipelineSpec` (steps included).
         bands: 1-based bands to read (one or three); the file's RGB, else its first three, when None.
-        stretch: percentiles of the stretch of data deeper than 8 bits; None scales from the type's range.
+        stretch: how data deeper than 8 bits become 8 bits (one range for all bands by default); None
+            scales from the type's range.
         regions: write ``_regions.geojson`` with the polygons above this quantile (0-1) of the map; None: not.
+        mask: write ``_mask.tif``, the binary mask of the map above this quantile (0-1); None: not.
         vector_cache: folder of the tile vectors; ``<out_dir>/tile_vectors`` when None.
         seed: seed of the query's word shuffles (v2).
     """
@@ -56,14 +72,16 @@ class SceneConfig:
     out_dir: str
     pipeline: PipelineSpec = field(default_factory=lambda: PIPELINES["v1"])
     bands: tuple[int, ...] | None = None
-    stretch: tuple[float, float] | None = DEFAULT_STRETCH
+    stretch: Stretch | None = DEFAULT_STRETCH
     regions: float | None = None
+    mask: float | None = None
     vector_cache: str | None = None
     seed: int = 0
 
 
-def output_names(stem: str, k: int, regions: bool) -> dict[str, str]:
-    """File names of the outputs of query ``k`` on the image of file stem ``stem``.
+def output_names(stem: str, k: int, regions: bool, mask: bool = False) -> dict[str, str]:
+    """File names of the outputs of query ``k`` on the image of file stem ``stem`` (the overlay's world
+    file and ``.aux.xml`` are named by :func:`~predict.io.raster.georeference_sidecars`).
 
     >>> output_names("scene", 2, False)["probmap"]
     'scene_q2_probmap.tif'
@@ -72,11 +90,23 @@ def output_names(stem: str, k: int, regions: bool) -> dict[str, str]:
              "peaks": f"{stem}_q{k}_peaks.geojson"}
     if regions:
         names["regions"] = f"{stem}_q{k}_regions.geojson"
+    if mask:
+        names["mask"] = f"{stem}_q{k}_mask.tif"
     return names
 
 
 def write_json(path: str, data: dict) -> None:
-    write_atomically(path, json.dumps(data, indent=1) + "\n")
+    write_atomically(path, json.dumps(data, indent=1, allow_nan=False) + "\n")
+
+
+def now() -> str:
+    """The current UTC time, ISO 8601 to the second."""
+    return datetime.now(timezone.utc).isoformat(timespec="seconds")
+
+
+def finite_or_none(value: float) -> float | None:
+    """A float for JSON: None when not finite (JSON has no NaN)."""
+    return float(value) if np.isfinite(value) else None
 
 
 def raster_probmap(raster: RasterImage, tiles, scores, spec: PipelineSpec, name: str) -> np.ndarray:
@@ -90,8 +120,100 @@ def raster_probmap(raster: RasterImage, tiles, scores, spec: PipelineSpec, name:
     return probmap
 
 
+def first_stage(raster: RasterImage, spec: PipelineSpec, name: str) -> list:
+    """The first-stage tiles ``score_tiles`` will score on ``raster``; a one-line ValueError for an image
+    that gives nothing to compare: smaller than the smallest tile, or a single tile without refinement."""
+    height, width = raster.pixels.shape[:2]
+    smallest = min(spec.steps)
+    if min(height, width) < smallest:
+        raise ValueError(f"{name}: {width} x {height} pixels is smaller than the smallest tile ({smallest} px); "
+                         f"the {spec.name} pipeline needs at least {smallest} px on each side")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # score_tiles gives the same warnings
+        tiles = spec.first_stage_tiles(height, width, name)
+    if raster.valid is not None:
+        tiles = mostly_valid(tiles, raster.valid)
+    if len(tiles) == 1 and spec.refinement is None:
+        raise ValueError(f"{name}: {width} x {height} pixels hold a single {smallest} px tile: nothing to compare "
+                         f"(the map would be flat); the image must be larger than {smallest} px in one direction")
+    return tiles
+
+
+class FolderSummary:
+    """``summary.json`` of an output folder: the query numbers and one entry per output set on disk, across
+    runs. A rerun of an image x query replaces its entry, and its files that the new entry does not list
+    (``_regions`` of an earlier run with ``--regions``...) are removed, so no file on disk is left that the
+    summary does not describe."""
+
+    def __init__(self, out_dir: str):
+        self.path = os.path.join(out_dir, SUMMARY_NAME)
+        self.out_dir = out_dir
+        self.queries: list[str] = []
+        self.results: list[dict] = []
+        self.runs: list[dict] = []
+        if os.path.isfile(self.path):
+            self._load()
+
+    def _load(self) -> None:
+        try:
+            with open(self.path, encoding="utf-8") as f:
+                data = json.load(f)
+            if data.get("version") == SUMMARY_VERSION:
+                self.queries, self.results, self.runs = list(data["queries"]), list(data["results"]), list(data["runs"])
+            else:
+                self._adopt_version_1(data["results"])
+        except (OSError, ValueError, KeyError, TypeError, AttributeError) as exc:
+            raise ValueError(f"{self.path}: not a summary selo-localise can continue ({first_line(exc)}); "
+                             "move it away or use another --out") from None
+
+    def _adopt_version_1(self, results: list[dict]) -> None:
+        """The entries of an earlier version's summary (one run's, numbered by its query list), kept."""
+        for entry in results:
+            k = int(re.fullmatch(r".*_q(\d+)_probmap\.tif", entry["probmap"]).group(1))
+            self.queries += [""] * (k + 1 - len(self.queries))
+            self.queries[k] = entry["query"]
+            files = {kind: entry[kind] for kind in ("probmap", "overlay", "peaks", "regions") if kind in entry}
+            self.results.append({"image": entry["image"], "query": entry["query"], "k": k, "files": files})
+
+    def number(self, query: str) -> int:
+        """The folder's number of ``query`` (a new one for a query never asked here)."""
+        if query not in self.queries:
+            self.queries.append(query)
+        return self.queries.index(query)
+
+    def record(self, entry: dict) -> None:
+        """Add ``entry``, replacing the one of the same outputs and removing its files the new one lacks."""
+        probmap = entry["files"]["probmap"]
+        for old in [e for e in self.results if e["files"]["probmap"] == probmap]:
+            for name in set(old["files"].values()) - set(entry["files"].values()):
+                if os.path.basename(name) != name:
+                    continue  # a hand-edited summary never makes this remove a file outside the folder
+                try:
+                    os.unlink(os.path.join(self.out_dir, name))
+                except FileNotFoundError:
+                    pass
+            self.results.remove(old)
+        self.results.append(entry)
+
+    def write(self, run: dict) -> None:
+        """Write the summary, ``run`` (this run's times and errors) after the earlier runs."""
+        write_json(self.path, {"version": SUMMARY_VERSION, "queries": self.queries, "results": self.results,
+                               "all_peaks": ALL_PEAKS_NAME, "errors": run["errors"], "runs": self.runs + [run]})
+
+    def write_all_peaks(self) -> None:
+        """``all_peaks.geojson``: the peaks of every entry, one layer; an unreadable peaks file is left out."""
+        features = []
+        for entry in self.results:
+            try:
+                with open(os.path.join(self.out_dir, entry["files"]["peaks"]), encoding="utf-8") as f:
+                    features += json.load(f)["features"]
+            except (OSError, ValueError, KeyError) as exc:
+                warnings.warn(f"{entry['files']['peaks']}: left out of {ALL_PEAKS_NAME} ({first_line(exc)})")
+        write_json(os.path.join(self.out_dir, ALL_PEAKS_NAME), feature_collection(features))
+
+
 class SceneRun:
-    """One run: the encoder, the tile-vector store, the results and errors so far."""
+    """One run: the encoder, the tile-vector store, the folder's summary, this run's results and errors."""
 
     def __init__(self, config: SceneConfig, encoder: EncoderSpecModel, logger: logging.Logger):
         self.config = config
@@ -99,6 +221,10 @@ class SceneRun:
         self.logger = logger
         cache_dir = config.vector_cache or os.path.join(config.out_dir, "tile_vectors")
         self.vectors = TileVectorStore(encoder, cache_dir)
+        self.summary = FolderSummary(config.out_dir)
+        self.encoder_record = {"name": getattr(encoder, "name", type(encoder).__name__),
+                               "identity": digest_of(encoder_identity(encoder))}
+        self.started = now()
         self.results: list[dict] = []
         self.errors: list[str] = []
 
@@ -106,36 +232,61 @@ class SceneRun:
         self.errors.append(message)
         self.logger.error("%s", message)
 
-    def localise(self, raster: RasterImage, image: str, k: int, query: str, started: float) -> dict:
-        """Localise ``query`` (number ``k``) in ``raster``, write its outputs, return its summary entry;
-        ``seconds`` counts from ``started``."""
-        config = self.config
+    def identity(self, raster: RasterImage, image: str, query: str, score: float) -> dict:
+        """What made an output, as every output file carries it (TIFF metadata, GeoJSON properties)."""
+        spec = self.config.pipeline
+        return {"query": query, "image": os.path.basename(image), "image_digest": raster.digest,
+                "encoder": self.encoder_record["name"], "encoder_identity": self.encoder_record["identity"],
+                "pipeline": spec.name, "steps": list(spec.steps), "seed": self.config.seed if spec.shuffled_copies else None,
+                "pipeline_digest": digest_of(spec.as_dict()), "scene_score": finite_or_none(score)}
+
+    def localise(self, raster: RasterImage, stage1: list, image: str, query: str, started: float) -> dict:
+        """Localise ``query`` in ``raster`` (whose first-stage tiles are ``stage1``), write its outputs,
+        return its summary entry; ``seconds`` counts from ``started``."""
+        config, spec = self.config, self.config.pipeline
+        height, width = raster.pixels.shape[:2]
+        self.vectors.use_image(raster.key)  # its vectors on disk loaded: the first-stage tiles new to it are counted
+        new_first_stage = len({t for t in stage1 if t not in self.vectors.vectors_by_tile})
         encoded_before = self.vectors.tiles_encoded
-        tiles, scores = score_tiles(raster.loaded(), query, self.encoder, config.pipeline, self.vectors,
-                                    config.seed, name=image, valid=raster.valid)
-        probmap = raster_probmap(raster, tiles, scores, config.pipeline, image)
-        names = output_names(os.path.splitext(os.path.basename(image))[0], k, config.regions is not None)
+        tiles, scores = score_tiles(raster.loaded(), query, self.encoder, spec, self.vectors, config.seed,
+                                    name=image, valid=raster.valid)
+        encoded = self.vectors.tiles_encoded - encoded_before
+        probmap = raster_probmap(raster, tiles, scores, spec, image)
+        score = scene_score(tile_cells(tiles, scores, height, width, fill_uncovered=raster.valid is not None))
+        identity = self.identity(raster, image, query, score)
+        k = self.summary.number(query)
+        names = output_names(os.path.splitext(os.path.basename(image))[0], k, config.regions is not None,
+                             config.mask is not None)
         out = {kind: os.path.join(config.out_dir, name) for kind, name in names.items()}
-        write_probmap_tif(out["probmap"], probmap, raster)
+        write_probmap_tif(out["probmap"], probmap, raster, tags=identity)
         overlaid = overlay(raster.pixels, colour_heatmap(probmap))
         if raster.valid is not None:
             overlaid[~raster.valid] = 0  # nodata stays black, as in the image
         write_jpeg(out["overlay"], overlaid)
-        write_json(out["peaks"], peaks_feature_collection(probmap, raster))
+        sidecars = georeference_sidecars(out["overlay"], raster, identity)
+        names |= {f"overlay_{kind}": os.path.basename(path) for kind, path in sidecars.items()}
+        write_json(out["peaks"], peaks_feature_collection(probmap, raster, identity))
         if config.regions is not None:
-            write_json(out["regions"], regions_feature_collection(probmap, raster, config.regions))
-        return {"image": image, "query": query, **names, "tiles_encoded": self.vectors.tiles_encoded - encoded_before,
-                "seconds": round(time.perf_counter() - started, 3)}
+            write_json(out["regions"], regions_feature_collection(probmap, raster, config.regions, identity))
+        if config.mask is not None:
+            write_mask_tif(out["mask"], probmap, raster, config.mask, tags=identity)
+        return {**identity, "image": image, "k": k,
+                "bands": None if config.bands is None else list(config.bands),
+                "stretch": None if config.stretch is None else vars(config.stretch),
+                "coordinate_system": raster.coordinate_system, "files": names,
+                "tiles_encoded": new_first_stage, "boxes_encoded": encoded - new_first_stage,
+                "seconds": round(time.perf_counter() - started, 3), "time": now()}
 
     def write_summary(self) -> None:
-        write_json(os.path.join(self.config.out_dir, SUMMARY_NAME), {"results": self.results, "errors": self.errors})
+        self.summary.write({"started": self.started, "finished": now(), "results": len(self.results),
+                            "errors": self.errors})
 
     def run(self, images: list[str], queries: list[str]) -> None:
         """Every image x every non-empty query; the image is read once, before its first query."""
         for k, query in enumerate(queries):
             if not query.strip():
                 self.fail(f"query {k}: empty query (skipped)")
-        todo = [(k, q) for k, q in enumerate(queries) if q.strip()]
+        todo = [q for q in dict.fromkeys(queries) if q.strip()]
         stems: dict[str, str] = {}
         with tqdm(total=len(images) * len(todo), desc=f"SeLo {self.config.pipeline.name}", unit="query",
                   dynamic_ncols=True) as bar:
@@ -148,34 +299,40 @@ class SceneRun:
                     stems[stem] = image
                     with warnings_logged(self.logger):
                         raster = read_raster(image, self.config.bands, self.config.stretch)
+                    stage1 = first_stage(raster, self.config.pipeline, image)
                 except Exception as exc:
                     self.fail(first_line(exc))
                     bar.update(len(todo))
                     continue
-                for k, query in todo:
+                for query in todo:
                     try:
                         with warnings_logged(self.logger):
-                            result = self.localise(raster, image, k, query, started)
+                            result = self.localise(raster, stage1, image, query, started)
                     except WriteError:
                         raise  # disk full or read-only: no later output could be written either
                     except Exception as exc:
-                        self.fail(f"{image}, query {k}: {first_line(exc)}")
+                        self.fail(f"{image}, query {query!r}: {first_line(exc)}")
                     else:
                         self.results.append(result)
-                        self.logger.info("%s q%d %r: %d tiles encoded, %.1fs", image, k, query,
-                                         result["tiles_encoded"], result["seconds"])
+                        self.summary.record(result)
+                        self.logger.info("%s q%d %r: %d tiles and %d boxes encoded, scene score %s, %.1fs", image,
+                                         result["k"], query, result["tiles_encoded"], result["boxes_encoded"],
+                                         result["scene_score"], result["seconds"])
                         self.write_summary()
                     started = time.perf_counter()
                     bar.update(1)
-                del raster
+                del raster, stage1
         self.write_summary()
+        with warnings_logged(self.logger):
+            self.summary.write_all_peaks()
 
 
 def localise_scenes(images: list[str], queries: list[str], encoder: EncoderSpecModel, config: SceneConfig,
                     logger: logging.Logger | None = None) -> SceneRun:
-    """Localise every query in every image (see the module's description); the returned run's ``results``
-    are the summary entries, its ``errors`` the one-line failures (also logged)."""
-    os.makedirs(config.out_dir, exist_ok=True)
-    run = SceneRun(config, encoder, logger or logging.getLogger("selo"))
-    run.run(list(images), list(queries))
+    """Localise every query in every image (see the module's description), the output folder locked
+    (:func:`~predict.io.lock.folder_lock`: a second run into it raises ``FolderBusyError``); the returned
+    run's ``results`` are this run's summary entries, its ``errors`` the one-line failures (also logged)."""
+    with folder_lock(config.out_dir, option="--out"):
+        run = SceneRun(config, encoder, logger or logging.getLogger("selo"))
+        run.run(list(images), list(queries))
     return run
