@@ -70,9 +70,9 @@ class ResumeEqualsFresh(RuleBasedStateMachine):
         data[-len(new):] = new
         rewrite_keeping_size_and_mtime(self.testset.weights, bytes(data))
 
-    @rule(offset=st.sampled_from(["0.0", "0.3", "-0.2"]))
-    def plugin_helper_module(self, offset):
-        (self.testset.plugin_dir / "trust_helper.py").write_text(f"OFFSET = {offset}\n")
+    @rule(mix=st.sampled_from(["0.0", "0.3", "-0.2"]))
+    def plugin_helper_module(self, mix):
+        (self.testset.plugin_dir / "trust_helper.py").write_text(f"MIX = {mix}\n")
 
     @rule(sign=st.sampled_from(["1.0", "-10", "2.0"]))
     def file_the_yaml_names(self, sign):

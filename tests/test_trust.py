@@ -63,7 +63,7 @@ PLUGIN = textwrap.dedent('''
             t = np.asarray(tiles, dtype=np.float32) / 255
             red = (t[..., 0] - 0.5 * (t[..., 1] + t[..., 2])).mean(axis=(1, 2))
             green = (t[..., 1] - 0.5 * (t[..., 0] + t[..., 2])).mean(axis=(1, 2))
-            return np.stack([red, green], axis=1) * self.gain + trust_helper.OFFSET
+            return np.stack([red + trust_helper.MIX * green, green + trust_helper.MIX * red], axis=1) * self.gain
 
         def text_encoder(self, text):
             return np.array([1.0, 0.0] if "red" in text else [0.0, 1.0], dtype=np.float32)
@@ -89,7 +89,7 @@ class EditableTestset:
         ]
         self.write_anno()
         self.plugin_dir = importable_module("trust_plugin", PLUGIN)
-        importable_module("trust_helper", "OFFSET = 0.0\n")
+        importable_module("trust_helper", "MIX = 0.0\n")
         self.weights = root / "weights.npy"
         np.save(self.weights, np.array([1.0]))
         (root / "sign.txt").write_text("1.0")
@@ -142,7 +142,7 @@ def test_w1_weights_retrained_to_the_same_size_with_the_mtime_restored_are_new_w
 def test_w8_a_helper_module_the_plugin_imports_is_part_of_its_code(testset, capsys):
     cache = testset.root / "cache"
     assert testset.generate(cache)[0] == 0
-    (testset.plugin_dir / "trust_helper.py").write_text("OFFSET = 0.5\n")
+    (testset.plugin_dir / "trust_helper.py").write_text("MIX = 0.5\n")
     code, _, _ = testset.generate(cache)
     assert code == 2 and "encoder.code differ" in capsys.readouterr().err
 
@@ -228,6 +228,7 @@ def test_w12_a_map_made_for_another_caption_is_not_scored(testset):
     errors = json.loads((cache / "metrics.json").read_text())["errors"]
     assert [e["idx"] for e in errors] == [0]
     assert "no probability map" in errors[0]["error"] and "was made for 'a red roof'" in errors[0]["error"]
+    assert errors[0]["identity"]["caption"] == "a blue car"  # a failure says which sample failed, by content
 
 
 def test_w13_a_renamed_image_is_the_same_sample_and_swapped_names_are_recomputed(testset):

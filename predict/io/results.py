@@ -4,7 +4,7 @@
 
     {"samples":   [{"idx", "jpg_name", "caption", "Rsu", "Rda", "Ras", "Rmi", "centers", "circles",
                     "identity": {...what produced the numbers...}, "size": [H, W], ...}],
-     "errors":    [{"idx", "jpg_name", "caption", "error"}],
+     "errors":    [{"idx", "jpg_name", "caption", "error", "identity": {"caption", "polygons", "image"}}],
      "settings":  {<digest>: {"pipeline", "seed", "encoder"}},   the run settings the identities refer to
      "run":       {"settings": <digest of the current settings>, "annotations": path},
      "mean":      {"Rsu", "Rda", "Ras", "Rmi"},
@@ -137,7 +137,8 @@ class MetricsStore:
                 self.unusable[idx] = problem
             else:
                 self._samples[idx] = item
-        self._errors = {idx: {"idx": idx, **{key: str(item.get(key, "")) for key in ("jpg_name", "caption", "error")}}
+        self._errors = {idx: {"idx": idx, **{key: str(item.get(key, "")) for key in ("jpg_name", "caption", "error")},
+                              **({"identity": item["identity"]} if isinstance(item.get("identity"), dict) else {})}
                         for item in errors if (idx := _index(item)) is not None and idx not in self._samples}
         self._timings, self._settings, self._run = timings, settings, run
         if isinstance(mean_over, list):
@@ -183,6 +184,12 @@ class MetricsStore:
                                       "polygons": polygons_digest(s.polygons),
                                       "image": (identities.get(int(s.idx)) or {}).get("image")} for s in samples}
         self._run["annotations"] = str(anno_path)
+
+    def current_identity(self, idx: int) -> dict | None:
+        """What the current annotation file's sample ``idx`` is: ``{"caption", "polygons", "image"}`` (the
+        image where known), or None outside :meth:`set_current`."""
+        current = (self._current or {}).get(int(idx))
+        return {key: current[key] for key in ("caption", "polygons", "image")} if current else None
 
     def set_current_image(self, idx: int, image: str | None) -> None:
         """The content key of sample ``idx``'s image, once it is known (see :meth:`set_current`)."""
@@ -244,10 +251,12 @@ class MetricsStore:
             item["seal"] = seal(item)
             self._save()
 
-    def record_error(self, idx, jpg_name, caption, message: str) -> dict:
-        """Store why sample ``idx`` failed (replacing an older record) and rewrite the files."""
+    def record_error(self, idx, jpg_name, caption, message: str, identity: dict | None = None) -> dict:
+        """Store why sample ``idx`` failed (replacing an older record), with what the sample is where known
+        (``identity``: caption, polygons, image), and rewrite the files."""
         idx = int(idx)
-        self._errors[idx] = {"idx": idx, "jpg_name": jpg_name, "caption": caption, "error": str(message)}
+        self._errors[idx] = {"idx": idx, "jpg_name": jpg_name, "caption": caption, "error": str(message),
+                             **({"identity": identity} if identity else {})}
         self._samples.pop(idx, None)
         self.unusable.pop(idx, None)
         self._save()

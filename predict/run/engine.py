@@ -489,7 +489,8 @@ class SeloRun:
             for message in log.warnings:
                 self.logger.warning("%s", message)
             message = first_line(exc)
-            self.store.record_error(sample.idx, sample.jpg_name, sample.caption, message)
+            self.store.record_error(sample.idx, sample.jpg_name, sample.caption, message,
+                                    identity=self.store.current_identity(sample.idx))
             self.logger.error("Sample %d (%s) failed: %s", sample.idx, sample.jpg_name, message)
             return True
         if result is not None:  # None: skipped

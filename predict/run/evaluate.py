@@ -111,7 +111,7 @@ def evaluate_sample(cache_path: str, sample: Sample, store: MetricsStore, logger
         gray = read_map(path, shape)
         score = evaluate_gray(gray, sample.polygons, name=path)
     except (EvaluationInputError, SampleError) as error:
-        store.record_error(sample.idx, sample.jpg_name, sample.caption, str(error))
+        store.record_error(sample.idx, sample.jpg_name, sample.caption, str(error), identity=current)
         logger.error("Sample %d (%s) failed: %s", sample.idx, sample.jpg_name, error)
         return False
     earlier = (made or {}).get(source, {})
