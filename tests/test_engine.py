@@ -133,14 +133,15 @@ def test_report_written_from_maps_on_disk_equals_the_one_drawn_during_the_run(tm
 
 def test_byte_budget_bounds_what_is_in_flight_and_lets_an_oversized_request_run_alone():
     budget = ByteBudget(limit=10)
-    in_flight, peak, lock, threads = [0], [0], threading.Lock(), []
+    in_flight, seen, lock, threads = [0], {4: [], 25: []}, threading.Lock(), []
 
     def work(nbytes, ahead):
         with lock:
             in_flight[0] += nbytes
-            peak[0] = max(peak[0], in_flight[0])
-        time.sleep(0.02)
+            seen[nbytes].append(in_flight[0])  # bytes in flight as it starts
+        time.sleep(0.2)  # long enough for the jobs admitted beside it to start, even on a loaded machine
         with lock:
+            seen[nbytes].append(in_flight[0])  # and as it ends
             in_flight[0] -= nbytes
         budget.release("finish", nbytes, ahead)
 
@@ -159,7 +160,8 @@ def test_byte_budget_bounds_what_is_in_flight_and_lets_an_oversized_request_run_
         thread.join(timeout=10)
     assert len(threads) == 6 and not any(thread.is_alive() for thread in threads)
     assert budget.used == {"image": 0, "finish": 0} and budget.queued == [] and budget.ahead == 0
-    assert peak[0] in (8, 25)  # never two 4s with a third, and the 25 alone
+    assert max(seen[4]) == 8  # two 4s at once, never a third beside them
+    assert seen[25] == [25, 25]  # the oversized one alone from its start to its end
 
 
 def test_smaller_finishes_go_ahead_only_where_they_leave_the_waiting_one_its_room():
