@@ -1,10 +1,13 @@
 #!/usr/bin/env bash
-# GPU readiness in one command (at most 8 minutes, no internet), on a machine with one NVIDIA GPU:
+# GPU readiness in one command (at most 10 minutes, no internet), on a machine with one NVIDIA GPU:
 #   1. the CUDA tests (pytest -k cuda);
 #   2. AMFMN and LW-MCR with fixture weights and open_clip ViT-B-32 (random weights) in fp32/fp16/bf16
 #      on the GPU against their CPU fp32 vectors (benchmarks/gpu_vectors.py);
 #   3. the like-SLM run with AMFMN fixture weights on the GPU: per-stage times, the encoder's tiles/s,
-#      peak memory (benchmarks/bench_whole_run.py --runs default).
+#      peak memory (benchmarks/bench_whole_run.py --runs default);
+#   4. the archive: a few synthetic scenes indexed by selo-index's Ray pipeline on a local Ray whose encoder
+#      actor holds the GPU (num_gpus=1), AMFMN fixture weights: the pipeline's tiles/s, the figure that
+#      replaces the GPU rate assumed in benchmarks/bench_archive.py's paper estimate.
 #
 #   benchmarks/gpu_check.sh                              # on the GPU machine
 #   SELO_GPU_CHECK_DEVICE=cpu benchmarks/gpu_check.sh    # the same steps on the CPU, tiny sizes (a dry run)
@@ -22,9 +25,9 @@ LOG="$LOG_DIR/gpu_check.log"
 exec > >(tee -a "$LOG") 2>&1
 
 if [[ $DEVICE == cpu ]]; then  # a dry run of the same steps: small enough for a laptop
-    TILES=4 TESTSET=(--scenes 1)
+    TILES=4 TESTSET=(--scenes 1) ARCHIVE=(--scenes 2 --min_side 800 --max_side 1000)
 else
-    TILES=512 TESTSET=()
+    TILES=512 TESTSET=() ARCHIVE=(--scenes 6 --min_side 2000 --max_side 3000)
 fi
 
 [[ -x .venv/bin/python ]] || make setup
@@ -56,5 +59,7 @@ step "vectors against CPU fp32" 150 $PY benchmarks/gpu_vectors.py --device "$DEV
 AMFMN_YAML=$($PY benchmarks/gpu_vectors.py --fixture-yaml AMFMN --work "$WORK")
 step "like-SLM run, AMFMN fixture weights" 210 $PY benchmarks/bench_whole_run.py --runs default \
     --yaml "$AMFMN_YAML" --device "$DEVICE" --work "$WORK/whole_run" "${TESTSET[@]}"
+step "archive: index on a GPU actor (Ray), AMFMN fixture weights" 90 $PY benchmarks/bench_archive.py --gpu \
+    --yaml "$AMFMN_YAML" --work "$WORK/archive" "${ARCHIVE[@]}"
 echo "== log: $LOG"
 exit $failed

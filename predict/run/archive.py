@@ -1,0 +1,765 @@
+"""An archive of scenes on Ray: every scene's tile vectors indexed once (``selo-index``), then "where is X?"
+answered across the whole archive (``selo-search``).
+
+Ray is the engine (Ray Data for the indexing pipeline, Ray tasks for the search): on this machine a local
+Ray starts and stops with the command; with ``address`` the command joins an existing cluster. Every path
+is made absolute before it is shipped to a worker (a worker's current folder is not the user's), and the
+images, the archive and the output folder must be on a file system every node sees.
+
+An archive folder holds:
+
+- ``archive.json``: what every scene in it was indexed with (:class:`ArchiveSettings`: the encoder's yaml
+  and its vectors key, the pipeline and steps, the bands and stretch); a run with other settings stops
+  before any work;
+- ``scenes/<stem>-<id>.parquet``: one file per scene, written under a temporary name and renamed once
+  complete, so a scene is in the archive whole or not at all: one row per first-stage tile (``r0``, ``r1``,
+  ``c0``, ``c1``: the tile's box in pixels, ``vector``: its float32 vector) and the scene's header in the
+  file's metadata (:data:`HEADER_KEY`: size, CRS, transform, nodata, the image and vectors keys);
+- ``scenes.parquet``: every scene's header, one row each (rebuilt at the end of every run);
+- ``index.json``: this run's scenes (``image``, ``tiles``, ``tiles_encoded``, ``seconds``) and ``errors``;
+- ``log.txt``.
+"""
+from __future__ import annotations
+
+import contextlib
+import glob
+import json
+import logging
+import math
+import os
+import tempfile
+import time
+import warnings
+from dataclasses import asdict, dataclass, field
+from functools import lru_cache
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+import ray
+
+from predict.core.heatmap import scene_score
+from predict.core.pipelines import PipelineSpec, get_pipeline
+from predict.core.stretch import Stretch
+from predict.core.tiling import Tile, cut_tiles
+from predict.encoders.base import EncoderSpecModel
+from predict.encoders.registry import load_encoder
+from predict.io.atomic import atomic_writer
+from predict.io.checks import first_line
+from predict.io.lock import folder_lock
+from predict.io.logs import warnings_logged
+from predict.io.raster import DEFAULT_STRETCH, read_raster
+from predict.provenance import digest_of, image_key, short, vectors_key
+from predict.run.localise import query_rng, query_vector, tile_cells
+from predict.run.scenes import SceneConfig, SceneRun, first_stage, write_json
+from predict.run.vectors import TileVectorStore, check_image_vectors, similarities
+
+SETTINGS_NAME = "archive.json"
+INDEX_NAME = "index.json"
+CATALOGUE_NAME = "scenes.parquet"
+SCENES_DIR = "scenes"
+SUMMARY_NAME = "summary.json"
+HEADER_KEY = b"selo.scene"  # the Parquet metadata key of a scene file's header
+IMAGE_SUFFIXES = (".tif", ".tiff", ".png", ".jpg", ".jpeg")
+RASTER_DECODER = "predict.io.raster"  # the module that reads a scene (its code is part of the image key)
+TILES_PER_BATCH = 256  # tiles per block cut: a 10000 px scene is about 17 blocks, never one huge one
+PLAN_BLOCKS = 256  # at most this many tasks check which scenes are already indexed
+
+
+# ---- Ray ---------------------------------------------------------------------------------------------------
+
+@contextlib.contextmanager
+def ray_session(address: str | None = None):
+    """Ray for one command: joins the cluster at ``address``, else starts a local Ray on 127.0.0.1 (no
+    dashboard, no usage statistics) that stops when the block ends. A Ray this process already joined (a
+    test's cluster) is used as it is and left running."""
+    if ray.is_initialized():
+        quiet_ray_data()
+        yield
+        return
+    os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+    if address:
+        ray.init(address=address, log_to_driver=False, logging_level=logging.WARNING)
+    else:
+        ray.init(include_dashboard=False, _node_ip_address="127.0.0.1", log_to_driver=False,
+                 logging_level=logging.WARNING)
+    try:
+        quiet_ray_data()
+        yield
+    finally:
+        ray.shutdown()
+
+
+def add_address_argument(parser) -> None:
+    """The commands' ``--address``: the Ray cluster to join."""
+    parser.add_argument("--address", default=None, metavar="ADDR",
+                        help="join this Ray cluster (e.g. 10.0.0.5:6379 or auto); default: a local Ray for this command")
+
+
+def quiet_ray_data() -> None:
+    """Ray Data without its progress bars and per-dataset log lines (the commands print their own)."""
+    context = ray.data.DataContext.get_current()
+    context.enable_progress_bars = False
+    context.print_on_execution_start = False
+    logging.getLogger("ray.data").setLevel(logging.WARNING)
+
+
+def spread() -> dict:
+    """Ray remote arguments of tasks spread over the nodes."""
+    return {"scheduling_strategy": "SPREAD"}
+
+
+def encoder_actors() -> dict:
+    """How the encoder actors are placed: one per GPU with ``num_gpus=1`` when the cluster has GPUs,
+    else CPU actors, one per two CPUs (the other CPU decodes and cuts)."""
+    resources = ray.cluster_resources()
+    gpus = int(resources.get("GPU", 0))
+    if gpus:
+        return {"num_gpus": 1, "compute": ray.data.ActorPoolStrategy(min_size=1, max_size=gpus)}
+    cpus = int(resources.get("CPU", 1))
+    return {"num_cpus": 1, "compute": ray.data.ActorPoolStrategy(min_size=1, max_size=max(1, cpus // 2))}
+
+
+# ---- archive settings and scene files ----------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class ArchiveSettings:
+    """What every scene of an archive is indexed with (``archive.json``).
+
+    Attributes:
+        yaml_path: the encoder's yaml, absolute (the search loads it for the text vectors and the maps).
+        vectors_key: :func:`~predict.provenance.vectors_key` of the encoder: the key space of the vectors.
+        tile_size: the side of the tiles the encoder takes, pixels (the cut tiles are resized to it).
+        pipeline: ``"v1"`` or ``"v2"``; its first-stage tiles are indexed (v2's refinement boxes depend on
+            the query: the search encodes them for the maps it draws).
+        steps: the first-stage tile sides, pixels.
+        bands: 1-based bands read (None: the file's RGB, else its first three).
+        stretch: how data deeper than 8 bits become 8 bits (None: scaled from the type's range).
+    """
+
+    yaml_path: str
+    vectors_key: str
+    tile_size: int
+    pipeline: str
+    steps: tuple[int, ...]
+    bands: tuple[int, ...] | None = None
+    stretch: Stretch | None = DEFAULT_STRETCH
+
+    def spec(self) -> PipelineSpec:
+        return get_pipeline(self.pipeline, self.steps)
+
+    def as_json(self) -> dict:
+        return json.loads(json.dumps(asdict(self)))
+
+    @classmethod
+    def from_json(cls, data: dict) -> ArchiveSettings:
+        """The settings :meth:`as_json` wrote.
+
+        >>> a = ArchiveSettings("/a.yaml", "demo-1", 256, "v1", (256,), (4, 3, 2))
+        >>> ArchiveSettings.from_json(json.loads(json.dumps(a.as_json()))) == a
+        True
+        """
+        bands, stretch = data.get("bands"), data.get("stretch")
+        return cls(**{**data, "steps": tuple(data["steps"]), "bands": None if bands is None else tuple(bands),
+                      "stretch": None if stretch is None else Stretch(**stretch)})
+
+
+def settings_path(archive: str) -> str:
+    return os.path.join(archive, SETTINGS_NAME)
+
+
+def read_settings(archive: str) -> ArchiveSettings | None:
+    """The archive's settings; None when it has none yet (a new archive)."""
+    path = settings_path(archive)
+    if not os.path.isfile(path):
+        return None
+    with open(path, encoding="utf-8") as f:
+        return ArchiveSettings.from_json(json.load(f))
+
+
+def settings_conflict(recorded: ArchiveSettings | None, current: ArchiveSettings) -> str | None:
+    """Why an archive indexed with ``recorded`` cannot take scenes indexed with ``current`` (None when it
+    can: the same vectors, tiles and decoding; a copied yaml of the same encoder is fine).
+
+    >>> a = ArchiveSettings("/a.yaml", "demo-1", 256, "v1", (256,))
+    >>> settings_conflict(a, ArchiveSettings("/b.yaml", "demo-1", 256, "v1", (256, 512)))
+    'steps: indexed (256,), asked (256, 512)'
+    """
+    if recorded is None:
+        return None
+    for name in ("vectors_key", "pipeline", "steps", "bands", "stretch"):
+        before, now = getattr(recorded, name), getattr(current, name)
+        if before != now:
+            return f"{name}: indexed {before}, asked {now}"
+    return None
+
+
+def check_settings(archive: str, settings: ArchiveSettings) -> None:
+    """A one-line ``ValueError`` when ``archive`` holds scenes indexed with settings other than ``settings``."""
+    conflict = settings_conflict(read_settings(archive), settings)
+    if conflict:
+        raise ValueError(f"{archive}: its scenes were indexed with other settings ({conflict}); "
+                         "index into another --archive")
+
+
+def open_archive(archive: str) -> tuple[ArchiveSettings, list[str]]:
+    """An archive's settings and scene files; a one-line ``ValueError`` when it has none."""
+    settings = read_settings(archive)
+    files = scene_files(archive)
+    if settings is None or not files:
+        raise ValueError(f"{archive}: not an archive, or no scene indexed in it yet (run selo-index)")
+    return settings, files
+
+
+def scene_file_name(image: str) -> str:
+    """The archive file of the scene at absolute path ``image``: its stem and a digest of the path (two
+    files of one name in two folders are two scenes).
+
+    >>> name = scene_file_name("/data/a/scene.tif")
+    >>> name[:6], name != scene_file_name("/data/b/scene.tif")
+    ('scene-', True)
+    """
+    stem = os.path.splitext(os.path.basename(image))[0]
+    return f"{stem}-{short(digest_of(image))}.parquet"
+
+
+def scene_path(archive: str, image: str) -> str:
+    return os.path.join(archive, SCENES_DIR, scene_file_name(image))
+
+
+def read_header(path: str) -> dict:
+    """The header of a scene file (its footer only is read)."""
+    metadata = pq.read_schema(path).metadata or {}
+    if HEADER_KEY not in metadata:
+        raise ValueError(f"{path}: not a scene file of a SeLo archive (no {HEADER_KEY.decode()} metadata)")
+    return json.loads(metadata[HEADER_KEY])
+
+
+def write_scene(path: str, header: dict, tiles: np.ndarray, vectors: np.ndarray) -> None:
+    """Write a scene file whole, atomically: ``tiles`` int ``(N, 4)`` (r0, r1, c0, c1) and float32
+    ``vectors`` ``(N, D)``, ``header`` in the metadata."""
+    columns = {name: pa.array(tiles[:, i].astype(np.int32)) for i, name in enumerate(("r0", "r1", "c0", "c1"))}
+    columns["vector"] = pa.FixedSizeListArray.from_arrays(pa.array(vectors.astype(np.float32).ravel()), vectors.shape[1])
+    table = pa.table(columns).replace_schema_metadata({HEADER_KEY: json.dumps(header).encode()})
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    with atomic_writer(path) as f:
+        pq.write_table(table, f)
+
+
+def read_scene(path: str) -> tuple[dict, list[Tile], np.ndarray]:
+    """A scene file's header, tiles and float32 ``(N, D)`` vectors (bit for bit those written)."""
+    table = pq.read_table(path)
+    header = json.loads(table.schema.metadata[HEADER_KEY])
+    tiles = [tuple(int(v) for v in row) for row in
+             zip(*(table.column(name).to_numpy() for name in ("r0", "r1", "c0", "c1")))]
+    column = table.column("vector").combine_chunks()
+    vectors = column.flatten().to_numpy().reshape(len(column), column.type.list_size)
+    return header, tiles, vectors
+
+
+def scene_files(archive: str) -> list[str]:
+    """The scene files of an archive, sorted (temporary files of a write in progress are not listed)."""
+    return sorted(glob.glob(os.path.join(archive, SCENES_DIR, "*.parquet")))
+
+
+def expand_images(paths: list[str]) -> tuple[list[str], list[str]]:
+    """Absolute image paths of ``paths`` (files, folders: the images directly in them, or globs), each
+    once, in the order given; and one error line per path that names no image."""
+    images, errors = [], []
+    for path in paths:
+        if glob.has_magic(path):
+            found = sorted(p for p in glob.glob(path, recursive=True) if os.path.isfile(p))
+        elif os.path.isdir(path):
+            found = sorted(os.path.join(path, name) for name in os.listdir(path)
+                           if name.lower().endswith(IMAGE_SUFFIXES) and os.path.isfile(os.path.join(path, name)))
+        else:
+            found = [path]
+        if not found:
+            errors.append(f"{path}: no image found there")
+        images += [os.path.abspath(p) for p in found]
+    return list(dict.fromkeys(images)), errors
+
+
+# ---- indexing: the Ray Data pipeline ---------------------------------------------------------------------
+
+def scene_image_key(image: str, settings: ArchiveSettings) -> str:
+    """The content key of a scene as the archive reads it (file bytes, decoding code, bands, stretch)."""
+    choices = settings.as_json()
+    return image_key(image, decoder=RASTER_DECODER, bands=choices["bands"], stretch=choices["stretch"])
+
+
+def scene_error(image: str, error: BaseException) -> str:
+    """The one line of a scene's failure, naming the image once.
+
+    >>> scene_error("/a.png", ValueError("/a.png: image not found")), scene_error("/a.png", ValueError("bad"))
+    ('/a.png: image not found', '/a.png: bad')
+    """
+    message = first_line(error)
+    return message if message.startswith(image) else f"{image}: {message}"
+
+
+def plan_scene(row: dict, archive: str, settings: ArchiveSettings) -> dict:
+    """Ray Data ``map``: the ``status`` of the scene ``row["image"]``: ``"kept"`` when it is in the archive
+    with the same key (``tiles``: its tile count), ``"index"`` when it must be indexed, else the error line."""
+    image = row["image"]
+    started = time.perf_counter()
+    try:
+        key = scene_image_key(image, settings)
+        path = scene_path(archive, image)
+        if os.path.isfile(path):
+            header = read_header(path)
+            if header.get("image_key") == key and header.get("vectors_key") == settings.vectors_key:
+                return {"image": image, "status": "kept", "tiles": int(header["tiles"]),
+                        "seconds": time.perf_counter() - started}
+        return {"image": image, "status": "index", "tiles": 0, "seconds": time.perf_counter() - started}
+    except FileNotFoundError:
+        return {"image": image, "status": f"{image}: image not found", "tiles": 0, "seconds": 0.0}
+    except Exception as exc:
+        return {"image": image, "status": scene_error(image, exc), "tiles": 0, "seconds": 0.0}
+
+
+def scene_header(raster, settings: ArchiveSettings, key: str, tiles: int, left_out: int, notes: list[str]) -> dict:
+    """What the archive records of a scene beside its vectors (JSON-ready)."""
+    height, width = raster.pixels.shape[:2]
+    return {"image": raster.path, "height": height, "width": width,
+            "crs": raster.crs.to_wkt() if raster.crs is not None else None,
+            "transform": list(raster.transform)[:6],
+            "nodata": {"masked_pixels": 0 if raster.valid is None else int(np.count_nonzero(~raster.valid)),
+                       "tiles_left_out": left_out, "rule": "tiles less than half valid are neither encoded nor scored"},
+            **{name: settings.as_json()[name] for name in ("bands", "stretch", "pipeline", "steps")},
+            "image_key": key, "vectors_key": settings.vectors_key, "tiles": tiles,
+            "warnings": notes}
+
+
+def error_rows(image: str, message: str, tile_size: int) -> dict:
+    """The one row that carries a scene's failure through the pipeline (``tiles_in_scene`` 0)."""
+    return {"scene": np.array([image]), "header": np.array([json.dumps({"error": message})]),
+            "tiles_in_scene": np.zeros(1, np.int64), "tile": np.full((1, 4), -1, np.int64),
+            "pixels": np.zeros((1, tile_size, tile_size, 3), np.uint8), "started": np.array([time.time()])}
+
+
+def cut_scene(batch: dict, settings: ArchiveSettings):
+    """Ray Data ``map_batches`` (one scene per batch, a CPU task): decode the scene as ``selo-localise``
+    does, cut its first-stage tiles (those at least half valid) to the encoder's tile size, and yield them
+    in blocks of :data:`TILES_PER_BATCH` rows: ``scene``, ``header`` (JSON), ``tiles_in_scene``, ``tile``
+    ``(4,)``, ``pixels`` uint8 RGB ``(S, S, 3)``, ``started`` (epoch seconds). A scene that cannot be read
+    or has no valid tile yields one error row instead."""
+    tile_size = settings.tile_size
+    for image in batch["image"]:
+        started = time.time()
+        try:
+            with warnings.catch_warnings(record=True) as caught:  # for the driver's log
+                warnings.simplefilter("always")
+                raster = read_raster(image, settings.bands, settings.stretch)
+                key = scene_image_key(image, settings)
+                tiles = settings.spec().first_stage_tiles(*raster.pixels.shape[:2], image)
+            kept = first_stage(raster, settings.spec(), image)  # the tiles selo-localise scores (half valid)
+            if not kept:
+                raise ValueError("no tile is at least half valid pixels (the image is mostly nodata)")
+            header = json.dumps(scene_header(raster, settings, key, len(kept), len(tiles) - len(kept),
+                                             [str(w.message) for w in caught]))
+        except Exception as exc:
+            yield error_rows(image, scene_error(image, exc), tile_size)
+            continue
+        for start in range(0, len(kept), TILES_PER_BATCH):
+            chunk = kept[start:start + TILES_PER_BATCH]
+            yield {"scene": np.array([image] * len(chunk)), "header": np.array([header] * len(chunk)),
+                   "tiles_in_scene": np.full(len(chunk), len(kept), np.int64), "tile": np.array(chunk, np.int64),
+                   "pixels": cut_tiles(raster.pixels, chunk, tile_size), "started": np.full(len(chunk), started)}
+
+
+class TileEncoder:
+    """Ray Data actor: the encoder, loaded once per actor (on its GPU when Ray gave it one), turning the
+    ``pixels`` of tile rows into ``vector`` rows (float32 ``(D,)``). Error rows get a NaN vector; an encoder
+    failing on a batch turns its rows into error rows naming the scene."""
+
+    def __init__(self, yaml_path: str, batch_size: int | None):
+        device = "cuda" if ray.get_gpu_ids() else "cpu"
+        self.encoder = load_encoder(yaml_path, device=device, batch_size=batch_size)
+        self.name = getattr(self.encoder, "name", type(self.encoder).__name__)
+        probe = np.zeros((1, self.encoder.tile_size, self.encoder.tile_size, 3), np.uint8)
+        self.dim = check_image_vectors(self.encoder.image_encoder(probe), 1, self.name).shape[1]
+
+    def __call__(self, batch: dict) -> dict:
+        tiles = batch["tiles_in_scene"] > 0
+        vectors = np.full((len(tiles), self.dim), np.nan, np.float32)
+        out = {name: batch[name] for name in ("scene", "header", "tiles_in_scene", "tile", "started")}
+        if tiles.any():
+            try:
+                vectors[tiles] = check_image_vectors(self.encoder.image_encoder(batch["pixels"][tiles]),
+                                                     int(tiles.sum()), self.name, self.dim)
+            except Exception as exc:
+                out["header"] = np.array([json.dumps({"error": scene_error(scene, exc)}) for scene in batch["scene"]])
+                out["tiles_in_scene"] = np.zeros(len(tiles), np.int64)
+        return {**out, "vector": vectors}
+
+
+@dataclass
+class IndexRun:
+    """What a ``selo-index`` run did: ``scenes`` (index.json's entries) and ``errors`` (one line each)."""
+
+    archive: str
+    scenes: list[dict] = field(default_factory=list)
+    errors: list[str] = field(default_factory=list)
+
+    def write(self) -> None:
+        write_json(os.path.join(self.archive, INDEX_NAME), {"scenes": self.scenes, "errors": self.errors})
+
+
+class SceneAssembler:
+    """The driver's side of the pipeline: gathers each scene's vectors as they arrive (in any order, each
+    tile once however often a retried task delivers it) and writes the scene's file the moment it is
+    complete."""
+
+    def __init__(self, run: IndexRun, logger: logging.Logger):
+        self.run = run
+        self.logger = logger
+        self.pending: dict[str, dict[Tile, np.ndarray]] = {}
+        self.failed: set[str] = set()
+
+    def fail(self, image: str, message: str) -> None:
+        self.failed.add(image)
+        self.pending.pop(image, None)
+        self.run.errors.append(message)
+        self.logger.error("%s", message)
+        stale = scene_path(self.run.archive, image)
+        if os.path.isfile(stale):  # the archive holds a scene only as its file reads now
+            os.unlink(stale)
+            self.logger.error("%s: its earlier entry %s was removed", image, os.path.basename(stale))
+
+    def add(self, batch: dict) -> None:
+        for i, image in enumerate(batch["scene"]):
+            if image in self.failed:
+                continue
+            header = json.loads(batch["header"][i])
+            if "error" in header:
+                self.fail(image, header["error"])
+                continue
+            vectors = self.pending.setdefault(image, {})
+            vectors[tuple(int(v) for v in batch["tile"][i])] = batch["vector"][i]
+            if len(vectors) == header["tiles"]:
+                self.complete(image, header, float(batch["started"][i]))
+
+    def complete(self, image: str, header: dict, started: float) -> None:
+        vectors = self.pending.pop(image)
+        tiles = sorted(vectors)
+        for note in header.pop("warnings"):
+            self.logger.warning("%s", note)
+        write_scene(scene_path(self.run.archive, image), header, np.array(tiles, np.int64),
+                    np.stack([vectors[t] for t in tiles]))
+        entry = {"image": image, "tiles": len(tiles), "tiles_encoded": len(tiles),
+                 "seconds": round(time.time() - started, 3)}
+        self.run.scenes.append(entry)
+        self.logger.info("%s: %d tiles encoded, %.1fs", image, len(tiles), entry["seconds"])
+
+
+def write_catalogue(archive: str) -> None:
+    """``scenes.parquet``: every scene file's header, one row each."""
+    rows = []
+    for path in scene_files(archive):
+        header = read_header(path)
+        rows.append({"file": os.path.relpath(path, archive), "image": header["image"], "height": header["height"],
+                     "width": header["width"], "tiles": header["tiles"], "crs": header["crs"],
+                     "transform": header["transform"], "nodata_pixels": header["nodata"]["masked_pixels"],
+                     "image_key": header["image_key"], "vectors_key": header["vectors_key"]})
+    with atomic_writer(os.path.join(archive, CATALOGUE_NAME)) as f:
+        pq.write_table(pa.Table.from_pylist(rows, schema=CATALOGUE_SCHEMA), f)
+
+
+CATALOGUE_SCHEMA = pa.schema([("file", pa.string()), ("image", pa.string()), ("height", pa.int64()),
+                              ("width", pa.int64()), ("tiles", pa.int64()), ("crs", pa.string()),
+                              ("transform", pa.list_(pa.float64())), ("nodata_pixels", pa.int64()),
+                              ("image_key", pa.string()), ("vectors_key", pa.string())])
+
+
+def remove_partial_writes(archive: str) -> None:
+    """Temporary files of a writer that died (the archive's lock is held: no writer is alive)."""
+    for leftover in glob.glob(os.path.join(archive, SCENES_DIR, ".*.tmp")):
+        os.unlink(leftover)
+
+
+def index_archive(paths: list[str], archive: str, settings: ArchiveSettings, batch_size: int,
+                  logger: logging.Logger | None = None) -> IndexRun:
+    """Index the images of ``paths`` (files, folders, globs; see :func:`expand_images`) into ``archive``
+    with ``settings`` (see the module's description);
+    Ray must be initialised (:func:`ray_session`). Scenes already there with the same key are kept
+    (``tiles_encoded`` 0); ``batch_size`` tiles go through the encoder at once; a scene that fails is one
+    error line, the others go on. A conflict with the
+    archive's settings raises ``ValueError`` (one line) before any work."""
+    logger = logger or logging.getLogger("selo")
+    archive = os.path.abspath(archive)
+    run = IndexRun(archive)
+    with folder_lock(archive):
+        check_settings(archive, settings)
+        write_json(settings_path(archive), settings.as_json())
+        remove_partial_writes(archive)
+        assembler = SceneAssembler(run, logger)
+        images, path_errors = expand_images(paths)
+        for error in path_errors:
+            run.errors.append(error)
+            logger.error("%s", error)
+        todo = []
+        if images:
+            blocks = min(len(images), PLAN_BLOCKS)
+            plans = ray.data.from_items([{"image": image} for image in images], override_num_blocks=blocks) \
+                .map(plan_scene, fn_kwargs={"archive": archive, "settings": settings}).take_all()
+            for plan in sorted(plans, key=lambda p: images.index(p["image"])):
+                if plan["status"] == "index":
+                    todo.append(plan["image"])
+                elif plan["status"] == "kept":
+                    run.scenes.append({"image": plan["image"], "tiles": plan["tiles"], "tiles_encoded": 0,
+                                       "seconds": round(plan["seconds"], 3)})
+                    logger.info("%s: already indexed with the same key, kept", plan["image"])
+                else:
+                    assembler.fail(plan["image"], plan["status"])
+        if todo:
+            # decoding spread over the nodes, in tasks apart from the encoder actors (a ray_remote_args_fn
+            # also keeps Ray Data from fusing the two stages into the actors)
+            pipeline = ray.data.from_items([{"image": image} for image in todo], override_num_blocks=len(todo)) \
+                .map_batches(cut_scene, batch_size=1, num_cpus=1, batch_format="numpy", ray_remote_args_fn=spread,
+                             fn_kwargs={"settings": settings}) \
+                .map_batches(TileEncoder, batch_size=batch_size, batch_format="numpy",
+                             fn_constructor_kwargs={"yaml_path": settings.yaml_path, "batch_size": batch_size},
+                             **encoder_actors())
+            for batch in pipeline.iter_batches(batch_size=None, batch_format="numpy"):
+                assembler.add(batch)
+            for image in list(assembler.pending):  # cannot happen unless tiles were lost: never a partial file
+                assembler.fail(image, f"{image}: the pipeline ended with {len(assembler.pending[image])} tiles "
+                                      "of the scene missing; nothing written, run again")
+        write_catalogue(archive)
+        run.write()
+    return run
+
+
+# ---- search ------------------------------------------------------------------------------------------------
+
+@lru_cache(maxsize=2)
+def cached_encoder(yaml_path: str) -> EncoderSpecModel:
+    """The encoder of a yaml on the CPU, loaded once per worker process (Ray reuses its workers)."""
+    return load_encoder(yaml_path, device="cpu")
+
+
+def scorer(yaml_path: str, own_similarity: bool) -> EncoderSpecModel:
+    """What scores vectors against a text vector: the base class's similarity needs no model; an encoder
+    with its own ``cosine_sim`` is loaded."""
+    return cached_encoder(yaml_path) if own_similarity else EncoderSpecModel()
+
+
+def score_scenes(batch: dict, text_vectors: list[np.ndarray], yaml_path: str, own_similarity: bool) -> dict:
+    """Ray Data ``map_batches`` (a CPU task over a few scene files): the scene score of every scene for every
+    query, from its stored vectors (rows ``file``, ``image``, ``k``, ``scene_score``, ``error``)."""
+    rows: dict[str, list] = {"file": [], "image": [], "k": [], "scene_score": [], "error": []}
+    similarity = scorer(yaml_path, own_similarity)
+    for path in batch["file"]:
+        try:
+            header, tiles, vectors = read_scene(path)
+            fill = header["nodata"]["masked_pixels"] > 0
+            scores = [scene_score(tile_cells(tiles, similarities(similarity, vectors, text), header["height"],
+                                             header["width"], fill)) for text in text_vectors]
+            image, error = header["image"], ""
+        except Exception as exc:
+            scores, image, error = [math.nan] * len(text_vectors), "", f"{path}: {first_line(exc)}"
+        for k, score in enumerate(scores):
+            for name, value in zip(rows, (path, image, k, score, error)):
+                rows[name].append(value)
+    return {name: np.array(values) for name, values in rows.items()}
+
+
+def rank_scenes(scores: list[dict], top: int) -> dict[int, list[dict]]:
+    """``{k: the top scene rows of query k, best first}``: by scene score, highest first (NaN never ranks).
+
+    >>> rows = [{"k": 0, "image": "a", "scene_score": 0.1}, {"k": 0, "image": "b", "scene_score": 0.3},
+    ...         {"k": 0, "image": "c", "scene_score": float("nan")}]
+    >>> [r["image"] for r in rank_scenes(rows, 5)[0]]
+    ['b', 'a']
+    """
+    ranked: dict[int, list[dict]] = {}
+    for row in sorted((r for r in scores if math.isfinite(r["scene_score"])), key=lambda r: -r["scene_score"]):
+        chosen = ranked.setdefault(int(row["k"]), [])
+        if len(chosen) < top:
+            chosen.append(row)
+    return ranked
+
+
+def archive_store(encoder: EncoderSpecModel, raster_key: str, tiles: list[Tile], vectors: np.ndarray) -> TileVectorStore:
+    """An in-memory tile-vector store of one scene holding its archived vectors (v2's refinement boxes,
+    which depend on the query, are encoded when asked)."""
+    store = TileVectorStore(encoder)
+    store.use_image(raster_key)
+    store.vectors_by_tile.update(zip(tiles, vectors))
+    return store
+
+
+def scene_maps(path: str, jobs: list[tuple[int, str]], queries: list[str], out_dir: str,
+               settings: ArchiveSettings) -> list[dict]:
+    """The full SeLo maps of one archived scene for the queries ``jobs`` (``(k, query)``, ``k``
+    its number in ``queries``), made and written by ``selo-localise``'s own code
+    (:class:`~predict.run.scenes.SceneRun`) with the tiles' vectors taken from the archive, then moved into
+    ``out_dir``. Returns per job ``{"k", "files", "peak"}`` (the output names and the rank-1 peak feature)
+    or ``{"k", "error"}``."""
+    header, tiles, vectors = read_scene(path)
+    image = header["image"]
+    try:
+        if scene_image_key(image, settings) != header["image_key"]:
+            raise ValueError("the file or the code that decodes it changed since it was indexed; run selo-index again")
+        raster = read_raster(image, settings.bands, settings.stretch)
+    except Exception as exc:
+        return [{"k": k, "error": scene_error(image, exc)} for k, _ in jobs]
+    encoder = cached_encoder(settings.yaml_path)
+    answers = []
+    with tempfile.TemporaryDirectory(prefix=".maps-", dir=out_dir) as scratch:  # beside: moved by a rename
+        run = SceneRun(SceneConfig(out_dir=scratch, pipeline=settings.spec(), bands=settings.bands,
+                                   stretch=settings.stretch), encoder, logging.getLogger("selo.search"))
+        run.summary.queries = list(queries)  # the files are named by the search's query numbers
+        run.vectors = archive_store(encoder, raster.key, tiles, vectors)
+        for k, query in jobs:
+            try:
+                with warnings.catch_warnings():
+                    warnings.simplefilter("ignore")  # a scene's warnings were reported when it was indexed
+                    stage1 = first_stage(raster, settings.spec(), image)
+                    files = run.localise(raster, stage1, image, query, time.perf_counter())["files"]
+                with open(os.path.join(scratch, files["peaks"]), encoding="utf-8") as f:
+                    peaks = json.load(f)["features"]
+                for name in files.values():
+                    os.replace(os.path.join(scratch, name), os.path.join(out_dir, name))
+                answers.append({"k": k, "files": files, "peak": peaks[0] if peaks else None})
+            except Exception as exc:
+                answers.append({"k": k, "error": f"{image}, query {k}: {first_line(exc)}"})
+    return answers
+
+
+def hit_feature(row: dict, rank: int, peak: dict | None) -> dict:
+    """A top scene as a GeoJSON Point at its rank-1 peak (no geometry when its map has no peak)."""
+    properties = {"scene": row["image"], "rank": rank, "scene_score": row["scene_score"]}
+    if peak is None:
+        return {"type": "Feature", "geometry": None,
+                "properties": {**properties, "score": None, "col": None, "row": None}}
+    return {"type": "Feature", "geometry": peak["geometry"],
+            "properties": {**properties, **{name: peak["properties"][name] for name in ("score", "col", "row")}}}
+
+
+@dataclass
+class SearchRun:
+    """What a ``selo-search`` run did: ``results`` and ``errors`` (``summary.json``), and its ``seconds``
+    (``scoring``: text vectors and every scene's score; ``maps``: the top scenes' maps)."""
+
+    out_dir: str
+    results: list[dict] = field(default_factory=list)
+    errors: list[str] = field(default_factory=list)
+    seconds: dict = field(default_factory=dict)
+
+    def write(self) -> None:
+        write_json(os.path.join(self.out_dir, SUMMARY_NAME), {"results": self.results, "errors": self.errors,
+                                                               "seconds": self.seconds})
+
+
+def numbered_queries(queries: list[str], run: SearchRun, logger: logging.Logger) -> list[str]:
+    """The queries as ``selo-localise`` numbers them in a new folder (``k``: the position among the distinct
+    non-empty ones); an empty query is one error line.
+
+    >>> numbered_queries(["a", " ", "b", "a"], SearchRun("out"), logging.getLogger("doctest"))
+    ['a', 'b']
+    """
+    for i, query in enumerate(queries):
+        if not query.strip():
+            run.errors.append(f"query {i}: empty query (skipped)")
+            logger.error("%s", run.errors[-1])
+    return list(dict.fromkeys(q for q in queries if q.strip()))
+
+
+def score_archive(files: list[str], text_vectors: list[np.ndarray], settings: ArchiveSettings,
+                  own_similarity: bool) -> list[dict]:
+    """Every scene's score for every query, in parallel Ray tasks of a few scene files each."""
+    chunks = max(1, min(len(files), 4 * int(ray.cluster_resources().get("CPU", 1))))
+    return ray.data.from_items([{"file": f} for f in files], override_num_blocks=chunks) \
+        .map_batches(score_scenes, batch_size=None, batch_format="numpy", num_cpus=1,
+                     fn_kwargs={"text_vectors": text_vectors, "yaml_path": settings.yaml_path,
+                                "own_similarity": own_similarity}).take_all()
+
+
+scene_maps_task = ray.remote(num_cpus=1)(scene_maps)  # a task per scene: its maps, one after the other
+
+
+def same_names(ranked: dict[int, list[dict]]) -> dict[str, str]:
+    """``{file: error line}`` of the ranked scenes whose file name (stem) an earlier one has: their outputs
+    would overwrite each other's.
+
+    >>> rows = [{"file": "a1", "image": "/x/a.tif"}, {"file": "a2", "image": "/y/a.png"}]
+    >>> same_names({0: rows})
+    {'a2': '/y/a.png: same file name as /x/a.tif; its outputs would overwrite those'}
+    """
+    errors, stems = {}, {}
+    for path, row in {row["file"]: row for rows in ranked.values() for row in rows}.items():
+        stem = os.path.splitext(os.path.basename(row["image"]))[0]
+        if stem in stems:
+            errors[path] = f"{row['image']}: same file name as {stems[stem]}; its outputs would overwrite those"
+        stems.setdefault(stem, row["image"])
+    return errors
+
+
+def draw_maps(ranked: dict[int, list[dict]], queries: list[str], out_dir: str,
+              settings: ArchiveSettings) -> dict[tuple[str, int], dict]:
+    """The maps of the ranked scenes, one Ray task per scene (all its queries): ``{(file, k): answer}``
+    (see :func:`scene_maps`). Two scenes of one file name would write the same outputs: the second is an
+    error, as in ``selo-localise``."""
+    jobs: dict[str, list[tuple[int, str]]] = {}
+    for k, rows in ranked.items():
+        for row in rows:
+            jobs.setdefault(row["file"], []).append((k, queries[k]))
+    answers = {}
+    for path, message in same_names(ranked).items():
+        answers.update({(path, k): {"k": k, "error": message} for k, _ in jobs.pop(path)})
+    refs = {path: scene_maps_task.remote(path, scene_jobs, queries, out_dir, settings)
+            for path, scene_jobs in jobs.items()}
+    for path, ref in refs.items():
+        try:
+            answers.update({(path, answer["k"]): answer for answer in ray.get(ref)})
+        except ray.exceptions.RayError as exc:
+            answers.update({(path, k): {"k": k, "error": f"{path}: {first_line(exc)}"} for k, _ in jobs[path]})
+    return answers
+
+
+def search_archive(archive: str, queries: list[str], top: int, out_dir: str,
+                   logger: logging.Logger | None = None) -> SearchRun:
+    """Answer ``queries`` across ``archive`` (see ``selo-search``); Ray must be initialised. Raises a one-line
+    ``ValueError`` when the archive cannot be searched (no settings, no scene, encoder changed)."""
+    logger = logger or logging.getLogger("selo")
+    archive, out_dir = os.path.abspath(archive), os.path.abspath(out_dir)
+    settings, files = open_archive(archive)
+    started = time.perf_counter()
+    encoder = load_encoder(settings.yaml_path, device="cpu")  # as it is now: its key is checked below
+    if vectors_key(encoder) != settings.vectors_key:
+        raise ValueError(f"{settings.yaml_path}: the encoder changed since {archive} was indexed "
+                         f"({vectors_key(encoder)}, indexed {settings.vectors_key}); index into another --archive")
+    os.makedirs(out_dir, exist_ok=True)
+    run = SearchRun(out_dir)
+    queries = numbered_queries(queries, run, logger)
+    spec = settings.spec()
+    with warnings_logged(logger):  # e.g. words the encoder does not know
+        text_vectors = [query_vector(encoder, query, spec.shuffled_copies, query_rng(0, query)) for query in queries]
+    scores = score_archive(files, text_vectors, settings, type(encoder).cosine_sim is not EncoderSpecModel.cosine_sim)
+    for error in sorted({row["error"] for row in scores if row["error"]}):
+        run.errors.append(error)
+        logger.error("%s", error)
+    ranked = rank_scenes([row for row in scores if not row["error"]], top)
+    run.seconds["scoring"] = round(time.perf_counter() - started, 3)
+    started = time.perf_counter()
+    answers = draw_maps(ranked, queries, out_dir, settings)
+    for k, query in enumerate(queries):
+        hits = []
+        for rank, row in enumerate(ranked.get(k, []), start=1):
+            answer = answers[(row["file"], k)]
+            if "error" in answer:
+                run.errors.append(answer["error"])
+                logger.error("%s", answer["error"])
+                continue
+            files = answer["files"]
+            run.results.append({"query": query, "scene": row["image"], "rank": rank,
+                                "scene_score": float(row["scene_score"]), "probmap": files["probmap"],
+                                "peaks": files["peaks"], "overlay": files["overlay"]})
+            hits.append(hit_feature(row, rank, answer["peak"]))
+            logger.info("q%d %r: #%d %s (scene score %.6g)", k, query, rank, row["image"], row["scene_score"])
+        write_json(os.path.join(out_dir, f"hits_q{k}.geojson"), {"type": "FeatureCollection", "features": hits})
+    run.seconds["maps"] = round(time.perf_counter() - started, 3)
+    run.write()
+    return run

@@ -1,0 +1,66 @@
+"""Search an archive of scenes on Ray: "where is X?" answered across every scene ``selo-index`` indexed.
+
+    python predict/search.py --archive archive/ --query "four tennis courts next to a green lawn" --top 5 --out hits/
+
+(or ``selo-search ...``). Each query's text vector is computed once; every tile of the archive is scored in
+parallel Ray tasks; each scene gets its scene score (the maximum over pixels of the per-pixel mean of the raw
+tile scores, before the per-image normalisation: comparable across scenes) and the scenes are ranked by it.
+For the ``--top`` scenes of each query the full SeLo maps are made in parallel and written as
+``selo-localise`` writes them (``<stem>_q<k>_probmap.tif``, ``_overlay.jpg``, ``_peaks.geojson``); in
+``--out`` also ``hits_q<k>.geojson`` (one point per top scene at its best peak) and ``summary.json``.
+Exit code 1 when a scene or query failed, 2 when the search cannot start.
+"""
+from __future__ import annotations
+
+import os
+import sys
+
+from predict.io.checks import (EXIT_INTERRUPTED, OneLineParser, fail_to_start, first_line, positive_int,
+                               prepare_output_folder)
+from predict.io.logs import setup_logger
+from predict.localise import read_queries
+from predict.run.archive import SUMMARY_NAME, add_address_argument, open_archive, ray_session, search_archive
+
+
+def build_parser() -> OneLineParser:
+    parser = OneLineParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--archive", required=True, metavar="DIR", help="an archive folder made by selo-index")
+    parser.add_argument("--query", action="append", default=[], help="a text query; repeat for more")
+    parser.add_argument("--queries", help="a text file of queries, one per line (blank lines skipped)")
+    parser.add_argument("--top", type=positive_int, default=5, metavar="K", help="scenes mapped per query (default 5)")
+    parser.add_argument("--out", required=True, help="output folder")
+    add_address_argument(parser)
+    return parser
+
+
+def main(argv=None) -> int:
+    args = build_parser().parse_args(argv)
+    out = os.path.abspath(args.out)
+    try:
+        prepare_output_folder(out)
+    except OSError as exc:
+        return fail_to_start(str(exc))
+    logger = setup_logger(out)
+    try:
+        try:
+            queries = read_queries(args)
+            open_archive(os.path.abspath(args.archive))
+        except Exception as exc:
+            return fail_to_start(first_line(exc), logger)
+        with ray_session(args.address):
+            run = search_archive(args.archive, queries, args.top, out, logger)
+    except KeyboardInterrupt:
+        logger.error("interrupted: the maps written so far are whole; rerun the same command")
+        return EXIT_INTERRUPTED
+    except ValueError as exc:  # its encoder changed since it was indexed
+        return fail_to_start(first_line(exc), logger)
+    except OSError as exc:
+        return fail_to_start(f"{first_line(exc)}; the search stopped, the outputs written before are kept", logger)
+    print(f"{len(run.results)} map(s) in {out} (scoring {run.seconds['scoring']:.1f}s, maps {run.seconds['maps']:.1f}s)")
+    if run.errors:
+        print(f"{len(run.errors)} failure(s); see {os.path.join(out, SUMMARY_NAME)}", file=sys.stderr)
+    return 1 if run.errors else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
