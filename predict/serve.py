@@ -29,6 +29,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--outputs", default=None, help="maps and downloads (default <images>/.selo/outputs)")
     parser.add_argument("--preview_side", type=int, default=1024, help="longer side of the page's map, pixels")
     parser.add_argument("--seed", type=int, default=0, help="seed of v2's word shuffling")
+    parser.add_argument("--max_tiles", type=int, default=20000, help="most first-stage tiles one request may ask for")
+    parser.add_argument("--query_workers", type=int, default=2, help="threads answering queries whose tiles are encoded")
     return parser
 
 
@@ -67,9 +69,10 @@ def main(argv=None) -> int:
 
     if not is_loopback(args.host):
         print(f"warning: --host {args.host} makes the explorer reachable from other machines", file=sys.stderr)
-    config = ExplorerConfig(images_dir=args.images, cache_dir=args.cache, outputs_dir=args.outputs,
-                            preview_side=args.preview_side, seed=args.seed)
     try:
+        config = ExplorerConfig(images_dir=args.images, cache_dir=args.cache, outputs_dir=args.outputs,
+                                preview_side=args.preview_side, seed=args.seed, max_tiles=args.max_tiles,
+                                query_workers=args.query_workers)
         encoder = load_encoder(args.yaml_path, device=args.device)
         explorer = Explorer(encoder, config)
     except (EncoderError, OSError, ValueError) as error:

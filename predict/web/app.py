@@ -1,50 +1,158 @@
-"""The explorer's FastAPI app: the page (``static/``), its JSON API, the images and the explorer's outputs.
+"""The explorer's FastAPI app: the page (``static/``), its typed JSON API, the images and the explorer's outputs.
 
-Routes (every image is named by its file name as ``GET /api/images`` lists it; a bad parameter is a 400
-with ``{"detail": "<one line>"}``):
+Routes (every image is named by its file name as ``GET /api/images`` lists it; a malformed request is a 422
+and a refused one a 4xx, each with ``{"detail": "<one line>"}``; the schema is ``GET /api/openapi.json``):
 
 - ``GET /``: the page; ``/static/...``: its script and style (nothing is loaded from elsewhere).
-- ``GET /api/images``: ``{"images": [{"name", "height", "width", "bytes", "cached"}, ...]}``.
+- ``GET /api/images``: ``{"images": [{"name", "height", "width", "bytes", "cached", "geo"}, ...]}``.
 - ``GET /api/image?name=N&side=S``: a JPEG of the image, longer side at most S pixels.
-- ``POST /api/encode`` ``{"image", "pipeline", "steps"}``: encode the image's tiles (200 when done, else 202).
-- ``POST /api/localise`` ``{"image", "query", "pipeline", "steps"}``: 200 ``{"map_url", "peaks", "seconds",
-  "tiles_encoded", ...}``, or 202 ``{"status": "encoding" | "busy", "done", "total", "message"}`` while an
-  image is being encoded (ask again).
+- ``POST /api/encode`` ``{"image", "pipeline", "steps"}``: encode the image's tiles (200 when done, else 202
+  with the job).
+- ``POST /api/localise`` ``{"image", "query", "pipeline", "steps"}``: 200 ``{"map_url", "peaks",
+  "scene_score", "unknown_words", "downloads", ...}``, or 202 ``{"status": "queued" | "encoding", "job",
+  "position", "done", "total", "message"}`` while its tiles wait for the encoder (ask again, or poll the job).
+- ``GET /api/jobs/<id>``: a job's state; ``DELETE /api/jobs/<id>``: cancel it.
+- ``GET /api/regions?result=R&threshold=T``: outlines of the result's map at or above T (0-1).
 - ``GET /outputs/<file>``: a file the explorer wrote (the maps of ``map_url``).
-- ``GET /api/download?result=R&kind=probmap|peaks``: the full-resolution GeoTIFF / the peaks GeoJSON.
+- ``GET /api/download?result=R&kind=probmap|peaks``: the full-resolution GeoTIFF / the peaks GeoJSON, saved
+  under a name made of the image and the query; 409 when the image changed since the result was made.
+
+Every answer carries a strict Content-Security-Policy (this server only, no framing); a state-changing
+request (POST, DELETE) from a page of another origin is refused (403); request bodies are bounded (413).
+A client may name itself with the ``X-Selo-Client`` header (the page does), for its place in the queue.
 """
 from __future__ import annotations
 
 import os
+from typing import Annotated, Literal
 
-from fastapi import Body, FastAPI, Request
+from fastapi import FastAPI, Header, Path, Query, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import FileResponse, JSONResponse
 from fastapi.staticfiles import StaticFiles
+from pydantic import BaseModel, ConfigDict, Field, StrictInt
 from starlette.middleware.trustedhost import TrustedHostMiddleware
+from starlette.datastructures import Headers, MutableHeaders
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from predict.run.explorer import Explorer, Progress, RequestError
+from predict.run.explorer import Explorer, Job, RequestError
 
 STATIC_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "static")
 RETRY_SECONDS = "1"
+MAX_BODY_BYTES = 16 * 1024  # a request is a name, a query and a few numbers
+SECURITY_HEADERS = {
+    "content-security-policy": "default-src 'self'; img-src 'self' blob: data:; script-src 'self'; "
+                               "style-src 'self'; connect-src 'self'; object-src 'none'; base-uri 'none'; "
+                               "form-action 'self'; frame-ancestors 'none'",
+    "x-frame-options": "DENY",
+    "x-content-type-options": "nosniff",
+    "referrer-policy": "no-referrer",
+}
+UNSAFE_METHODS = {"POST", "PUT", "PATCH", "DELETE"}
+
+ClientName = Annotated[str | None, Header(alias="X-Selo-Client", max_length=64)]
+JobId = Annotated[str, Path(max_length=32)]
+Steps = Annotated[str, Field(pattern=r"^[0-9]+(_[0-9]+)*$", max_length=64)] | list[StrictInt] | None
 
 
-def _answer(answer, image: str, query: str | None) -> JSONResponse:
-    """200 with a finished result, 202 with the progress of the encoding it waits for."""
-    if isinstance(answer, Progress):
-        return JSONResponse(answer.as_dict((image, query)), status_code=202, headers={"Retry-After": RETRY_SECONDS})
-    return JSONResponse(answer.as_dict())
+class EncodeRequest(BaseModel):
+    """Encode an image's first-stage tiles."""
+
+    model_config = ConfigDict(extra="forbid")
+    image: str = Field(min_length=1, max_length=255, description="a file name as /api/images lists it")
+    pipeline: Literal["v1", "v2"] = "v1"
+    steps: Steps = Field(None, description="tile sides in pixels: '256_512_768' (ASCII digits) or [256, 512]")
+
+
+class LocaliseRequest(EncodeRequest):
+    """A SeLo map of a query on an image."""
+
+    query: str = Field(min_length=1, max_length=1000, description="the text to localise")
+
+
+class Guard:
+    """ASGI middleware: the security headers on every answer; a state-changing request from a page of another
+    origin refused (403); a request body over ``limit`` bytes refused (413), read no further than that.
+
+    The body (small by design) is read here first, then handed on whole."""
+
+    def __init__(self, app: ASGIApp, limit: int = MAX_BODY_BYTES):
+        self.app, self.limit = app, limit
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+
+        async def send_with_headers(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                MutableHeaders(scope=message).update(SECURITY_HEADERS)
+            await send(message)
+
+        if scope["method"] in UNSAFE_METHODS and not same_origin(Request(scope)):
+            origin = Headers(scope=scope).get("origin")
+            return await JSONResponse({"detail": f"origin {origin!r} may not change the explorer's state (only its "
+                                                 "own page may)"}, status_code=403)(scope, receive, send_with_headers)
+        declared = Headers(scope=scope).get("content-length")
+        if declared is not None and (not declared.isdigit() or int(declared) > self.limit):
+            return await self.too_large(scope, receive, send_with_headers)
+        body, more = b"", True
+        while more:
+            message = await receive()
+            if message["type"] != "http.request":  # the client went away
+                return
+            body += message.get("body", b"")
+            more = message.get("more_body", False)
+            if len(body) > self.limit:
+                return await self.too_large(scope, receive, send_with_headers)
+        replayed = False
+
+        async def replay() -> Message:
+            nonlocal replayed
+            if replayed:
+                return await receive()
+            replayed = True
+            return {"type": "http.request", "body": body, "more_body": False}
+
+        await self.app(scope, replay, send_with_headers)
+
+    async def too_large(self, scope: Scope, receive: Receive, send: Send) -> None:
+        await JSONResponse({"detail": f"request body over {self.limit} bytes"}, status_code=413)(scope, receive, send)
+
+
+def same_origin(request: Request) -> bool:
+    """Whether a request comes from no web page (no ``Origin``: curl, scripts) or from the explorer's own page.
+
+    A page of another site may send a JSON POST here (a "simple" request needs no preflight for
+    ``text/plain``, and a browser sends the cookies-free request anyway); its ``Origin`` is refused.
+    """
+    origin = request.headers.get("origin")
+    if origin is None:
+        return request.headers.get("sec-fetch-site") in (None, "same-origin", "none")
+    return origin == f"{request.url.scheme}://{request.headers.get('host', '')}"
+
+
+def job_answer(explorer: Explorer, job: Job) -> JSONResponse:
+    """A job's state: 200 with the result once done, its error once failed, else 202 with its position."""
+    if job.state == "done":
+        return JSONResponse(job.result.as_dict())
+    if job.state == "failed":
+        return JSONResponse({"detail": str(job.error)}, status_code=job.error.status)
+    status = 200 if job.state == "cancelled" else 202
+    return JSONResponse(job.as_dict(explorer.position(job)), status_code=status,
+                        headers={"Retry-After": RETRY_SECONDS})
 
 
 def create_app(explorer: Explorer, allowed_hosts: list[str] | None = None) -> FastAPI:
-    """The app serving ``explorer`` (no API docs pages: they load scripts from a CDN).
+    """The app serving ``explorer``; its OpenAPI schema at ``/api/openapi.json`` (no docs pages: they load
+    scripts from a CDN).
 
     ``allowed_hosts``: the ``Host`` headers answered (others get 400), so that a web site whose name is made
     to resolve to 127.0.0.1 cannot read the explorer from a browser (DNS rebinding); None answers any.
     """
-    app = FastAPI(title="SeLo explorer", docs_url=None, redoc_url=None, openapi_url=None)
+    app = FastAPI(title="SeLo explorer", docs_url=None, redoc_url=None, openapi_url="/api/openapi.json")
     if allowed_hosts is not None:
         app.add_middleware(TrustedHostMiddleware, allowed_hosts=allowed_hosts)
+    app.add_middleware(Guard)
 
     @app.exception_handler(RequestError)
     async def refused(request: Request, error: RequestError) -> JSONResponse:
@@ -54,9 +162,12 @@ def create_app(explorer: Explorer, allowed_hosts: list[str] | None = None) -> Fa
     async def malformed(request: Request, error: RequestValidationError) -> JSONResponse:
         problem = error.errors()[0] if error.errors() else {}
         where = ".".join(str(part) for part in problem.get("loc", ()))
-        return JSONResponse({"detail": f"{where}: {problem.get('msg', 'malformed request')}"}, status_code=400)
+        return JSONResponse({"detail": f"{where}: {problem.get('msg', 'malformed request')}"}, status_code=422)
 
-    @app.get("/")
+    def client_of(request: Request, named: str | None) -> str:
+        return named or (request.client.host if request.client else "local")
+
+    @app.get("/", include_in_schema=False)
     def page() -> FileResponse:
         return FileResponse(os.path.join(STATIC_DIR, "index.html"))
 
@@ -66,28 +177,42 @@ def create_app(explorer: Explorer, allowed_hosts: list[str] | None = None) -> Fa
     def images() -> dict:
         return {"images": explorer.images()}
 
-    @app.get("/api/image")
-    def image(name: str, side: int = 256) -> FileResponse:
+    @app.get("/api/image", response_class=FileResponse)
+    def image(name: Annotated[str, Query(max_length=255)], side: Annotated[int, Query(ge=16, le=4096)] = 256):
         return FileResponse(explorer.image_jpeg(name, side), media_type="image/jpeg")
 
-    @app.post("/api/encode")
-    def encode(body: dict = Body(...)) -> JSONResponse:
-        image = body.get("image")
-        return _answer(explorer.encode(image, body.get("pipeline", "v1"), body.get("steps")), image, None)
+    @app.post("/api/encode", responses={202: {"description": "queued or encoding"}})
+    def encode(body: EncodeRequest, request: Request, x_selo_client: ClientName = None) -> JSONResponse:
+        answer = explorer.encode(body.image, body.pipeline, body.steps, client_of(request, x_selo_client))
+        return job_answer(explorer, answer) if isinstance(answer, Job) else JSONResponse(answer.as_dict())
 
-    @app.post("/api/localise")
-    def localise(body: dict = Body(...)) -> JSONResponse:
-        image, query = body.get("image"), body.get("query")
-        answer = explorer.localise(image, query, body.get("pipeline", "v1"), body.get("steps"))
-        return _answer(answer, image, query.strip() if isinstance(query, str) else query)
+    @app.post("/api/localise", responses={202: {"description": "queued or encoding"}})
+    def localise(body: LocaliseRequest, request: Request, x_selo_client: ClientName = None) -> JSONResponse:
+        answer = explorer.localise(body.image, body.query, body.pipeline, body.steps, client_of(request, x_selo_client))
+        return job_answer(explorer, answer) if isinstance(answer, Job) else JSONResponse(answer.as_dict())
 
-    @app.get("/outputs/{filename:path}")
-    def output(filename: str) -> FileResponse:
+    @app.get("/api/jobs/{job_id}")
+    def job(job_id: JobId) -> JSONResponse:
+        return job_answer(explorer, explorer.job(job_id))
+
+    @app.delete("/api/jobs/{job_id}")
+    def cancel(job_id: JobId, request: Request,
+               x_selo_client: ClientName = None) -> JSONResponse:
+        job = explorer.cancel(job_id, client_of(request, x_selo_client))
+        return JSONResponse(job.as_dict(explorer.position(job)))
+
+    @app.get("/api/regions")
+    def regions(result: Annotated[str, Query(max_length=64)],
+                threshold: Annotated[float, Query(ge=0, le=1)] = 0.5) -> dict:
+        return {"result": result, "threshold": threshold, "outlines": explorer.regions(result, threshold)}
+
+    @app.get("/outputs/{filename:path}", response_class=FileResponse)
+    def output(filename: str):
         return FileResponse(explorer.output_path(filename))
 
-    @app.get("/api/download")
-    def download(result: str, kind: str) -> FileResponse:
-        path = explorer.download(result, kind)
-        return FileResponse(path, filename=os.path.basename(path))
+    @app.get("/api/download", response_class=FileResponse)
+    def download(result: Annotated[str, Query(max_length=64)], kind: Annotated[str, Query(max_length=16)]):
+        path, name = explorer.download(result, kind)
+        return FileResponse(path, filename=name)
 
     return app
