@@ -20,7 +20,6 @@ import shutil
 import subprocess
 import sys
 import tempfile
-import textwrap
 import time
 from pathlib import Path
 
@@ -29,33 +28,8 @@ import numpy as np
 import yaml
 
 REPO = Path(__file__).resolve().parent.parent
-PLUGIN = textwrap.dedent('''
-    import os
-    import numpy as np
-    from predict.encoders.base import EncoderSpecModel
-    import table_helper
-
-    class GainEncoder(EncoderSpecModel):
-        name = "table_gain"
-
-        def __init__(self, options, device=None):
-            super().__init__(options, device)
-            self.gain = float(np.load(options["model"]["weights"])[0])
-            folder = os.path.dirname(options["_yaml_path"])
-            self.sign = float(open(os.path.join(folder, options["model"]["sign_file"])).read())
-
-        def encode_batch(self, tiles):
-            t = np.asarray(tiles, dtype=np.float32) / 255
-            red = (t[..., 0] - 0.5 * (t[..., 1] + t[..., 2])).mean(axis=(1, 2))
-            green = (t[..., 1] - 0.5 * (t[..., 0] + t[..., 2])).mean(axis=(1, 2))
-            return np.stack([red + table_helper.MIX * green, green + table_helper.MIX * red], axis=1) * self.gain
-
-        def text_encoder(self, text):
-            return np.array([1.0, 0.0] if "red" in text else [0.0, 1.0], dtype=np.float32)
-
-        def cosine_sim(self, image_vectors, text_vector):
-            return self.sign * np.asarray(image_vectors, np.float64) @ np.asarray(text_vector, np.float64)
-''')
+sys.path.insert(0, str(REPO / "tests"))
+from test_trust import PLUGIN  # noqa: E402 - the plug-in of the tests: weights file, helper module, named file
 
 
 class Case:
@@ -72,12 +46,12 @@ class Case:
         self.write_anno()
         self.plugins = root / "plugins"
         self.plugins.mkdir()
-        (self.plugins / "table_plugin.py").write_text(PLUGIN)
-        (self.plugins / "table_helper.py").write_text("MIX = 0.0\n")
+        (self.plugins / "trust_plugin.py").write_text(PLUGIN)
+        (self.plugins / "trust_helper.py").write_text("MIX = 0.0\n")
         self.weights = root / "weights.npy"
         np.save(self.weights, np.array([1.0]))
         (root / "sign.txt").write_text("1.0")
-        (root / "encoder.yaml").write_text(yaml.safe_dump({"model": {"name": "table_plugin:GainEncoder", "batch_size": 16,
+        (root / "encoder.yaml").write_text(yaml.safe_dump({"model": {"name": "trust_plugin:GainEncoder", "batch_size": 16,
                                                                      "weights": str(self.weights), "sign_file": "sign.txt"}}))
         time.sleep(2.1)  # every input older than the memo's racy window, as on a user's disk
 
@@ -140,7 +114,7 @@ def weights(case):
 
 
 def helper(case):
-    (case.plugins / "table_helper.py").write_text("MIX = 0.5\n")
+    (case.plugins / "trust_helper.py").write_text("MIX = 0.5\n")
 
 
 def named_file(case):
