@@ -15,8 +15,8 @@ from typing import Callable
 import yaml
 
 from predict import REPO_ROOT
-from predict.provenance import encoder_identity
 from predict.encoders.base import PRECISIONS, EncoderError, EncoderSpecModel
+from predict.provenance import encoder_identity
 
 # Built-in encoders by name -> "module:Class", imported only when asked for (keeps torch-free imports cheap).
 ENCODER_REGISTRY: dict[str, str] = {

@@ -97,7 +97,9 @@ def add_address_argument(parser) -> None:
 
 
 def quiet_ray_data() -> None:
-    """Ray Data without its progress bars and per-dataset log lines (the commands print their own)."""
+    """Ray Data without its progress bars and per-dataset log lines (the commands print their own); Ray's
+    distributed progress bars no longer replace ``builtins.print`` in this process when a worker reports."""
+    os.environ.setdefault("RAY_TQDM_PATCH_PRINT", "0")
     context = ray.data.DataContext.get_current()
     context.enable_progress_bars = False
     context.print_on_execution_start = False

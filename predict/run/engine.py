@@ -46,8 +46,9 @@ from predict.io.lock import folder_lock
 from predict.io.maps import MAP_KINDS, decode_probmap, map_name, map_path, write_maps
 from predict.io.report import draw_sample, shrink_factor, write_report
 from predict.io.results import STAGES, MetricsStore
-from predict.provenance import (NOT_COMPUTED, SettingsMismatchError, check_settings, digest_of, image_key,
-                                log_mean_coverage, map_digests, reuse_problem, run_settings, sample_identity, short)
+from predict.provenance import (NOT_COMPUTED, SettingsMismatchError, check_settings, digest_of, evaluation_version,
+                                image_key, log_mean_coverage, map_digests, maps_version, reuse_problem, run_settings,
+                                sample_identity, short)
 from predict.run.localise import LoadedImage, load_image, probability_map_of, score_tiles
 from predict.run.timing import StageTimer
 from predict.run.vectors import TileVectorStore
@@ -405,6 +406,9 @@ class SeloRun:
         self.store = MetricsStore(config.cache_path)
         self.settings = run_settings(config.pipeline, config.seed, encoder)
         self.settings_digest = short(digest_of(self.settings))
+        # the code versions in every sample's identity, taken before the run: the first commit would otherwise
+        # read the map code's sources while the encoder runs ahead
+        maps_version(), evaluation_version()
         self.budget = ByteBudget()
         self.drawn: set[int] = set()  # samples whose report drawing was written while finishing them
 
