@@ -395,7 +395,10 @@ def saved_samples(cache) -> int:
 
 def test_ctrl_c_stops_with_one_line_and_the_rerun_resumes(tmp_path):
     names = [f"s{i}.png" for i in range(4)]  # one image per sample, so every sample encodes tiles
-    write_testset(tmp_path, [{"jpg_name": name} for name in names], {name: red_square_scene() for name in names})
+    images = {name: red_square_scene() for name in names}
+    for i, image in enumerate(images.values()):
+        image[0, 0] = i  # images are identified by content: identical ones would share their tile vectors
+    write_testset(tmp_path, [{"jpg_name": name} for name in names], images)
     cmd, env = slow_generate_command(tmp_path, tmp_path / "imgs", tmp_path / "anno.json")
     cache = tmp_path / "cache"
     proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
