@@ -401,7 +401,10 @@ def test_ctrl_c_stops_with_one_line_and_the_rerun_resumes(tmp_path):
     write_testset(tmp_path, [{"jpg_name": name} for name in names], images)
     cmd, env = slow_generate_command(tmp_path, tmp_path / "imgs", tmp_path / "anno.json")
     cache = tmp_path / "cache"
-    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    # Ctrl-C as in a terminal: a run started from a background job inherits SIGINT ignored (POSIX shells
+    # ignore it in asynchronous lists), and Python then rightly installs no KeyboardInterrupt handler
+    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     deadline = time.time() + 120
     while time.time() < deadline and proc.poll() is None and saved_samples(cache) < 1:
         time.sleep(0.05)
