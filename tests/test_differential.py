@@ -11,7 +11,6 @@ documented way on; either way no number may differ from the fresh run's.
 """
 import itertools
 import json
-import os
 import shutil
 
 import numpy as np

@@ -5,7 +5,6 @@ overlay's world file and ``.aux.xml``, RFC 7946 polygons (checked with geojson-p
 pixel space, UTM, across the antimeridian and around the south pole, the colour-keeping stretch, and the
 warnings of ambiguous inputs. No encoder: maps are drawn by the tests.
 """
-import json
 import warnings
 
 import cv2

@@ -177,7 +177,6 @@ def test_w10_project_code_that_shapes_vectors_or_maps_is_in_their_keys(testset, 
 
 def test_w11_a_vector_store_holds_one_encoders_vectors(tmp_path):
     from predict import localise
-    from predict.encoders.demo import DemoEncoder  # noqa: F401 - a real encoder of the project
     from predict.encoders.registry import load_encoder
 
     a = load_encoder(TESTS.parent / "predict/options/demo/demo_encoder.yaml", device="cpu")

@@ -60,7 +60,7 @@ def test_corrupt_jpeg_data_is_an_error_in_localise(tmp_path, demo_encoder):
     path = tmp_path / "scene.jpg"
     cv2.imwrite(str(path), noisy_scene())
     assert overwrite_4kb(path) > 0.05
-    with pytest.raises(SampleError, match=rf"scene.jpg: corrupt JPEG data \(Corrupt JPEG data: "):
+    with pytest.raises(SampleError, match=r"scene.jpg: corrupt JPEG data \(Corrupt JPEG data: "):
         localise(path, "a red field", demo_encoder)
 
 
