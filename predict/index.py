@@ -19,6 +19,7 @@ from predict.core.pipelines import PIPELINES, get_pipeline
 from predict.encoders.registry import load_encoder
 from predict.io.checks import (EXIT_INTERRUPTED, OneLineParser, fail_to_start, first_line, positive_int,
                                prepare_output_folder, tile_steps)
+from predict.io.lock import FolderBusyError, folder_lock
 from predict.io.logs import setup_logger
 from predict.io.raster import DEFAULT_STRETCH
 from predict.localise import parse_bands, parse_stretch
@@ -50,8 +51,14 @@ def main(argv=None) -> int:
     archive = os.path.abspath(args.archive)
     try:
         prepare_output_folder(archive)
-    except OSError as exc:
-        return fail_to_start(str(exc))
+        with folder_lock(archive, option="--archive"):  # one run writes an archive's index.json and scenes
+            return index(args, archive)
+    except (OSError, FolderBusyError) as exc:
+        return fail_to_start(first_line(exc))
+
+
+def index(args, archive: str) -> int:
+    """The run of :func:`main`, its archive locked."""
     logger = setup_logger(archive)
     try:
         try:  # everything the run needs, checked before Ray starts

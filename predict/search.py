@@ -17,6 +17,7 @@ import sys
 
 from predict.io.checks import (EXIT_INTERRUPTED, OneLineParser, fail_to_start, first_line, positive_int,
                                prepare_output_folder)
+from predict.io.lock import FolderBusyError, folder_lock
 from predict.io.logs import setup_logger
 from predict.localise import read_queries
 from predict.run.archive import SUMMARY_NAME, add_address_argument, open_archive, ray_session, search_archive
@@ -38,8 +39,14 @@ def main(argv=None) -> int:
     out = os.path.abspath(args.out)
     try:
         prepare_output_folder(out)
-    except OSError as exc:
-        return fail_to_start(str(exc))
+        with folder_lock(out, option="--out"):  # one run writes a folder's maps and summary.json
+            return search(args, out)
+    except (OSError, FolderBusyError) as exc:
+        return fail_to_start(first_line(exc))
+
+
+def search(args, out: str) -> int:
+    """The run of :func:`main`, its output folder locked."""
     logger = setup_logger(out)
     try:
         try:
