@@ -5,6 +5,7 @@ a head and a worker node, dashboard and usage statistics off, the token Ray keep
 driver processes); every Ray process it starts is stopped at the end. Small synthetic scenes and the demo
 encoder: what the archive holds and finds is checked against ``selo-localise`` run on the same scenes.
 """
+import contextlib
 import json
 import os
 import shutil
@@ -57,6 +58,10 @@ def cluster():
     files in a folder of their own, removed at the end (a short path: Ray's sockets live there)."""
     temp_dir = tempfile.mkdtemp(prefix="selo-ray-", dir="/tmp")
     node_args = {"node_ip_address": LOOPBACK, "temp_dir": temp_dir}
+    # Cluster writes the head's address into Ray's default folder whatever temp_dir says, without making it:
+    # on a machine where Ray never ran, /tmp/ray does not exist
+    address_file = ray._private.utils.get_ray_address_file(None)
+    os.makedirs(os.path.dirname(address_file), exist_ok=True)
     nodes = Cluster(initialize_head=True, head_node_args={"num_cpus": 3, "include_dashboard": False, **node_args})
     try:
         worker = nodes.add_node(num_cpus=2, **node_args)
@@ -66,6 +71,8 @@ def cluster():
         ray.shutdown()
         nodes.shutdown()
         shutil.rmtree(temp_dir, ignore_errors=True)
+        with contextlib.suppress(FileNotFoundError):  # a later ray.init(address="auto") would look for this cluster
+            os.remove(address_file)
 
 
 def write_png(path, seed, height=600, width=800):
@@ -233,3 +240,23 @@ def test_driver_killed_and_rerun_resumes(cluster, tmp_path):
     assert not list((archive / SCENES_DIR).glob(".*"))  # no temporary file left
     for image in images:
         assert_whole(archive, image, encoder)
+
+
+@pytest.mark.parametrize("command, folder_option", [(index, "--archive"), (search, "--out")])
+def test_a_second_run_into_a_folder_in_use_stops_at_once(tmp_path, capsys, command, folder_option):
+    folder = tmp_path / "folder"
+    holder = subprocess.Popen([sys.executable, "-c", "import sys, time; from predict.io.lock import folder_lock\n"
+                               "with folder_lock(sys.argv[1]):\n    print('held', flush=True); time.sleep(60)",
+                               str(folder)], stdout=subprocess.PIPE, text=True, cwd=REPO_ROOT)
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        args = {index: ["--yaml_path", str(REPO_ROOT / "predict/options/demo/demo_encoder.yaml"),
+                        "--images", str(tmp_path), "--archive", str(folder)],
+                search: ["--archive", str(tmp_path / "archive"), "--query", "a lake", "--out", str(folder)]}[command]
+        assert command.main(args) == 2
+        err = capsys.readouterr().err
+        assert f"another run (pid {holder.pid}) is writing this folder" in err and f"use another {folder_option}" in err
+        assert not (folder / "log.txt").exists()  # nothing written, no Ray started
+    finally:
+        holder.kill()
+        holder.wait()
