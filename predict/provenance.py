@@ -261,7 +261,7 @@ def _own_module(name: str, roots: set[str]) -> str | None:
 
 @lru_cache(maxsize=1)
 def _project_roots() -> frozenset[str]:
-    return frozenset(os.path.realpath(_root_of(name)) for name in PROJECT_PACKAGES if _root_of(name))
+    return frozenset(_real(root) for root in map(_root_of, PROJECT_PACKAGES) if root)
 
 
 def code_files(module_names, roots=()) -> tuple[dict[str, str], set[str]]:

@@ -202,6 +202,12 @@ def _to_bgr(image: np.ndarray, path: str, rgb_order: bool) -> np.ndarray:
     raise SampleError(f"{path}: unsupported image shape {image.shape}")
 
 
+def warn_first_page_only(path: str, pages: int) -> None:
+    """The warning of a TIFF of several full-resolution pages, whichever reader counted them: the first page
+    is read, in every command."""
+    warnings.warn(f"{path}: TIFF of {pages} pages; reading the first page only", stacklevel=4)
+
+
 def _read_tiff(path: str) -> np.ndarray | None:
     """Bands of the first page as stored (RGB order), or None when tifffile cannot read the file. OpenCV is
     not used for TIFF first because it reinterprets 4-band files (e.g. RGB + NIR) as alpha.
@@ -214,7 +220,7 @@ def _read_tiff(path: str) -> np.ndarray | None:
         with tifffile.TiffFile(path) as tiff:
             pages = [page for page in tiff.pages if not (page.is_reduced or page.is_mask)]
             if len(pages) > 1:
-                warnings.warn(f"{path}: TIFF of {len(pages)} pages; reading the first page only", stacklevel=3)
+                warn_first_page_only(path, len(pages))
             image = pages[0].asarray()
     except Exception:
         return None

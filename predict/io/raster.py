@@ -36,7 +36,7 @@ from evaluations.metrics import attention_centres
 from predict.core.stretch import Stretch, band_percentiles
 from predict.io.annotations import SampleError
 from predict.io.atomic import write_atomically
-from predict.io.images import decode_strictly
+from predict.io.images import decode_strictly, warn_first_page_only
 from predict.provenance import file_digest, image_key
 
 WGS84 = "EPSG:4326"
@@ -178,7 +178,7 @@ def _warn_other_pages(src, path: str) -> None:
     naming the file and the page count (GDAL lists every page, not the overviews nor masks, as a subdataset)."""
     pages = [s for s in src.subdatasets if s.startswith("GTIFF_DIR:")]
     if src.driver == "GTiff" and len(pages) > 1:
-        warnings.warn(f"{path}: TIFF of {len(pages)} pages; reading the first page only", stacklevel=3)
+        warn_first_page_only(path, len(pages))
 
 
 def read_raster(path: str | os.PathLike, bands: Sequence[int] | None = None,
