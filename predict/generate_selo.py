@@ -27,8 +27,8 @@ from predict.io.checks import (EXIT_INTERRUPTED, OneLineParser, fail_to_start, f
                                positive_int, prepare_output_folder, require_folder, tile_steps)
 from predict.io.lock import FolderBusyError, folder_lock
 from predict.io.logs import setup_logger
-from predict.run.engine import (RunConfig, SettingsMismatchError, default_memory_limit, map_large_allocations,
-                                run_testset, torch_runtime_settings)
+from predict.run.engine import RunConfig, SettingsMismatchError, default_memory_limit, run_testset
+from predict.runtime import configure_process
 
 
 def build_parser(pipeline: str = "v1") -> argparse.ArgumentParser:
@@ -72,8 +72,7 @@ def run_config(args: argparse.Namespace) -> RunConfig:
 
 def main(argv=None, pipeline: str = "v1") -> int:
     args = build_parser(pipeline).parse_args(argv)
-    map_large_allocations()  # freed map and tile buffers go back to the system: a lower peak
-    torch_runtime_settings()  # before the model loads: OpenMP threads that sleep, huge pages
+    configure_process(parallel=args.workers != 1)  # before the model loads
     try:
         prepare_output_folder(args.cache_path)
     except OSError as exc:

@@ -14,7 +14,6 @@ images, maps being finished) are bounded by a byte budget so the run stays near 
 """
 from __future__ import annotations
 
-import ctypes
 import logging
 import os
 import resource
@@ -24,11 +23,10 @@ import warnings
 from collections import deque
 from collections.abc import Callable
 from concurrent.futures import CancelledError, Future, InvalidStateError, ThreadPoolExecutor
-from contextlib import contextmanager, nullcontext, suppress
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field
 from functools import partial
 
-import cv2
 import numpy as np
 from PIL import Image
 from tqdm import tqdm
@@ -52,6 +50,7 @@ from predict.provenance import (NOT_COMPUTED, SettingsMismatchError, check_setti
 from predict.run.localise import LoadedImage, load_image, probability_map_of, score_tiles
 from predict.run.timing import StageTimer
 from predict.run.vectors import TileVectorStore
+from predict.runtime import return_free_memory
 
 __all__ = ["RunConfig", "SeloRun", "SettingsMismatchError", "run_testset"]  # the error: for the CLIs to catch
 
@@ -65,53 +64,6 @@ FINISH_BYTES_PER_PIXEL = {True: 3.5, False: 2.5}  # by whether the decoded map i
 # threads of a finish's colour-map stripes (the pool's other finishes use the other cores): with at most
 # STRIPE_THREADS + 1 stripes in flight, the colour maps stay within the evaluation's bytes on any machine
 STRIPE_THREADS = 4
-
-M_TRIM_THRESHOLD, M_MMAP_THRESHOLD = -1, -3  # glibc's mallopt parameters
-
-
-def map_large_allocations(threshold: int = 4 << 20) -> bool:
-    """Have glibc serve allocations of ``threshold`` bytes and more from mappings of their own, which go
-    back to the system when freed; False where the C library has no ``mallopt`` (not glibc).
-
-    glibc's own threshold grows up to 32 MB as large blocks are freed; after that, freed tile batches
-    and JPEG buffers stay in per-thread arenas and add up across the run's threads
-    (``MALLOC_MMAP_THRESHOLD_`` does the same from the environment). A process-wide setting, so the
-    command-line programs make it, not the library.
-
-    Free memory at the top of an arena is kept up to twice the threshold, as glibc pairs them itself
-    (setting one threshold leaves the other at 128 KB): smaller blocks freed and asked for again, such as
-    tiles and filter rows, then reuse pages instead of faulting fresh ones in.
-    """
-    try:
-        mallopt = ctypes.CDLL(None).mallopt
-        return bool(mallopt(M_MMAP_THRESHOLD, threshold)) and bool(mallopt(M_TRIM_THRESHOLD, 2 * threshold))
-    except (OSError, AttributeError):
-        return False
-
-
-def return_free_memory() -> None:
-    """Hand the C heap's free memory back to the system (glibc's ``malloc_trim``; nothing elsewhere): what
-    the encoder and earlier samples freed inside the heaps, which their thresholds keep, would otherwise
-    stay resident under the next large sample's peak."""
-    with suppress(OSError, AttributeError):
-        ctypes.CDLL(None).malloc_trim(0)
-
-
-def torch_runtime_settings() -> None:
-    """Environment settings torch reads once, at its import or first allocation, unless the user set them:
-    a process-wide choice, so the command-line programs make it before any model loads.
-
-    - ``OMP_WAIT_POLICY=PASSIVE``: the encoder's OpenMP threads sleep between operations instead of spinning
-      for the next one, so the threads finishing samples get the cores (15 of 80 CPU-seconds of the
-      like-SLM run were spent spinning).
-    - ``THP_MEM_ALLOC_ENABLE=1``: torch's CPU allocator asks for transparent huge pages for its blocks of
-      2 MB and more. With large blocks mapped afresh (:func:`map_large_allocations`), each batch's
-      activations are written into new memory: at 4 KB a page fault, about 0.3 M faults per 1000 tiles of
-      the demo encoder, which on a virtual machine cost more than its convolutions.
-    """
-    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
-    os.environ.setdefault("THP_MEM_ALLOC_ENABLE", "1")
-
 
 def available_bytes() -> int | None:
     """MemAvailable of ``/proc/meminfo`` (None where there is none)."""
@@ -345,22 +297,6 @@ def collecting_warnings(log: SampleLog):
         yield
     finally:
         _current.log = previous
-
-
-@contextmanager
-def opencv_threads(count: int):
-    """OpenCV runs each call on ``count`` threads within this block (a process-wide setting, restored after).
-
-    The run's own threads keep the cores busy; OpenCV's threads inside a call then only compete with them,
-    and some of its parallel paths cost more than they give (the peak search's dilations took 2.4 times
-    the CPU time of one thread, and longer).
-    """
-    previous = cv2.getNumThreads()
-    cv2.setNumThreads(count)
-    try:
-        yield
-    finally:
-        cv2.setNumThreads(previous)
 
 
 def evaluation_name(sample: Sample) -> str:
@@ -600,7 +536,7 @@ class SeloRun:
             while commits and commits[0].done():
                 failures += commits.popleft().result()  # a WriteError stops the run here
 
-        with warnings.catch_warnings(), opencv_threads(1) if parallel else nullcontext():
+        with warnings.catch_warnings():
             warnings.simplefilter("always")
             warnings.showwarning = self._route_warning
             image = outcome = None

@@ -1,0 +1,73 @@
+"""Process-wide runtime settings: made once by a command at start-up, never by the library.
+
+A command (``selo-generate`` ...) calls :func:`configure_process` before any model loads. ``localise()``,
+``evaluate()`` and :func:`~predict.run.engine.run_testset` called from Python leave the allocator, the
+OpenCV and torch thread counts, the warnings hooks and the environment as they found them.
+"""
+from __future__ import annotations
+
+import ctypes
+import os
+from contextlib import suppress
+
+M_TRIM_THRESHOLD, M_MMAP_THRESHOLD = -1, -3  # glibc's mallopt parameters
+
+_trim_after_samples = False  # set by configure_process: the run hands freed memory back after each sample
+
+
+def configure_process(*, parallel: bool = True) -> None:
+    """The settings a command's run is measured with: large allocations mapped apart
+    (:func:`map_large_allocations`), torch's environment (:func:`torch_environment`), freed memory handed
+    back after each sample (:func:`return_free_memory`), and with ``parallel`` (the run's own threads keep
+    the cores busy) OpenCV on one thread per call: some of its parallel paths cost more than they give
+    (the peak search's dilations took 2.4 times the CPU time of one thread, and longer)."""
+    global _trim_after_samples
+    map_large_allocations()
+    torch_environment()
+    _trim_after_samples = True
+    if parallel:
+        import cv2
+        cv2.setNumThreads(1)
+
+
+def map_large_allocations(threshold: int = 4 << 20) -> bool:
+    """Have glibc serve allocations of ``threshold`` bytes and more from mappings of their own, which go
+    back to the system when freed; False where the C library has no ``mallopt`` (not glibc).
+
+    glibc's own threshold grows up to 32 MB as large blocks are freed; after that, freed tile batches
+    and JPEG buffers stay in per-thread arenas and add up across the run's threads
+    (``MALLOC_MMAP_THRESHOLD_`` does the same from the environment).
+
+    Free memory at the top of an arena is kept up to twice the threshold, as glibc pairs them itself
+    (setting one threshold leaves the other at 128 KB): smaller blocks freed and asked for again, such as
+    tiles and filter rows, then reuse pages instead of faulting fresh ones in.
+    """
+    try:
+        mallopt = ctypes.CDLL(None).mallopt
+        return bool(mallopt(M_MMAP_THRESHOLD, threshold)) and bool(mallopt(M_TRIM_THRESHOLD, 2 * threshold))
+    except (OSError, AttributeError):
+        return False
+
+
+def torch_environment() -> None:
+    """Environment settings torch reads once, at its import or first allocation, unless the user set them.
+
+    - ``OMP_WAIT_POLICY=PASSIVE``: the encoder's OpenMP threads sleep between operations instead of spinning
+      for the next one, so the threads finishing samples get the cores (15 of 80 CPU-seconds of the
+      like-SLM run were spent spinning).
+    - ``THP_MEM_ALLOC_ENABLE=1``: torch's CPU allocator asks for transparent huge pages for its blocks of
+      2 MB and more. With large blocks mapped afresh (:func:`map_large_allocations`), each batch's
+      activations are written into new memory: at 4 KB a page fault, about 0.3 M faults per 1000 tiles of
+      the demo encoder, which on a virtual machine cost more than its convolutions.
+    """
+    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+    os.environ.setdefault("THP_MEM_ALLOC_ENABLE", "1")
+
+
+def return_free_memory() -> None:
+    """In a configured process, hand the C heap's free memory back to the system (glibc's ``malloc_trim``;
+    nothing elsewhere): what the encoder and earlier samples freed inside the heaps, which their thresholds
+    keep, would otherwise stay resident under the next large sample's peak. A no-op in a library call."""
+    if _trim_after_samples:
+        with suppress(OSError, AttributeError):
+            ctypes.CDLL(None).malloc_trim(0)
