@@ -241,6 +241,11 @@ def window_maximum(image: np.ndarray, size: int, workers: int | None = None) -> 
     return out
 
 
+# the peak search's two full-size buffers, per pixel of the map (measured with a 10000 x 10001 map): with the
+# decoded map itself, the memory of evaluating a map
+PEAK_SEARCH_BYTES_PER_PIXEL = 2
+
+
 def local_maxima(gray: np.ndarray, smooth_size: int = SMOOTH_SIZE, window: int = PEAK_WINDOW) -> np.ndarray:
     """uint8 ``(H, W)``, non-zero where the smoothed map is > 0 and equals its ``window`` x ``window``
     maximum (1000; both sizes in pixels, smaller for a downscaled map)."""

@@ -15,7 +15,8 @@ from predict.core.pipelines import get_pipeline
 from predict.encoders.registry import load_encoder
 from predict.io.annotations import load_annotations
 from predict.io.logs import setup_logger
-from predict.run.engine import ByteBudget, RunConfig, run_testset
+from predict.run.engine import RunConfig, run_testset
+from predict.run.memory import ByteSemaphore
 
 TESTS = Path(__file__).parent
 sys.path.insert(0, str(TESTS))
@@ -131,105 +132,76 @@ def test_report_written_from_maps_on_disk_equals_the_one_drawn_during_the_run(tm
         assert a.shape == b.shape and np.abs(a.astype(int) - b).mean() < 3, name
 
 
-def test_byte_budget_bounds_what_is_in_flight_and_lets_an_oversized_request_run_alone():
-    budget = ByteBudget(limit=10)
-    in_flight, seen, lock, threads = [0], {4: [], 25: []}, threading.Lock(), []
+def test_byte_semaphore_bounds_what_is_in_flight_and_lets_an_oversized_request_run_alone():
+    budget = ByteSemaphore(10)
+    in_flight, seen, lock, threads, starts = [0], {4: [], 25: []}, threading.Lock(), [], []
 
-    def work(nbytes, ahead):
+    def work(ticket):
+        budget.wait(ticket)
         with lock:
-            in_flight[0] += nbytes
-            seen[nbytes].append(in_flight[0])  # bytes in flight as it starts
-        time.sleep(0.2)  # long enough for the jobs admitted beside it to start, even on a loaded machine
+            starts.append(ticket.nbytes)
+            in_flight[0] += ticket.nbytes
+            seen[ticket.nbytes].append(in_flight[0])  # bytes in flight as it starts
+        time.sleep(0.2)  # long enough for the jobs granted beside it to start, even on a loaded machine
         with lock:
-            seen[nbytes].append(in_flight[0])  # and as it ends
-            in_flight[0] -= nbytes
-        budget.release("finish", nbytes, ahead)
+            seen[ticket.nbytes].append(in_flight[0])  # and as it ends
+            in_flight[0] -= ticket.nbytes
+        budget.release(ticket.nbytes)
 
-    def start(nbytes):
-        def started(ahead):
-            threads.append(threading.Thread(target=work, args=(nbytes, ahead)))
-            threads[-1].start()
-        return started
-
-    for nbytes in (4, 4, 4, 25, 4, 4):
-        budget.queue(nbytes, start(nbytes))
-    deadline = time.monotonic() + 10
-    while (budget.queued or budget.used["finish"]) and time.monotonic() < deadline:
-        time.sleep(0.01)
+    for nbytes in (4, 4, 4, 25, 4, 4):  # places taken in this order, waited for in threads
+        threads.append(threading.Thread(target=work, args=(budget.request(nbytes),)))
+        threads[-1].start()
     for thread in threads:
-        thread.join(timeout=10)
-    assert len(threads) == 6 and not any(thread.is_alive() for thread in threads)
-    assert budget.used == {"image": 0, "finish": 0} and budget.queued == [] and budget.ahead == 0
-    assert max(seen[4]) == 8  # two 4s at once, never a third beside them
+        thread.join(timeout=20)
+    assert not any(thread.is_alive() for thread in threads)
+    assert budget.held == 0
+    assert len(seen[4]) == 10 and max(seen[4]) == 8  # two 4s at a time, never a third beside them
     assert seen[25] == [25, 25]  # the oversized one alone from its start to its end
+    assert starts == [4, 4, 4, 25, 4, 4]  # in the order asked: the 4s behind the 25 did not overtake it
 
 
-def test_smaller_finishes_go_ahead_only_where_they_leave_the_waiting_one_its_room():
-    budget = ByteBudget(limit=10)
-    budget.acquire_image(2)
-    started = []
+def test_byte_semaphore_grants_in_order_of_request_never_overtaking():
+    budget = ByteSemaphore(10)
+    image = budget.request(2)
+    a, b, c = budget.request(5), budget.request(6), budget.request(1)
+    assert (image.granted, a.granted, b.granted) == (True, True, False)
+    assert not c.granted  # 1 would fit, but B asked first
+    budget.release(5)  # A done: B (2 + 6) and then C (9) are granted, in order
+    assert b.granted and c.granted and budget.held == 9
 
-    def start(name):
-        return lambda ahead: started.append((name, ahead))
 
-    budget.queue(5, start("A"))  # 2 + 5: admitted in order
-    budget.queue(6, start("B"))  # 7 + 6 > 10: waits
-    budget.queue(1, start("C"))  # fits now (8), and 2 + 1 + 6 leaves B its room: goes ahead
-    budget.queue(2, start("D"))  # fits now (10), but 2 + 1 + 2 + 6 > 10 would delay B: waits
-    assert started == [("A", False), ("C", True)]
-    budget.release("finish", 5)  # A done: 2 + 1 + 6 fits, B is admitted; D (9 + 2) waits
-    assert started[2:] == [("B", False)]
-    budget.release("finish", 1, ahead=True)  # C done: D, the head now, fits (2 + 6 + 2)
-    assert started[3:] == [("D", False)]
-    assert budget.ahead == 0 and budget.used == {"image": 2, "finish": 8}
+def test_a_request_beside_what_its_holder_needs_is_granted_alone():
+    """A sample's finish waits for the others, not for its own image, even when the two exceed the limit."""
+    budget = ByteSemaphore(10)
+    budget.acquire(8)  # the sample's image
+    budget.acquire(1)  # another sample's work
+    finish = budget.request(5, beside=8)  # 14 > 10, and more than its image is held: waits
+    later = budget.request(1)  # would fit (10), but asked after the finish
+    assert not finish.granted and not later.granted
+    budget.release(1)  # only the image is held now: the finish runs beside it, over the limit
+    assert finish.granted and budget.held == 13 and not later.granted
+    budget.release(5)
+    assert later.granted and budget.held == 9
+
+
+def test_a_closed_semaphore_stops_its_waiters():
+    from concurrent.futures import CancelledError
+
+    budget = ByteSemaphore(1)
+    budget.acquire(1)
+    ticket = budget.request(1)
+    errors = []
+    thread = threading.Thread(target=lambda: errors.append(pytest.raises(CancelledError, budget.wait, ticket)))
+    thread.start()
+    budget.close()
+    thread.join(timeout=10)
+    assert not thread.is_alive() and len(errors) == 1
 
 
 @pytest.mark.parametrize("bad", [dict(workers=-1), dict(memory_limit=0)])
 def test_bad_run_settings_are_refused(bad):
     with pytest.raises(ValueError, match="workers|memory_limit"):
         RunConfig(cache_path="x", src_data_path="x", src_anno_path="x", **bad)
-
-
-def decoding_in_a_thread(budget: ByteBudget, nbytes: int) -> tuple[threading.Thread, threading.Event]:
-    """A thread asking ``budget`` for an image of ``nbytes``, and the event it sets once granted."""
-    started = threading.Event()
-    thread = threading.Thread(target=lambda: (budget.acquire_image(nbytes), started.set()))
-    thread.start()
-    return thread, started
-
-
-def test_decoding_ahead_waits_for_the_current_images_finishes_unless_nothing_is_in_flight():
-    budget = ByteBudget(limit=10)
-    budget.acquire_image(4)  # the current image
-    budget.set(reserved=5)  # one finish of it still to come
-    thread, started = decoding_in_a_thread(budget, 3)  # 4 + 3 + 5 > 10: waits
-    assert not started.wait(0.2)
-    budget.set(reserved=0)  # every finish of the current image asked for: 4 + 3 fits
-    assert started.wait(5)
-    thread.join()
-    budget.release("image", 7)
-    budget.acquire_image(50)  # larger than the budget, nothing in flight: granted
-    assert budget.used["image"] == 50
-
-
-def test_decoding_ahead_leaves_room_for_the_largest_queued_finish():
-    """The encoder runs ahead of finishes waiting for memory, but an image it decodes never takes the
-    room a queued finish needs; the finishes admitted in order are not counted, as they end first."""
-    budget = ByteBudget(limit=10)
-    budget.acquire_image(2)  # a scored image whose samples wait to be finished
-    budget.queue(5, lambda ahead: None)  # admitted: 2 + 5
-    budget.queue(5, lambda ahead: None)  # 7 + 5 > 10: waits
-    thread, started = decoding_in_a_thread(budget, 1)  # fits now (8), and 2 + 1 + 5 leaves the queued 5 its room
-    assert started.wait(5)
-    thread.join()
-    thread, started = decoding_in_a_thread(budget, 3)  # 2 + 1 + 3 + 5 > 10: waits
-    assert not started.wait(0.2)
-    budget.release("finish", 5)  # the queued 5 is admitted (3 + 5): 8 + 3 > 10 still
-    assert not started.wait(0.2)
-    budget.release("finish", 5)  # 3 in use, nothing queued: 3 + 3 fits
-    assert started.wait(5)
-    thread.join()
-    assert budget.queued == [] and budget.used == {"image": 6, "finish": 0}
 
 
 def test_tiles_cut_ahead_are_the_same_batches():
@@ -244,3 +216,53 @@ def test_tiles_cut_ahead_are_the_same_batches():
     for a, b in zip(got, expected):
         np.testing.assert_array_equal(a, b)
     assert list(batches_ahead(image, [], 64, 7)) == []
+
+
+def process_state() -> dict:
+    """What a library call must leave as it found it: thread counts, warnings hooks and filters, environment."""
+    import os
+    import warnings
+
+    import torch
+
+    return {"opencv threads": cv2.getNumThreads(), "torch threads": torch.get_num_threads(),
+            "torch interop threads": torch.get_num_interop_threads(), "showwarning": warnings.showwarning,
+            "warning filters": list(warnings.filters), "environment": dict(os.environ)}
+
+
+def test_library_calls_change_no_process_wide_state(tmp_path):
+    from evaluations import evaluate
+    from predict import localise
+
+    imgs, anno = mixed_testset(tmp_path)
+    encoder = load_encoder(str(write_yaml(tmp_path)), device="cpu")
+    before = process_state()
+    probmap = localise(imgs / "a.png", "a red roof", encoder, steps="256_512")
+    evaluate(probmap, [[[600, 300], [850, 300], [850, 500], [600, 500]]])
+    for workers in (1, 3):
+        run_with(tmp_path, imgs, anno, f"run_{workers}", workers=workers)
+    after = process_state()
+    assert after == before
+
+
+def test_a_samples_warnings_reach_the_log_as_data_not_through_the_warnings_module(tmp_path):
+    import warnings
+
+    imgs, anno = mixed_testset(tmp_path)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        cache, _ = run_with(tmp_path, imgs, anno, "run", workers=3)
+    assert "flat.png: all tile scores are equal" in (cache / "log.txt").read_text()
+    assert not [w for w in caught if "all tile scores are equal" in str(w.message)]
+
+
+def test_the_commands_make_their_process_settings_at_start_up():
+    """The positive control of the test above: predict.runtime changes what the library leaves alone."""
+    import subprocess
+
+    code = ("import os, cv2; from predict.runtime import configure_process; before = cv2.getNumThreads(); "
+            "configure_process(parallel=True); "
+            "print(before > 1 or os.cpu_count() == 1, cv2.getNumThreads(), os.environ['OMP_WAIT_POLICY'])")
+    env = {key: value for key, value in __import__("os").environ.items() if key != "OMP_WAIT_POLICY"}
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, env=env).stdout
+    assert out.split() == ["True", "1", "PASSIVE"]

@@ -7,13 +7,13 @@ the final uint8 map is expanded to full resolution.
 """
 from __future__ import annotations
 
-import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
 
 import cv2
 import numpy as np
 
+from predict.core.notes import warn
 from predict.core.stripes import filter_in_stripes, usable_cores
 
 OVERLAY_WEIGHTS = (0.7, 0.3)  # image, colour map
@@ -100,7 +100,7 @@ def is_flat(values: np.ndarray) -> bool:
     return not np.ptp(values) > 0
 
 
-def normalise_to_uint8(values: np.ndarray, name: str = "heat map") -> np.ndarray:
+def normalise_to_uint8(values: np.ndarray, name: str = "heat map", notes: list[str] | None = None) -> np.ndarray:
     """``uint8(255 * (v - min) / max(v - min))`` with truncation, as the original.
 
     When every value is equal the original divided 0 by 0; here the map is all zero, with a warning.
@@ -109,7 +109,7 @@ def normalise_to_uint8(values: np.ndarray, name: str = "heat map") -> np.ndarray
     array([  0, 127, 255], dtype=uint8)
     """
     if is_flat(values):
-        warnings.warn(f"{name}: all tile scores are equal; the probability map is all zero", stacklevel=2)
+        warn(f"{name}: all tile scores are equal; the probability map is all zero", notes)
         return np.zeros(values.shape, dtype=np.uint8)
     shifted = values - np.min(values)
     return (shifted / np.max(shifted) * 255).astype(np.uint8)
@@ -151,14 +151,15 @@ class MapFilter:
         return filter_in_stripes(gray, self.whole, self.radius, workers or usable_cores())
 
 
-def probability_map(cells: CellMap, map_filter: MapFilter, name: str = "heat map") -> np.ndarray:
+def probability_map(cells: CellMap, map_filter: MapFilter, name: str = "heat map",
+                    notes: list[str] | None = None) -> np.ndarray:
     """The filtered uint8 probability map ``(height, width)`` of a cell map: normalised, expanded, filtered.
 
     A median is computed from the cells themselves (:func:`~predict.core.cell_median.cell_median`, the same
     bytes as ``cv2.medianBlur`` on the expanded map, about 15 times less work at 251 and without the
     full-size input); a Gaussian filters the expanded map.
     """
-    gray = normalise_to_uint8(cells.values, name)
+    gray = normalise_to_uint8(cells.values, name, notes)
     if map_filter.median is not None:
         from predict.core.cell_median import cell_median  # numba: compiled (or loaded) on first use
         return cell_median(cells.row_edges, cells.col_edges, gray, map_filter.median)

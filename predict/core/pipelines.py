@@ -10,12 +10,12 @@ the image), whether the best tiles are refined by smaller boxes (v2), how the qu
 from __future__ import annotations
 
 import dataclasses
-import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
 
 from predict.core import tiling
 from predict.core.heatmap import MapFilter
+from predict.core.notes import warn
 
 
 @dataclass(frozen=True)
@@ -62,18 +62,19 @@ class PipelineSpec:
         """Every parameter as plain JSON data (what a result records of the pipeline that made it)."""
         return dataclasses.asdict(self)
 
-    def first_stage_tiles(self, height: int, width: int, name: str = "image") -> list[tiling.Tile]:
-        """The first-stage tiles of a ``height`` x ``width`` image, sorted.
+    def first_stage_tiles(self, height: int, width: int, name: str = "image",
+                          notes: list[str] | None = None) -> list[tiling.Tile]:
+        """The first-stage tiles of a ``height`` x ``width`` image, sorted (warnings: see :mod:`~predict.core.notes`).
 
         >>> len(PIPELINES["v1"].first_stage_tiles(2000, 3000))
         261
         """
         steps = self.steps
         if self.skip_oversized_steps:
-            steps = tiling.usable_steps(height, width, steps, name)
+            steps = tiling.usable_steps(height, width, steps, name, notes)
         elif min(height, width) < max(steps):
-            warnings.warn(f"{name}: image {height}x{width} is smaller than the {self.name} tile {max(steps)}; "
-                          "stretching strips as the original did", stacklevel=2)
+            warn(f"{name}: image {height}x{width} is smaller than the {self.name} tile {max(steps)}; "
+                 "stretching strips as the original did", notes)
         return tiling.multiscale_tiles(height, width, steps, self.half_offset)
 
 

@@ -8,11 +8,12 @@ from __future__ import annotations
 
 import numbers
 import re
-import warnings
 from collections.abc import Iterable, Iterator, Sequence
 
 import cv2
 import numpy as np
+
+from predict.core.notes import warn
 
 Tile = tuple[int, int, int, int]
 
@@ -142,7 +143,8 @@ def effective_box(tile: Tile, height: int, width: int) -> Tile:
     return start(r0, height), min(r1, height), start(c0, width), min(c1, width)
 
 
-def usable_steps(height: int, width: int, steps: Sequence[int], name: str = "image") -> list[int]:
+def usable_steps(height: int, width: int, steps: Sequence[int], name: str = "image",
+                 notes: list[str] | None = None) -> list[int]:
     """The steps that fit in the image; the others are skipped with a warning.
 
     The original cut a step longer than an axis as a strip stretched to a square (and left pixels
@@ -157,8 +159,7 @@ def usable_steps(height: int, width: int, steps: Sequence[int], name: str = "ima
     if not fitting:
         raise ValueError(f"{name}: image {height}x{width} is smaller than every tile step {list(steps)}")
     if skipped:
-        warnings.warn(f"{name}: image {height}x{width} is smaller than step(s) {skipped}; those scales are skipped",
-                      stacklevel=2)
+        warn(f"{name}: image {height}x{width} is smaller than step(s) {skipped}; those scales are skipped", notes)
     return fitting
 
 

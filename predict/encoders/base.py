@@ -146,6 +146,12 @@ class EncoderSpecModel:
         """One query -> ``(D,)`` float32."""
         raise NotImplementedError
 
+    def working_bytes(self, batch_size: int) -> int | None:
+        """Bytes :meth:`image_encoder` needs beyond the loaded model for a batch of ``batch_size`` tiles (its
+        activations), or None when unknown (counted as none). A run over a testset lowers the batch by it to
+        stay within its memory limit; an encoder with large activations declares it."""
+        return None
+
     def unknown_words(self, text: str) -> list[str]:
         """The words of ``text`` this encoder has no entry for (it would read each as ``<unk>``), in order,
         each once, as the encoder itself splits the text (its lower-casing, tokeniser, punctuation filter).

@@ -14,12 +14,12 @@ from __future__ import annotations
 
 import os
 import re
-import warnings
 
 import cv2
 import numpy as np
 import simplejpeg
 
+from predict.core.notes import warn
 from predict.core.stretch import percentile_stretch
 from predict.io.annotations import SampleError
 
@@ -30,6 +30,10 @@ PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 # OpenCV flags: depth and colour as stored (16-bit stays 16-bit, gray stays gray), alpha dropped, and EXIF
 # orientation applied as cv2.imread(path) does (IMREAD_UNCHANGED would ignore it).
 DECODE_FLAGS = cv2.IMREAD_ANYDEPTH | cv2.IMREAD_ANYCOLOR
+# :func:`read_image`'s peak per pixel: the BGR array it returns (3) and the file's bytes (3.2 measured on
+# the like-SLM 10000 x 10001 JPEG); a TIFF's RGB bands and their BGR copy, 6
+DECODING_BYTES_PER_PIXEL = {"tiff": 6, "other": 4}
+HEADER_BYTES = 1 << 20  # read for a size: the header segments of a JPEG with a large EXIF block included
 
 
 def jpeg_problem(data: bytes) -> str | None:
@@ -84,7 +88,7 @@ def png_end(data: bytes) -> int | None:
     return None
 
 
-def check_complete(data: bytes, path: str) -> None:
+def check_complete(data: bytes, path: str, notes: list[str] | None = None) -> None:
     """Raise :class:`SampleError` naming ``path`` when JPEG or PNG bytes are incomplete (see
     :func:`jpeg_problem`; a PNG whose chunks end before ``IEND``); warn when bytes follow a PNG's ``IEND``
     (the image is whole: they are ignored). Other formats are left to their decoder."""
@@ -96,8 +100,8 @@ def check_complete(data: bytes, path: str) -> None:
         if end is None:
             raise SampleError(f"{path}: truncated or corrupt PNG (truncated: the chunks end before an IEND chunk)")
         if end < len(data):
-            warnings.warn(f"{path}: {len(data) - end} bytes after the PNG's IEND chunk; ignored (the image is "
-                          "complete)", stacklevel=3)
+            warn(f"{path}: {len(data) - end} bytes after the PNG's IEND chunk; ignored (the image is complete)",
+                 notes, stacklevel=3)
 
 
 def exif_orientation(data: bytes) -> int:
@@ -174,7 +178,7 @@ def read_jpeg_strictly(path: str, colorspace: str = "BGR") -> np.ndarray:
     return decode_jpeg_strictly(_file_bytes(path), path, colorspace)
 
 
-def to_uint8(image: np.ndarray, path: str) -> np.ndarray:
+def to_uint8(image: np.ndarray, path: str, notes: list[str] | None = None) -> np.ndarray:
     """uint8 as is; 16-bit, other integer and float data stretched 2-98 % per band, with a warning naming
     ``path`` when uint16 data use only part of their 16-bit range (e.g. 12-bit sensors)."""
     if image.dtype == np.uint8:
@@ -186,8 +190,8 @@ def to_uint8(image: np.ndarray, path: str) -> np.ndarray:
     if image.dtype == np.uint16:
         bits = int(image.max()).bit_length()
         if bits < 16:
-            warnings.warn(f"{path}: {bits}-bit data in a 16-bit container (max {int(image.max())}); "
-                          f"stretched {low:g}-{high:g} % per band", stacklevel=3)
+            warn(f"{path}: {bits}-bit data in a 16-bit container (max {int(image.max())}); "
+                 f"stretched {low:g}-{high:g} % per band", notes, stacklevel=3)
     return percentile_stretch(image, low, high)
 
 
@@ -202,13 +206,13 @@ def _to_bgr(image: np.ndarray, path: str, rgb_order: bool) -> np.ndarray:
     raise SampleError(f"{path}: unsupported image shape {image.shape}")
 
 
-def warn_first_page_only(path: str, pages: int) -> None:
+def warn_first_page_only(path: str, pages: int, notes: list[str] | None = None) -> None:
     """The warning of a TIFF of several full-resolution pages, whichever reader counted them: the first page
     is read, in every command."""
-    warnings.warn(f"{path}: TIFF of {pages} pages; reading the first page only", stacklevel=4)
+    warn(f"{path}: TIFF of {pages} pages; reading the first page only", notes, stacklevel=4)
 
 
-def _read_tiff(path: str) -> np.ndarray | None:
+def _read_tiff(path: str, notes: list[str] | None = None) -> np.ndarray | None:
     """Bands of the first page as stored (RGB order), or None when tifffile cannot read the file. OpenCV is
     not used for TIFF first because it reinterprets 4-band files (e.g. RGB + NIR) as alpha.
 
@@ -220,7 +224,7 @@ def _read_tiff(path: str) -> np.ndarray | None:
         with tifffile.TiffFile(path) as tiff:
             pages = [page for page in tiff.pages if not (page.is_reduced or page.is_mask)]
             if len(pages) > 1:
-                warn_first_page_only(path, len(pages))
+                warn_first_page_only(path, len(pages), notes)
             image = pages[0].asarray()
     except Exception:
         return None
@@ -229,7 +233,7 @@ def _read_tiff(path: str) -> np.ndarray | None:
     return image
 
 
-def decode_strictly(path: str) -> np.ndarray:
+def decode_strictly(path: str, notes: list[str] | None = None) -> np.ndarray:
     """The file at ``path`` decoded as ``cv2.imread(path, IMREAD_ANYDEPTH | IMREAD_ANYCOLOR)`` does (gray
     stays ``(H, W)``, colour is BGR, 16-bit stays 16-bit), JPEGs by :func:`decode_jpeg_strictly`; a missing,
     truncated, corrupt or undecodable file raises :class:`SampleError` naming it (never a partly decoded
@@ -237,34 +241,51 @@ def decode_strictly(path: str) -> np.ndarray:
     data = _file_bytes(path)
     if data.startswith(b"\xff\xd8"):
         return decode_jpeg_strictly(data, path, colorspace=None)
-    check_complete(data, path)
+    check_complete(data, path, notes)
     image = cv2.imdecode(np.frombuffer(data, np.uint8), DECODE_FLAGS)
     if image is None or image.size == 0:
         raise SampleError(f"{path}: cannot decode image (corrupt or unsupported format)")
     return image
 
 
-def read_image(path: str) -> np.ndarray:
+def read_image(path: str, notes: list[str] | None = None) -> np.ndarray:
     """Read an image as uint8 BGR ``(H, W, 3)``; a missing, truncated or undecodable file raises
-    :class:`SampleError`. 16-bit and float data are stretched (see the module's docstring)."""
+    :class:`SampleError`. 16-bit and float data are stretched (see the module's docstring); warnings go to
+    ``notes`` when given (see :mod:`predict.core.notes`)."""
     if not os.path.isfile(path):
         raise SampleError(f"{path}: image not found")
-    image = _read_tiff(path) if path.lower().endswith((".tif", ".tiff")) else None
+    image = _read_tiff(path, notes) if path.lower().endswith((".tif", ".tiff")) else None
     rgb_order = image is not None
     if image is None:
-        image = decode_strictly(path)
+        image = decode_strictly(path, notes)
     if image.size == 0:
         raise SampleError(f"{path}: cannot decode image (empty)")
-    return _to_bgr(to_uint8(image, path), path, rgb_order)
+    return _to_bgr(to_uint8(image, path, notes), path, rgb_order)
+
+
+def decoding_bytes(path: str, pixels: int) -> int:
+    """The memory :func:`read_image` needs at its peak for an image of ``pixels`` at ``path``."""
+    return int(pixels * DECODING_BYTES_PER_PIXEL["tiff" if path.lower().endswith((".tif", ".tiff")) else "other"])
 
 
 def image_size(path: str) -> tuple[int, int]:
-    """``(height, width)`` of the image :func:`read_image` would return, from the file's header where PIL
-    can read it (EXIF rotations by 90 degrees swap the two), else by decoding it."""
+    """``(height, width)`` of the image :func:`read_image` would return, from the file's header (EXIF
+    rotations by 90 degrees swap the two), else by decoding it. JPEG and PNG headers are read here: PIL
+    would warn about the pixel count of a 10000 x 10000 image."""
     from PIL import Image, UnidentifiedImageError
 
     if not os.path.isfile(path):
         raise SampleError(f"{path}: image not found")
+    with open(path, "rb") as f:
+        head = f.read(HEADER_BYTES)
+    if head.startswith(PNG_SIGNATURE) and head[12:16] == b"IHDR":
+        return int.from_bytes(head[20:24], "big"), int.from_bytes(head[16:20], "big")
+    if head.startswith(b"\xff\xd8"):
+        try:
+            height, width, *_ = simplejpeg.decode_jpeg_header(head)
+        except ValueError:  # no frame header in the first bytes: decoding says why
+            return read_image(path).shape[:2]
+        return (width, height) if exif_orientation(head) in (5, 6, 7, 8) else (height, width)
     try:
         with Image.open(path) as image:
             width, height = image.size

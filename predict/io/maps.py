@@ -15,6 +15,9 @@ from predict.io.jpeg import StripeJoiner, encode_jpeg, restart_interval, stripe_
 
 MAP_KINDS = ("probmap", "heatmap", "addmap")
 STRIPE_BYTES = 8 << 20  # colours per stripe: small beside a large map's, large beside a JPEG header
+# the memory of writing a sample's maps, per pixel of the map, beyond the map itself: the JPEGs kept for its
+# evaluation and report, and the colour stripes in flight (measured with the like-SLM 10000 x 10001 image)
+MAPS_BYTES_PER_PIXEL = 0.5
 
 
 def map_name(kind: str, idx: int) -> str:

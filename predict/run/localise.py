@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import hashlib
 import os
-import warnings
 import weakref
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -22,6 +21,7 @@ import cv2
 import numpy as np
 
 from predict.core import tiling
+from predict.core.notes import warn
 from predict.core.heatmap import CellMap, is_flat, mean_tile_scores, probability_map
 from predict.core.pipelines import PipelineSpec, get_pipeline
 from predict.encoders.base import EncoderSpecModel
@@ -47,11 +47,12 @@ class LoadedImage:
     pixels: np.ndarray
 
 
-def load_image(image: str | os.PathLike | np.ndarray) -> LoadedImage:
-    """Decode ``image`` (a file path, or a uint8 RGB ``(H, W, 3)`` array) into a :class:`LoadedImage`."""
+def load_image(image: str | os.PathLike | np.ndarray, notes: list[str] | None = None) -> LoadedImage:
+    """Decode ``image`` (a file path, or a uint8 RGB ``(H, W, 3)`` array) into a :class:`LoadedImage`
+    (warnings to ``notes`` when given: see :mod:`predict.core.notes`)."""
     if isinstance(image, (str, os.PathLike)):
         path = os.fspath(image)
-        pixels = read_image(path)  # first: it names a missing or corrupt file
+        pixels = read_image(path, notes)  # first: it names a missing or corrupt file
         return LoadedImage(path, image_key(path), pixels)
     array = np.asarray(image)
     if array.dtype != np.uint8 or array.ndim != 3 or array.shape[2] != 3:
@@ -69,7 +70,7 @@ def query_rng(seed: int, query: str) -> np.random.Generator:
 
 
 def query_vector(encoder: EncoderSpecModel, text: str, shuffled_copies: int = 0,
-                 rng: np.random.Generator | None = None) -> np.ndarray:
+                 rng: np.random.Generator | None = None, notes: list[str] | None = None) -> np.ndarray:
     """The query's text vector ``(D,)``; with ``shuffled_copies`` (v2: 4) the mean of it and of that many
     word-shuffled copies of the query ("chaotic self-feeding"), shuffled by ``rng``.
 
@@ -80,8 +81,7 @@ def query_vector(encoder: EncoderSpecModel, text: str, shuffled_copies: int = 0,
     unknown_words = getattr(encoder, "unknown_words", None)  # a duck-typed plug-in may lack it: nothing to check
     if unknown_words is not None and (unknown := unknown_words(text)):
         name = getattr(encoder, "name", type(encoder).__name__)
-        warnings.warn(f"query {text!r}: word(s) the {name} encoder does not know, read as <unk>: "
-                      f"{', '.join(unknown)}", stacklevel=2)
+        warn(f"query {text!r}: word(s) the {name} encoder does not know, read as <unk>: {', '.join(unknown)}", notes)
     vectors = [np.asarray(encoder.text_encoder(text), dtype=np.float32)]
     if shuffled_copies:
         words = text.split(" ")
@@ -109,25 +109,26 @@ def mostly_valid(tiles: Sequence[tiling.Tile], valid: np.ndarray) -> list[tiling
 
 def score_tiles(image: LoadedImage, query: str, encoder: EncoderSpecModel, spec: PipelineSpec,
                 vectors: TileVectorStore, seed: int = 0, timer: StageTimer | None = None,
-                name: str = "image", valid: np.ndarray | None = None) -> tuple[list[tiling.Tile], np.ndarray]:
+                name: str = "image", valid: np.ndarray | None = None,
+                notes: list[str] | None = None) -> tuple[list[tiling.Tile], np.ndarray]:
     """The tiles (and refinement boxes) of ``spec`` on ``image`` and their float64 scores against ``query``.
 
     With ``valid`` (bool ``(H, W)``, False on nodata) only tiles and boxes at least half valid are encoded
-    and scored. Cutting is timed as ``cut``, encoding and scoring as ``sim``.
+    and scored. Cutting is timed as ``cut``, encoding and scoring as ``sim``; warnings go to ``notes`` when given.
     """
     timer = timer or StageTimer()
     vectors.check_encoder(encoder)  # a store holds one encoder's vectors: never scored against another's text
     height, width = image.pixels.shape[:2]
-    vectors.use_image(image.key)
+    vectors.use_image(image.key, notes)
     with timer.stage("cut"):
-        stage1 = spec.first_stage_tiles(height, width, name)
+        stage1 = spec.first_stage_tiles(height, width, name, notes)
         if valid is not None:
             stage1 = mostly_valid(stage1, valid)
             if not stage1:
                 raise ValueError(f"{name}: no tile is at least half valid pixels (the image is mostly nodata)")
     stage1_vectors = vectors.vectors(image.pixels, stage1, timer)
     with timer.stage("sim"):
-        query_vec = query_vector(encoder, query, spec.shuffled_copies, query_rng(seed, query))
+        query_vec = query_vector(encoder, query, spec.shuffled_copies, query_rng(seed, query), notes)
         stage1_scores = similarities(encoder, stage1_vectors, query_vec)
     if spec.refinement is None:
         return stage1, stage1_scores
@@ -176,10 +177,10 @@ def tile_cells(tiles: Sequence[tiling.Tile], scores: np.ndarray, height: int, wi
 
 def probability_map_of(tiles: Sequence[tiling.Tile], scores: np.ndarray, height: int, width: int,
                        spec: PipelineSpec, timer: StageTimer | None = None, name: str = "image",
-                       fill_uncovered: bool = False) -> ProbabilityMap:
+                       fill_uncovered: bool = False, notes: list[str] | None = None) -> ProbabilityMap:
     """The probability map of scored tiles: per-pixel mean (timed ``gnt``), normalisation and ``spec``'s
     filter (timed ``flt``). Tiles whose score is not finite are left out of the mean, with a warning that
-    counts them. With ``fill_uncovered`` (a map whose mostly-nodata tiles were left out) pixels no tile
+    counts them (to ``notes`` when given). With ``fill_uncovered`` (a map whose mostly-nodata tiles were left out) pixels no tile
     covers get the map's minimum instead of 0, which could be anywhere in the range of the scores.
 
     >>> from predict import PIPELINES, MapFilter
@@ -192,12 +193,12 @@ def probability_map_of(tiles: Sequence[tiling.Tile], scores: np.ndarray, height:
     scores = np.asarray(scores, dtype=np.float64)
     nonfinite = int(np.count_nonzero(~np.isfinite(scores)))
     if nonfinite:
-        warnings.warn(f"{name}: {nonfinite} of {len(scores)} tile scores are not finite (NaN or infinite); "
-                      "left out of the per-pixel mean", stacklevel=2)
+        warn(f"{name}: {nonfinite} of {len(scores)} tile scores are not finite (NaN or infinite); "
+             "left out of the per-pixel mean", notes)
     with timer.stage("gnt"):
         cells = tile_cells(tiles, scores, height, width, fill_uncovered)
     with timer.stage("flt"):
-        pixels = probability_map(cells, spec.map_filter, name)
+        pixels = probability_map(cells, spec.map_filter, name, notes)
     return ProbabilityMap(pixels, nonfinite, is_flat(cells.values))  # no finite score: all-zero cells
 
 

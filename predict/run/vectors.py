@@ -11,15 +11,16 @@ from __future__ import annotations
 
 import io
 import os
-import warnings
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 from tqdm import tqdm
 
+from predict.core.notes import warn
 from predict.core.stripes import results_ahead
 from predict.core.tiling import Tile, cut_tiles, tile_batches
+from predict.io.checks import first_line
 from predict.encoders.base import EncoderSpecModel
 from predict.io.atomic import write_atomically
 from predict.io.lock import exclusive_lock
@@ -117,8 +118,9 @@ class TileVectorStore:
             raise ValueError(f"vectors: this TileVectorStore holds the tile vectors of encoder {self.key}, not of "
                              f"encoder {vectors_key(encoder)}; give each encoder its own store")
 
-    def use_image(self, image_key: str) -> None:
-        """Switch to another image (by content digest); loads its vectors from disk if present."""
+    def use_image(self, image_key: str, notes: list[str] | None = None) -> None:
+        """Switch to another image (by content digest); loads its vectors from disk if present (a warning,
+        to ``notes`` when given, names a file that cannot be read)."""
         if image_key == self.image_key:
             return
         self.image_key = image_key
@@ -128,8 +130,7 @@ class TileVectorStore:
             try:
                 self.vectors_by_tile = read_vectors(path, self.file_key())
             except Exception as exc:  # any damage (truncated zip, wrong arrays) only costs the encoding again
-                warnings.warn(f"{path}: unreadable tile vectors ({str(exc).splitlines()[0] if str(exc) else type(exc).__name__}); "
-                              "recomputing and replacing them")
+                warn(f"{path}: unreadable tile vectors ({first_line(exc)}); recomputing and replacing them", notes)
 
     def _save(self) -> None:
         """Write the current image's vectors, merged under a lock with those another run wrote meanwhile
