@@ -1,12 +1,12 @@
 """The whole run over a like-SLM testset, before and after the run engine, in one benchmark run.
 
-    .venv/bin/python benchmarks/bench_whole_run.py [--work cache/bench_whole_run] [--runs baseline,serial,default]
+    .venv/bin/python benchmarks/bench_whole_run.py [--work cache/bench_whole_run] [--runs 7c7cea4,d7bedac,serial,default]
 
 The like-SLM testset (``make_testset.py --like-slm``: 22 images up to 10000 x 10001, 59 samples) is
 generated once and kept under ``--work``. Each run is ``generate_selo.py`` in a subprocess of its own on
 a fresh cache folder, with the demo encoder on the CPU (``--yaml``/``--device`` for another):
 
-- ``baseline``: commit ``--baseline`` (default 7c7cea4, the code before the restructure), extracted with
+- a commit (e.g. 7c7cea4, the code before the first engine; ``baseline``: ``--baseline``), extracted with
   ``git archive`` under ``--work`` and run with ``PYTHONPATH`` on it;
 - ``serial``: ours with ``--workers 1``;
 - ``default``: ours with the default workers and memory budget.
@@ -88,7 +88,8 @@ def probmap_digests(cache: Path) -> dict[str, str]:
 def run_one(kind: str, args, testset: Path, work: Path) -> dict:
     cache = work / f"run_{kind}"
     shutil.rmtree(cache, ignore_errors=True)
-    tree = baseline_tree(work, args.baseline) if kind == "baseline" else REPO
+    ours = kind in ("serial", "default")
+    tree = REPO if ours else baseline_tree(work, args.baseline if kind == "baseline" else kind)
     env = {**os.environ, "PYTHONPATH": str(tree)}
     command = [sys.executable, str(tree / "predict/generate_selo.py"), "--yaml_path", str(tree / args.yaml),
                "--cache_path", str(cache), "--src_data_path", str(testset / "imgs"),
@@ -106,7 +107,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--work", default=str(REPO / "cache/bench_whole_run"),
                         help="folder for the testset, the baseline's files and the runs (kept between runs)")
-    parser.add_argument("--runs", default="baseline,serial,default", help="which runs, in order; ratios to the first")
+    parser.add_argument("--runs", default="baseline,serial,default",
+                        help="which runs, in order: commits, 'baseline', 'serial', 'default'; ratios to the first")
     parser.add_argument("--baseline", default="7c7cea4", help="commit of the baseline run")
     parser.add_argument("--yaml", default=DEMO_YAML, help="encoder yaml, relative to the tree that runs")
     parser.add_argument("--device", default="cpu")
