@@ -25,9 +25,8 @@ from operator import add
 import cv2
 import numpy as np
 
-from predict.core.stripes import usable_cores
-from predict.io.annotations import SampleError
-from predict.io.images import read_jpeg_strictly
+from evaluations.errors import SampleError
+from evaluations.jpeg import SOI, read_jpeg_strictly
 
 INDICATORS = ("Rsu", "Ras", "Rda", "Rmi")  # the paper's column order
 RSU_BETA = 0.707
@@ -70,12 +69,12 @@ class SeloScore:
 
 def read_probmap(path: str) -> np.ndarray:
     """Read a probability map file as uint8 gray ``(H, W)``, as the original does (``cv2.IMREAD_GRAYSCALE``);
-    a JPEG strictly (:func:`~predict.io.images.read_jpeg_strictly`, the same pixels): corrupt or truncated
+    a JPEG strictly (:func:`~evaluations.jpeg.read_jpeg_strictly`, the same pixels): corrupt or truncated
     data are an :class:`EvaluationInputError` naming the file, not a patched-up map."""
     if not os.path.isfile(path):
         raise EvaluationInputError(f"{path}: probability map not found")
     with open(path, "rb") as f:
-        is_jpeg = f.read(2) == b"\xff\xd8"
+        is_jpeg = f.read(2) == SOI
     if is_jpeg:
         try:
             return read_jpeg_strictly(path, "GRAY")
@@ -129,6 +128,13 @@ def rsu_of_sums(sum_in: np.float64, sum_all: np.float64, area: np.float64, n_pix
     left = sum_in / (sum_all - sum_in + RSU_EPS)
     right = (n_pixels - area) / area
     return 1 - np.exp(-RSU_BETA * left * right)
+
+
+def usable_cores() -> int:
+    """Threads for the blocks of one map: the cores this process may use. Counted as
+    ``predict.core.stripes.usable_cores`` counts them, not imported from it: evaluations imports nothing
+    from predict, and predict.core nothing from evaluations."""
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
 
 
 def _on_threads(work, parts: int, workers: int) -> None:
