@@ -28,7 +28,8 @@ import numpy as np
 from evaluations.errors import SampleError
 from evaluations.jpeg import SOI, read_jpeg_strictly
 
-INDICATORS = ("Rsu", "Ras", "Rda", "Rmi")  # the paper's column order
+INDICATORS = ("Rsu", "Ras", "Rda", "Rmi")  # the paper's column order (tables, reports, selo-compare)
+ORIGINAL_ORDER = tuple(INDICATORS[k] for k in (0, 2, 1, 3))  # the original evaluator's: Rsu, Rda, Ras, Rmi
 RSU_BETA = 0.707
 RSU_EPS = 1e-7
 SMOOTH_PASSES = 5
@@ -64,7 +65,7 @@ class SeloScore:
 
     def as_dict(self) -> dict:
         """``{"Rsu", "Rda", "Ras", "Rmi"}`` as floats, in the original's order."""
-        return {"Rsu": self.rsu, "Rda": self.rda, "Ras": self.ras, "Rmi": self.rmi}
+        return {name: getattr(self, name.lower()) for name in ORIGINAL_ORDER}
 
 
 def read_probmap(path: str) -> np.ndarray:
