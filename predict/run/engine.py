@@ -25,13 +25,12 @@ from collections.abc import Callable
 from concurrent.futures import CancelledError, Future, InvalidStateError, ThreadPoolExecutor
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field
-from functools import partial
 
 import numpy as np
 from PIL import Image
 from tqdm import tqdm
 
-from evaluations.metrics import SeloScore, check_polygons, evaluate_gray
+from evaluations.metrics import SeloScore, check_polygons
 from evaluations.utils import log_metric_block
 from predict.core.pipelines import PIPELINES, PipelineSpec
 from predict.core.stripes import usable_cores
@@ -41,12 +40,13 @@ from predict.io.annotations import Sample, SampleError, load_annotations
 from predict.io.atomic import WriteError
 from predict.io.checks import first_line
 from predict.io.lock import folder_lock
-from predict.io.maps import MAP_KINDS, decode_probmap, map_name, map_path, write_maps
+from predict.io.maps import MAP_KINDS, map_name, map_path, write_maps
 from predict.io.report import draw_sample, shrink_factor, write_report
 from predict.io.results import STAGES, MetricsStore
 from predict.provenance import (NOT_COMPUTED, SettingsMismatchError, check_settings, digest_of, evaluation_version,
                                 image_key, log_mean_coverage, map_digests, maps_version, reuse_problem, run_settings,
                                 sample_identity, short)
+from predict.run.evaluate import evaluate_written_map
 from predict.run.localise import LoadedImage, load_image, probability_map_of, score_tiles
 from predict.run.timing import StageTimer
 from predict.run.vectors import TileVectorStore
@@ -408,9 +408,8 @@ class SeloRun:
         # on the map as decoded from its JPEG, as the original's evaluator read it; short of memory, decoded
         # again after the peak search rather than kept through it
         with timer.stage("eval"):
-            gray = decode_probmap(written) if scored.keep_map else partial(decode_probmap, written)
-            score = evaluate_gray(gray, sample.polygons, name=evaluation_name(sample))
-        del written, gray
+            score = evaluate_written_map(written, sample.polygons, evaluation_name(sample), scored.keep_map)
+        del written
         if config.report:
             draw_sample(config.cache_path, sample.idx, background, map_name("addmap", sample.idx),
                         (height, width), sample.polygons, score.circles, score.centers)
