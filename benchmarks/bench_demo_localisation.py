@@ -21,13 +21,13 @@ from pathlib import Path
 
 import numpy as np
 
+from evaluations.metrics import INDICATORS
 from predict.generate_selo import main as generate_main
 from predict.demo.make_testset import TRAIN_SEED, demo_layout, slm_layout, write_testset
 from predict.model_encoder import REPO_ROOT, load_encoder
 from predict.demo.train_demo_encoder import VALIDATION_OFFSET, build_tiles, recall_at
 
 ENCODERS = {"trained": "predict/options/demo/demo_encoder.yaml", "random": "predict/options/demo/demo_random.yaml"}
-INDICATORS = ("Rsu", "Ras", "Rda", "Rmi")
 RECALL_SCENES = 10
 
 

@@ -22,12 +22,11 @@ import numpy as np
 import yaml
 from PIL import Image
 
+from evaluations.metrics import INDICATORS
 from predict import generate_selo
 from predict.model_encoder import EncoderSpecModel, load_encoder
 
 REPO = Path(__file__).resolve().parent.parent
-
-INDICATORS = ("Rsu", "Ras", "Rda", "Rmi")
 
 
 def jpeg_round_trip(tiles: np.ndarray) -> np.ndarray:

@@ -27,7 +27,6 @@ import numpy as np
 from evaluations import metrics
 from evaluations.metrics import EvaluationInputError, compute_score, read_probmap
 from evaluations.utils import ORIGINAL_KEYS, block_lines, get_logger
-from predict.io.maps import write_jpeg
 
 
 class SLM:
@@ -104,7 +103,8 @@ class SLM:
         for index, point in enumerate(centres, start=1):
             cv2.circle(image, point, 6 * index, 1, 4)
             cv2.putText(image, str(index), point, cv2.FONT_HERSHEY_COMPLEX, 6, (0, 0, 0), 25)
-        write_jpeg("./img_circle.jpg", image)
+        if not cv2.imwrite("./img_circle.jpg", image):  # the original's file, quality 95
+            raise OSError("./img_circle.jpg: cannot write the Ras figure")
 
     def rda(self, region_lists: list, prob: np.ndarray) -> np.float64:
         """Rda of the polygons ``region_lists`` on ``prob``."""

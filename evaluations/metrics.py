@@ -7,7 +7,9 @@ is stored as (``P = gray / 255``); polygons are lists of ``[x, y]`` pixel vertic
 Steps, one function each: :func:`annotation_mask` -> :func:`rsu`; :func:`attention_centres` (smoothing,
 :func:`window_maximum`, :func:`region_centroids`, :func:`rank_centres`); :func:`annotation_circle` ->
 :func:`ras`, :func:`rda`; :func:`rmi`. :func:`evaluate_gray` checks the input and runs them all, finding
-the attention centres once (the original searched twice).
+the attention centres once (the original searched twice); its two halves, :func:`checked_rsu` and
+:func:`score_of`, serve a caller that searches the centres its own way (``predict.run.evaluate`` lets the
+map go during the search when memory is short).
 
 Bad input: :func:`evaluate_gray` raises :class:`EvaluationInputError`. :func:`compute_score` skips the
 checks and, like the original, lets NaN through (with numpy's RuntimeWarning) where the original gave NaN.
@@ -16,7 +18,6 @@ from __future__ import annotations
 
 import math
 import os
-from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from functools import reduce
@@ -25,11 +26,11 @@ from operator import add
 import cv2
 import numpy as np
 
-from predict.core.stripes import usable_cores
-from predict.io.annotations import SampleError
-from predict.io.images import read_jpeg_strictly
+from evaluations.errors import SampleError
+from evaluations.jpeg import SOI, read_jpeg_strictly
 
-INDICATORS = ("Rsu", "Ras", "Rda", "Rmi")  # the paper's column order
+INDICATORS = ("Rsu", "Ras", "Rda", "Rmi")  # the paper's column order (tables, reports, selo-compare)
+ORIGINAL_ORDER = tuple(INDICATORS[k] for k in (0, 2, 1, 3))  # the original evaluator's: Rsu, Rda, Ras, Rmi
 RSU_BETA = 0.707
 RSU_EPS = 1e-7
 SMOOTH_PASSES = 5
@@ -65,17 +66,17 @@ class SeloScore:
 
     def as_dict(self) -> dict:
         """``{"Rsu", "Rda", "Ras", "Rmi"}`` as floats, in the original's order."""
-        return {"Rsu": self.rsu, "Rda": self.rda, "Ras": self.ras, "Rmi": self.rmi}
+        return {name: getattr(self, name.lower()) for name in ORIGINAL_ORDER}
 
 
 def read_probmap(path: str) -> np.ndarray:
     """Read a probability map file as uint8 gray ``(H, W)``, as the original does (``cv2.IMREAD_GRAYSCALE``);
-    a JPEG strictly (:func:`~predict.io.images.read_jpeg_strictly`, the same pixels): corrupt or truncated
+    a JPEG strictly (:func:`~evaluations.jpeg.read_jpeg_strictly`, the same pixels): corrupt or truncated
     data are an :class:`EvaluationInputError` naming the file, not a patched-up map."""
     if not os.path.isfile(path):
         raise EvaluationInputError(f"{path}: probability map not found")
     with open(path, "rb") as f:
-        is_jpeg = f.read(2) == b"\xff\xd8"
+        is_jpeg = f.read(2) == SOI
     if is_jpeg:
         try:
             return read_jpeg_strictly(path, "GRAY")
@@ -129,6 +130,13 @@ def rsu_of_sums(sum_in: np.float64, sum_all: np.float64, area: np.float64, n_pix
     left = sum_in / (sum_all - sum_in + RSU_EPS)
     right = (n_pixels - area) / area
     return 1 - np.exp(-RSU_BETA * left * right)
+
+
+def usable_cores() -> int:
+    """Threads for the blocks of one map: the cores this process may use. Counted as
+    ``predict.core.stripes.usable_cores`` counts them, not imported from it: evaluations imports nothing
+    from predict, and predict.core nothing from evaluations."""
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
 
 
 def _on_threads(work, parts: int, workers: int) -> None:
@@ -405,34 +413,27 @@ def rmi(rsu_value: float, ras_value: float, rda_value: float) -> float:
     return RMI_WEIGHT_SU * rsu_value + RMI_WEIGHT_AS * (1 - ras_value) + RMI_WEIGHT_DA * rda_value
 
 
-def compute_score(gray: np.ndarray | Callable[[], np.ndarray], polygons: list) -> SeloScore:
+def compute_score(gray: np.ndarray, polygons: list) -> SeloScore:
     """All four indicators of a uint8 map ``(H, W)`` WITHOUT input checks (the original's behaviour).
 
     Degenerate input gives NaN where the original gave NaN; use :func:`evaluate_gray` to get errors instead.
-    ``gray`` may be a function that reads the map, as for :func:`evaluate_gray`.
     """
-    return _indicators(gray, polygons)
-
-
-def _indicators(gray: np.ndarray | Callable[[], np.ndarray], polygons: list, name: str | None = None) -> SeloScore:
-    """:func:`compute_score`; with ``name``, the input checks of :func:`evaluate_gray` first."""
-    read = gray if callable(gray) else (lambda kept=gray: kept)
-    del gray  # a function's map is let go while the centres are searched, and read again for their values
-    probmap = read()
-    if name is not None:
-        if not isinstance(probmap, np.ndarray) or probmap.ndim != 2 or probmap.dtype != np.uint8 or probmap.size == 0:
-            raise EvaluationInputError(f"{name}: expected a non-empty uint8 (H, W) gray map")
-        check_polygons(polygons, probmap.shape, name)
     circles = [annotation_circle(polygon) for polygon in polygons]
-    rsu_value = rsu(probmap, annotation_mask(probmap.shape, polygons))
-    smooth = smooth_gray(probmap)
-    del probmap
-    points = region_centroids(smooth_maxima(smooth))
-    del smooth
-    centres = rank_centres(points, read())
+    return score_of(circles, rsu(gray, annotation_mask(gray.shape, polygons)), attention_centres(gray))
+
+
+def score_of(circles: list, rsu_value: float, centres: list) -> SeloScore:
+    """The score of a map from its annotation circles, its Rsu and its attention centres: Ras, Rda, Rmi."""
     ras_value = ras(circles, centres)
     rda_value = rda(circles, centres)
     return SeloScore(rsu_value, ras_value, rda_value, rmi(rsu_value, ras_value, rda_value), centres, circles)
+
+
+def check_gray(gray, name: str = "probmap") -> None:
+    """Raise :class:`EvaluationInputError` ``"<name>: ..."`` unless ``gray`` is a non-empty uint8 ``(H, W)`` map
+    (None, as an undecodable file reads, is not)."""
+    if not isinstance(gray, np.ndarray) or gray.ndim != 2 or gray.dtype != np.uint8 or gray.size == 0:
+        raise EvaluationInputError(f"{name}: expected a non-empty uint8 (H, W) gray map")
 
 
 def check_polygons(polygons, shape: tuple, name: str = "probmap") -> None:
@@ -464,20 +465,29 @@ def check_polygons(polygons, shape: tuple, name: str = "probmap") -> None:
                                        "within 2/3 px of their mean)")
 
 
-def evaluate_gray(gray: np.ndarray | Callable[[], np.ndarray], polygons: list, name: str = "probmap") -> SeloScore:
-    """Rsu, Ras, Rda, Rmi of a uint8 gray map ``(H, W)`` (as read from the probmap file) and its polygons.
-
-    ``gray`` may be a function that reads the map (e.g. decodes its JPEG): the map is then let go while the
-    attention centres are searched and read again for their values, so the map and the search's two
-    full-size buffers are never alive together (2 bytes per pixel at the peak instead of 3, for one more
-    read).
+def checked_rsu(gray: np.ndarray, polygons: list, name: str = "probmap") -> tuple[list, float]:
+    """The first half of :func:`evaluate_gray`: its input checks, then the annotation circles and Rsu.
 
     Input that makes an indicator undefined raises :class:`EvaluationInputError` naming ``name`` (and the
-    polygon index): see :func:`check_polygons`; also a map that is not uint8 ``(H, W)`` and a mask that
-    covers no pixel.
+    polygon index): see :func:`check_gray`, :func:`check_polygons`, and a mask that covers no pixel.
     """
+    check_gray(gray, name)
+    check_polygons(polygons, gray.shape, name)
+    circles = [annotation_circle(polygon) for polygon in polygons]
     with np.errstate(divide="ignore", invalid="ignore"):  # the one NaN left is reported below
-        score = _indicators(gray, polygons, name)
-    if math.isnan(score.rsu):  # only an empty mask makes Rsu NaN
+        rsu_value = rsu(gray, annotation_mask(gray.shape, polygons))
+    if math.isnan(rsu_value):  # only an empty mask makes Rsu NaN
         raise EvaluationInputError(f"{name}: the polygons cover no pixel of the map")
-    return score
+    return circles, rsu_value
+
+
+def evaluate_gray(gray: np.ndarray, polygons: list, name: str = "probmap") -> SeloScore:
+    """Rsu, Ras, Rda, Rmi of a uint8 gray map ``(H, W)`` (as read from the probmap file) and its polygons.
+
+    Input that makes an indicator undefined raises :class:`EvaluationInputError` naming ``name`` (and the
+    polygon index): see :func:`checked_rsu`. The map is kept through the peak search; a caller short of
+    memory can let it go there by composing :func:`checked_rsu`, :func:`smooth_gray`, :func:`smooth_maxima`,
+    :func:`region_centroids`, :func:`rank_centres` and :func:`score_of` itself.
+    """
+    circles, rsu_value = checked_rsu(gray, polygons, name)
+    return score_of(circles, rsu_value, attention_centres(gray))

@@ -5,8 +5,11 @@ import logging
 import math
 import os
 
-# Short indicator names -> the keys of the original's result dicts, in the original's order.
-ORIGINAL_KEYS = {"Rsu": "↑ Rsu [0 ~ 1]", "Rda": "↑ Rda [0 ~ 1]", "Ras": "↓ Ras [0 ~ 1]", "Rmi": "↑ Rmi [0 ~ 1]"}
+from evaluations.metrics import ORIGINAL_ORDER
+
+# Short indicator names -> the keys of the original's result dicts, in the original's order:
+# {"Rsu": "↑ Rsu [0 ~ 1]", "Rda": "↑ Rda [0 ~ 1]", "Ras": "↓ Ras [0 ~ 1]", "Rmi": "↑ Rmi [0 ~ 1]"}.
+ORIGINAL_KEYS = {name: f"{'↓' if name == 'Ras' else '↑'} {name} [0 ~ 1]" for name in ORIGINAL_ORDER}
 
 
 LOG_FORMAT = "%(asctime)s %(message)s"  # the original's log lines

@@ -1,4 +1,5 @@
-"""The evaluation CLI on a small generated cache folder, and the results store behind it."""
+"""The evaluation CLI on a small generated cache folder, the results store behind it, and the run engine's
+evaluation of the map it has just written."""
 import csv
 import json
 import math
@@ -11,8 +12,10 @@ import cv2
 import numpy as np
 import pytest
 
-from evaluations.metrics import SeloScore
+from evaluations.metrics import EvaluationInputError, SeloScore, evaluate_gray
 from predict.io.results import MetricsStore
+from predict.run import evaluate as evaluation
+from predict.run.evaluate import evaluate_written_map
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 SQUARE = [[150, 100], [250, 100], [250, 200], [150, 200]]
@@ -128,3 +131,22 @@ def test_store_writes_nan_as_null_and_survives_a_corrupt_file(tmp_path):
     with pytest.warns(UserWarning, match="unreadable results file"):
         fresh = MetricsStore(str(tmp_path))
     assert fresh.samples == [] and fresh.errors == []
+
+
+@pytest.mark.parametrize("keep_map", [True, False])
+def test_a_written_map_scores_as_its_decoded_array_whether_kept_or_decoded_twice(keep_map, monkeypatch):
+    """The engine's evaluation: short of memory, the map let go during the peak search and decoded again
+    after; the same numbers as the decoded map's either way."""
+    decodes = []
+    decode = evaluation.decode_probmap
+    monkeypatch.setattr(evaluation, "decode_probmap", lambda data: decodes.append(1) or decode(data))
+    rng = np.random.default_rng(5)
+    gray = cv2.GaussianBlur(rng.integers(0, 256, (400, 500), np.uint8), (0, 0), 25)
+    gray = cv2.normalize(gray, None, 0, 255, cv2.NORM_MINMAX)
+    data = cv2.imencode(".jpg", gray)[1]
+    polygons = [[[100, 100], [300, 100], [300, 250], [100, 250]], [[350, 50], [480, 60], [420, 200]]]
+    score = evaluate_written_map(data, polygons, "sample 3", keep_map)
+    assert len(decodes) == (1 if keep_map else 2)
+    assert score == evaluate_gray(cv2.imdecode(data, cv2.IMREAD_GRAYSCALE), polygons) and score.centers
+    with pytest.raises(EvaluationInputError, match="sample 3: expected a non-empty uint8"):
+        evaluate_written_map(np.frombuffer(b"not a jpeg", np.uint8), polygons, "sample 3", keep_map)

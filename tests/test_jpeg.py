@@ -10,12 +10,13 @@ import pytest
 
 from PIL import Image
 
+from evaluations.jpeg import read_jpeg_strictly
 from evaluations.metrics import read_probmap
 from predict.core.heatmap import colour_heatmap, overlay
 from predict.core.preview import shrink_by
 from predict.io import maps
 from predict.demo.make_testset import write_testset
-from predict.io.images import decode_strictly, read_image, read_jpeg_strictly
+from predict.io.images import decode_strictly, read_image
 from predict.io.jpeg import (MAX_RESTART_INTERVAL, StripeJoiner, encode_jpeg, mcu_size, restart_interval,
                              stripe_rows)
 

@@ -209,23 +209,3 @@ def test_evaluate_gray_rejects_bad_input(polygons, problem):
 def test_evaluate_gray_rejects_non_gray_arrays():
     with pytest.raises(EvaluationInputError, match="uint8"):
         evaluate_gray(np.zeros((10, 10, 3), np.uint8), [[[0, 0], [5, 0], [5, 5]]])
-
-
-def test_a_map_read_by_a_function_is_read_again_for_the_centres_values_and_scores_the_same():
-    """The engine's low-memory evaluation: the map let go during the peak search, decoded again after."""
-    rng = np.random.default_rng(5)
-    gray = cv2.GaussianBlur(rng.integers(0, 256, (400, 500), np.uint8), (0, 0), 25)
-    gray = cv2.normalize(gray, None, 0, 255, cv2.NORM_MINMAX)
-    data = cv2.imencode(".jpg", gray)[1]
-    reads = []
-
-    def read():
-        reads.append(1)
-        return cv2.imdecode(data, cv2.IMREAD_GRAYSCALE)
-
-    polygons = [[[100, 100], [300, 100], [300, 250], [100, 250]], [[350, 50], [480, 60], [420, 200]]]
-    by_function = evaluate_gray(read, polygons)
-    assert len(reads) == 2
-    assert by_function == evaluate_gray(read(), polygons) and by_function.centers
-    with pytest.raises(EvaluationInputError, match="sample 3: expected a non-empty uint8"):
-        evaluate_gray(lambda: None, polygons, name="sample 3")  # an undecodable map

@@ -156,11 +156,11 @@ def test_w9_a_file_the_yaml_names_by_a_relative_path_is_hashed(testset, capsys):
 
 
 def test_w10_project_code_that_shapes_vectors_or_maps_is_in_their_keys(testset, monkeypatch):
-    """The demo encoder's tokenizer (predict/demo/synthetic.py) and the tile cutting (predict/core/tiling.py)
+    """The demo encoder's tokenizer (predict/encoders/demo_text.py) and the tile cutting (predict/core/tiling.py)
     are in the vectors' key; the map code in every sample's identity: each file's content, found from the
     imports, so an edit to it is seen (here its digest is made to differ, rather than edit the checkout)."""
     files, _ = provenance.code_files(["predict.encoders.demo", *provenance.TILE_CODE])
-    assert {"predict.demo.synthetic", "predict.core.tiling", "predict.layers.demo_net"} <= set(files)
+    assert {"predict.encoders.demo_text", "predict.core.tiling", "predict.layers.demo_net"} <= set(files)
     assert {"predict.core.tiling", "predict.core.heatmap", "predict.core.cell_median", "predict.io.jpeg"} \
         <= set(provenance.code_files(provenance.MAP_CODE)[0])
     cache = testset.root / "cache"

@@ -1,6 +1,7 @@
 """A SeLo map at screen resolution, fast: the cell map expanded onto a downscaled grid, filtered with the
-filter scaled to it, and its attention centres. An approximation of the full-resolution map for display;
-the exact map is :func:`~predict.core.heatmap.probability_map` of the same cells.
+filter scaled to it. An approximation of the full-resolution map for display; the exact map is
+:func:`~predict.core.heatmap.probability_map` of the same cells. (Its attention centres, found by the
+evaluator's peak search, are the explorer's: :func:`~predict.run.explorer.preview_peaks`.)
 
 Scaling the cell edges by ``s`` and the filter size by ``s`` commutes with the filter up to rounding of the
 edges (< 1 preview pixel) and of the odd kernel size, so the preview looks like the full map shrunk by ``s``
@@ -12,7 +13,6 @@ from __future__ import annotations
 import cv2
 import numpy as np
 
-from evaluations.metrics import PEAK_WINDOW, SMOOTH_SIZE, local_maxima, rank_centres, region_centroids
 from predict.core.heatmap import CellMap, MapFilter, probability_map
 
 
@@ -85,18 +85,3 @@ def preview_map(cells: CellMap, map_filter: MapFilter, scale: float, name: str =
     (200, 200)
     """
     return probability_map(scaled_cells(cells, scale), scaled_filter(map_filter, scale), name)
-
-
-def preview_peaks(preview: np.ndarray, scale: float) -> list[tuple[int, int, int]]:
-    """The attention centres of a preview map as ``(x, y, gray)`` in full-resolution pixels, best first.
-
-    The original's peak search (five 50 px box filters, a 1000 px window, gray >= 128) with both sizes scaled
-    by ``scale``; the exact centres are :func:`~evaluations.metrics.attention_centres` of the full map.
-
-    >>> gray = np.zeros((100, 100), np.uint8); gray[40:60, 20:30] = 200
-    >>> preview_peaks(gray, 0.1)
-    [(240, 490, 200)]
-    """
-    maxima = local_maxima(preview, max(1, round(SMOOTH_SIZE * scale)), max(1, round(PEAK_WINDOW * scale)))
-    centres = rank_centres(region_centroids(maxima), preview)
-    return [(int(x / scale), int(y / scale), int(preview[y, x])) for x, y in centres]

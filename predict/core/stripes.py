@@ -16,7 +16,8 @@ import numpy as np
 
 
 def usable_cores() -> int:
-    """Threads for work on one map: the cores this process may use."""
+    """Threads for work on one map: the cores this process may use (the evaluator counts them alike in
+    ``evaluations.metrics``, which imports nothing from predict)."""
     return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
 
 

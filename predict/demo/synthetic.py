@@ -7,19 +7,20 @@ function is pure: it takes a ``numpy.random.Generator`` (or a seed) and returns 
 always gives the same pixels. Images are uint8 RGB ``(H, W, 3)``; coordinates are pixels with
 x = column, y = row, as in ``anno.json``.
 
-The caption grammar lives here too (``CAPTIONS``, ``CONTEXTS``), so that an encoder can build its
-vocabulary from exactly the words the captions use (:func:`caption_vocabulary`).
+Captions are written (:func:`make_caption`) from the demo encoder's caption grammar
+(:mod:`predict.encoders.demo_text`), whose words are its vocabulary.
 """
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass, field
 
 import cv2
 import numpy as np
 
+from predict.encoders.demo_text import BACKGROUND_CAPTIONS, CAPTIONS, CONTEXTS, NUMBER_WORDS, ROOF_WORDS
+
 # ----------------------------------------------------------------------------------------------
-# Object kinds and the caption grammar
+# Object kinds and their captions
 # ----------------------------------------------------------------------------------------------
 
 TRAIN_SEED = 20220901  # the demo encoder's training scenes are [TRAIN_SEED, i]; never use it for a testset
@@ -34,82 +35,7 @@ BACKGROUND_KINDS = ("forest", "lawn", "road", "river", "sea") + DISTRACTOR_KINDS
 # Label values of the label mask: 0 = nothing drawn yet, then objects, then backgrounds.
 LABELS = {name: i + 1 for i, name in enumerate(KINDS + BACKGROUND_KINDS)}
 
-ROOF_COLOURS = {"white": (235, 235, 230), "red": (170, 50, 40), "cyan": (70, 190, 190), "black": (40, 40, 45)}
-NUMBER_WORDS = {2: "two", 3: "three", 4: "four", 5: "five", 6: "six"}
-
-# Main phrases per kind; {n} is a number word, {roofs} a roof colour phrase.
-CAPTIONS = {
-    "football_field": ["a green football field surrounded by a red track",
-                       "green soccer field surrounded by red running track",
-                       "the green football field is surrounded by a red running track",
-                       "a playground with a green football field and a red track"],
-    "baseball_field": ["a green baseball field",
-                       "a baseball field with a brown infield",
-                       "green baseball field with a sandy diamond",
-                       "there is a baseball field"],
-    "tennis_courts": ["{n} tennis courts",
-                      "there are {n} tennis courts",
-                      "{n} tennis courts built side by side",
-                      "some tennis courts with white lines"],
-    "parking_lot": ["some cars are parked in a gray parking lot",
-                    "a parking lot full of cars",
-                    "lots of cars parked in a parking lot",
-                    "a gray parking lot with rows of cars"],
-    "airport": ["some white planes parked in the gray airport",
-                "many airplanes parked in the airport",
-                "white planes parked on the apron of the airport",
-                "an airport with several white planes"],
-    "lake": ["a dark green lake",
-             "there is a green pond",
-             "a small dark lake",
-             "a green lake with a curved shore"],
-    "bridge": ["a bridge spans a dark blue river",
-               "a white bridge over the river",
-               "a gray bridge crosses the dark river",
-               "there is a bridge across the river"],
-    "residential": ["a residential area made up of houses with {roofs} roofs",
-                    "houses with {roofs} roofs",
-                    "residential area of houses with {roofs} roofs",
-                    "many houses with {roofs} roofs"],
-    "oil_tanks": ["some white oil storage tanks on gray concrete",
-                  "several large white oil tanks",
-                  "white oil storage tanks built on the gray ground",
-                  "round white storage tanks"],
-    "ships": ["some white ships on the dark sea",
-              "boats floating on the black sea",
-              "white boats docked by the dark blue sea",
-              "several ships sailing on the dark sea"],
-    "bare_land": ["a piece of yellow bare land",
-                  "some vegetation grows sporadically on the bare land",
-                  "a large brown bare land",
-                  "there is a bare land"],
-}
-CONTEXTS = ["next to the gray road", "surrounded by green trees", "beside the green lawn",
-            "near the dense forest", "in the middle of green grass", "by the road",
-            "surrounded by green woods", "next to a green lawn"]
-BACKGROUND_CAPTIONS = {
-    "forest": ["dense green forest", "green trees", "a dark green forest"],
-    "lawn": ["a green lawn", "green grass", "an open green lawn"],
-    "road": ["a gray road", "a straight gray road", "gray roads"],
-    "river": ["a dark blue river", "a river", "the dark river"],
-    "sea": ["the dark blue sea", "black sea", "the dark sea"],
-    "grass_field": ["a green grass field", "a bright green lawn", "a rectangular green field"],
-    "concrete": ["an empty gray square", "a gray concrete ground", "an open gray space"],
-    "buildings": ["large buildings with white roofs", "some big gray buildings", "industrial buildings"],
-}
-
-
-def tokenize(text: str) -> list[str]:
-    """Lower-case words of a caption (letters only), the unit of the demo encoder's vocabulary."""
-    return re.findall(r"[a-z]+", text.lower())
-
-
-def caption_vocabulary() -> list[str]:
-    """Every word the caption grammar can produce, sorted (deterministic)."""
-    texts = [t for templates in CAPTIONS.values() for t in templates] + CONTEXTS
-    texts += [t for templates in BACKGROUND_CAPTIONS.values() for t in templates]
-    texts += list(NUMBER_WORDS.values()) + list(ROOF_COLOURS) + ["and"]
-    return sorted({w for t in texts for w in tokenize(t.replace("{n}", "").replace("{roofs}", ""))})
+ROOF_COLOURS = dict(zip(ROOF_WORDS, [(235, 235, 230), (170, 50, 40), (70, 190, 190), (40, 40, 45)]))  # RGB
 
 
 def make_caption(rng: np.random.Generator, kind: str, attributes: dict) -> str:

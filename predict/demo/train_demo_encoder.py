@@ -6,7 +6,7 @@ Tiles are cut as the v1 pipeline cuts them (the 256/512/768 grids, resized to 25
 positions around every object. A tile shows an object when the object covers ``POSITIVE_COVER`` of
 the tile or the tile holds ``POSITIVE_SHARE`` of the object; tiles that hold only a little of an
 object are left out (neither a match nor a non-match), the others show their main background
-(forest, lawn, road, river, sea). Captions come from the grammar of ``predict.demo.synthetic``. The loss is
+(forest, lawn, road, river, sea). Captions come from the grammar of ``predict.encoders.demo_text``. The loss is
 a symmetric InfoNCE in which every caption of the same kind counts as a match.
 
 With no arguments it reproduces the committed checkpoint (``make train-demo``): everything is seeded

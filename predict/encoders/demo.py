@@ -5,7 +5,7 @@ The network is :class:`predict.layers.demo_net.DemoNet`:
 
 - Image tower: the 256 x 256 tile is averaged down to 64 x 64 (4 x 4 blocks) inside the model, then four
   stride-2 conv/batch-norm/ReLU stages and global mean + max pooling, projected to ``EMBED_DIM``.
-- Text tower: word embeddings over the vocabulary of the caption grammar (``predict.demo.synthetic``),
+- Text tower: word embeddings over the vocabulary of the caption grammar (:mod:`predict.encoders.demo_text`),
   mean and max over the words, a two-layer MLP to ``EMBED_DIM``.
 
 The checkpoint is ``{"model": state_dict, "vocab": [words]}``; the vocabulary travels inside it.
@@ -17,9 +17,9 @@ import warnings
 import numpy as np
 import torch
 
-from predict.demo.synthetic import caption_vocabulary, tokenize
 from predict.encoders.base import EncoderError, unknown_tokens
 from predict.encoders.checkpoints import load_weights, read_checkpoint, unwrap_state_dict
+from predict.encoders.demo_text import caption_vocabulary, tokenize
 from predict.encoders.torch_encoder import TorchEncoder
 from predict.layers.demo_net import EMBED_DIM, DemoNet, pool_tiles
 

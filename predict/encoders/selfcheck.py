@@ -7,9 +7,9 @@ import sys
 import numpy as np
 
 from predict import REPO_ROOT
+from predict.encoders.base import check_image_vectors, similarities
 from predict.encoders.registry import load_encoder
 from predict.provenance import vectors_key
-from predict.run.vectors import check_image_vectors, similarities
 
 SAMPLE_IMAGE_SUFFIXES = (".tif", ".tiff", ".png", ".jpg", ".jpeg")
 

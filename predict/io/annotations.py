@@ -9,9 +9,7 @@ import json
 import os
 from dataclasses import dataclass
 
-
-class SampleError(ValueError):
-    """Bad input for one sample; ``str(error)`` is one line naming the file and the problem."""
+from evaluations.errors import SampleError  # bad input for one sample: one class with the strict JPEG reader's
 
 
 @dataclass(frozen=True)

@@ -3,29 +3,27 @@ as uint8 BGR (OpenCV's order).
 
 Decoding is strict: a truncated JPEG or PNG, or corrupt data inside a JPEG's entropy-coded stream, is an
 error, never the part of the image the decoder got to nor a picture libjpeg patched up. JPEGs are decoded by
-simplejpeg's libjpeg-turbo in its strict mode (:func:`read_jpeg_strictly`), PNGs by OpenCV; 8-bit JPEG and
-PNG come out exactly as the original's ``cv2.imread(path)`` (EXIF orientation applied). Bytes after a PNG's
-``IEND`` chunk are ignored with a warning; a TIFF of several pages is read from its first, with a warning.
-Deeper data (16-bit, float) are stretched per band between their 2nd and 98th percentiles, as GIS
-viewers show them (:func:`predict.core.stretch.percentile_stretch`), where the original's ``cv2.imread``
-kept the top 8 bits.
+simplejpeg's libjpeg-turbo in its strict mode (:func:`~evaluations.jpeg.decode_jpeg_strictly`, which the
+evaluator reads maps with), PNGs by OpenCV; 8-bit JPEG and PNG come out exactly as the original's
+``cv2.imread(path)`` (EXIF orientation applied). Bytes after a PNG's ``IEND`` chunk are ignored with a
+warning; a TIFF of several pages is read from its first, with a warning. Deeper data (16-bit, float) are
+stretched per band between their 2nd and 98th percentiles, as GIS viewers show them
+(:func:`predict.core.stretch.percentile_stretch`), where the original's ``cv2.imread`` kept the top 8 bits.
 """
 from __future__ import annotations
 
 import os
-import re
 
 import cv2
 import numpy as np
 import simplejpeg
 
+from evaluations.jpeg import SOI, decode_jpeg_strictly, exif_orientation, image_bytes
 from predict.core.notes import warn
 from predict.core.stretch import percentile_stretch
 from predict.io.annotations import SampleError
 
 STRETCH_PERCENTILES = (2.0, 98.0)
-JPEG_MARKER = re.compile(rb"\xff[^\x00\xd0-\xd7\xff]")  # a marker: FF, then not stuffing, restart or fill
-STANDALONE_MARKERS = {0x01, *range(0xD0, 0xDA)}  # TEM, RSTn, SOI, EOI: no length field
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 # OpenCV flags: depth and colour as stored (16-bit stays 16-bit, gray stays gray), alpha dropped, and EXIF
 # orientation applied as cv2.imread(path) does (IMREAD_UNCHANGED would ignore it).
@@ -34,41 +32,6 @@ DECODE_FLAGS = cv2.IMREAD_ANYDEPTH | cv2.IMREAD_ANYCOLOR
 # the like-SLM 10000 x 10001 JPEG); a TIFF's RGB bands and their BGR copy, 6
 DECODING_BYTES_PER_PIXEL = {"tiff": 6, "other": 4}
 HEADER_BYTES = 1 << 20  # read for a size: the header segments of a JPEG with a large EXIF block included
-
-
-def jpeg_problem(data: bytes) -> str | None:
-    """Why the JPEG bytes ``data`` are not a complete image (truncated before its end-of-image marker,
-    broken segment structure), or None when they are.
-
-    Walks the marker segments and the entropy-coded data of every scan up to ``FF D9``; bytes after it
-    (padding, appended metadata) are allowed.
-
-    >>> jpeg_problem(b"\\xff\\xd8\\xff\\xd9") is None
-    True
-    >>> jpeg_problem(b"\\xff\\xd8\\xff\\xda\\x00\\x02abc")
-    'truncated: no end-of-image marker'
-    """
-    if not data.startswith(b"\xff\xd8"):
-        return "no JPEG start-of-image marker"
-    pos = 2
-    while True:
-        match = JPEG_MARKER.search(data, pos)
-        if match is None:
-            return "truncated: no end-of-image marker"
-        marker = data[match.start() + 1]
-        if marker == 0xD9:
-            return None
-        pos = match.end()
-        if marker in STANDALONE_MARKERS:
-            continue
-        if pos + 2 > len(data):
-            return "truncated: no end-of-image marker"
-        length = int.from_bytes(data[pos:pos + 2], "big")
-        if length < 2:
-            return f"corrupt segment length {length} at byte {pos}"
-        pos += length  # the segment's payload may hold FF bytes (an EXIF thumbnail): jump over it
-        if pos > len(data):
-            return "truncated: no end-of-image marker"
 
 
 def png_end(data: bytes) -> int | None:
@@ -88,94 +51,17 @@ def png_end(data: bytes) -> int | None:
     return None
 
 
-def check_complete(data: bytes, path: str, notes: list[str] | None = None) -> None:
-    """Raise :class:`SampleError` naming ``path`` when JPEG or PNG bytes are incomplete (see
-    :func:`jpeg_problem`; a PNG whose chunks end before ``IEND``); warn when bytes follow a PNG's ``IEND``
-    (the image is whole: they are ignored). Other formats are left to their decoder."""
-    if data.startswith(b"\xff\xd8"):
-        if problem := jpeg_problem(data):
-            raise SampleError(f"{path}: truncated or corrupt JPEG ({problem})")
-    elif data.startswith(PNG_SIGNATURE):
+def check_png_complete(data: bytes, path: str, notes: list[str] | None = None) -> None:
+    """Raise :class:`SampleError` naming ``path`` when PNG bytes are incomplete (their chunks end before
+    ``IEND``); warn when bytes follow the ``IEND`` chunk (the image is whole: they are ignored). Other formats
+    are left to their decoder (a JPEG's completeness to :func:`~evaluations.jpeg.decode_jpeg_strictly`)."""
+    if data.startswith(PNG_SIGNATURE):
         end = png_end(data)
         if end is None:
             raise SampleError(f"{path}: truncated or corrupt PNG (truncated: the chunks end before an IEND chunk)")
         if end < len(data):
             warn(f"{path}: {len(data) - end} bytes after the PNG's IEND chunk; ignored (the image is complete)",
                  notes, stacklevel=3)
-
-
-def exif_orientation(data: bytes) -> int:
-    """The EXIF orientation (1-8) in a JPEG's ``APP1`` segment, as OpenCV reads it; 1 (as stored) without
-    one or with an unreadable EXIF. Only the header segments are read (PIL's ``Image.open`` would check the
-    pixel count of a large image and warn).
-
-    >>> exif_orientation(b"\\xff\\xd8\\xff\\xda\\x00\\x02")
-    1
-    """
-    from PIL import Image
-
-    position = 2
-    while position + 4 <= len(data) and data[position] == 0xFF and data[position + 1] not in (0xDA, 0xD9):
-        end = position + 2 + int.from_bytes(data[position + 2:position + 4], "big")
-        if data[position + 1] == 0xE1 and data[position + 4:position + 10] == b"Exif\x00\x00":
-            exif = Image.Exif()
-            try:
-                exif.load(data[position + 10:end])
-            except Exception:  # PIL raises what its TIFF parser meets in a damaged EXIF block
-                return 1
-            orientation = exif.get(0x0112, 1)
-            return orientation if orientation in range(1, 9) else 1
-        position = end
-    return 1
-
-
-def orient(image: np.ndarray, orientation: int) -> np.ndarray:
-    """``image`` turned to display as EXIF ``orientation`` says, with OpenCV's steps for it (its
-    ``ApplyExifOrientation``): 5-8 transpose first, then 2/6 flip left-right, 3/7 both ways, 4/8 upside down.
-
-    >>> orient(np.array([[1, 2], [3, 4]], np.uint8), 6).tolist()  # rotated 90 degrees clockwise
-    [[3, 1], [4, 2]]
-    """
-    if orientation in (5, 6, 7, 8):
-        image = cv2.transpose(image)
-    flip = {2: 1, 3: -1, 4: 0, 6: 1, 7: -1, 8: 0}.get(orientation)
-    return image if flip is None else cv2.flip(image, flip)
-
-
-def decode_jpeg_strictly(data: bytes, path: str, colorspace: str | None = "BGR") -> np.ndarray:
-    """The pixels of the JPEG bytes ``data`` (the file at ``path``), EXIF orientation applied: uint8
-    ``(H, W, 3)`` in ``colorspace`` ``"BGR"`` or ``"RGB"``, or ``(H, W)`` for ``"GRAY"`` (the luma, as
-    ``cv2.IMREAD_GRAYSCALE``); None: as stored, gray for a gray JPEG, else BGR (``cv2.IMREAD_ANYCOLOR``).
-
-    libjpeg's recoverable errors ("Corrupt JPEG data", a bad Huffman code, a premature end), which OpenCV
-    only prints while it patches the picture up, raise :class:`SampleError` naming ``path``."""
-    if not data.startswith(b"\xff\xd8"):
-        raise SampleError(f"{path}: not a JPEG file (no start-of-image marker)")
-    check_complete(data, path)
-    try:
-        if colorspace is None:
-            colorspace = "GRAY" if simplejpeg.decode_jpeg_header(data, strict=True)[2] == "Gray" else "BGR"
-        image = simplejpeg.decode_jpeg(data, colorspace=colorspace, strict=True)
-    except ValueError as error:
-        reason = str(error).splitlines()[0] if str(error) else type(error).__name__
-        raise SampleError(f"{path}: corrupt JPEG data ({reason})") from None
-    if colorspace == "GRAY":
-        image = image[:, :, 0]
-    return orient(image, exif_orientation(data))
-
-
-def _file_bytes(path: str) -> bytes:
-    if not os.path.isfile(path):
-        raise SampleError(f"{path}: image not found")
-    with open(path, "rb") as f:
-        return f.read()
-
-
-def read_jpeg_strictly(path: str, colorspace: str = "BGR") -> np.ndarray:
-    """The JPEG file at ``path`` as :func:`decode_jpeg_strictly` decodes it: uint8 ``(H, W, 3)`` BGR (or
-    RGB), ``(H, W)`` for ``"GRAY"``; exactly ``cv2.imread(path)``'s pixels for a sound file. A missing,
-    truncated or corrupt file raises :class:`SampleError` naming it."""
-    return decode_jpeg_strictly(_file_bytes(path), path, colorspace)
 
 
 def to_uint8(image: np.ndarray, path: str, notes: list[str] | None = None) -> np.ndarray:
@@ -235,13 +121,13 @@ def _read_tiff(path: str, notes: list[str] | None = None) -> np.ndarray | None:
 
 def decode_strictly(path: str, notes: list[str] | None = None) -> np.ndarray:
     """The file at ``path`` decoded as ``cv2.imread(path, IMREAD_ANYDEPTH | IMREAD_ANYCOLOR)`` does (gray
-    stays ``(H, W)``, colour is BGR, 16-bit stays 16-bit), JPEGs by :func:`decode_jpeg_strictly`; a missing,
-    truncated, corrupt or undecodable file raises :class:`SampleError` naming it (never a partly decoded
-    image)."""
-    data = _file_bytes(path)
-    if data.startswith(b"\xff\xd8"):
+    stays ``(H, W)``, colour is BGR, 16-bit stays 16-bit), JPEGs by :func:`~evaluations.jpeg.decode_jpeg_strictly`; a
+    missing, truncated, corrupt or undecodable file raises :class:`SampleError` naming it (never a partly
+    decoded image)."""
+    data = image_bytes(path)
+    if data.startswith(SOI):
         return decode_jpeg_strictly(data, path, colorspace=None)
-    check_complete(data, path, notes)
+    check_png_complete(data, path, notes)
     image = cv2.imdecode(np.frombuffer(data, np.uint8), DECODE_FLAGS)
     if image is None or image.size == 0:
         raise SampleError(f"{path}: cannot decode image (corrupt or unsupported format)")
@@ -280,7 +166,7 @@ def image_size(path: str) -> tuple[int, int]:
         head = f.read(HEADER_BYTES)
     if head.startswith(PNG_SIGNATURE) and head[12:16] == b"IHDR":
         return int.from_bytes(head[20:24], "big"), int.from_bytes(head[16:20], "big")
-    if head.startswith(b"\xff\xd8"):
+    if head.startswith(SOI):
         try:
             height, width, *_ = simplejpeg.decode_jpeg_header(head)
         except ValueError:  # no frame header in the first bytes: decoding says why

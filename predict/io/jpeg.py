@@ -29,13 +29,17 @@ from __future__ import annotations
 
 import math
 import struct
+from contextlib import suppress
 from typing import BinaryIO
 
 import cv2
 import numpy as np
 
+from evaluations.jpeg import EOI, SOS, jpeg_markers
+
 MAX_RESTART_INTERVAL = 65535  # MCUs: the DRI marker's 16 bits
-SOF_BASELINE, SOS, EOI, RST0 = 0xC0, 0xDA, b"\xff\xd9", 0xD0
+SOF_BASELINE, RST0 = 0xC0, 0xD0
+EOI_BYTES = bytes((0xFF, EOI))
 
 
 def mcu_size(channels: int) -> int:
@@ -81,15 +85,15 @@ def encode_jpeg(image: np.ndarray, path: str = "image", interval: int = 0) -> np
 def _scan_start(data: bytes | memoryview) -> tuple[int, int]:
     """Offsets in a baseline JPEG of its entropy-coded data (after the SOS segment) and of the frame
     header's height field."""
-    position, height_at = 2, None
-    while position + 4 <= len(data) and data[position] == 0xFF:
-        marker = data[position + 1]
-        (length,) = struct.unpack_from(">H", data, position + 2)
-        if marker == SOF_BASELINE:
-            height_at = position + 5
-        if marker == SOS and height_at is not None:
-            return position + 2 + length, height_at
-        position += 2 + length
+    height_at = None
+    with suppress(ValueError):  # broken header segments: not a stripe
+        for marker, start, end in jpeg_markers(data):
+            if marker == SOF_BASELINE:
+                height_at = start + 5
+            if marker == SOS:
+                if height_at is not None:
+                    return end, height_at
+                break
     raise ValueError("not a baseline JPEG with a frame and a scan header")
 
 
@@ -104,7 +108,7 @@ class StripeJoiner:
     def add(self, part: bytes | np.ndarray) -> None:
         data = memoryview(part).cast("B")
         scan, height_at = _scan_start(data)
-        if data[-2:] != EOI:
+        if data[-2:] != EOI_BYTES:
             raise ValueError(f"JPEG stripe {self.stripes} does not end with an EOI marker")
         if self.stripes == 0:
             header = bytearray(data[:scan])
@@ -116,4 +120,4 @@ class StripeJoiner:
         self.stripes += 1
 
     def close(self) -> None:
-        self.file.write(EOI)
+        self.file.write(EOI_BYTES)

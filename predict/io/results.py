@@ -34,12 +34,10 @@ import warnings
 
 import numpy as np
 
-from evaluations.metrics import SeloScore
-from evaluations.utils import ORIGINAL_KEYS
+from evaluations.metrics import ORIGINAL_ORDER, SeloScore
 from predict.io.atomic import write_atomically
 from predict.provenance import polygons_digest, same_sample, seal, seal_problem
 
-INDICATORS = tuple(ORIGINAL_KEYS)  # the original's order: Rsu, Rda, Ras, Rmi
 STAGES = ("cut", "sim", "gnt", "flt")  # generation stages, the original's Time-Cut/Sim/Gnt/Flt
 
 
@@ -75,7 +73,7 @@ def record_problem(item) -> str | None:
     for key in ("jpg_name", "caption"):
         if not isinstance(item.get(key), str):
             return f"no {key}"
-    for name in INDICATORS:
+    for name in ORIGINAL_ORDER:
         if name not in item:
             return f"no {name}"
         value = item[name]
@@ -271,8 +269,8 @@ class MetricsStore:
         """Mean of each indicator over the records of :attr:`mean_over` (NaN when there is none, or one is NaN)."""
         over = self.mean_over
         if not over:
-            return {name: math.nan for name in INDICATORS}
-        return {name: float(np.mean([_as_float(self._samples[idx][name]) for idx in over])) for name in INDICATORS}
+            return {name: math.nan for name in ORIGINAL_ORDER}
+        return {name: float(np.mean([_as_float(self._samples[idx][name]) for idx in over])) for name in ORIGINAL_ORDER}
 
     def _save(self) -> None:
         os.makedirs(self.cache_path, exist_ok=True)
@@ -290,10 +288,10 @@ class MetricsStore:
     def _csv_text(self) -> str:
         out = io.StringIO()
         writer = csv.writer(out, lineterminator="\n")
-        writer.writerow(["idx", "jpg_name", "caption", *INDICATORS])
+        writer.writerow(["idx", "jpg_name", "caption", *ORIGINAL_ORDER])
         for item in self.samples:
             writer.writerow([item["idx"], item.get("jpg_name", ""), str(item.get("caption", "")).strip(),
-                             *(repr(_as_float(item[name])) for name in INDICATORS)])
+                             *(repr(_as_float(item[name])) for name in ORIGINAL_ORDER)])
         mean = self.mean()
-        writer.writerow(["mean", "", "", *(repr(mean[name]) for name in INDICATORS)])
+        writer.writerow(["mean", "", "", *(repr(mean[name]) for name in ORIGINAL_ORDER)])
         return out.getvalue()

@@ -42,7 +42,7 @@ from predict.core.heatmap import scene_score
 from predict.core.pipelines import PipelineSpec, get_pipeline
 from predict.core.stretch import Stretch
 from predict.core.tiling import Tile, cut_tiles
-from predict.encoders.base import EncoderSpecModel
+from predict.encoders.base import EncoderSpecModel, check_image_vectors, similarities
 from predict.encoders.registry import load_encoder
 from predict.io.atomic import atomic_writer
 from predict.io.checks import first_line
@@ -52,7 +52,7 @@ from predict.io.raster import DEFAULT_STRETCH, read_raster
 from predict.provenance import digest_of, image_key, short, vectors_key
 from predict.run.localise import query_rng, query_vector, tile_cells
 from predict.run.scenes import SceneConfig, SceneRun, first_stage, write_json
-from predict.run.vectors import TileVectorStore, check_image_vectors, similarities
+from predict.run.vectors import TileVectorStore
 
 SETTINGS_NAME = "archive.json"
 INDEX_NAME = "index.json"

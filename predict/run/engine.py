@@ -29,7 +29,7 @@ from functools import partial
 import numpy as np
 from tqdm import tqdm
 
-from evaluations.metrics import PEAK_SEARCH_BYTES_PER_PIXEL, SeloScore, check_polygons, evaluate_gray
+from evaluations.metrics import PEAK_SEARCH_BYTES_PER_PIXEL, SeloScore, check_polygons
 from evaluations.utils import log_metric_block
 from predict.core.pipelines import PIPELINES, PipelineSpec
 from predict.core.stripes import usable_cores
@@ -40,12 +40,13 @@ from predict.io.atomic import WriteError
 from predict.io.checks import first_line
 from predict.io.images import decoding_bytes, image_size
 from predict.io.lock import folder_lock
-from predict.io.maps import MAP_KINDS, MAPS_BYTES_PER_PIXEL, decode_probmap, map_name, map_path, write_maps
+from predict.io.maps import MAP_KINDS, MAPS_BYTES_PER_PIXEL, map_name, map_path, write_maps
 from predict.io.report import draw_sample, shrink_factor, write_report
 from predict.io.results import STAGES, MetricsStore
 from predict.provenance import (NOT_COMPUTED, SettingsMismatchError, check_settings, digest_of, evaluation_version,
                                 image_key, log_mean_coverage, map_digests, maps_version, reuse_problem, run_settings,
                                 sample_identity, short)
+from predict.run.evaluate import evaluate_written_map
 from predict.run.executors import OrderedCommits, completed, run_executors
 from predict.run.localise import LoadedImage, load_image, probability_map_of, score_tiles
 from predict.run.memory import ByteSemaphore, Ticket, default_memory_limit, fitting_batch, resident_bytes
@@ -434,9 +435,8 @@ class SeloRun:
         # on the map as decoded from its JPEG, as the original's evaluator read it; short of memory, decoded
         # again after the peak search rather than kept through it
         with timer.stage("eval"):
-            gray = decode_probmap(written) if scored.keep_map else partial(decode_probmap, written)
-            score = evaluate_gray(gray, sample.polygons, name=evaluation_name(sample))
-        del written, gray
+            score = evaluate_written_map(written, sample.polygons, evaluation_name(sample), scored.keep_map)
+        del written
         if config.report:
             draw_sample(config.cache_path, sample.idx, background, map_name("addmap", sample.idx),
                         (height, width), sample.polygons, score.circles, score.centers)

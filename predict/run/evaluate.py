@@ -4,6 +4,9 @@ Each map is paired with the sample it was made for, by content: the folder's rec
 and image content each ``probmap_{idx}.jpg`` (by its digest) was made for, so a reordered or edited
 annotation file never has a map scored against another sample's polygons. Maps without any record (made
 by the original code) are paired by position, as the original evaluator did, with a warning.
+
+:func:`evaluate_written_map` scores the map a testset run has just written, as the original's evaluator
+read it from its JPEG; short of memory, without keeping it through the peak search.
 """
 from __future__ import annotations
 
@@ -14,11 +17,12 @@ import cv2
 import numpy as np
 from tqdm import tqdm
 
-from evaluations.metrics import EvaluationInputError, evaluate_gray
+from evaluations.metrics import (EvaluationInputError, SeloScore, checked_rsu, evaluate_gray, rank_centres,
+                                 region_centroids, score_of, smooth_gray, smooth_maxima)
 from evaluations.utils import log_metric_block
 from predict.io.annotations import Sample, SampleError
 from predict.io.images import decode_strictly, image_size
-from predict.io.maps import map_path
+from predict.io.maps import decode_probmap, map_path
 from predict.io.lock import folder_lock
 from predict.io.results import MetricsStore
 from predict.provenance import (evaluation_version, file_digest, image_key, log_mean_coverage, polygons_digest,
@@ -50,6 +54,25 @@ def read_map(path: str, image_shape: tuple[int, int] | None = None) -> np.ndarra
         raise EvaluationInputError(f"{path}: map is {stored.shape[0]}x{stored.shape[1]} but its image is "
                                    f"{image_shape[0]}x{image_shape[1]}")
     return stored
+
+
+def evaluate_written_map(data: np.ndarray, polygons: list, name: str, keep_map: bool) -> SeloScore:
+    """:func:`~evaluations.metrics.evaluate_gray` of the probmap whose JPEG bytes are ``data``, decoded as the
+    original's evaluator read the file (:func:`~predict.io.maps.decode_probmap`); the same numbers either way.
+
+    With ``keep_map`` False the map is let go while the attention centres are searched and decoded again for
+    their values: the map and the search's two full-size buffers are never alive together (2 bytes per pixel
+    at the peak instead of 3, for one more decoding).
+    """
+    gray = decode_probmap(data)
+    if keep_map:
+        return evaluate_gray(gray, polygons, name)
+    circles, rsu_value = checked_rsu(gray, polygons, name)
+    smooth = smooth_gray(gray)
+    del gray
+    points = region_centroids(smooth_maxima(smooth))
+    del smooth
+    return score_of(circles, rsu_value, rank_centres(points, decode_probmap(data)))
 
 
 def current_identity(sample: Sample, images_path: str | None) -> dict:

@@ -19,8 +19,9 @@ since is refused (409), never computed on the new file under the old id. Names o
 names as :meth:`Explorer.image_names` lists them; a path or a name not listed is a :class:`RequestError`.
 
 The page shows :func:`~predict.core.preview.preview_map` (the cell map on a grid scaled to the screen, the
-filter scaled with it) and its peaks scaled back to full-resolution pixels: an approximation. The downloads
-are exact: :func:`~predict.run.scenes.raster_probmap` at full resolution, as ``selo-localise`` writes it.
+filter scaled with it) and its peaks (:func:`preview_peaks`) scaled back to full-resolution pixels: an
+approximation. The downloads are exact: :func:`~predict.run.scenes.raster_probmap` at full resolution, as
+``selo-localise`` writes it.
 """
 from __future__ import annotations
 
@@ -42,10 +43,11 @@ import cv2
 import numpy as np
 from PIL import Image
 
+from evaluations.metrics import PEAK_WINDOW, SMOOTH_SIZE, local_maxima, rank_centres, region_centroids
 from predict.core.cell_median import load_kernel
 from predict.core.heatmap import colour_heatmap, scene_score
 from predict.core.pipelines import PIPELINES, PipelineSpec, get_pipeline
-from predict.core.preview import preview_map, preview_peaks, preview_scale
+from predict.core.preview import preview_map, preview_scale
 from predict.encoders.base import EncoderSpecModel
 from predict.io.atomic import write_atomically
 from predict.io.jpeg import encode_jpeg
@@ -174,6 +176,21 @@ def region_outlines(preview: np.ndarray, threshold: float, scale: float) -> list
     contours, _ = cv2.findContours(above, cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_SIMPLE)
     contours = sorted(contours, key=cv2.contourArea, reverse=True)
     return [[[round(int(x) / scale), round(int(y) / scale)] for x, y in contour[:, 0]] for contour in contours]
+
+
+def preview_peaks(preview: np.ndarray, scale: float) -> list[tuple[int, int, int]]:
+    """The attention centres of a preview map as ``(x, y, gray)`` in full-resolution pixels, best first.
+
+    The original's peak search (five 50 px box filters, a 1000 px window, gray >= 128) with both sizes scaled
+    by ``scale``; the exact centres are :func:`~evaluations.metrics.attention_centres` of the full map.
+
+    >>> gray = np.zeros((100, 100), np.uint8); gray[40:60, 20:30] = 200
+    >>> preview_peaks(gray, 0.1)
+    [(240, 490, 200)]
+    """
+    maxima = local_maxima(preview, max(1, round(SMOOTH_SIZE * scale)), max(1, round(PEAK_WINDOW * scale)))
+    centres = rank_centres(region_centroids(maxima), preview)
+    return [(int(x / scale), int(y / scale), int(preview[y, x])) for x, y in centres]
 
 
 def map_png(gray: np.ndarray) -> bytes:

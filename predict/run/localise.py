@@ -24,11 +24,11 @@ from predict.core import tiling
 from predict.core.notes import warn
 from predict.core.heatmap import CellMap, is_flat, mean_tile_scores, probability_map
 from predict.core.pipelines import PipelineSpec, get_pipeline
-from predict.encoders.base import EncoderSpecModel
+from predict.encoders.base import EncoderSpecModel, similarities
 from predict.io.images import read_image
 from predict.run.timing import StageTimer
 from predict.provenance import array_key, image_key
-from predict.run.vectors import TileVectorStore, similarities
+from predict.run.vectors import TileVectorStore
 
 
 @dataclass

@@ -20,50 +20,12 @@ from tqdm import tqdm
 from predict.core.notes import warn
 from predict.core.stripes import results_ahead
 from predict.core.tiling import Tile, cut_tiles, tile_batches
+from predict.encoders.base import EncoderSpecModel, check_image_vectors
 from predict.io.checks import first_line
-from predict.encoders.base import EncoderSpecModel
 from predict.io.atomic import write_atomically
 from predict.io.lock import exclusive_lock
 from predict.provenance import vectors_key
 from predict.run.timing import StageTimer
-
-
-def check_image_vectors(vectors: np.ndarray, n_tiles: int, encoder_name: str, dim: int | None = None) -> np.ndarray:
-    """``vectors`` as float32 if they are ``(n_tiles, D)`` (``D == dim`` when given); otherwise a one-line
-    ``ValueError`` naming the encoder and both shapes. Non-finite values are let through (their scores are
-    the map's business).
-
-    >>> check_image_vectors(np.zeros((2, 3)), 3, "toy")
-    Traceback (most recent call last):
-    ValueError: encoder toy: image_encoder returned vectors of shape (2, 3) for 3 tiles; expected (3, D)
-    """
-    vectors = np.asarray(vectors, dtype=np.float32)
-    expected = f"({n_tiles}, {'D' if dim is None else dim})"
-    if vectors.ndim != 2 or vectors.shape[0] != n_tiles or (dim is not None and vectors.shape[1] != dim):
-        raise ValueError(f"encoder {encoder_name}: image_encoder returned vectors of shape {vectors.shape} "
-                         f"for {n_tiles} tiles; expected {expected}")
-    return vectors
-
-
-def similarities(encoder: EncoderSpecModel, image_vectors: np.ndarray, text_vector: np.ndarray) -> np.ndarray:
-    """``encoder.cosine_sim`` as float64 ``(N,)`` for ``(N, D)`` image vectors, shapes checked: with the base
-    class's similarity the text vector must be ``(D,)`` (a plug-in's own similarity may pair other shapes),
-    and the scores ``(N,)``. A mismatch is a one-line ``ValueError`` naming the encoder and the shapes.
-
-    >>> similarities(EncoderSpecModel(), np.ones((2, 4)), np.ones(3))
-    Traceback (most recent call last):
-    ValueError: encoder encoder: text vector of shape (3,) does not match image vectors (2, 4); expected (4,)
-    """
-    name = getattr(encoder, "name", type(encoder).__name__)
-    dim = image_vectors.shape[1]
-    if getattr(type(encoder), "cosine_sim", None) is EncoderSpecModel.cosine_sim and np.shape(text_vector) != (dim,):
-        raise ValueError(f"encoder {name}: text vector of shape {np.shape(text_vector)} does not match image "
-                         f"vectors {image_vectors.shape}; expected ({dim},)")
-    scores = np.asarray(encoder.cosine_sim(image_vectors, text_vector), dtype=np.float64)
-    if scores.shape != (len(image_vectors),):
-        raise ValueError(f"encoder {name}: cosine_sim returned scores of shape {scores.shape} for image vectors "
-                         f"{image_vectors.shape}; expected ({len(image_vectors)},)")
-    return scores
 
 
 def batches_ahead(image_bgr: np.ndarray, tiles: Sequence[Tile], size: int, batch_size: int,
