@@ -28,8 +28,9 @@ PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 # OpenCV flags: depth and colour as stored (16-bit stays 16-bit, gray stays gray), alpha dropped, and EXIF
 # orientation applied as cv2.imread(path) does (IMREAD_UNCHANGED would ignore it).
 DECODE_FLAGS = cv2.IMREAD_ANYDEPTH | cv2.IMREAD_ANYCOLOR
-# :func:`read_image`'s peak per pixel: the BGR array it returns (3) and the file's bytes (3.2 measured on
-# the like-SLM 10000 x 10001 JPEG); a TIFF's RGB bands and their BGR copy, 6
+IMAGE_BYTES_PER_PIXEL = 3  # what :func:`read_image` returns: uint8 BGR
+# its peak per pixel: the BGR array and the file's bytes (3.2 measured on the like-SLM 10000 x 10001 JPEG);
+# a TIFF's RGB bands and their BGR copy, 6
 DECODING_BYTES_PER_PIXEL = {"tiff": 6, "other": 4}
 HEADER_BYTES = 1 << 20  # read for a size: the header segments of a JPEG with a large EXIF block included
 

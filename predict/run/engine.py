@@ -38,7 +38,7 @@ from predict.encoders.base import EncoderSpecModel
 from predict.io.annotations import Sample, SampleError, load_annotations
 from predict.io.atomic import WriteError
 from predict.io.checks import first_line
-from predict.io.images import decoding_bytes, image_size
+from predict.io.images import IMAGE_BYTES_PER_PIXEL, decoding_bytes, image_size
 from predict.io.lock import folder_lock
 from predict.io.maps import MAP_KINDS, MAPS_BYTES_PER_PIXEL, map_name, map_path, write_maps
 from predict.io.report import draw_sample, shrink_factor, write_report
@@ -59,7 +59,6 @@ __all__ = ["RunConfig", "SeloRun", "SettingsMismatchError", "run_testset"]  # th
 # threads of a finish's colour-map stripes (the pool's other finishes use the other cores): with at most
 # STRIPE_THREADS + 1 stripes in flight, the colour maps stay within the evaluation's bytes on any machine
 STRIPE_THREADS = 4
-IMAGE_BYTES_PER_PIXEL = 3  # a decoded BGR image, kept for its samples
 
 
 @dataclass
