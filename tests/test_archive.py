@@ -28,12 +28,12 @@ import ray
 from ray.cluster_utils import Cluster
 from rasterio.transform import from_origin
 
-from predict import index, search
+from predict.cli import index, search
+from predict.cli.localise import main as localise_main
 from predict.core.pipelines import get_pipeline
 from predict.demo.synthetic import generate_scene
 from predict.encoders.registry import load_encoder
 from predict.io.raster import read_raster
-from predict.localise import main as localise_main
 from predict.provenance import vectors_key
 from predict.run.archive import (CATALOGUE_NAME, INDEX_NAME, SCENES_DIR, ArchiveSettings, index_archive, read_scene,
                                  scene_files, scene_path)
@@ -41,9 +41,9 @@ from predict.run.localise import mostly_valid
 from predict.run.timing import StageTimer
 from predict.run.vectors import TileVectorStore
 
-from conftest import REPO_ROOT
+from helpers import DEMO_YAML as DEMO_YAML_PATH, REPO_ROOT, subprocess_env
 
-DEMO_YAML = str(REPO_ROOT / "predict/options/demo/demo_encoder.yaml")
+DEMO_YAML = str(DEMO_YAML_PATH)
 STEPS = "256_512"
 QUERIES = ["a playground with a green football field and a red track.", "a small dark lake surrounded by green woods."]
 CRS = "EPSG:32633"
@@ -218,7 +218,7 @@ def test_driver_killed_and_rerun_resumes(cluster, tmp_path):
     images = scenes_for_failures(tmp_path / "scenes", 8)
     archive = tmp_path / "archive"
     args = index_args(archive, *images, extra=["--batch_size", "8", "--address", nodes.address])
-    driver = subprocess.Popen([sys.executable, "-m", "predict.index", *args], cwd=tmp_path,
+    driver = subprocess.Popen([sys.executable, "-m", "predict.cli.index", *args], cwd=tmp_path, env=subprocess_env(),
                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
     try:
         deadline = time.monotonic() + 90
@@ -250,8 +250,7 @@ def test_a_second_run_into_a_folder_in_use_stops_at_once(tmp_path, capsys, comma
                                str(folder)], stdout=subprocess.PIPE, text=True, cwd=REPO_ROOT)
     try:
         assert holder.stdout.readline().strip() == "held"
-        args = {index: ["--yaml_path", str(REPO_ROOT / "predict/options/demo/demo_encoder.yaml"),
-                        "--images", str(tmp_path), "--archive", str(folder)],
+        args = {index: ["--yaml_path", "demo", "--images", str(tmp_path), "--archive", str(folder)],
                 search: ["--archive", str(tmp_path / "archive"), "--query", "a lake", "--out", str(folder)]}[command]
         assert command.main(args) == 2
         err = capsys.readouterr().err

@@ -9,13 +9,14 @@ import pytest
 import torch
 
 from predict.demo.make_testset import write_testset
-from predict.model_encoder import REPO_ROOT, EncoderError, load_encoder
+from predict.model_encoder import EncoderError, load_encoder
+from predict.resources import package_path
 from predict.demo.synthetic import generate_scene, make_caption
 from predict.core.tiling import cut_tiles
 from predict.layers.demo_net import POOL, POOL_CHUNK, pool_tiles
 
-TRAINED_YAML = REPO_ROOT / "predict/options/demo/demo_encoder.yaml"
-RANDOM_YAML = REPO_ROOT / "predict/options/demo/demo_random.yaml"
+TRAINED_YAML = package_path("options", "demo", "demo_encoder.yaml")
+RANDOM_YAML = package_path("options", "demo", "demo_random.yaml")
 HELD_OUT_SEEDS = [[77, 0], [77, 1], [78, 0], [78, 1], [79, 0]]  # neither the training seed nor the demo testset's
 
 
@@ -123,7 +124,7 @@ def test_trained_checkpoint_matches_captions_to_their_tiles(trained):
 
 
 def test_v1_pipeline_end_to_end_on_a_tiny_scene(tmp_path):
-    from predict.generate_selo import main as generate_main
+    from predict.cli.generate import main as generate_main
 
     annotations = write_testset(str(tmp_path / "data"), 11, [(1100, 1300, 2)])
     cache = tmp_path / "cache"

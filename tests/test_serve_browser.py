@@ -5,7 +5,6 @@ UTM GeoTIFF) and the demo encoder. The tests use the page as an analyst would, a
 and keep screenshots in ``$SELO_ARTIFACTS`` (default ``tests/artifacts/``, ignored by git). Skipped with the
 reason when no Chromium is installed (``.ci/run`` installs it).
 """
-import os
 import shutil
 import socket
 import threading
@@ -16,12 +15,11 @@ from pathlib import Path
 import cv2
 import pytest
 
-from predict import REPO_ROOT
 from predict.demo.synthetic import generate_scene
 
+from helpers import ARTIFACTS, DEMO_YAML as YAML
+
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
-ARTIFACTS = Path(os.environ.get("SELO_ARTIFACTS", REPO_ROOT / "tests" / "artifacts"))
-YAML = REPO_ROOT / "predict/options/demo/demo_encoder.yaml"
 QUERY = "a green football field surrounded by a red track"
 
 pytestmark = pytest.mark.skipif(CHROMIUM is None, reason="no chromium on PATH (apt-get install chromium)")
@@ -51,7 +49,7 @@ def make_scenes(folder: Path) -> None:
 def serving(explorer):
     """The explorer's app on 127.0.0.1:<free port> while the block runs."""
     uvicorn = pytest.importorskip("uvicorn")
-    from predict.serve import allowed_hosts
+    from predict.cli.serve import allowed_hosts
     from predict.web.app import create_app
 
     port = free_port()

@@ -7,7 +7,6 @@ import time
 import cv2
 import pytest
 
-from predict import REPO_ROOT
 from predict.demo.synthetic import generate_scene
 from predict.encoders.registry import load_encoder
 
@@ -15,7 +14,8 @@ fastapi_testclient = pytest.importorskip("fastapi.testclient")
 from predict.run.explorer import Explorer, ExplorerConfig  # noqa: E402
 from predict.web.app import create_app  # noqa: E402
 
-YAML = REPO_ROOT / "predict/options/demo/demo_encoder.yaml"
+from helpers import DEMO_YAML as YAML  # noqa: E402
+
 QUERY = "a green football field surrounded by a red track"
 
 
