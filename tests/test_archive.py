@@ -114,6 +114,7 @@ def index_args(archive, *images, extra=()):
     return ["--yaml_path", DEMO_YAML, "--images", *map(str, images), "--archive", str(archive), "--step", STEPS, *extra]
 
 
+@pytest.mark.slow  # the test Ray cluster started, scenes indexed, searched and mapped
 def test_index_and_search_give_selo_localise_maps(cluster, tmp_path, capsys):
     scenes = tmp_path / "scenes"
     scenes.mkdir()
@@ -192,6 +193,7 @@ def scenes_for_failures(folder, count):
     return images
 
 
+@pytest.mark.slow  # a worker node removed mid-run
 def test_node_removed_while_indexing(cluster, tmp_path):
     nodes, worker, node_args = cluster
     images = scenes_for_failures(tmp_path / "scenes", 8)
@@ -213,6 +215,7 @@ def test_node_removed_while_indexing(cluster, tmp_path):
         assert_whole(archive, image, encoder)
 
 
+@pytest.mark.slow  # a driver process killed, then the rerun
 def test_driver_killed_and_rerun_resumes(cluster, tmp_path):
     nodes, _, _ = cluster
     images = scenes_for_failures(tmp_path / "scenes", 8)
