@@ -14,7 +14,7 @@ from evaluations import evaluate
 from evaluations.metrics import EvaluationInputError, evaluate_gray
 from evaluations.SLM import SLM
 from evaluations.utils import ORIGINAL_KEYS
-from predict import load_encoder, localise
+from predict import PIPELINES, load_encoder, localise
 from predict.cli import generate
 from predict.io.jpeg import encode_jpeg
 from predict.io import maps
@@ -188,7 +188,7 @@ def test_localise_again_encodes_no_tile_and_takes_a_store(toy_testset):
     encoder.image_encoder = lambda tiles: calls.append(len(tiles)) or encode(tiles)
     first = localise(image_path, caption, encoder)
     encoded = default_store(encoder).tiles_encoded
-    assert encoded > 0 and sum(calls) == encoded
+    assert encoded == len(PIPELINES["v1"].first_stage_tiles(900, 1200)) and sum(calls) == encoded
     calls.clear()
     assert np.array_equal(localise(image_path, "another query", encoder), first)  # the toy ignores the text
     assert calls == [] and default_store(encoder).tiles_encoded == encoded

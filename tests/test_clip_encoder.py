@@ -16,8 +16,12 @@ from open_clip.transform import PreprocessCfg, image_transform_v2
 from PIL import Image
 
 from predict.encoders.clip import pil_like_resize
+from evaluations import evaluate
+from predict import localise
+from predict.io.jpeg import encode_jpeg
 from predict.model_encoder import EncoderError, load_encoder
 from predict.resources import package_path, project_root
+from predict.run.vectors import TileVectorStore
 
 from helpers import GENERATE_SCRIPT, subprocess_env
 
@@ -237,6 +241,8 @@ def test_presets_cover_the_published_models():
 
 
 def test_v1_pipeline_runs_with_the_clip_encoder(plain_weights, tmp_path):
+    """``predict/generate_selo.py`` with the encoder in a subprocess: its map is the library's for that encoder
+    (on the run's own tile vectors, kept on disk under the key of the encoder loaded here)."""
     yaml_path = write_yaml(tmp_path / "clip.yaml", plain_weights, batch_size=16)
     images = tmp_path / "images"
     images.mkdir()
@@ -252,8 +258,12 @@ def test_v1_pipeline_runs_with_the_clip_encoder(plain_weights, tmp_path):
          "--src_data_path", str(images), "--src_anno_path", str(anno), "--step", "256_512", "--device", "cpu"],
         cwd=tmp_path, env=subprocess_env(), capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr[-2000:]
-    probmap = cv2.imread(str(cache / "probmap_0.jpg"))
-    assert probmap is not None and probmap.shape[:2] == scene.shape[:2]
+    probmap = cv2.imread(str(cache / "probmap_0.jpg"), cv2.IMREAD_GRAYSCALE)
+    encoder = load_encoder(yaml_path, device="cpu")
+    store = TileVectorStore(encoder, str(cache / "tile_vectors"))  # the run's vectors: no tile encoded again
+    expected = localise(images / "0.jpg", QUERIES[0], encoder, steps="256_512", vectors=store)
+    assert store.tiles_encoded == 0 and store.tiles_requested > 0  # the vectors are those of this encoder's key
+    assert np.array_equal(probmap, cv2.imdecode(encode_jpeg(expected), cv2.IMREAD_GRAYSCALE))
     metrics = json.loads((cache / "metrics.json").read_text())
     assert metrics["errors"] == [] and len(metrics["samples"]) == 1
-    assert 0.0 <= metrics["samples"][0]["Rmi"] <= 1.0
+    assert metrics["samples"][0]["Rmi"] == pytest.approx(evaluate(probmap, [polygon])["Rmi"], abs=1e-9)

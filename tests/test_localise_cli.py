@@ -132,10 +132,17 @@ def test_summary_describes_every_output_in_the_folder(run):
     assert {p.name for p in out.iterdir()} == listed | folder_level
 
 
-def test_each_image_is_encoded_once_and_later_queries_encode_no_tile(run):
+def test_each_image_is_encoded_once_and_later_queries_encode_no_tile(run, scenes):
+    from predict.core.pipelines import PIPELINES
+    from predict.run.localise import mostly_valid
+
     _, _, summary = run
-    for stem in ("scene8", "scene12", "border", "plain"):
-        assert result(summary, stem, 0)["tiles_encoded"] > 0
+    for stem, path in (("scene8", scenes["scene8"]), ("scene12", scenes["scene12"]), ("border", scenes["border"]),
+                       ("plain", scenes["png"])):
+        raster = read_raster(path)  # every v1 tile the first query scores (those at least half valid)
+        tiles = PIPELINES["v1"].first_stage_tiles(*raster.pixels.shape[:2])
+        tiles = tiles if raster.valid is None else mostly_valid(tiles, raster.valid)
+        assert result(summary, stem, 0)["tiles_encoded"] == len(tiles)
         assert result(summary, stem, 1)["tiles_encoded"] == 0
 
 
@@ -282,11 +289,14 @@ def test_unreadable_and_missing_files_are_one_line(tmp_path):
 def test_v2_on_the_nodata_scene_scores_only_valid_tiles_and_boxes(scenes, tmp_path):
     from predict import load_encoder
     from predict.core.pipelines import PIPELINES
+    from predict.run.localise import mostly_valid
     from predict.run.scenes import SceneConfig, localise_scenes
 
     run = localise_scenes([scenes["border"]], QUERIES[:1], load_encoder(DEMO_YAML, device="cpu"),
                           SceneConfig(out_dir=str(tmp_path), pipeline=PIPELINES["v2"]))
-    assert not run.errors and run.results[0]["tiles_encoded"] > 0
+    raster = read_raster(scenes["border"])
+    valid_tiles = mostly_valid(PIPELINES["v2"].first_stage_tiles(*raster.pixels.shape[:2]), raster.valid)
+    assert not run.errors and run.results[0]["tiles_encoded"] == len(valid_tiles)
     with rasterio.open(tmp_path / "border_q0_probmap.tif") as src:
         assert not src.dataset_mask()[:, :BORDER].any() and not src.read(1)[:, :BORDER].any()
 
@@ -351,8 +361,30 @@ def test_output_folder_that_is_a_file_is_one_line_and_exit_2(scenes, tmp_path, c
     assert rc == 2 and capsys.readouterr().err == f"error: {tmp_path / 'out'}: output folder is a file\n"
 
 
-def test_scene_score_is_in_the_summary_and_every_outputs_metadata(run):
+def test_scene_score_is_in_the_summary_and_every_outputs_metadata(run, scenes):
     _, out, summary = run
+    # the PNG's score for the first query, recomputed pixel by pixel: the maximum over pixels of the mean of
+    # the raw scores of the tiles covering each pixel
+    from predict import load_encoder
+    from predict.core import tiling
+    from predict.core.pipelines import PIPELINES
+    from predict.run.localise import query_vector
+    from predict.run.timing import StageTimer
+    from predict.run.vectors import TileVectorStore, similarities
+
+    encoder = load_encoder(DEMO_YAML, device="cpu")
+    pixels = read_raster(scenes["png"]).pixels
+    height, width = pixels.shape[:2]
+    tiles = PIPELINES["v1"].first_stage_tiles(height, width)
+    raw = similarities(encoder, TileVectorStore(encoder).vectors(pixels, tiles, StageTimer()),
+                       query_vector(encoder, QUERIES[0]))
+    total, count = np.zeros((height, width)), np.zeros((height, width))
+    for tile, score in zip(tiles, raw):
+        r0, r1, c0, c1 = tiling.effective_box(tile, height, width)
+        total[r0:r1, c0:c1] += score
+        count[r0:r1, c0:c1] += 1
+    (png,) = [e for e in summary["results"] if e["image"] == scenes["png"] and e["query"] == QUERIES[0]]
+    assert png["scene_score"] == pytest.approx(float((total / count).max()), rel=1e-9)
     for entry in summary["results"]:
         score = entry["scene_score"]
         assert isinstance(score, float) and np.isfinite(score)
@@ -459,15 +491,22 @@ def test_images_too_small_to_compare_tiles_are_one_line_each(scene, tmp_path):
 def test_v2_reuses_its_first_stage_and_counts_its_refinement_boxes_apart(scene, tmp_path):
     from predict import load_encoder
     from predict.core.pipelines import PIPELINES
+    from predict.run.localise import load_image, score_tiles
     from predict.run.scenes import SceneConfig, localise_scenes
+    from predict.run.vectors import TileVectorStore
 
     image = small_png(scene, tmp_path, side=(700, 1100))
-    run = localise_scenes([str(image)], ["a dark green lake.", "some tennis courts."], load_encoder(DEMO_YAML, device="cpu"),
+    queries = ["a dark green lake.", "some tennis courts."]
+    encoder = load_encoder(DEMO_YAML, device="cpu")
+    run = localise_scenes([str(image)], queries, encoder,
                           SceneConfig(out_dir=str(tmp_path / "out"), pipeline=PIPELINES["v2"]))
     first, second = run.results
-    first_stage = len(PIPELINES["v2"].first_stage_tiles(700, 1100))
-    assert (first["tiles_encoded"], second["tiles_encoded"]) == (first_stage, 0)
-    assert first["boxes_encoded"] > 0 and second["boxes_encoded"] >= 0
+    stage1 = set(PIPELINES["v2"].first_stage_tiles(700, 1100))
+    assert (first["tiles_encoded"], second["tiles_encoded"]) == (len(stage1), 0)
+    # each query's refinement boxes, found apart: the second query encodes only the boxes the first did not
+    boxes = [set(score_tiles(load_image(str(image)), query, encoder, PIPELINES["v2"], TileVectorStore(encoder))[0])
+             - stage1 for query in queries]
+    assert boxes[0] and (first["boxes_encoded"], second["boxes_encoded"]) == (len(boxes[0]), len(boxes[1] - boxes[0]))
     assert run.vectors.tiles_encoded == sum(r["tiles_encoded"] + r["boxes_encoded"] for r in run.results)
 
 
