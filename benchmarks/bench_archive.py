@@ -23,6 +23,7 @@ import shutil
 import threading
 import time
 from collections import defaultdict
+from pathlib import Path
 
 os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")  # before Ray is imported: nodes on 127.0.0.1
 os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
@@ -32,17 +33,19 @@ import numpy as np
 import ray
 from ray.cluster_utils import Cluster
 
-from predict import REPO_ROOT
 from predict.core.pipelines import get_pipeline
 from predict.core.tiling import cut_tiles
 from predict.demo.synthetic import generate_scene
 from predict.encoders.registry import load_encoder
 from predict.io.raster import read_raster
 from predict.provenance import vectors_key
+from predict.resources import find_yaml
 from predict.run.archive import (ArchiveSettings, index_archive, ray_session, read_header, scene_files,
                                  scene_maps, score_scenes, search_archive)
 from predict.run.localise import query_vector
 from predict.run.scenes import SceneConfig, localise_scenes
+
+REPO = Path(__file__).resolve().parent.parent
 
 QUERY = "a playground with a green football field and a red track."
 BIG_SIDE, BIG_SCENES, BIG_TILES = 10000, 10000, 4283  # v1 tiles of a 10000 x 10000 scene
@@ -203,17 +206,18 @@ def main() -> None:
     parser.add_argument("--nodes", type=int, nargs="*", default=[1, 2],
                         help="worker node counts to index with (none: search the archive of the last run)")
     parser.add_argument("--cpus", type=int, default=len(os.sched_getaffinity(0)), help="CPUs of each worker node")
-    parser.add_argument("--yaml", default=str(REPO_ROOT / "predict/options/demo/demo_encoder.yaml"))
+    parser.add_argument("--yaml", default="demo", help="encoder yaml or preset name")
     parser.add_argument("--gpu", action="store_true", help="index only, on a local Ray with this machine's GPUs")
     parser.add_argument("--gpu_tiles_per_s", type=float, default=2000.0, help="the GPU rate assumed on paper")
     parser.add_argument("--gpu_node_cpus", type=int, default=16, help="CPU cores of a GPU node assumed on paper")
-    parser.add_argument("--work", default=str(REPO_ROOT / "cache/bench_archive"))
+    parser.add_argument("--work", default=str(REPO / "cache/bench_archive"))
     args = parser.parse_args()
     logging.getLogger("selo").addHandler(logging.NullHandler())
     images = make_scenes(os.path.join(args.work, "scenes"), args.scenes, args.min_side, args.max_side)
     encoder = load_encoder(args.yaml, device="cpu")
     spec = get_pipeline("v1")
-    settings = ArchiveSettings(os.path.abspath(args.yaml), vectors_key(encoder), encoder.tile_size, spec.name, spec.steps)
+    settings = ArchiveSettings(os.path.abspath(find_yaml(args.yaml)), vectors_key(encoder), encoder.tile_size,
+                               spec.name, spec.steps)
     archive = os.path.join(args.work, "archive")
     print(f"{len(images)} scenes of {args.min_side}-{args.max_side} px, v1, {encoder.name} encoder, "
           f"{len(os.sched_getaffinity(0))} CPU cores on this machine")

@@ -22,12 +22,13 @@ from pathlib import Path
 import numpy as np
 
 from evaluations.metrics import INDICATORS
-from predict.generate_selo import main as generate_main
+from predict.cli.generate import main as generate_main
 from predict.demo.make_testset import TRAIN_SEED, demo_layout, slm_layout, write_testset
-from predict.model_encoder import REPO_ROOT, load_encoder
+from predict.model_encoder import load_encoder
 from predict.demo.train_demo_encoder import VALIDATION_OFFSET, build_tiles, recall_at
 
-ENCODERS = {"trained": "predict/options/demo/demo_encoder.yaml", "random": "predict/options/demo/demo_random.yaml"}
+ENCODERS = {"trained": "demo", "random": "demo_random"}  # the built-in presets by name
+REPO = Path(__file__).resolve().parent.parent
 RECALL_SCENES = 10
 
 
@@ -38,13 +39,13 @@ def run_pipeline(yaml_path: str, data_dir: Path, cache_dir: Path, device: str) -
     start = time.perf_counter()
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", UserWarning)  # the random encoder's expected warning
-        rc = generate_main(["--yaml_path", str(REPO_ROOT / yaml_path), "--cache_path", str(cache_dir),
+        rc = generate_main(["--yaml_path", yaml_path, "--cache_path", str(cache_dir),
                             "--src_data_path", str(data_dir / "imgs"),
                             "--src_anno_path", str(data_dir / "annotations/anno.json"),
                             "--device", device, "--overwrite", "--no_vector_cache"])
     seconds = time.perf_counter() - start
     if rc != 0:
-        raise RuntimeError(f"{cache_dir}: generate_selo failed (exit {rc}); see its log.txt")
+        raise RuntimeError(f"{cache_dir}: selo-generate failed (exit {rc}); see its log.txt")
     with open(cache_dir / "metrics.json", encoding="utf-8") as f:
         return json.load(f)["mean"], seconds
 
@@ -54,7 +55,7 @@ def main(argv=None) -> int:
     parser.add_argument("--seed", type=int, default=0, help="testset seed (held out from training)")
     parser.add_argument("--scenes", type=int, default=8)
     parser.add_argument("--like-slm", action="store_true")
-    parser.add_argument("--out", default=str(REPO_ROOT / "cache/bench_demo"))
+    parser.add_argument("--out", default=str(REPO / "cache/bench_demo"))
     parser.add_argument("--device", default="cpu")
     args = parser.parse_args(argv)
     if args.seed == TRAIN_SEED:
@@ -74,7 +75,7 @@ def main(argv=None) -> int:
     for name, yaml in ENCODERS.items():
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", UserWarning)
-            encoder = load_encoder(REPO_ROOT / yaml, device=args.device)
+            encoder = load_encoder(yaml, device=args.device)
         recalls[name] = recall_at(encoder.network, tiles, encoder.index, np.random.default_rng(2))
 
     n_samples = sum(captions for _, _, captions in layout)

@@ -23,7 +23,6 @@ import numpy as np
 import rasterio
 from rasterio.transform import from_origin
 
-from predict import REPO_ROOT
 from predict.core.pipelines import PIPELINES, get_pipeline
 from predict.demo.synthetic import generate_scene, make_caption
 from predict.encoders.registry import load_encoder
@@ -50,7 +49,7 @@ def main() -> None:
     parser.add_argument("--device", default="cpu", help="the encoder's device: cpu, cuda ...")
     args = parser.parse_args()
     logging.getLogger("selo").addHandler(logging.NullHandler())
-    encoder = load_encoder(str(REPO_ROOT / "predict/options/demo/demo_encoder.yaml"), device=args.device)
+    encoder = load_encoder("demo", device=args.device)
     with tempfile.TemporaryDirectory() as folder:
         image = os.path.join(folder, "scene.tif")
         started = time.perf_counter()

@@ -26,7 +26,7 @@ import httpx
 import numpy as np
 import uvicorn
 
-from predict import REPO_ROOT, localise
+from predict import localise
 from predict.demo.synthetic import CAPTIONS, generate_scene
 from predict.encoders.registry import load_encoder
 from predict.run.explorer import Explorer, ExplorerConfig
@@ -97,7 +97,7 @@ def measure(args: argparse.Namespace, folder: Path) -> None:
     """Encode the scene in ``folder`` once, then time the loads through the server and ``localise()``."""
     scene = generate_scene(1, args.size, args.size)
     cv2.imwrite(str(folder / "scene.jpg"), cv2.cvtColor(scene.rgb, cv2.COLOR_RGB2BGR))
-    encoder = load_encoder(REPO_ROOT / "predict/options/demo/demo_encoder.yaml", device="cpu")
+    encoder = load_encoder("demo", device="cpu")
     explorer = Explorer(encoder, ExplorerConfig(images_dir=str(folder)))
     port = free_port()
     server = uvicorn.Server(uvicorn.Config(create_app(explorer), host="127.0.0.1", port=port, log_level="warning"))

@@ -28,8 +28,8 @@ import numpy as np
 import yaml
 
 REPO = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(REPO / "tests"))
-from test_trust import PLUGIN  # noqa: E402 - the plug-in of the tests: weights file, helper module, named file
+sys.path.insert(0, str(REPO / "tests" / "support"))
+from helpers import PLUGIN  # noqa: E402 - the plug-in of the tests: weights file, helper module, named file
 
 
 class Case:

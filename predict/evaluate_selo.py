@@ -1,76 +1,18 @@
-"""Evaluate the probability maps of a cache folder with the official SeLo indicators (Rsu, Ras, Rda, Rmi).
+"""The original's evaluation under its name: ``python predict/evaluate_selo.py ...`` is ``selo-evaluate ...``.
 
     python predict/evaluate_selo.py --cache_path cache/X --src_anno_path test_data/annotations/anno.json [--report]
 
-Sample ``idx`` (its position in the annotation file) is scored on ``<cache_path>/probmap_{idx}.jpg``.
-Per-sample blocks and the mean are logged as the original does, to the terminal and ``<cache_path>/log.txt``;
-results go to ``metrics.json`` / ``metrics.csv``; ``--report`` also writes ``report.html``. A sample that
-cannot be scored (missing, truncated or colour map, a map of another size than its image with
-``--src_data_path``, bad caption or polygon...) is one error line; the others are still scored, and the
-exit code is 1 (2 when the run cannot start or stops, 130 on Ctrl-C). The original's ``--yaml_path`` is
-accepted and ignored.
+The command lives in :mod:`predict.cli.evaluate`; ``main`` and ``parse_args`` are its own.
 """
-from __future__ import annotations
-
-import argparse
-import logging
 import os
 import sys
 
-from predict import REPO_ROOT
-from predict.io.annotations import SampleError, load_annotations
-from predict.io.checks import EXIT_INTERRUPTED, OneLineParser, fail_to_start, interrupted_line, require_folder
-from predict.io.lock import FolderBusyError, folder_lock
-from predict.io.logs import setup_logger
-from predict.io.report import write_report
-from predict.run.evaluate import evaluate_folder
+if __name__ == "__main__" and not __package__:  # run as a file: the package this file belongs to
+    sys.path[0] = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
+from predict.cli.evaluate import evaluate, main, parse_args  # noqa: E402
 
-def parse_args(argv=None) -> argparse.Namespace:
-    parser = OneLineParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--cache_path", default=str(REPO_ROOT / "cache/RSITMD_AMFMN"),
-                        help="folder holding probmap_{idx}.jpg (generate_selo.py's output); results go there")
-    parser.add_argument("--src_anno_path", default=str(REPO_ROOT / "test_data/annotations/anno.json"),
-                        help="annotation file in the SLM schema (caption, jpg_name, points)")
-    parser.add_argument("--src_data_path", default=None,
-                        help="folder of the images; when given, each map must have its image's size")
-    parser.add_argument("--yaml_path", default=None,
-                        help="accepted and ignored, as the original's evaluation took it (no encoder is needed)")
-    parser.add_argument("--report", action="store_true", help="also write report.html into the cache folder")
-    return parser.parse_args(argv)
-
-
-def main(argv=None) -> int:
-    args = parse_args(argv)
-    if not os.path.isdir(args.cache_path):
-        return fail_to_start(f"{args.cache_path}: cache folder not found")
-    try:
-        with folder_lock(args.cache_path):  # before the log is touched: one writer per folder
-            return evaluate(args)
-    except FolderBusyError as error:
-        return fail_to_start(str(error))
-
-
-def evaluate(args: argparse.Namespace) -> int:
-    """The evaluation of :func:`main`, its folder locked."""
-    logger = setup_logger(args.cache_path, console_level=logging.INFO)
-    try:
-        try:
-            if args.src_data_path is not None:
-                require_folder(args.src_data_path, "image folder (--src_data_path)")
-            samples = load_annotations(args.src_anno_path)
-        except (SampleError, OSError) as error:
-            return fail_to_start(str(error), logger)
-        failures = evaluate_folder(args.cache_path, samples, logger, args.src_anno_path, args.src_data_path)
-        if args.report:
-            logger.info("Report: %s", write_report(args.cache_path, args.src_anno_path))
-    except KeyboardInterrupt:
-        logger.error("%s", interrupted_line(args.cache_path))
-        return EXIT_INTERRUPTED
-    except OSError as error:  # disk full, read-only folder, no permission
-        return fail_to_start(f"{error}; the evaluation stopped, the results saved before are kept", logger)
-    return 1 if failures else 0
-
+__all__ = ["evaluate", "main", "parse_args"]
 
 if __name__ == "__main__":
     sys.exit(main())

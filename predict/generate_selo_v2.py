@@ -3,17 +3,18 @@
     python predict/generate_selo_v2.py --yaml_path predict/options/RSITMD/RSITMD_AMFMN.yaml --cache_path cache/X_v2
 
 It accepts the original v2 script's arguments (``--yaml_path``, ``--cache_path``, ``--src_data_path``,
-``--src_anno_path``) with their meaning, and every option of ``generate_selo.py``.
+``--src_anno_path``) with their meaning, and every option of ``generate_selo.py``; the command is
+``selo-generate-v2`` (:func:`predict.cli.generate.main_v2`).
 """
+import os
 import sys
 
-from predict import generate_selo
+if __name__ == "__main__" and not __package__:  # run as a file: the package this file belongs to
+    sys.path[0] = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
+from predict.cli.generate import main_v2 as main  # noqa: E402
 
-def main(argv=None) -> int:
-    """``generate_selo.main`` with the v2 pipeline by default (the ``selo-generate-v2`` command)."""
-    return generate_selo.main(argv, pipeline="v2")
-
+__all__ = ["main"]
 
 if __name__ == "__main__":
     sys.exit(main())

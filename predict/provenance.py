@@ -39,7 +39,8 @@ from pathlib import Path
 
 import numpy as np
 
-PACKAGE_DIR = Path(__file__).resolve().parent  # predict/
+from predict.resources import project_root
+
 PROJECT_PACKAGES = ("predict", "evaluations")
 CHUNK = 1 << 22  # 4 MiB
 RACY_NS = 2_000_000_000  # a file changed this recently before its hashing is not memoised (see above)
@@ -339,11 +340,12 @@ def code_digest(*module_names: str, roots=()) -> str:
 
 def _candidates(path: str, yaml_dir: str | None) -> list[str]:
     """Where a path an option names can be: as is when absolute; else against the yaml's folder, then the
-    repository root (the yaml reader's order), then the current folder (a plug-in may read it from there)."""
+    folder holding the package (the yaml reader's order: :func:`predict.encoders.registry.resolve_path`),
+    then the current folder (a plug-in may read it from there)."""
     path = os.path.expanduser(path)
     if os.path.isabs(path):
         return [path]
-    bases = [yaml_dir, str(PACKAGE_DIR.parent), os.getcwd()]
+    bases = [yaml_dir, str(project_root()), os.getcwd()]
     return list(dict.fromkeys(os.path.join(base, path) for base in bases if base))
 
 

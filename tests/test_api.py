@@ -1,8 +1,7 @@
 """The Python API: the original evaluator's SLM methods one by one, ``evaluations.evaluate`` and
-``predict.localise`` (the same map as ``generate_selo.py``, tile vectors reused across calls)."""
+``predict.localise`` (the same map as ``selo-generate``, tile vectors reused across calls)."""
 import json
 import math
-import os
 import subprocess
 import sys
 from pathlib import Path
@@ -15,16 +14,15 @@ from evaluations import evaluate
 from evaluations.metrics import EvaluationInputError, evaluate_gray
 from evaluations.SLM import SLM
 from evaluations.utils import ORIGINAL_KEYS
-from predict import generate_selo, load_encoder, localise
+from predict import PIPELINES, load_encoder, localise
+from predict.cli import generate
 from predict.io.jpeg import encode_jpeg
 from predict.io import maps
 from predict.run.localise import default_store
 from predict.run.vectors import TileVectorStore
 
-TESTS = Path(__file__).parent
-REPO = TESTS.parent
-sys.path.insert(0, str(TESTS))
-from test_generate_selo import red_square_scene, write_testset, write_yaml  # noqa: E402
+
+from helpers import REPO_ROOT, red_square_scene, subprocess_env, write_testset, write_yaml
 
 TOLERANCE = 1e-9
 
@@ -148,7 +146,7 @@ def test_evaluate_without_shared_data_and_bad_input(tmp_path):
 
 @pytest.fixture(scope="module")
 def toy_testset(tmp_path_factory):
-    """One red-square sample, the toy encoder's yaml, and the map generate_selo.py saves per pipeline."""
+    """One red-square sample, the toy encoder's yaml, and the map selo-generate saves per pipeline."""
     root = tmp_path_factory.mktemp("localise")
     imgs, anno = write_testset(root, n_samples=1)
     yaml_path = write_yaml(root)
@@ -161,9 +159,9 @@ def toy_testset(tmp_path_factory):
 
         maps.write_probmap = capture
         try:
-            code = generate_selo.main(["--yaml_path", str(yaml_path), "--cache_path", str(root / pipeline),
-                                       "--src_data_path", str(imgs), "--src_anno_path", str(anno),
-                                       "--pipeline", pipeline, "--no_report", "--no_vector_cache"])
+            code = generate.main(["--yaml_path", str(yaml_path), "--cache_path", str(root / pipeline),
+                                  "--src_data_path", str(imgs), "--src_anno_path", str(anno),
+                                  "--pipeline", pipeline, "--no_report", "--no_vector_cache"])
         finally:
             maps.write_probmap = original_write_probmap
         assert code == 0
@@ -172,7 +170,7 @@ def toy_testset(tmp_path_factory):
 
 
 @pytest.mark.parametrize("pipeline", ["v1", "v2"])
-def test_localise_returns_the_map_generate_selo_saves(toy_testset, pipeline):
+def test_localise_returns_the_map_selo_generate_saves(toy_testset, pipeline):
     image_path, caption, yaml_path, saved = toy_testset
     encoder = load_encoder(yaml_path, device="cpu")
     steps = (256, 512, 768) if pipeline == "v1" else (512,)
@@ -190,7 +188,7 @@ def test_localise_again_encodes_no_tile_and_takes_a_store(toy_testset):
     encoder.image_encoder = lambda tiles: calls.append(len(tiles)) or encode(tiles)
     first = localise(image_path, caption, encoder)
     encoded = default_store(encoder).tiles_encoded
-    assert encoded > 0 and sum(calls) == encoded
+    assert encoded == len(PIPELINES["v1"].first_stage_tiles(900, 1200)) and sum(calls) == encoded
     calls.clear()
     assert np.array_equal(localise(image_path, "another query", encoder), first)  # the toy ignores the text
     assert calls == [] and default_store(encoder).tiles_encoded == encoded
@@ -210,10 +208,9 @@ def test_generate_selo_v2_takes_the_original_v2_arguments(tmp_path):
     # The original generate_selo_v2.py's arguments, nothing else: its v2 map comes out
     imgs, anno = write_testset(tmp_path, n_samples=1)
     cache = tmp_path / "cache"
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(TESTS), str(REPO)])}
-    done = subprocess.run([sys.executable, str(REPO / "predict/generate_selo_v2.py"), "--yaml_path",
+    done = subprocess.run([sys.executable, str(REPO_ROOT / "predict/generate_selo_v2.py"), "--yaml_path",
                            str(write_yaml(tmp_path)), "--cache_path", str(cache), "--src_data_path", str(imgs),
-                           "--src_anno_path", str(anno)], env=env, capture_output=True, text=True, timeout=600)
+                           "--src_anno_path", str(anno)], env=subprocess_env(), capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stderr
     assert "Start split images with step 512" in (cache / "log.txt").read_text(encoding="utf-8")
     encoder = load_encoder(write_yaml(tmp_path), device="cpu")

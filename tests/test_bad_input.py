@@ -20,7 +20,8 @@ import torch
 import yaml
 from PIL import Image
 
-from predict import evaluate_selo, generate_selo
+from predict.cli.evaluate import main as evaluate_main
+from predict.cli.generate import main as generate_main
 from predict.core.heatmap import mean_tile_scores
 from predict.core.stretch import percentile_stretch
 from predict.encoders.base import EncoderError
@@ -29,44 +30,7 @@ from predict.encoders.registry import read_options
 from predict.io.annotations import SampleError, load_annotations
 from predict.io.images import read_image
 
-sys.path.insert(0, str(Path(__file__).parent))
-from toy_encoders import slow_generate_command  # noqa: E402  (the tests' folder, also on PYTHONPATH of subprocesses)
-SQUARE = [[500, 300], [800, 300], [800, 600], [500, 600]]  # the red square of red_square_scene
-
-
-def red_square_scene(height=900, width=1200):
-    """Grey noisy BGR image with a red square at rows 300:600, columns 500:800."""
-    image = np.random.default_rng(0).integers(90, 140, size=(height, width, 3), dtype=np.uint8)
-    image[300:600, 500:800] = (30, 30, 220)
-    return image
-
-
-def write_testset(root, entries, images=None):
-    """``root/imgs`` with ``images`` {name: BGR array} (default one red scene as scene.png) and
-    ``root/anno.json`` of ``entries`` (dicts; missing keys from a valid sample on scene.png)."""
-    imgs = root / "imgs"
-    imgs.mkdir(exist_ok=True)
-    for name, image in (images or {"scene.png": red_square_scene()}).items():
-        cv2.imwrite(str(imgs / name), image)
-    anno = [{"caption": f"a red building {i}", "jpg_name": "scene.png", "points": [SQUARE], **entry}
-            for i, entry in enumerate(entries)]
-    (root / "anno.json").write_text(json.dumps(anno))
-    return root / "anno.json"
-
-
-def generate(root, *extra, encoder="toy_encoders:RednessEncoder", options=None):
-    """generate_selo.main on ``root``'s testset; (exit code, cache folder)."""
-    (root / "encoder.yaml").write_text(yaml.safe_dump(options or {"model": {"name": encoder, "batch_size": 16}}))
-    cache = root / "cache"
-    code = generate_selo.main(["--yaml_path", str(root / "encoder.yaml"), "--cache_path", str(cache),
-                               "--src_data_path", str(root / "imgs"), "--src_anno_path", str(root / "anno.json"),
-                               "--step", "256_512", "--device", "cpu", "--no_vector_cache", *extra])
-    return code, cache
-
-
-def results(cache):
-    data = json.loads((cache / "metrics.json").read_text())
-    return {s["idx"]: s for s in data["samples"]}, {e["idx"]: e["error"] for e in data["errors"]}, data["mean"]
+from helpers import evaluate, generate, red_square_image, results, slow_generate_command, write_samples
 
 
 def error_lines(text):
@@ -77,7 +41,7 @@ def error_lines(text):
 
 
 def test_truncated_jpeg_and_png_are_errors_not_partial_images(tmp_path):
-    image = red_square_scene(300, 400)
+    image = red_square_image(300, 400)
     for ext in ("jpg", "png"):
         cv2.imwrite(str(tmp_path / f"whole.{ext}"), image)
         data = (tmp_path / f"whole.{ext}").read_bytes()
@@ -88,8 +52,8 @@ def test_truncated_jpeg_and_png_are_errors_not_partial_images(tmp_path):
 
 
 def test_a_truncated_image_fails_its_sample_only(tmp_path):
-    write_testset(tmp_path, [{"jpg_name": "half.jpg"}, {}])
-    cv2.imwrite(str(tmp_path / "imgs" / "whole.jpg"), red_square_scene())
+    write_samples(tmp_path, [{"jpg_name": "half.jpg"}, {}])
+    cv2.imwrite(str(tmp_path / "imgs" / "whole.jpg"), red_square_image())
     data = (tmp_path / "imgs" / "whole.jpg").read_bytes()
     (tmp_path / "imgs" / "half.jpg").write_bytes(data[:len(data) // 2])
     code, cache = generate(tmp_path)
@@ -99,7 +63,7 @@ def test_a_truncated_image_fails_its_sample_only(tmp_path):
 
 
 def test_exif_orientation_is_applied_as_cv2_imread_does(tmp_path):
-    rgb = red_square_scene(60, 90)[:, :, ::-1]
+    rgb = red_square_image(60, 90)[:, :, ::-1]
     exif = Image.Exif()
     exif[0x0112] = 6  # rotate 90 degrees clockwise to display
     Image.fromarray(np.ascontiguousarray(rgb)).save(tmp_path / "rotated.jpg", exif=exif.tobytes())
@@ -131,7 +95,7 @@ def test_float_data_are_stretched(tmp_path):
 
 @pytest.mark.parametrize("caption, shown", [("", "''"), ("   ", "'   '"), (None, "null"), (12345, "12345")])
 def test_bad_captions_fail_their_sample_only(tmp_path, caption, shown):
-    write_testset(tmp_path, [{"caption": caption}, {}])
+    write_samples(tmp_path, [{"caption": caption}, {}])
     code, cache = generate(tmp_path)
     samples, errors, _ = results(cache)
     assert code == 1 and list(samples) == [1]
@@ -140,14 +104,14 @@ def test_bad_captions_fail_their_sample_only(tmp_path, caption, shown):
 
 def test_string_coordinates_fail_their_sample_in_generate_and_evaluate(tmp_path):
     bad = [[["500", "300"], ["800", "300"], ["800", "600"]]]
-    write_testset(tmp_path, [{"points": bad}, {}])
+    write_samples(tmp_path, [{"points": bad}, {}])
     code, cache = generate(tmp_path)
     samples, errors, _ = results(cache)
     assert code == 1 and list(samples) == [1]
     assert "sample 0: points: polygon 0 vertex 0 is not an [x, y] pair of numbers: ['500', '300']" in errors[0]
-    # evaluate_selo on the same folder (with a map for sample 0 too): sample 1 is still scored
+    # selo-evaluate on the same folder (with a map for sample 0 too): sample 1 is still scored
     cv2.imwrite(str(cache / "probmap_0.jpg"), cv2.imread(str(cache / "probmap_1.jpg"), cv2.IMREAD_GRAYSCALE))
-    assert evaluate_selo.main(["--cache_path", str(cache), "--src_anno_path", str(tmp_path / "anno.json")]) == 1
+    assert evaluate_main(["--cache_path", str(cache), "--src_anno_path", str(tmp_path / "anno.json")]) == 1
     samples, errors, _ = results(cache)
     assert list(samples) == [1] and "vertex 0 is not an [x, y] pair" in errors[0]
 
@@ -157,7 +121,7 @@ def test_string_coordinates_fail_their_sample_in_generate_and_evaluate(tmp_path)
     ([[500, 300], [800, 300]], "polygon 0: 2 points, at least 3 needed"),
 ])
 def test_polygons_the_indicators_cannot_use_fail_their_sample_before_any_map(tmp_path, polygon, problem):
-    write_testset(tmp_path, [{}, {"points": [polygon]}, {}])
+    write_samples(tmp_path, [{}, {"points": [polygon]}, {}])
     code, cache = generate(tmp_path)
     samples, errors, _ = results(cache)
     assert code == 1 and list(samples) == [0, 2]
@@ -184,9 +148,9 @@ def test_non_finite_scores_are_left_out_of_the_mean():
 
 
 def test_nan_scores_of_no_data_tiles_are_counted_and_do_not_zero_the_map(tmp_path):
-    scene = red_square_scene()
+    scene = red_square_image()
     scene[:, :300] = 0  # a black no-data band: tiles inside it get zero vectors, hence NaN scores
-    write_testset(tmp_path, [{}], {"scene.png": scene})
+    write_samples(tmp_path, [{}], {"scene.png": scene})
     code, cache = generate(tmp_path, encoder="toy_encoders:NoDataZeroEncoder")
     samples, errors, _ = results(cache)
     assert code == 0 and errors == {}
@@ -201,8 +165,8 @@ def test_nan_scores_of_no_data_tiles_are_counted_and_do_not_zero_the_map(tmp_pat
 def test_degenerate_maps_are_flagged_and_left_out_of_the_mean(tmp_path):
     black = np.zeros((900, 1200, 3), np.uint8)  # every score NaN
     flat = np.full((900, 1200, 3), 120, np.uint8)  # every score equal
-    write_testset(tmp_path, [{"jpg_name": "black.png"}, {}, {"jpg_name": "flat.png"}],
-            {"scene.png": red_square_scene(), "black.png": black, "flat.png": flat})
+    write_samples(tmp_path, [{"jpg_name": "black.png"}, {}, {"jpg_name": "flat.png"}],
+                  {"scene.png": red_square_image(), "black.png": black, "flat.png": flat})
     code, cache = generate(tmp_path, encoder="toy_encoders:NoDataZeroEncoder")
     samples, errors, mean = results(cache)
     assert code == 0 and errors == {} and sorted(samples) == [0, 1, 2]
@@ -213,20 +177,16 @@ def test_degenerate_maps_are_flagged_and_left_out_of_the_mean(tmp_path):
     assert (cache / "report.html").read_text().count("degenerate map (tile scores all equal or not finite)") == 2
 
 
-# --- evaluate_selo ---------------------------------------------------------------------------------------
+# --- selo-evaluate ---------------------------------------------------------------------------------------
 
 
 @pytest.fixture
 def evaluated(tmp_path):
     """A generated cache folder of three samples on scene.png (900 x 1200)."""
-    write_testset(tmp_path, [{}, {}, {}])
+    write_samples(tmp_path, [{}, {}, {}])
     code, cache = generate(tmp_path, "--no_report")
     assert code == 0
     return tmp_path, cache
-
-
-def evaluate(root, cache, *extra):
-    return evaluate_selo.main(["--cache_path", str(cache), "--src_anno_path", str(root / "anno.json"), *extra])
 
 
 def test_evaluate_accepts_the_original_arguments_and_refuses_bad_maps(evaluated, capsys):
@@ -289,7 +249,7 @@ def test_evaluate_ctrl_c_and_disk_full_are_one_line(evaluated, monkeypatch, caps
 ])
 def test_bad_arguments_are_one_line_before_anything_runs(tmp_path, capsys, args, message):
     with pytest.raises(SystemExit) as exit_:
-        generate_selo.main(["--cache_path", str(tmp_path / "cache"), *args])
+        generate_main(["--cache_path", str(tmp_path / "cache"), *args])
     assert exit_.value.code == 2
     err = capsys.readouterr().err
     assert err.splitlines() == [f"{Path(sys.argv[0]).name}: error: {message} (see --help)"]
@@ -297,7 +257,7 @@ def test_bad_arguments_are_one_line_before_anything_runs(tmp_path, capsys, args,
 
 
 def test_bad_paths_and_yaml_stop_before_the_encoder_loads(tmp_path, capsys):
-    write_testset(tmp_path, [{}])
+    write_samples(tmp_path, [{}])
     # the yaml names an encoder module that does not exist: any check that ran after loading would say so
     options = {"model": {"name": "no_such_module:Encoder", "batch_size": "abc"}}
     code, cache = generate(tmp_path, options=options)
@@ -324,9 +284,9 @@ def test_yaml_keys_are_checked_with_file_and_key(tmp_path, key, value, message):
 
 
 def test_cache_path_that_is_a_file_or_unwritable_is_one_line(tmp_path, monkeypatch, capsys):
-    write_testset(tmp_path, [{}])
+    write_samples(tmp_path, [{}])
     (tmp_path / "afile").write_text("x")
-    code = generate_selo.main(["--cache_path", str(tmp_path / "afile"), "--src_anno_path", str(tmp_path / "anno.json")])
+    code = generate_main(["--cache_path", str(tmp_path / "afile"), "--src_anno_path", str(tmp_path / "anno.json")])
     assert code == 2 and capsys.readouterr().err.splitlines() == [f"error: {tmp_path / 'afile'}: output folder is a file"]
     import tempfile
 
@@ -334,7 +294,7 @@ def test_cache_path_that_is_a_file_or_unwritable_is_one_line(tmp_path, monkeypat
         raise PermissionError(errno.EACCES, "Permission denied", dir)
 
     monkeypatch.setattr(tempfile, "mkstemp", read_only)
-    code = generate_selo.main(["--cache_path", str(tmp_path), "--src_anno_path", str(tmp_path / "anno.json")])
+    code = generate_main(["--cache_path", str(tmp_path), "--src_anno_path", str(tmp_path / "anno.json")])
     assert code == 2
     assert capsys.readouterr().err.splitlines() == [f"error: {tmp_path / '.write-check'}: cannot write (Permission denied)"]
 
@@ -371,7 +331,7 @@ def full_disk(monkeypatch, name_start, error=errno.ENOSPC):
 @pytest.mark.parametrize("error", [errno.ENOSPC, errno.EACCES, errno.EROFS])
 def test_disk_full_or_read_only_stops_the_run_in_one_line_and_keeps_what_was_saved(tmp_path, monkeypatch, capsys,
                                                                                    error):
-    write_testset(tmp_path, [{}, {}, {}])
+    write_samples(tmp_path, [{}, {}, {}])
     full_disk(monkeypatch, "heatmap_1", error)
     code, cache = generate(tmp_path)
     assert code == 2
@@ -395,10 +355,10 @@ def saved_samples(cache) -> int:
 
 def test_ctrl_c_stops_with_one_line_and_the_rerun_resumes(tmp_path):
     names = [f"s{i}.png" for i in range(4)]  # one image per sample, so every sample encodes tiles
-    images = {name: red_square_scene() for name in names}
+    images = {name: red_square_image() for name in names}
     for i, image in enumerate(images.values()):
         image[0, 0] = i  # images are identified by content: identical ones would share their tile vectors
-    write_testset(tmp_path, [{"jpg_name": name} for name in names], images)
+    write_samples(tmp_path, [{"jpg_name": name} for name in names], images)
     cmd, env = slow_generate_command(tmp_path, tmp_path / "imgs", tmp_path / "anno.json")
     cache = tmp_path / "cache"
     # Ctrl-C as in a terminal: a run started from a background job inherits SIGINT ignored (POSIX shells

@@ -16,11 +16,18 @@ from open_clip.transform import PreprocessCfg, image_transform_v2
 from PIL import Image
 
 from predict.encoders.clip import pil_like_resize
-from predict.model_encoder import REPO_ROOT, EncoderError, load_encoder
+from evaluations import evaluate
+from predict import localise
+from predict.io.jpeg import encode_jpeg
+from predict.model_encoder import EncoderError, load_encoder
+from predict.resources import package_path, project_root
+from predict.run.vectors import TileVectorStore
+
+from helpers import GENERATE_SCRIPT, subprocess_env
 
 ARCH = "ViT-B-32"
 QUERIES = ["many airplanes parked in the airport", "a river passes through the green forest"]
-PRESET_DIR = REPO_ROOT / "predict/options/CLIP"
+PRESET_DIR = package_path("options", "CLIP")
 
 
 def textured_tiles(count: int, side: int = 256, seed: int = 0) -> np.ndarray:
@@ -220,8 +227,8 @@ def test_presets_name_a_local_file_and_its_host(preset):
     model = yaml.safe_load(preset.read_text())["model"]
     assert model["name"] == "open_clip" and open_clip.get_model_config(model["architecture"]) is not None
     assert model["weights"].startswith("predict/checkpoints/") and model["precision"] in ("fp32", "fp16", "bf16")
-    if not (REPO_ROOT / model["weights"]).exists():
-        expected = (re.escape(f"{REPO_ROOT / model['weights']}: ") + ".*"
+    if not (project_root() / model["weights"]).exists():  # where the yaml reader looks: the package's folder
+        expected = (re.escape(f"{project_root() / model['weights']}: ") + ".*"
                     + re.escape(f"download it from {model['source']}"))
         with pytest.raises(EncoderError, match=expected):
             load_encoder(preset, device="cpu")
@@ -233,11 +240,9 @@ def test_presets_cover_the_published_models():
             "GeoRSCLIP_ViT-B-32", "GeoRSCLIP_ViT-H-14", "SkyCLIP_ViT-L-14"} <= stems
 
 
-GENERATE = REPO_ROOT / "predict/generate_selo.py"
-
-
-@pytest.mark.skipif(not GENERATE.is_file(), reason="predict/generate_selo.py (the v1/v2 driver) is not in the repo yet")
 def test_v1_pipeline_runs_with_the_clip_encoder(plain_weights, tmp_path):
+    """``predict/generate_selo.py`` with the encoder in a subprocess: its map is the library's for that encoder
+    (on the run's own tile vectors, kept on disk under the key of the encoder loaded here)."""
     yaml_path = write_yaml(tmp_path / "clip.yaml", plain_weights, batch_size=16)
     images = tmp_path / "images"
     images.mkdir()
@@ -249,12 +254,16 @@ def test_v1_pipeline_runs_with_the_clip_encoder(plain_weights, tmp_path):
     anno.write_text(json.dumps([{"caption": QUERIES[0], "jpg_name": "0.jpg", "points": [polygon]}]))
     cache = tmp_path / "cache"
     result = subprocess.run(
-        [sys.executable, str(GENERATE), "--yaml_path", str(yaml_path), "--cache_path", str(cache),
+        [sys.executable, str(GENERATE_SCRIPT), "--yaml_path", str(yaml_path), "--cache_path", str(cache),
          "--src_data_path", str(images), "--src_anno_path", str(anno), "--step", "256_512", "--device", "cpu"],
-        cwd=REPO_ROOT, capture_output=True, text=True, timeout=300)
+        cwd=tmp_path, env=subprocess_env(), capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr[-2000:]
-    probmap = cv2.imread(str(cache / "probmap_0.jpg"))
-    assert probmap is not None and probmap.shape[:2] == scene.shape[:2]
+    probmap = cv2.imread(str(cache / "probmap_0.jpg"), cv2.IMREAD_GRAYSCALE)
+    encoder = load_encoder(yaml_path, device="cpu")
+    store = TileVectorStore(encoder, str(cache / "tile_vectors"))  # the run's vectors: no tile encoded again
+    expected = localise(images / "0.jpg", QUERIES[0], encoder, steps="256_512", vectors=store)
+    assert store.tiles_encoded == 0 and store.tiles_requested > 0  # the vectors are those of this encoder's key
+    assert np.array_equal(probmap, cv2.imdecode(encode_jpeg(expected), cv2.IMREAD_GRAYSCALE))
     metrics = json.loads((cache / "metrics.json").read_text())
     assert metrics["errors"] == [] and len(metrics["samples"]) == 1
-    assert 0.0 <= metrics["samples"][0]["Rmi"] <= 1.0
+    assert metrics["samples"][0]["Rmi"] == pytest.approx(evaluate(probmap, [polygon])["Rmi"], abs=1e-9)

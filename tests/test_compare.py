@@ -7,7 +7,6 @@ Statistics are tested on metrics.json files written here (the numbers are what i
 import csv
 import io
 import json
-import os
 import random
 import shutil
 import statistics
@@ -17,13 +16,15 @@ import numpy as np
 import pytest
 from scipy import stats
 
-from predict import REPO_ROOT, compare
+from predict.cli.compare import main as compare_main
 from predict.demo.make_testset import write_testset
 from predict.provenance import polygons_digest, seal
+from predict.run import compare
 
-SHARED_ANNO = REPO_ROOT.parent / "shared" / "slm" / "anno.json"
+from helpers import ARTIFACTS, DEMO_YAML, SHARED
+
+SHARED_ANNO = SHARED / "slm" / "anno.json"
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
-ARTIFACTS = Path(os.environ.get("SELO_ARTIFACTS", REPO_ROOT / "tests" / "artifacts"))
 INDICATORS = ("Rsu", "Ras", "Rda", "Rmi")
 
 
@@ -55,7 +56,7 @@ def random_values(rng, n):
 
 def run_cli(capsys, *args):
     """selo-compare's exit code, stdout and stderr lines."""
-    code = compare.main([str(a) for a in args])
+    code = compare_main([str(a) for a in args])
     captured = capsys.readouterr()
     return code, captured.out, [line for line in captured.err.splitlines() if line.strip()]
 
@@ -217,7 +218,7 @@ def test_a_bad_run_folder_is_one_line(tmp_path, capsys):
         code, out, err = run_cli(capsys, good, other)
         assert code == 2 and len(err) == 1 and expected in err[0] and str(other) in err[0], err
     with pytest.raises(SystemExit) as exit_info:
-        compare.main([good])
+        compare_main([good])
     assert exit_info.value.code == 2
     assert capsys.readouterr().err == "selo-compare: error: give at least two runs to compare (see --help)\n"
 
@@ -275,7 +276,7 @@ def test_the_real_slm_testset_is_recognised_from_its_annotations(tmp_path):
 def real_runs(tmp_path_factory):
     """A tiny synthetic testset (2 scenes, 3 samples), a second annotation file with one polygon moved and one
     sample dropped; v1 and v2 runs on the first, a v1 run on the second."""
-    from predict import generate_selo
+    from predict.cli.generate import main as generate_main
 
     root = tmp_path_factory.mktemp("compare_runs")
     annotations = write_testset(str(root), seed=3, layout=[(800, 1000, 2), (700, 900, 1)])
@@ -288,9 +289,9 @@ def real_runs(tmp_path_factory):
     for name, anno_path, extra in (("v1", anno, v1), ("v2", anno, ["--pipeline", "v2"]),
                                    ("v1_moved", root / "moved.json", v1)):
         runs[name] = str(root / name)
-        code = generate_selo.main(["--yaml_path", str(REPO_ROOT / "predict/options/demo/demo_encoder.yaml"),
-                                   "--cache_path", runs[name], "--src_data_path", str(root / "imgs"),
-                                   "--src_anno_path", str(anno_path), "--device", "cpu", *extra])
+        code = generate_main(["--yaml_path", str(DEMO_YAML),
+                              "--cache_path", runs[name], "--src_data_path", str(root / "imgs"),
+                              "--src_anno_path", str(anno_path), "--device", "cpu", *extra])
         assert code == 0
     runs["samples"] = len(annotations)
     return runs

@@ -8,14 +8,19 @@ import numpy as np
 import pytest
 import torch
 
+from evaluations import evaluate
+from predict import localise
+from predict.cli.generate import main as generate_main
 from predict.demo.make_testset import write_testset
-from predict.model_encoder import REPO_ROOT, EncoderError, load_encoder
+from predict.io.jpeg import encode_jpeg
+from predict.model_encoder import EncoderError, load_encoder
+from predict.resources import package_path
 from predict.demo.synthetic import generate_scene, make_caption
 from predict.core.tiling import cut_tiles
 from predict.layers.demo_net import POOL, POOL_CHUNK, pool_tiles
 
-TRAINED_YAML = REPO_ROOT / "predict/options/demo/demo_encoder.yaml"
-RANDOM_YAML = REPO_ROOT / "predict/options/demo/demo_random.yaml"
+TRAINED_YAML = package_path("options", "demo", "demo_encoder.yaml")
+RANDOM_YAML = package_path("options", "demo", "demo_random.yaml")
 HELD_OUT_SEEDS = [[77, 0], [77, 1], [78, 0], [78, 1], [79, 0]]  # neither the training seed nor the demo testset's
 
 
@@ -122,9 +127,7 @@ def test_trained_checkpoint_matches_captions_to_their_tiles(trained):
     assert wins / total >= 0.85, f"caption ranked its own tile first in {wins} of {total} cases"
 
 
-def test_v1_pipeline_end_to_end_on_a_tiny_scene(tmp_path):
-    from predict.generate_selo import main as generate_main
-
+def test_v1_pipeline_end_to_end_on_a_tiny_scene(tmp_path, trained):
     annotations = write_testset(str(tmp_path / "data"), 11, [(1100, 1300, 2)])
     cache = tmp_path / "cache"
     rc = generate_main(["--yaml_path", str(TRAINED_YAML), "--cache_path", str(cache),
@@ -132,8 +135,16 @@ def test_v1_pipeline_end_to_end_on_a_tiny_scene(tmp_path):
                         "--src_anno_path", str(tmp_path / "data/annotations/anno.json"), "--device", "cpu"])
     assert rc == 0
     metrics = json.loads((cache / "metrics.json").read_text())
-    assert len(metrics["samples"]) == len(annotations) >= 1
-    assert all(0 <= metrics["mean"][k] <= 1 for k in ("Rsu", "Ras", "Rda", "Rmi"))
-    for idx in range(len(annotations)):
+    records = {sample["idx"]: sample for sample in metrics["samples"]}
+    assert sorted(records) == list(range(len(annotations))) and len(annotations) >= 1
+    indicators = ("Rsu", "Ras", "Rda", "Rmi")
+    for idx, sample in enumerate(annotations):
+        # each map is the library's for that caption, and each record the evaluator's numbers on that map
         probmap = cv2.imread(str(cache / f"probmap_{idx}.jpg"), cv2.IMREAD_GRAYSCALE)
-        assert probmap.shape == (1100, 1300)
+        expected = localise(tmp_path / "data/imgs" / sample["jpg_name"], sample["caption"], trained)
+        assert expected.shape == (1100, 1300)
+        assert np.array_equal(probmap, cv2.imdecode(encode_jpeg(expected), cv2.IMREAD_GRAYSCALE))
+        values = evaluate(probmap, sample["points"])
+        assert {k: records[idx][k] for k in indicators} == pytest.approx({k: values[k] for k in indicators}, abs=1e-9)
+    for k in indicators:
+        assert metrics["mean"][k] == pytest.approx(np.mean([records[idx][k] for idx in records]), abs=1e-9)

@@ -20,7 +20,8 @@ from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, rule
 
 from predict import provenance
-from test_trust import EditableTestset, rewrite_keeping_size_and_mtime
+
+from helpers import EditableTestset, rewrite_keeping_size_and_mtime
 
 STEPS = {"sequences": 0, "steps": 0}  # counted for the closing note (printed at the end)
 INDICATORS = ("Rsu", "Rda", "Ras", "Rmi")

@@ -16,8 +16,11 @@ import yaml
 from predict.layers.amfmn import GRU_DIM, WORD_DIM, UniSkip
 from predict.layers.lw_mcr import LWMCR
 from predict.encoders import selfcheck
-from predict.model_encoder import REPO_ROOT, EncoderError, EncoderSpecModel, load_encoder, main
+from predict.model_encoder import EncoderError, EncoderSpecModel, load_encoder, main
 from predict.provenance import vectors_key
+from predict.resources import package_path, project_root
+
+from helpers import REPO_ROOT, subprocess_env, write_testset
 
 PLUGIN_SOURCE = textwrap.dedent('''
     import numpy as np
@@ -214,11 +217,11 @@ def test_checkpoint_argument_overrides_the_yaml(lw_mcr_files, tmp_path):
 
 @pytest.mark.parametrize("name, checkpoint", [("AMFMN", "AMFMN.tar"), ("LW_MCR", "RSITMD_LW_MCR.tar")])
 def test_shipped_yamls(name, checkpoint):
-    path = REPO_ROOT / "predict" / "options" / "RSITMD" / f"RSITMD_{name}.yaml"
+    path = package_path("options", "RSITMD", f"RSITMD_{name}.yaml")
     raw = yaml.safe_load(path.read_text())
     assert raw["model"]["name"] == name and raw["optim"]["resume"] == f"predict/checkpoints/{checkpoint}"
     assert raw["dataset"]["vocab_path"] == "predict/vocab/rsitmd_splits_vocab.json"
-    if not (REPO_ROOT / raw["optim"]["resume"]).exists():  # a fresh clone: the download is asked for
+    if not (project_root() / raw["optim"]["resume"]).exists():  # a fresh clone: the download is asked for
         message = one_line_error(path)
         assert f"predict/checkpoints/{checkpoint}: {name} checkpoint ({checkpoint}) not found" in message
 
@@ -243,9 +246,8 @@ def test_self_check_with_an_image_file(lw_mcr_files, tmp_path, capsys):
 
 def test_self_check_cli_with_a_plugin(plugin_dir):
     path = write_yaml(plugin_dir, {"model": {"name": "my_encoders:MeanColour", "scale": 1.0}})
-    env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(plugin_dir), str(REPO_ROOT)]))
     run = subprocess.run([sys.executable, "predict/model_encoder.py", "--yaml_path", str(path)], cwd=REPO_ROOT,
-                         env=env, capture_output=True, text=True, timeout=120)
+                         env=subprocess_env(plugin_dir), capture_output=True, text=True, timeout=120)
     assert run.returncode == 0, run.stderr
     assert "Image vector shape: (1, 3)" in run.stdout and "Encoder test successful!" in run.stdout
 
@@ -356,13 +358,12 @@ def test_a_plugin_without_super_init_gets_options_device_and_batch_size(checked_
     assert encoder.image_encoder(np.zeros((7, 256, 256, 3), np.uint8)).shape == (7, 3)
     assert calls == [3, 3, 1] and vectors_key(encoder).startswith("own_init-")
 
-    from predict import generate_selo
-    from test_generate_selo import write_testset
+    from predict.cli.generate import main as generate_main
 
     write_testset(tmp_path / "set", n_samples=1)
-    code = generate_selo.main(["--yaml_path", str(path), "--cache_path", str(tmp_path / "cache"),
-                               "--src_data_path", str(tmp_path / "set" / "imgs"), "--step", "256_512",
-                               "--src_anno_path", str(tmp_path / "set" / "anno.json"), "--no_report"])
+    code = generate_main(["--yaml_path", str(path), "--cache_path", str(tmp_path / "cache"),
+                          "--src_data_path", str(tmp_path / "set" / "imgs"), "--step", "256_512",
+                          "--src_anno_path", str(tmp_path / "set" / "anno.json"), "--no_report"])
     assert code == 0  # the whole pipeline, not only the self-check
 
 

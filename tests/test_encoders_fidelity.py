@@ -12,11 +12,12 @@ import torch
 import yaml
 from PIL import Image
 
-from conftest import shared_path
 from predict.layers.amfmn import AMFMN
 from predict.layers.lw_mcr import LWMCR
 from predict.encoders.retrieval import normalize_tiles
 from predict.model_encoder import EncoderError, load_encoder
+
+from helpers import shared_path
 
 MODELS = ("AMFMN", "LW_MCR")
 

@@ -5,7 +5,6 @@ import re
 import sys
 import threading
 import time
-from pathlib import Path
 
 import cv2
 import numpy as np
@@ -18,9 +17,7 @@ from predict.io.logs import setup_logger
 from predict.run.engine import RunConfig, run_testset
 from predict.run.memory import ByteSemaphore
 
-TESTS = Path(__file__).parent
-sys.path.insert(0, str(TESTS))
-from test_generate_selo import red_square_scene, write_yaml  # noqa: E402
+from helpers import red_square_scene, write_yaml
 
 TIME = re.compile(r"\d+\.\d+s\b")
 STAMP = re.compile(r"^\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d+ ")

@@ -6,18 +6,19 @@ import math
 import os
 import subprocess
 import sys
-from pathlib import Path
 
 import cv2
 import numpy as np
 import pytest
 
 from evaluations.metrics import EvaluationInputError, SeloScore, evaluate_gray
+from predict.cli.evaluate import main
 from predict.io.results import MetricsStore
 from predict.run import evaluate as evaluation
 from predict.run.evaluate import evaluate_written_map
 
-REPO_ROOT = Path(__file__).resolve().parent.parent
+from helpers import REPO_ROOT, subprocess_env
+
 SQUARE = [[150, 100], [250, 100], [250, 200], [150, 200]]
 
 
@@ -44,8 +45,9 @@ def cache(tmp_path):
 
 
 def run_cli(*args):
+    """``python predict/evaluate_selo.py ARGS``, the original's command line, from the checkout's root."""
     return subprocess.run([sys.executable, "predict/evaluate_selo.py", *map(str, args)], cwd=REPO_ROOT,
-                          capture_output=True, text=True, timeout=300)
+                          env=subprocess_env(), capture_output=True, text=True, timeout=300)
 
 
 def test_cli_scores_good_samples_and_reports_bad_ones(cache):
@@ -79,8 +81,6 @@ def test_cli_scores_good_samples_and_reports_bad_ones(cache):
 
 
 def test_cli_exit_codes_and_report(cache):
-    from predict.evaluate_selo import main
-
     anno = json.loads((cache / "anno.json").read_text(encoding="utf-8"))
     (cache / "good.json").write_text(json.dumps([anno[0], anno[3], anno[3], anno[0]]), encoding="utf-8")
     cv2.imwrite(str(cache / "probmap_1.jpg"), blob_map())

@@ -3,60 +3,25 @@ import json
 import os
 import signal
 import subprocess
-import sys
 import time
-from pathlib import Path
 
 import cv2
 import numpy as np
 import pytest
-import yaml
 
-from predict import generate_selo
+from predict.cli import generate
 from predict.core import tiling
 from predict.core.stretch import percentile_stretch
 from predict.io.images import SampleError, read_image
 
-TESTS = Path(__file__).parent
-sys.path.insert(0, str(TESTS))
-from toy_encoders import slow_generate_command  # noqa: E402
-
-
-def red_square_scene(height=900, width=1200, box=(300, 600, 500, 800)):
-    """Grey noisy image (BGR) with a red square at rows box[0]:box[1], columns box[2]:box[3]."""
-    rng = np.random.default_rng(0)
-    image = rng.integers(90, 140, size=(height, width, 3), dtype=np.uint8)
-    r0, r1, c0, c1 = box
-    image[r0:r1, c0:c1] = (30, 30, 220)
-    polygon = [[c0, r0], [c1, r0], [c1, r1], [c0, r1]]
-    return image, polygon
-
-
-def write_testset(root, n_samples=2, names=None):
-    """A small testset: images + anno.json; returns (imgs dir, anno path)."""
-    imgs = root / "imgs"
-    imgs.mkdir(parents=True, exist_ok=True)
-    image, polygon = red_square_scene()
-    names = names or ["scene.png"] * n_samples
-    for name in set(names):
-        cv2.imwrite(str(imgs / name), image)
-    anno = [{"caption": f"a red building number {i}", "jpg_name": n, "points": [polygon]} for i, n in enumerate(names)]
-    (root / "anno.json").write_text(json.dumps(anno))
-    return imgs, root / "anno.json"
-
-
-def write_yaml(root, name="toy_encoders:RednessEncoder", **extra):
-    options = {"model": {"name": name, "batch_size": 16}, **extra}
-    path = root / "encoder.yaml"
-    path.write_text(yaml.safe_dump(options))
-    return path
+from helpers import red_square_scene, slow_generate_command, write_testset, write_yaml  # noqa: F401  (test_engine.py imports some from here)
 
 
 def run(root, *extra, anno=None, imgs=None):
     cache = root / "cache"
-    code = generate_selo.main(["--yaml_path", str(write_yaml(root)), "--cache_path", str(cache),
-                               "--src_data_path", str(imgs or root / "imgs"),
-                               "--src_anno_path", str(anno or root / "anno.json"), "--step", "256_512", *extra])
+    code = generate.main(["--yaml_path", str(write_yaml(root)), "--cache_path", str(cache),
+                          "--src_data_path", str(imgs or root / "imgs"),
+                          "--src_anno_path", str(anno or root / "anno.json"), "--step", "256_512", *extra])
     return code, cache
 
 

@@ -1,4 +1,4 @@
-"""SeLo on a user's own scenes (``predict/localise.py``, ``selo-localise``): a synthetic scene written by the
+"""SeLo on a user's own scenes (``selo-localise``, :mod:`predict.cli.localise`): a synthetic scene written by the
 test as a GeoTIFF in UTM 33N, an 8-bit copy, a 12-bit-in-uint16 copy and a copy with a nodata border,
 localised with the demo encoder; the outputs' georeferencing, peaks, nodata, tile-vector reuse and bad input.
 """
@@ -21,9 +21,9 @@ from predict.io.annotations import SampleError
 from predict.io.images import read_image
 from predict.io.raster import read_raster
 
-from conftest import REPO_ROOT
+from helpers import DEMO_YAML as DEMO_YAML_PATH, REPO_ROOT, subprocess_env
 
-DEMO_YAML = str(REPO_ROOT / "predict/options/demo/demo_encoder.yaml")
+DEMO_YAML = str(DEMO_YAML_PATH)
 SCENE_SEED, SIZE = [90, 2], 1500
 CRS = "EPSG:32633"  # WGS 84 / UTM zone 33N
 TRANSFORM = from_origin(500000.0, 5000000.0, 0.5, 0.5)  # 0.5 m pixels
@@ -82,7 +82,7 @@ def scenes(tmp_path_factory, scene):
 @pytest.fixture(scope="module")
 def run(tmp_path_factory, scenes):
     """One CLI run over every scene, a missing image and QUERIES (the last one empty)."""
-    from predict.localise import main
+    from predict.cli.localise import main
 
     out = tmp_path_factory.mktemp("out")
     images = [scenes["scene8"], scenes["scene12"], str(out / "missing.tif"), scenes["border"], scenes["png"]]
@@ -132,15 +132,22 @@ def test_summary_describes_every_output_in_the_folder(run):
     assert {p.name for p in out.iterdir()} == listed | folder_level
 
 
-def test_each_image_is_encoded_once_and_later_queries_encode_no_tile(run):
+def test_each_image_is_encoded_once_and_later_queries_encode_no_tile(run, scenes):
+    from predict.core.pipelines import PIPELINES
+    from predict.run.localise import mostly_valid
+
     _, _, summary = run
-    for stem in ("scene8", "scene12", "border", "plain"):
-        assert result(summary, stem, 0)["tiles_encoded"] > 0
+    for stem, path in (("scene8", scenes["scene8"]), ("scene12", scenes["scene12"]), ("border", scenes["border"]),
+                       ("plain", scenes["png"])):
+        raster = read_raster(path)  # every v1 tile the first query scores (those at least half valid)
+        tiles = PIPELINES["v1"].first_stage_tiles(*raster.pixels.shape[:2])
+        tiles = tiles if raster.valid is None else mostly_valid(tiles, raster.valid)
+        assert result(summary, stem, 0)["tiles_encoded"] == len(tiles)
         assert result(summary, stem, 1)["tiles_encoded"] == 0
 
 
 def test_a_later_run_reuses_the_vectors_on_disk(run, scenes, tmp_path):
-    from predict.localise import main
+    from predict.cli.localise import main
 
     _, out, _ = run
     again = tmp_path / "again.png"  # the same bytes under another name (so that no output of `run` is replaced)
@@ -163,7 +170,7 @@ def test_probmap_keeps_the_inputs_crs_transform_and_size(run):
 
 
 def test_probmap_is_the_benchmark_pipelines_map(run, scenes):
-    import predict.localise  # noqa: F401  the script's module, imported beside the library function
+    import predict.cli.localise  # noqa: F401  the command's module, imported beside the library function
     from predict import load_encoder, localise
 
     assert callable(localise) and localise.__module__ == "predict.run.localise"
@@ -282,11 +289,14 @@ def test_unreadable_and_missing_files_are_one_line(tmp_path):
 def test_v2_on_the_nodata_scene_scores_only_valid_tiles_and_boxes(scenes, tmp_path):
     from predict import load_encoder
     from predict.core.pipelines import PIPELINES
+    from predict.run.localise import mostly_valid
     from predict.run.scenes import SceneConfig, localise_scenes
 
     run = localise_scenes([scenes["border"]], QUERIES[:1], load_encoder(DEMO_YAML, device="cpu"),
                           SceneConfig(out_dir=str(tmp_path), pipeline=PIPELINES["v2"]))
-    assert not run.errors and run.results[0]["tiles_encoded"] > 0
+    raster = read_raster(scenes["border"])
+    valid_tiles = mostly_valid(PIPELINES["v2"].first_stage_tiles(*raster.pixels.shape[:2]), raster.valid)
+    assert not run.errors and run.results[0]["tiles_encoded"] == len(valid_tiles)
     with rasterio.open(tmp_path / "border_q0_probmap.tif") as src:
         assert not src.dataset_mask()[:, :BORDER].any() and not src.read(1)[:, :BORDER].any()
 
@@ -304,15 +314,16 @@ def test_float_bands_with_nan_nodata_are_stretched_over_the_valid_pixels(tmp_pat
     assert raster.crs == rasterio.crs.CRS.from_string(CRS) and raster.transform == TRANSFORM
 
 
-def test_the_script_runs_and_refuses_a_run_without_queries(scenes, tmp_path):
-    command = [sys.executable, str(REPO_ROOT / "predict/localise.py"), "--yaml_path", DEMO_YAML,
-               "--image", scenes["png"], "--out", str(tmp_path)]
-    done = subprocess.run(command, capture_output=True, text=True, timeout=300)
-    assert done.returncode == 2 and "no query" in done.stdout + done.stderr
+def test_the_module_runs_and_refuses_a_run_without_queries(scenes, tmp_path):
+    command = [sys.executable, "-m", "predict.cli.localise", "--yaml_path", "demo",
+               "--image", scenes["png"], "--out", str(tmp_path / "out")]
+    done = subprocess.run(command, capture_output=True, text=True, timeout=300, cwd=tmp_path, env=subprocess_env())
+    assert done.returncode == 2
+    assert done.stderr.splitlines()[-1] == "ERROR: no query: give --query TEXT or --queries FILE"
 
 
 def test_unknown_band_fails_that_image_only_and_warnings_reach_the_log(scene, tmp_path):
-    from predict.localise import main
+    from predict.cli.localise import main
 
     four_bands = np.concatenate([np.moveaxis(scene.rgb[:300, :400], -1, 0), scene.rgb[None, :300, :400, 1]])
     write_geotiff(tmp_path / "rgbn.tif", four_bands)
@@ -334,7 +345,7 @@ def test_unknown_band_fails_that_image_only_and_warnings_reach_the_log(scene, tm
                                            (["--regions", "1.5"], "argument --regions: expected a quantile"),
                                            (["--step", "256_-5"], "argument --step: expected positive integers")])
 def test_bad_arguments_are_one_line_and_exit_2(scenes, tmp_path, capsys, args, message):
-    from predict.localise import main
+    from predict.cli.localise import main
 
     with pytest.raises(SystemExit) as stop:
         main(["--yaml_path", DEMO_YAML, "--image", scenes["png"], "--query", "a lake.", "--out", str(tmp_path), *args])
@@ -343,15 +354,38 @@ def test_bad_arguments_are_one_line_and_exit_2(scenes, tmp_path, capsys, args, m
 
 
 def test_output_folder_that_is_a_file_is_one_line_and_exit_2(scenes, tmp_path, capsys):
-    from predict.localise import main
+    from predict.cli.localise import main
 
     (tmp_path / "out").write_text("")
     rc = main(["--yaml_path", DEMO_YAML, "--image", scenes["png"], "--query", "a lake.", "--out", str(tmp_path / "out")])
     assert rc == 2 and capsys.readouterr().err == f"error: {tmp_path / 'out'}: output folder is a file\n"
 
 
-def test_scene_score_is_in_the_summary_and_every_outputs_metadata(run):
+def test_scene_score_is_in_the_summary_and_every_outputs_metadata(run, scenes):
     _, out, summary = run
+    # the PNG's score for the first query, recomputed pixel by pixel: the maximum over pixels of the mean of
+    # the raw scores of the tiles covering each pixel
+    from predict import load_encoder
+    from predict.core import tiling
+    from predict.core.pipelines import PIPELINES
+    from predict.run.localise import query_vector
+    from predict.run.timing import StageTimer
+    from predict.encoders.base import similarities
+    from predict.run.vectors import TileVectorStore
+
+    encoder = load_encoder(DEMO_YAML, device="cpu")
+    pixels = read_raster(scenes["png"]).pixels
+    height, width = pixels.shape[:2]
+    tiles = PIPELINES["v1"].first_stage_tiles(height, width)
+    raw = similarities(encoder, TileVectorStore(encoder).vectors(pixels, tiles, StageTimer()),
+                       query_vector(encoder, QUERIES[0]))
+    total, count = np.zeros((height, width)), np.zeros((height, width))
+    for tile, score in zip(tiles, raw):
+        r0, r1, c0, c1 = tiling.effective_box(tile, height, width)
+        total[r0:r1, c0:c1] += score
+        count[r0:r1, c0:c1] += 1
+    (png,) = [e for e in summary["results"] if e["image"] == scenes["png"] and e["query"] == QUERIES[0]]
+    assert png["scene_score"] == pytest.approx(float((total / count).max()), rel=1e-9)
     for entry in summary["results"]:
         score = entry["scene_score"]
         assert isinstance(score, float) and np.isfinite(score)
@@ -391,7 +425,7 @@ def small_png(scene, folder, name="small.png", side=(600, 700)):
 
 
 def test_a_second_run_into_the_same_folder_stops_at_once_with_one_line(scene, tmp_path, capsys):
-    from predict.localise import main
+    from predict.cli.localise import main
 
     out = tmp_path / "out"
     out.mkdir()
@@ -411,7 +445,7 @@ def test_a_second_run_into_the_same_folder_stops_at_once_with_one_line(scene, tm
 
 
 def test_a_rerun_with_other_queries_leaves_no_output_the_summary_does_not_describe(scene, tmp_path):
-    from predict.localise import main
+    from predict.cli.localise import main
 
     image, out = small_png(scene, tmp_path), tmp_path / "out"
     first, second, third = "a dark green lake.", "some tennis courts.", "a gray parking lot."
@@ -430,7 +464,7 @@ def test_a_rerun_with_other_queries_leaves_no_output_the_summary_does_not_descri
 
 
 def test_a_queries_file_with_a_byte_order_mark_keeps_it_out_of_the_query(scene, tmp_path):
-    from predict.localise import main
+    from predict.cli.localise import main
 
     queries = tmp_path / "queries.txt"
     queries.write_bytes("a dark green lake.\nsome tennis courts.\n".encode("utf-8-sig"))
@@ -441,7 +475,7 @@ def test_a_queries_file_with_a_byte_order_mark_keeps_it_out_of_the_query(scene, 
 
 
 def test_images_too_small_to_compare_tiles_are_one_line_each(scene, tmp_path):
-    from predict.localise import main
+    from predict.cli.localise import main
 
     tiny, one_tile = small_png(scene, tmp_path, "tiny.png", (200, 300)), small_png(scene, tmp_path, "one.png", (256, 256))
     out = tmp_path / "out"
@@ -458,20 +492,27 @@ def test_images_too_small_to_compare_tiles_are_one_line_each(scene, tmp_path):
 def test_v2_reuses_its_first_stage_and_counts_its_refinement_boxes_apart(scene, tmp_path):
     from predict import load_encoder
     from predict.core.pipelines import PIPELINES
+    from predict.run.localise import load_image, score_tiles
     from predict.run.scenes import SceneConfig, localise_scenes
+    from predict.run.vectors import TileVectorStore
 
     image = small_png(scene, tmp_path, side=(700, 1100))
-    run = localise_scenes([str(image)], ["a dark green lake.", "some tennis courts."], load_encoder(DEMO_YAML, device="cpu"),
+    queries = ["a dark green lake.", "some tennis courts."]
+    encoder = load_encoder(DEMO_YAML, device="cpu")
+    run = localise_scenes([str(image)], queries, encoder,
                           SceneConfig(out_dir=str(tmp_path / "out"), pipeline=PIPELINES["v2"]))
     first, second = run.results
-    first_stage = len(PIPELINES["v2"].first_stage_tiles(700, 1100))
-    assert (first["tiles_encoded"], second["tiles_encoded"]) == (first_stage, 0)
-    assert first["boxes_encoded"] > 0 and second["boxes_encoded"] >= 0
+    stage1 = set(PIPELINES["v2"].first_stage_tiles(700, 1100))
+    assert (first["tiles_encoded"], second["tiles_encoded"]) == (len(stage1), 0)
+    # each query's refinement boxes, found apart: the second query encodes only the boxes the first did not
+    boxes = [set(score_tiles(load_image(str(image)), query, encoder, PIPELINES["v2"], TileVectorStore(encoder))[0])
+             - stage1 for query in queries]
+    assert boxes[0] and (first["boxes_encoded"], second["boxes_encoded"]) == (len(boxes[0]), len(boxes[1] - boxes[0]))
     assert run.vectors.tiles_encoded == sum(r["tiles_encoded"] + r["boxes_encoded"] for r in run.results)
 
 
 def test_a_folder_of_the_earlier_summary_format_is_continued_with_its_numbers(scene, tmp_path):
-    from predict.localise import main
+    from predict.cli.localise import main
 
     out = tmp_path / "out"
     out.mkdir()
@@ -488,7 +529,7 @@ def test_a_folder_of_the_earlier_summary_format_is_continued_with_its_numbers(sc
 
 
 def test_a_summary_that_cannot_be_continued_stops_the_run_with_one_line(scenes, tmp_path, capsys):
-    from predict.localise import main
+    from predict.cli.localise import main
 
     (tmp_path / "summary.json").write_text("{not json")
     rc = main(["--yaml_path", DEMO_YAML, "--image", scenes["png"], "--query", "a lake.", "--out", str(tmp_path)])

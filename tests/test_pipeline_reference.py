@@ -1,23 +1,20 @@
 """Fidelity of the map generation against the original generators (../shared/reference/pipeline)."""
 import hashlib
 import json
-import sys
-from pathlib import Path
 
 import cv2
 import numpy as np
 import pytest
 import yaml
 
-from conftest import shared_path
-from predict import generate_selo
+from predict.cli import generate
 from predict.core import tiling
 from predict.core.heatmap import mean_tile_scores, probability_map
 from predict.core.pipelines import PIPELINES
 
-V1, V2 = PIPELINES["v1"], PIPELINES["v2"]
+from helpers import shared_path
 
-sys.path.insert(0, str(Path(__file__).parent))  # toy_encoders as an out-of-tree module
+V1, V2 = PIPELINES["v1"], PIPELINES["v2"]
 
 
 def load_json(*parts):
@@ -108,14 +105,14 @@ def test_v2_geometry_matches_recorded_tiles_and_boxes():
 
 
 def run_case(case, tmp_path):
-    """Run generate_selo.py on a reference case with the position scorer plugged in as module:Class."""
+    """Run selo-generate on a reference case with the position scorer plugged in as module:Class."""
     ref = shared_path("reference", "pipeline")
     options = {"model": {"name": "toy_encoders:PositionScorer", "batch_size": 64}, "scorer": case["scorer"]}
     (tmp_path / "scorer.yaml").write_text(yaml.safe_dump(options))
     anno = [{"caption": case["text"], "jpg_name": f"{case['id']}_input.png", "points": case["polygons"]}]
     (tmp_path / "anno.json").write_text(json.dumps(anno))
     cache = tmp_path / "cache"
-    code = generate_selo.main([
+    code = generate.main([
         "--yaml_path", str(tmp_path / "scorer.yaml"), "--cache_path", str(cache),
         "--src_data_path", str(ref), "--src_anno_path", str(tmp_path / "anno.json"),
         "--step", case["steps"], "--pipeline", case["generator"], "--seed", str(case["seed"]), "--device", "cpu"])

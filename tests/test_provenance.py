@@ -20,15 +20,15 @@ import numpy as np
 import pytest
 import yaml
 
-from predict import generate_selo
+from predict.cli.evaluate import main as evaluate_main
+from predict.cli.generate import main as generate_main
 from predict.core import tiling
 from predict.encoders.base import EncoderSpecModel
 from predict.run.timing import StageTimer
 from predict.run.vectors import TileVectorStore
-from test_generate_selo import red_square_scene, write_testset
 
-TESTS = Path(__file__).parent
-REPO = TESTS.parent
+from helpers import GENERATE_SCRIPT, red_square_scene, subprocess_env, write_testset
+
 N_TILES = len(tiling.multiscale_tiles(900, 1200, [256, 512]))
 
 
@@ -46,14 +46,14 @@ def yaml_file(path, name="toy_encoders:RednessEncoder", **extra):
 
 
 def generate(root, *extra, yaml_path=None):
-    """generate_selo.main on root's testset into root/cache; (exit code, metrics.json, this run's log)."""
+    """selo-generate on root's testset into root/cache; (exit code, metrics.json, this run's log)."""
     cache = root / "cache"
     log = cache / "log.txt"
     before = log.read_text(encoding="utf-8") if log.is_file() else ""
-    code = generate_selo.main(["--yaml_path", str(yaml_path or yaml_file(root / "encoder.yaml")),
-                               "--cache_path", str(cache), "--src_data_path", str(root / "imgs"),
-                               "--src_anno_path", str(root / "anno.json"), "--step", "256_512", "--device", "cpu",
-                               "--no_report", *extra])
+    code = generate_main(["--yaml_path", str(yaml_path or yaml_file(root / "encoder.yaml")),
+                          "--cache_path", str(cache), "--src_data_path", str(root / "imgs"),
+                          "--src_anno_path", str(root / "anno.json"), "--step", "256_512", "--device", "cpu",
+                          "--no_report", *extra])
     metrics = json.loads((cache / "metrics.json").read_text()) if (cache / "metrics.json").is_file() else None
     return code, metrics, log.read_text(encoding="utf-8")[len(before):] if log.is_file() else ""
 
@@ -358,9 +358,7 @@ def test_an_empty_annotation_file_deletes_nothing(tmp_path):
     page = Path(write_report(str(tmp_path / "cache"), str(tmp_path / "anno.json"))).read_text(encoding="utf-8")
     assert "The mean covers 1 sample(s) of" in page and "kept but not counted (idx 1)" in page
     # the evaluation CLI keeps them too
-    from predict import evaluate_selo
-
-    assert evaluate_selo.main(["--cache_path", str(tmp_path / "cache"), "--src_anno_path", str(tmp_path / "anno.json")]) == 0
+    assert evaluate_main(["--cache_path", str(tmp_path / "cache"), "--src_anno_path", str(tmp_path / "anno.json")]) == 0
     assert json.loads((tmp_path / "cache" / "metrics.json").read_text())["samples"][1] == first["samples"][1]
 
 
@@ -374,11 +372,10 @@ def test_a_second_run_into_a_live_runs_folder_stops_at_once(tmp_path, capsys):
     slow = tmp_path / "slow.yaml"
     slow.write_text(yaml.safe_dump(options))
     cache = tmp_path / "cache"
-    cmd = [sys.executable, str(REPO / "predict" / "generate_selo.py"), "--yaml_path", str(slow),
+    cmd = [sys.executable, str(GENERATE_SCRIPT), "--yaml_path", str(slow),
            "--cache_path", str(cache), "--src_data_path", str(tmp_path / "imgs"),
            "--src_anno_path", str(tmp_path / "anno.json"), "--step", "256_512", "--device", "cpu", "--no_report"]
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(TESTS), str(REPO)])}
-    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    proc = subprocess.Popen(cmd, env=subprocess_env(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
         deadline = time.time() + 60
         while time.time() < deadline and "Processing 0/2" not in (
@@ -390,9 +387,7 @@ def test_a_second_run_into_a_live_runs_folder_stops_at_once(tmp_path, capsys):
         assert code == 2
         assert f"{cache}: another run (pid {proc.pid}) is writing this folder" in err
         assert err.count("\n") == 1
-        from predict import evaluate_selo
-
-        assert evaluate_selo.main(["--cache_path", str(cache), "--src_anno_path", str(tmp_path / "anno.json")]) == 2
+        assert evaluate_main(["--cache_path", str(cache), "--src_anno_path", str(tmp_path / "anno.json")]) == 2
         assert f"{cache}: another run (pid {proc.pid}) is writing this folder" in capsys.readouterr().err
         assert (cache / "log.txt").read_text(encoding="utf-8").startswith(log_before)
     finally:

@@ -9,18 +9,19 @@ import numpy as np
 import pytest
 import tifffile
 
-from predict import REPO_ROOT, localise
+from predict import localise
 from predict.core import preview as preview_module
 from predict.core.pipelines import PIPELINES, get_pipeline
 from predict.demo.synthetic import generate_scene
 from predict.encoders.registry import load_encoder
 
 fastapi_testclient = pytest.importorskip("fastapi.testclient")
-from predict import serve  # noqa: E402
+from predict.cli import serve  # noqa: E402
 from predict.run.explorer import Explorer, ExplorerConfig  # noqa: E402
 from predict.web.app import create_app  # noqa: E402
 
-YAML = REPO_ROOT / "predict/options/demo/demo_encoder.yaml"
+from helpers import DEMO_YAML as YAML  # noqa: E402
+
 QUERY = "a green football field surrounded by a red track"
 
 

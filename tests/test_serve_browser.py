@@ -5,7 +5,7 @@ UTM GeoTIFF) and the demo encoder. The tests use the page as an analyst would, a
 and keep screenshots in ``$SELO_ARTIFACTS`` (default ``tests/artifacts/``, ignored by git). Skipped with the
 reason when no Chromium is installed (``.ci/run`` installs it).
 """
-import os
+import re
 import shutil
 import socket
 import threading
@@ -15,13 +15,13 @@ from pathlib import Path
 
 import cv2
 import pytest
+import rasterio.warp
 
-from predict import REPO_ROOT
 from predict.demo.synthetic import generate_scene
 
+from helpers import ARTIFACTS, DEMO_YAML as YAML
+
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
-ARTIFACTS = Path(os.environ.get("SELO_ARTIFACTS", REPO_ROOT / "tests" / "artifacts"))
-YAML = REPO_ROOT / "predict/options/demo/demo_encoder.yaml"
 QUERY = "a green football field surrounded by a red track"
 
 pytestmark = pytest.mark.skipif(CHROMIUM is None, reason="no chromium on PATH (apt-get install chromium)")
@@ -51,7 +51,7 @@ def make_scenes(folder: Path) -> None:
 def serving(explorer):
     """The explorer's app on 127.0.0.1:<free port> while the block runs."""
     uvicorn = pytest.importorskip("uvicorn")
-    from predict.serve import allowed_hosts
+    from predict.cli.serve import allowed_hosts
     from predict.web.app import create_app
 
     port = free_port()
@@ -153,7 +153,11 @@ def test_desktop_map_features_at_1280x900(server, browser):
         # scale bar in metres, cursor in lon/lat (UTM 33N at 500 km E: 15 deg E)
         assert page.locator("#scalebar-label").inner_text().endswith("m")
         page.mouse.move(view["x"] + view["width"] / 2, view["y"] + view["height"] / 2)
-        assert page.locator("#cursor").inner_text().startswith("lon 14.9") or "lon 15.0" in page.locator("#cursor").inner_text()
+        cursor = re.fullmatch(r"lon (\S+)°, lat (\S+)° \(x (\d+), y (\d+)\)", page.locator("#cursor").inner_text())
+        lon, lat, x, y = map(float, cursor.groups())
+        east, north = 500000.0 + 0.5 * (x + 0.5), 5000000.0 - 0.5 * (y + 0.5)  # the pixel's centre
+        (true_lon,), (true_lat,) = rasterio.warp.transform("EPSG:32633", "EPSG:4326", [east], [north])
+        assert abs(lon - true_lon) < 1e-5 and abs(lat - true_lat) < 1e-5  # within half a pixel (0.25 m)
         # regions above a threshold
         page.locator("#threshold").fill("0.5")
         page.wait_for_function("() => document.querySelectorAll('#regions polygon').length > 0", timeout=10_000)

@@ -8,7 +8,6 @@ from urllib.parse import quote
 import pytest
 import tifffile
 
-from predict import REPO_ROOT
 from predict.demo.synthetic import generate_scene
 from predict.encoders.registry import load_encoder
 
@@ -32,7 +31,7 @@ def client(tmp_path_factory):
     folder = tmp_path_factory.mktemp("scenes")
     for name, seed in zip(NAMES, (5, 6)):
         tifffile.imwrite(folder / name, generate_scene(seed, 500, 600).rgb, photometric="rgb")
-    explorer = Explorer(load_encoder(REPO_ROOT / "predict/options/demo/demo_encoder.yaml", device="cpu"),
+    explorer = Explorer(load_encoder("demo", device="cpu"),
                         ExplorerConfig(images_dir=str(folder), outputs_dir=str(folder / "out"), preview_side=128))
     client = fastapi_testclient.TestClient(create_app(explorer))
     for name in NAMES:  # tiles ready, so that well-formed queries are answered at once

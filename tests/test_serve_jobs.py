@@ -7,7 +7,7 @@ import time
 import cv2
 import pytest
 
-from predict import REPO_ROOT
+from predict.core.pipelines import get_pipeline
 from predict.demo.synthetic import generate_scene
 from predict.encoders.registry import load_encoder
 
@@ -15,7 +15,8 @@ fastapi_testclient = pytest.importorskip("fastapi.testclient")
 from predict.run.explorer import Explorer, ExplorerConfig  # noqa: E402
 from predict.web.app import create_app  # noqa: E402
 
-YAML = REPO_ROOT / "predict/options/demo/demo_encoder.yaml"
+from helpers import DEMO_YAML as YAML  # noqa: E402
+
 QUERY = "a green football field surrounded by a red track"
 
 
@@ -121,12 +122,15 @@ def test_a_job_another_client_waits_for_is_not_cancelled(gated):
 
 def test_a_request_for_too_many_tiles_is_refused_with_the_count(scenes, tmp_path):
     explorer = Explorer(load_encoder(YAML, device="cpu"), ExplorerConfig(images_dir=str(scenes), max_tiles=50,
-                                                                       outputs_dir=str(tmp_path)))
+                                                                       outputs_dir=str(tmp_path),
+                                                                       cache_dir=str(tmp_path / "vectors")))
     client = fastapi_testclient.TestClient(create_app(explorer))
     refused = client.post("/api/localise", json={"image": "lake.jpg", "query": QUERY, "steps": "64"})
     assert refused.status_code == 422
     assert "lake.jpg" in refused.json()["detail"] and "more than the 50" in refused.json()["detail"]
-    assert client.post("/api/encode", json={"image": "lake.jpg", "steps": "512"}).status_code in (200, 202)
+    accepted = client.post("/api/encode", json={"image": "lake.jpg", "steps": "512"})  # no vector kept yet: queued
+    tiles = get_pipeline("v1", "512").first_stage_tiles(800, 800)  # lake.jpg is 800 x 800
+    assert accepted.status_code == 202 and accepted.json()["total"] == len(tiles) <= 50
 
 
 def test_request_bodies_are_bounded(scenes, tmp_path):

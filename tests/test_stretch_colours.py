@@ -18,8 +18,6 @@ from predict.run.localise import score_tiles
 from predict.run.scenes import raster_probmap
 from predict.run.vectors import TileVectorStore
 
-from conftest import REPO_ROOT
-
 SIDE = 1500
 # (scene seed, object kind, query): scenes whose 8-bit form has its top peak in that object
 CASES = [([17, 7], "lake", "a dark green lake"),
@@ -41,7 +39,7 @@ def stored_forms(rgb: np.ndarray) -> dict[str, tuple[np.ndarray, tuple | None]]:
 def encoder():
     from predict import load_encoder
 
-    return load_encoder(str(REPO_ROOT / "predict/options/demo/demo_encoder.yaml"), device="cpu")
+    return load_encoder("demo", device="cpu")
 
 
 @pytest.fixture(scope="module", params=CASES, ids=[kind for _, kind, _ in CASES])

@@ -6,9 +6,10 @@ import nltk
 import numpy as np
 import pytest
 
-from conftest import shared_path
 from predict.model_encoder import EncoderError
 from predict.encoders.text import PUNCTUATION, Vocabulary, tokenize
+
+from helpers import shared_path
 
 
 @pytest.fixture(scope="module")

@@ -6,21 +6,16 @@ commands' tests. ``test_differential.py`` proves the rule at large.
 import json
 import os
 import shutil
-import sys
-import textwrap
-import time
-from pathlib import Path
 
 import cv2
 import numpy as np
 import pytest
-import yaml
 
-from predict import evaluate_selo, generate_selo, provenance
+from predict import provenance
+from predict.cli.evaluate import main as evaluate_main
 from predict.run.vectors import TileVectorStore, read_vectors
-from test_generate_selo import red_square_scene
 
-TESTS = Path(__file__).parent
+from helpers import EditableTestset, red_square_scene, rewrite_keeping_size_and_mtime
 
 
 @pytest.fixture(autouse=True)
@@ -31,92 +26,6 @@ def fresh_memo(tmp_path, monkeypatch):
     monkeypatch.setattr(provenance, "RACY_NS", 0)
     monkeypatch.setattr(provenance, "DISK_MEMO_BYTES", 0)
     provenance._memo.clear()
-
-
-def rewrite_keeping_size_and_mtime(path: Path, data: bytes) -> None:
-    """Replace a file's bytes with others of the same length and put its mtime back (``touch -r``)."""
-    stat = path.stat()
-    assert len(data) == stat.st_size
-    time.sleep(0.02)  # past the clock's tick: the rewrite gets a ctime of its own
-    path.write_bytes(data)
-    os.utime(path, ns=(stat.st_atime_ns, stat.st_mtime_ns))
-
-
-PLUGIN = textwrap.dedent('''
-    import os
-    import numpy as np
-    from predict.encoders.base import EncoderSpecModel
-    import trust_helper
-
-    class GainEncoder(EncoderSpecModel):
-        """Redness and greenness of a tile, times a gain read from the weights file; a query naming red asks
-        for the first, any other for the second; the sign file flips the scores."""
-        name = "trust_gain"
-
-        def __init__(self, options, device=None):
-            super().__init__(options, device)
-            self.gain = float(np.load(options["model"]["weights"])[0])
-            folder = os.path.dirname(options["_yaml_path"])
-            self.sign = float(open(os.path.join(folder, options["model"]["sign_file"])).read())
-
-        def encode_batch(self, tiles):
-            t = np.asarray(tiles, dtype=np.float32) / 255
-            red = (t[..., 0] - 0.5 * (t[..., 1] + t[..., 2])).mean(axis=(1, 2))
-            green = (t[..., 1] - 0.5 * (t[..., 0] + t[..., 2])).mean(axis=(1, 2))
-            return np.stack([red + trust_helper.MIX * green, green + trust_helper.MIX * red], axis=1) * self.gain
-
-        def text_encoder(self, text):
-            return np.array([1.0, 0.0] if "red" in text else [0.0, 1.0], dtype=np.float32)
-
-        def cosine_sim(self, image_vectors, text_vector):
-            return self.sign * np.asarray(image_vectors, np.float64) @ np.asarray(text_vector, np.float64)
-''')
-
-
-class EditableTestset:
-    """Two small scenes (a red and a green square) and an encoder plug-in with a weights file, a helper
-    module and a file its yaml names by a relative path, all in ``root``."""
-
-    def __init__(self, root: Path, importable_module):
-        self.root = root
-        self.imgs = root / "imgs"
-        self.imgs.mkdir()
-        self.write_scene("a.png", box=(100, 200, 150, 250), colour=(30, 30, 220))
-        self.write_scene("b.png", box=(50, 150, 60, 160), colour=(30, 220, 30))
-        self.anno = [
-            {"caption": "a red roof", "jpg_name": "a.png", "points": [[[150, 100], [250, 100], [250, 200], [150, 200]]]},
-            {"caption": "a green lawn", "jpg_name": "b.png", "points": [[[60, 50], [160, 50], [160, 150], [60, 150]]]},
-        ]
-        self.write_anno()
-        self.plugin_dir = importable_module("trust_plugin", PLUGIN)
-        importable_module("trust_helper", "MIX = 0.0\n")
-        self.weights = root / "weights.npy"
-        np.save(self.weights, np.array([1.0]))
-        (root / "sign.txt").write_text("1.0")
-        self.yaml = root / "encoder.yaml"
-        self.yaml.write_text(yaml.safe_dump({"model": {"name": "trust_plugin:GainEncoder", "batch_size": 16,
-                                                       "weights": "weights.npy", "sign_file": "sign.txt"}}))
-
-    def write_scene(self, name, box, colour, height=300, width=400):
-        rng = np.random.default_rng(len(name))
-        image = rng.integers(90, 140, size=(height, width, 3), dtype=np.uint8)
-        image[box[0]:box[1], box[2]:box[3]] = colour
-        cv2.imwrite(str(self.imgs / name), image, [cv2.IMWRITE_PNG_COMPRESSION, 0])  # size fixed by the pixels
-
-    def write_anno(self):
-        (self.root / "anno.json").write_text(json.dumps(self.anno))
-
-    def generate(self, cache, *extra):
-        """generate_selo.main into ``cache``: (exit code, metrics.json or None, this run's log lines)."""
-        for name in ("trust_plugin", "trust_helper"):  # the code on disk now, as a new process would import it
-            sys.modules.pop(name, None)
-        log = cache / "log.txt"
-        before = log.read_text(encoding="utf-8") if log.is_file() else ""
-        code = generate_selo.main(["--yaml_path", str(self.yaml), "--cache_path", str(cache),
-                                   "--src_data_path", str(self.imgs), "--src_anno_path", str(self.root / "anno.json"),
-                                   "--step", "64_128", "--device", "cpu", "--no_report", "--workers", "1", *extra])
-        metrics = json.loads((cache / "metrics.json").read_text()) if (cache / "metrics.json").is_file() else None
-        return code, metrics, log.read_text(encoding="utf-8")[len(before):] if log.is_file() else ""
 
 
 @pytest.fixture
@@ -179,8 +88,8 @@ def test_w11_a_vector_store_holds_one_encoders_vectors(tmp_path):
     from predict import localise
     from predict.encoders.registry import load_encoder
 
-    a = load_encoder(TESTS.parent / "predict/options/demo/demo_encoder.yaml", device="cpu")
-    b = load_encoder(TESTS.parent / "predict/options/demo/demo_random.yaml", device="cpu")
+    a = load_encoder("demo", device="cpu")
+    b = load_encoder("demo_random", device="cpu")
     image, _ = red_square_scene(300, 400, (100, 200, 100, 200))
     store = TileVectorStore(a, str(tmp_path / "vectors"))
     localise(image[:, :, ::-1].copy(), "a red roof", a, steps="128", vectors=store)
@@ -212,7 +121,7 @@ def test_w12_evaluate_pairs_each_map_with_the_sample_it_was_made_for(testset):
     _, first, _ = testset.generate(cache)
     testset.anno.reverse()
     testset.write_anno()
-    assert evaluate_selo.main(["--cache_path", str(cache), "--src_anno_path", str(testset.root / "anno.json")]) == 0
+    assert evaluate_main(["--cache_path", str(cache), "--src_anno_path", str(testset.root / "anno.json")]) == 0
     after = json.loads((cache / "metrics.json").read_text())
     assert by_caption(after) == pytest.approx(by_caption(first))
     assert after["mean"]["Rmi"] == pytest.approx(first["mean"]["Rmi"]) and after["mean_over"] == [0, 1]
@@ -223,7 +132,7 @@ def test_w12_a_map_made_for_another_caption_is_not_scored(testset):
     testset.generate(cache)
     testset.anno[0]["caption"] = "a blue car"  # no map of the folder was made for it
     testset.write_anno()
-    assert evaluate_selo.main(["--cache_path", str(cache), "--src_anno_path", str(testset.root / "anno.json")]) == 1
+    assert evaluate_main(["--cache_path", str(cache), "--src_anno_path", str(testset.root / "anno.json")]) == 1
     errors = json.loads((cache / "metrics.json").read_text())["errors"]
     assert [e["idx"] for e in errors] == [0]
     assert "no probability map" in errors[0]["error"] and "was made for 'a red roof'" in errors[0]["error"]

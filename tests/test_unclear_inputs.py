@@ -11,19 +11,19 @@ import pytest
 import tifffile
 
 from evaluations import EvaluationInputError, evaluate as evaluate_map
-from predict import evaluate_selo, generate_selo
+from predict.cli.evaluate import main as evaluate_main
+from predict.cli.generate import main as generate_main
 from predict.core.pipelines import get_pipeline
 from predict.encoders.text import STOP_WORDS
 from predict.io.annotations import SampleError
 from predict.io.images import read_image
 from predict.model_encoder import load_encoder
 from predict.run.localise import localise, query_vector
-from test_bad_input import SQUARE, evaluate, generate, red_square_scene, results, write_testset
 
-REPO = Path(__file__).resolve().parent.parent
-DEMO_YAML = REPO / "predict" / "options" / "demo" / "demo_encoder.yaml"
+from helpers import DEMO_CHECKPOINT, DEMO_YAML, SQUARE, evaluate, generate, red_square_image, results, write_samples
+
 DEMO_OPTIONS = {"model": {"name": "demo", "batch_size": 64},
-                "optim": {"resume": str(REPO / "predict" / "checkpoints" / "demo_encoder.pth")}}
+                "optim": {"resume": str(DEMO_CHECKPOINT)}}
 
 
 @pytest.fixture(scope="module")
@@ -52,7 +52,7 @@ def overwrite_4kb(path, seed=0):
 
 def noisy_scene(height=900, width=1200):
     """The red-square scene with texture, so that its JPEG is large enough to damage in the middle."""
-    image = red_square_scene(height, width)
+    image = red_square_image(height, width)
     return cv2.add(image, np.random.default_rng(1).integers(0, 60, image.shape, np.uint8))
 
 
@@ -65,8 +65,8 @@ def test_corrupt_jpeg_data_is_an_error_in_localise(tmp_path, demo_encoder):
 
 
 def test_corrupt_jpeg_data_fails_its_sample_only_in_generate(tmp_path):
-    write_testset(tmp_path, [{"jpg_name": "damaged.jpg"}, {}],
-                  images={"damaged.jpg": noisy_scene(), "scene.png": red_square_scene()})
+    write_samples(tmp_path, [{"jpg_name": "damaged.jpg"}, {}],
+                  images={"damaged.jpg": noisy_scene(), "scene.png": red_square_image()})
     overwrite_4kb(tmp_path / "imgs" / "damaged.jpg")
     code, cache = generate(tmp_path, "--no_report")
     samples, errors, _ = results(cache)
@@ -75,7 +75,7 @@ def test_corrupt_jpeg_data_fails_its_sample_only_in_generate(tmp_path):
 
 
 def test_corrupt_probmap_data_is_an_error_in_evaluate(tmp_path):
-    write_testset(tmp_path, [{}, {}])
+    write_samples(tmp_path, [{}, {}])
     cache = tmp_path / "cache"  # maps as the original generator left them: no records
     cache.mkdir()
     for idx in (0, 1):  # textured maps: files large enough to damage in the middle
@@ -94,7 +94,7 @@ def test_corrupt_probmap_data_is_an_error_in_evaluate(tmp_path):
 
 
 def test_a_tiff_of_two_pages_is_read_from_its_first_with_a_warning(tmp_path):
-    first = red_square_scene(300, 400)[:, :, ::-1]  # RGB as stored
+    first = red_square_image(300, 400)[:, :, ::-1]  # RGB as stored
     path = tmp_path / "two.tif"
     tifffile.imwrite(path, np.stack([first, first[::-1]]))  # one series of two pages
     with pytest.warns(UserWarning, match=rf"^{path}: TIFF of 2 pages; reading the first page only$"):
@@ -103,7 +103,7 @@ def test_a_tiff_of_two_pages_is_read_from_its_first_with_a_warning(tmp_path):
 
 
 def test_tiff_overviews_are_not_counted_as_pages(tmp_path):
-    image = red_square_scene(300, 400)
+    image = red_square_image(300, 400)
     path = tmp_path / "overview.tif"
     tifffile.imwrite(path, image)
     tifffile.imwrite(path, np.ascontiguousarray(image[::2, ::2]), append=True, subfiletype=1)  # reduced resolution
@@ -113,7 +113,7 @@ def test_tiff_overviews_are_not_counted_as_pages(tmp_path):
 
 
 def test_bytes_after_a_png_iend_are_a_warning_and_the_image_is_read(tmp_path):
-    image = red_square_scene(300, 400)
+    image = red_square_image(300, 400)
     cv2.imwrite(str(tmp_path / "scene.png"), image)
     whole = (tmp_path / "scene.png").read_bytes()
     (tmp_path / "padded.png").write_bytes(whole + b"appended by a transfer")
@@ -135,7 +135,7 @@ def test_bytes_after_a_png_iend_are_a_warning_and_the_image_is_read(tmp_path):
     (None, " \t ", ValueError, r"query ' \\t ' is empty"),
 ])
 def test_localise_refuses_what_it_cannot_use_in_one_line(demo_encoder, image, query, error, message):
-    image = red_square_scene(300, 400)[:, :, ::-1].copy() if image is None else image
+    image = red_square_image(300, 400)[:, :, ::-1].copy() if image is None else image
     with pytest.raises(error, match=message):
         localise(image, query, demo_encoder)
 
@@ -160,7 +160,7 @@ def test_unknown_words_of_a_query_are_named_in_a_warning(demo_encoder):
 
 
 def test_a_caption_without_a_known_word_fails_its_sample_only(tmp_path):
-    write_testset(tmp_path, [{"caption": "zzzz qqqq"}, {"caption": "a red field"}])
+    write_samples(tmp_path, [{"caption": "zzzz qqqq"}, {"caption": "a red field"}])
     code, cache = generate(tmp_path, "--no_report", options=DEMO_OPTIONS)
     samples, errors, _ = results(cache)
     assert code == 1 and list(samples) == [1]
@@ -175,7 +175,7 @@ def lw_mcr(tmp_path_factory):
     import torch
     import yaml
 
-    from conftest import shared_path
+    from helpers import shared_path
 
     spec = importlib.util.spec_from_file_location("make_fixture_checkpoint",
                                                   shared_path("reference", "model", "make_fixture_checkpoint.py"))
@@ -235,7 +235,7 @@ def test_evaluate_names_polygons_that_are_not_a_list():
 
 @pytest.mark.parametrize("content, shown", [("[]", "[]"), ("{}", "{}"), ("  \n", "the file is empty")])
 def test_an_annotation_file_without_samples_stops_both_commands(tmp_path, capsys, content, shown):
-    write_testset(tmp_path, [{}])
+    write_samples(tmp_path, [{}])
     (tmp_path / "anno.json").write_text(content)
     line = f"{tmp_path / 'anno.json'}: holds no sample ({shown})"
     code, cache = generate(tmp_path, "--no_report")
@@ -243,7 +243,7 @@ def test_an_annotation_file_without_samples_stops_both_commands(tmp_path, capsys
     err = capsys.readouterr().err
     assert line in err and "Mean over" not in err
     cache.mkdir(exist_ok=True)
-    assert evaluate_selo.main(["--cache_path", str(cache), "--src_anno_path", str(tmp_path / "anno.json")]) == 2
+    assert evaluate_main(["--cache_path", str(cache), "--src_anno_path", str(tmp_path / "anno.json")]) == 2
     err = capsys.readouterr().err
     assert line in err and "Mean over" not in err
 
@@ -260,9 +260,9 @@ def test_steps_as_text_a_list_or_one_integer(steps, parsed):
     assert get_pipeline("v1", steps).steps == parsed
 
 
-def test_steps_with_a_double_underscore_stop_generate_selo(tmp_path, capsys):
+def test_steps_with_a_double_underscore_stop_selo_generate(tmp_path, capsys):
     with pytest.raises(SystemExit) as exit_:
-        generate_selo.main(["--cache_path", str(tmp_path / "cache"), "--step", "256__512"])
+        generate_main(["--cache_path", str(tmp_path / "cache"), "--step", "256__512"])
     assert exit_.value.code == 2
     assert "argument --step: expected positive integers joined by '_' (e.g. 256_512_768), got '256__512'" \
         in capsys.readouterr().err

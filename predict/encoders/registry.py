@@ -14,9 +14,9 @@ from typing import Callable
 
 import yaml
 
-from predict import REPO_ROOT
 from predict.encoders.base import PRECISIONS, EncoderError, EncoderSpecModel
 from predict.provenance import encoder_identity
+from predict.resources import find_yaml, missing_yaml_message, project_root
 
 # Built-in encoders by name -> "module:Class", imported only when asked for (keeps torch-free imports cheap).
 ENCODER_REGISTRY: dict[str, str] = {
@@ -26,7 +26,8 @@ ENCODER_REGISTRY: dict[str, str] = {
     "open_clip": "predict.encoders.clip:OpenCLIPEncoder",
 }
 
-# Yaml keys holding file paths, resolved against the yaml's folder, then the repo root.
+# Yaml keys holding file paths, resolved against the yaml's folder, then the folder holding the package
+# (the checkout's root, or site-packages when installed: a preset's predict/checkpoints/... is the package's).
 PATH_KEYS = (("optim", "resume"), ("dataset", "vocab_path"), ("model", "weights"), ("model", "seq2vec", "dir_st"))
 
 
@@ -53,17 +54,18 @@ def import_encoder_class(name: str) -> Callable:
 
 
 def resolve_path(path: str | None, base_dir: Path) -> str | None:
-    """An absolute path as is; a relative one against ``base_dir`` if it exists there, else the repo root.
+    """An absolute path as is; a relative one against ``base_dir`` if it exists there, else against
+    :func:`~predict.resources.project_root` (the folder holding the ``predict`` package).
 
     When it exists in neither place, the first candidate whose folder exists is returned so that errors
-    name it (a preset's ``predict/checkpoints/x.pt`` -> the repo's folder), else the ``base_dir`` one.
+    name it (a preset's ``predict/checkpoints/x.pt`` -> the package's folder), else the ``base_dir`` one.
     """
     if not path:
         return path
     p = Path(os.path.expanduser(str(path)))
     if p.is_absolute():
         return str(p)
-    candidates = [base / p for base in (base_dir, REPO_ROOT)]
+    candidates = [base / p for base in (base_dir, project_root())]
     for candidate in candidates:
         if candidate.exists():
             return str(candidate.resolve())
@@ -111,11 +113,12 @@ def check_options(options: dict, where: str) -> None:
 
 
 def read_options(yaml_path: str | os.PathLike) -> dict:
-    """Parse an encoder yaml, check the keys the pipeline reads (:func:`check_options`) and resolve the
-    paths it holds (see ``PATH_KEYS``)."""
-    yaml_path = Path(yaml_path)
+    """Parse an encoder yaml (a path, or a built-in preset's name: :func:`~predict.resources.find_yaml`),
+    check the keys the pipeline reads (:func:`check_options`) and resolve the paths it holds (see
+    ``PATH_KEYS``)."""
+    given, yaml_path = yaml_path, find_yaml(yaml_path)
     if not yaml_path.is_file():
-        raise EncoderError(f"{yaml_path}: encoder yaml not found")
+        raise EncoderError(missing_yaml_message(Path(given)))
     try:
         with open(yaml_path, encoding="utf-8") as f:
             options = yaml.safe_load(f)
@@ -137,7 +140,8 @@ def load_encoder(yaml_path: str | os.PathLike, device: str | None = None,
     """Build the encoder a yaml describes, with its weights loaded.
 
     Args:
-        yaml_path: the encoder yaml (``model.name``, ``optim.resume``, ``dataset.vocab_path``, ...).
+        yaml_path: the encoder yaml (``model.name``, ``optim.resume``, ``dataset.vocab_path``, ...), or a
+            built-in preset's name (``"demo"``, ``"RSITMD_AMFMN"``...: :mod:`predict.resources`).
         device: ``"cpu"``, ``"cuda"``, ``"cuda:1"``...; CUDA when available if None.
         checkpoint: overrides the yaml's ``optim.resume``.
         batch_size: overrides the yaml's ``model.batch_size`` (tiles per ``image_encoder`` call).

@@ -3,10 +3,10 @@ from __future__ import annotations
 
 import argparse
 import sys
+from pathlib import Path
 
 import numpy as np
 
-from predict import REPO_ROOT
 from predict.encoders.base import check_image_vectors, similarities
 from predict.encoders.registry import load_encoder
 from predict.provenance import vectors_key
@@ -15,9 +15,9 @@ SAMPLE_IMAGE_SUFFIXES = (".tif", ".tiff", ".png", ".jpg", ".jpeg")
 
 
 def default_image_path() -> str | None:
-    """The first image directly in ``test_data/`` (the original used ``sparseresidential_3814.tif`` there),
-    or None when there is none, as on a fresh clone."""
-    folder = REPO_ROOT / "test_data"
+    """The first image directly in ``test_data/`` of the current folder (the original used
+    ``sparseresidential_3814.tif`` there), or None when there is none, as on a fresh clone."""
+    folder = Path("test_data")
     images = sorted(p for p in folder.iterdir() if p.suffix.lower() in SAMPLE_IMAGE_SUFFIXES) if folder.is_dir() else []
     return str(images[0]) if images else None
 
@@ -78,7 +78,8 @@ def self_check(yaml_path: str, image_path: str | None, text: str, device: str | 
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--yaml_path", default=str(REPO_ROOT / "predict/options/RSITMD/RSITMD_AMFMN.yaml"))
+    parser.add_argument("--yaml_path", default="RSITMD_AMFMN",
+                        help="encoder yaml, or a built-in preset by name (default %(default)s)")
     parser.add_argument("--image_path", default=None,
                         help="image to encode (default: the first image of test_data/, else a synthetic tile)")
     parser.add_argument("--text", default="many airplanes parked in the airport")

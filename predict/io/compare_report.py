@@ -1,6 +1,6 @@
 """What ``selo-compare`` writes: its table as text, Markdown, LaTeX, CSV or JSON, and ``compare.html``.
 
-Every function takes the comparison as :func:`predict.compare.compare_runs` returns it (the content of
+Every function takes the comparison as :func:`predict.run.compare.compare_runs` returns it (the content of
 ``compare.json``): ``{"runs": [{"path", "n", "mean", "ci95", "apart"}], "versus": [{"run", "baseline", "n",
 "delta", "ci95", "wilcoxon_p", "wins", "ties", "losses", "what_changed"}], "samples": [{"image", "caption",
 "values", "idx", "apart"}], "bootstrap", "left_out", "published"}``.

@@ -1,8 +1,9 @@
-"""The explorer's state behind ``predict/serve.py``: the images of one folder, their tile vectors (encoded
-once, kept on disk), one job queue for the encoder, and SeLo maps of typed queries at screen resolution.
+"""The explorer's state behind ``selo-serve`` (:mod:`predict.cli.serve`): the images of one folder, their tile
+vectors (encoded once, kept on disk), one job queue for the encoder, and SeLo maps of typed queries at screen
+resolution.
 
     >>> from predict import load_encoder
-    >>> encoder = load_encoder("predict/options/demo/demo_encoder.yaml", device="cpu")  # doctest: +SKIP
+    >>> encoder = load_encoder("demo", device="cpu")  # the demo preset  # doctest: +SKIP
     >>> explorer = Explorer(encoder, ExplorerConfig(images_dir="scenes"))  # doctest: +SKIP
     >>> explorer.localise("scene.jpg", "a red track around a green football field")  # doctest: +SKIP
 

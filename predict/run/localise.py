@@ -1,7 +1,7 @@
 """``localise()``: the SeLo probability map of one image for one query, and the steps it is made of.
 
     >>> from predict import load_encoder, localise
-    >>> encoder = load_encoder("predict/options/demo/demo_encoder.yaml", device="cpu")  # doctest: +SKIP
+    >>> encoder = load_encoder("demo", device="cpu")  # the demo preset  # doctest: +SKIP
     >>> probmap = localise("scene.jpg", "a red track around a green football field", encoder)  # doctest: +SKIP
 
 The steps, each usable alone: :func:`load_image` (decode once, identify by content), :func:`score_tiles`

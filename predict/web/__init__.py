@@ -1,1 +1,2 @@
-"""The explorer's web page and JSON API (``predict/serve.py``)."""
+"""The explorer's web page and JSON API (``selo-serve``: :mod:`predict.cli.serve`); the page's files in
+``static/`` are package data."""

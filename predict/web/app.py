@@ -35,9 +35,10 @@ from starlette.middleware.trustedhost import TrustedHostMiddleware
 from starlette.datastructures import Headers, MutableHeaders
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from predict.resources import package_path
 from predict.run.explorer import Explorer, Job, RequestError
 
-STATIC_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "static")
+STATIC_DIR = str(package_path("web", "static"))  # package data: the page, its script and style
 RETRY_SECONDS = "1"
 MAX_BODY_BYTES = 16 * 1024  # a request is a name, a query and a few numbers
 SECURITY_HEADERS = {

@@ -1,12 +1,12 @@
 """The SeLo explorer: a local web page where a typed query becomes a SeLo map over a large scene.
 
-    python predict/serve.py --yaml_path predict/options/demo/demo_encoder.yaml --images test_data/demo/imgs
+    selo-serve --images test_data/demo/imgs [--yaml_path demo]   # or: python -m predict.cli.serve ...
     # then open http://127.0.0.1:8000
 
 Pick an image (its tiles are encoded once and kept on disk under ``<images>/.selo/tile_vectors``, or
 ``--cache``), type a query: the map and its peaks appear over the image. The JSON API the page uses is in
-``predict/web/app.py``. Binds to 127.0.0.1 unless ``--host`` says otherwise; serves only the images directly
-in ``--images`` and its own outputs.
+``predict/web/app.py``, the page in ``predict/web/static/`` (package data). Binds to 127.0.0.1 unless
+``--host`` says otherwise; serves only the images directly in ``--images`` and its own outputs.
 """
 from __future__ import annotations
 
@@ -14,13 +14,12 @@ import argparse
 import ipaddress
 import sys
 
-from predict import REPO_ROOT
+from predict.resources import yaml_help
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--yaml_path", default=str(REPO_ROOT / "predict/options/demo/demo_encoder.yaml"),
-                        help="encoder yaml (model.name picks the encoder)")
+    parser.add_argument("--yaml_path", default="demo", help=yaml_help("demo"))
     parser.add_argument("--images", required=True, help="folder of the images to serve (files directly in it)")
     parser.add_argument("--port", type=int, default=8000)
     parser.add_argument("--host", default="127.0.0.1", help="address to bind (loopback by default)")

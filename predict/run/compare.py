@@ -1,14 +1,13 @@
 """Compare SeLo runs as a paper does: paired statistics over the same samples, refusing what is not comparable.
 
-    selo-compare RUN [RUN ...] [--baseline RUN] [--out DIR] [--format text|md|latex|csv|json]
-                 [--bootstrap N] [--seed S] [--common]
-    (or: python predict/compare.py ...)
+    runs = [load_run("cache/A"), load_run("cache/B")]   # the baseline first
+    comparison = compare_runs(runs)                      # compare.json's content
 
-A RUN is a cache folder written by ``generate_selo.py`` (or ``evaluate_selo.py``): its ``metrics.json``.
-The first RUN is the baseline unless ``--baseline`` names another. Samples are matched by what they are,
-the caption, the polygons' digest and the image's content digest recorded with each result, never by
-position or file name. Runs that do not cover the same samples are refused (exit 2, one line naming what
-differs) unless ``--common`` restricts the comparison to the samples all runs share (the others listed).
+The command is ``selo-compare`` (:mod:`predict.cli.compare`). A RUN is a cache folder written by
+``selo-generate`` (or ``selo-evaluate``): its ``metrics.json``. Samples are matched by what they are, the
+caption, the polygons' digest and the image's content digest recorded with each result, never by position
+or file name. Runs that do not cover the same samples are refused (:class:`CompareError`, one line naming
+what differs) unless ``common`` restricts the comparison to the samples all runs share (the others listed).
 
 Per indicator (Rsu, Ras, Rda, Rmi): each run's mean with a 95 % percentile bootstrap interval over samples;
 against the baseline the mean paired difference (run - baseline) with its paired bootstrap interval, the
@@ -16,19 +15,15 @@ two-sided Wilcoxon signed-rank p-value and wins / ties / losses (a win: a higher
 Ras). Failed samples, degenerate maps and non-finite indicators are counted apart, never averaged. The
 settings that differ (encoder, pipeline, steps, seed, code versions) are printed as "what changed".
 
-Outputs: the table on the terminal (``--format``); with ``--out DIR``: ``compare.json``, the table as a
-file (``compare.txt``/``.md``/``.tex``/``.csv``) and ``compare.html`` (figures and the per-sample overlays
-side by side; :mod:`predict.io.compare_report`). Published Rmi values are shown as a separate reference
-block, marked "not comparable" unless the compared samples are the real SLM testset's 59.
-Exit codes: 0 compared; 2 the runs cannot be read or compared, or a bad argument.
+The tables and ``compare.html`` (figures and the per-sample overlays side by side) are
+:mod:`predict.io.compare_report`'s. Published Rmi values are a separate reference block, marked "not
+comparable" unless the compared samples are the real SLM testset's 59.
 """
 from __future__ import annotations
 
-import argparse
 import json
 import math
 import os
-import sys
 import warnings
 from collections import Counter
 from dataclasses import dataclass, field
@@ -37,8 +32,7 @@ import numpy as np
 from scipy import stats
 
 from evaluations.metrics import INDICATORS  # the paper's column order: Rsu, Ras, Rda, Rmi
-from predict.io.checks import EXIT_CANNOT_START, OneLineParser, positive_int, prepare_output_folder
-from predict.io.compare_report import FORMATS, LOWER_IS_BETTER, render_table, write_outputs
+from predict.io.compare_report import LOWER_IS_BETTER
 from predict.io.results import record_problem
 from predict.provenance import SAMPLE_KEYS, digest_of, seal_problem, settings_differences
 
@@ -439,55 +433,3 @@ def compare_runs(runs: list[Run], common: bool = False, resamples: int = DEFAULT
             "bootstrap": {"resamples": resamples, "seed": seed, "confidence": CONFIDENCE},
             "left_out": left_out,
             "published": published_block(keys)}
-
-
-# ---- command line ----------------------------------------------------------------------------------------------
-
-def parse_args(argv=None) -> argparse.Namespace:
-    parser = OneLineParser(prog="selo-compare", description=__doc__.splitlines()[0])
-    parser.add_argument("runs", nargs="+", metavar="RUN", help="cache folders with metrics.json")
-    parser.add_argument("--baseline", metavar="RUN",
-                        help="the run the others are compared with (default: the first RUN)")
-    parser.add_argument("--out", metavar="DIR", help="folder for compare.json, the table file and compare.html")
-    parser.add_argument("--format", choices=FORMATS, default="text", help="table format (terminal and --out)")
-    parser.add_argument("--bootstrap", type=positive_int, default=DEFAULT_RESAMPLES, metavar="N",
-                        help=f"bootstrap resamples (default {DEFAULT_RESAMPLES})")
-    parser.add_argument("--seed", type=int, default=0, metavar="S", help="seed of the bootstrap resampling")
-    parser.add_argument("--common", action="store_true",
-                        help="compare the samples all runs share, listing the others (default: refuse)")
-    args = parser.parse_args(argv)
-    paths = [os.path.normpath(path) for path in args.runs]
-    if args.baseline is not None:
-        baseline = os.path.normpath(args.baseline)
-        paths = [baseline] + [path for path in paths if path != baseline]
-    if len(paths) < 2:
-        parser.error("give at least two runs to compare")
-    if len(set(map(os.path.realpath, paths))) < len(paths):
-        parser.error("a run is given twice")
-    args.runs = paths
-    return args
-
-
-def main(argv=None) -> int:
-    args = parse_args(argv)
-    try:
-        runs = [load_run(path) for path in args.runs]
-        comparison = compare_runs(runs, args.common, args.bootstrap, args.seed)
-        if args.out:
-            prepare_output_folder(args.out)
-    except (CompareError, OSError) as error:
-        print(f"selo-compare: {error}", file=sys.stderr)
-        return EXIT_CANNOT_START
-    print(render_table(comparison, args.format), end="")
-    if args.out:
-        try:
-            written = write_outputs(comparison, args.out, args.format)
-        except OSError as error:
-            print(f"selo-compare: {error}", file=sys.stderr)
-            return EXIT_CANNOT_START
-        print(f"wrote {', '.join(written)}", file=sys.stderr)
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

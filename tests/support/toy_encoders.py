@@ -1,5 +1,5 @@
 """Out-of-tree encoders for the pipeline tests, loaded by ``model.name: toy_encoders:<Class>`` from a yaml
-(this folder is on sys.path in the tests and on PYTHONPATH for subprocess runs)."""
+(this folder is on pytest's ``pythonpath``, and on PYTHONPATH for subprocess runs: ``helpers.subprocess_env``)."""
 import time
 
 import numpy as np
@@ -68,23 +68,3 @@ class NoDataZeroEncoder(RednessEncoder):
         vectors = super().image_encoder(tiles)
         vectors[np.asarray(tiles).reshape(len(vectors), -1).max(axis=1) == 0] = 0
         return vectors
-
-
-def slow_generate_command(root, imgs, anno):
-    """``generate_selo.py`` as a subprocess on the testset ``imgs`` + ``anno`` with the position scorer
-    slowed to 0.05 s per batch (for kill and Ctrl-C tests), writing into ``root/cache``: (argv, env)."""
-    import os
-    import sys
-    from pathlib import Path
-
-    import yaml
-
-    tests = Path(__file__).parent
-    options = {"model": {"name": "toy_encoders:PositionScorer", "batch_size": 8},
-               "scorer": {"height": 900, "width": 1200, "offset": 0.0, "delay": 0.05,
-                          "targets": [{"x": 650, "y": 450, "amp": 1.0, "sigma": 200}]}}
-    (root / "slow.yaml").write_text(yaml.safe_dump(options))
-    cmd = [sys.executable, str(tests.parent / "predict" / "generate_selo.py"), "--yaml_path", str(root / "slow.yaml"),
-           "--cache_path", str(root / "cache"), "--src_data_path", str(imgs), "--src_anno_path", str(anno),
-           "--step", "256_512", "--device", "cpu"]
-    return cmd, {**os.environ, "PYTHONPATH": os.pathsep.join([str(tests), str(tests.parent)])}

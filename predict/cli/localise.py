@@ -1,16 +1,16 @@
 """Localise text queries in your own scenes (GeoTIFF/COG, PNG, JPEG): georeferenced maps and peaks out.
 
-    python predict/localise.py --yaml_path predict/options/demo/demo_encoder.yaml --image scene.tif \\
-        --query "a red-roofed factory next to a river" --out results/
+    selo-localise --yaml_path demo --image scene.tif --query "a red-roofed factory next to a river" --out results/
 
-(or ``selo-localise ...``). Per image x query, in ``--out`` (``<k>``: the query's number in that folder):
-``<stem>_q<k>_probmap.tif`` (a COG with the input's georeferencing, masked on nodata),
-``<stem>_q<k>_overlay.jpg`` (with a world file and ``.aux.xml``), ``<stem>_q<k>_peaks.geojson`` (attention
-centres, WGS84 when the input has a CRS), with ``--regions Q`` ``<stem>_q<k>_regions.geojson``, with
-``--mask Q`` ``<stem>_q<k>_mask.tif``; ``summary.json`` (every output in the folder, across runs),
-``all_peaks.geojson``, ``log.txt``. Tile vectors are kept in ``<out>/tile_vectors`` (or ``--vector_cache``):
-a later query on an image, in this run or a later one, encodes no first-stage tile. Exit code 1 when an
-image or query failed, 2 when the run cannot start (another run writing ``--out`` included).
+(or ``python -m predict.cli.localise ...``; ``--yaml_path`` takes a yaml path or a built-in preset's name).
+Per image x query, in ``--out`` (``<k>``: the query's number in that folder): ``<stem>_q<k>_probmap.tif`` (a
+COG with the input's georeferencing, masked on nodata), ``<stem>_q<k>_overlay.jpg`` (with a world file and
+``.aux.xml``), ``<stem>_q<k>_peaks.geojson`` (attention centres, WGS84 when the input has a CRS), with
+``--regions Q`` ``<stem>_q<k>_regions.geojson``, with ``--mask Q`` ``<stem>_q<k>_mask.tif``; ``summary.json``
+(every output in the folder, across runs), ``all_peaks.geojson``, ``log.txt``. Tile vectors are kept in
+``<out>/tile_vectors`` (or ``--vector_cache``): a later query on an image, in this run or a later one, encodes
+no first-stage tile. Exit code 1 when an image or query failed, 2 when the run cannot start (another run
+writing ``--out`` included).
 """
 from __future__ import annotations
 
@@ -26,6 +26,7 @@ from predict.io.checks import (EXIT_INTERRUPTED, OneLineParser, fail_to_start, f
 from predict.io.lock import FolderBusyError, folder_lock
 from predict.io.logs import setup_logger
 from predict.io.raster import DEFAULT_STRETCH
+from predict.resources import yaml_help
 from predict.run.scenes import FolderSummary, SceneConfig, localise_scenes
 
 
@@ -57,7 +58,7 @@ def parse_quantile(text: str) -> float:
 
 def build_parser() -> argparse.ArgumentParser:
     parser = OneLineParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--yaml_path", required=True, help="encoder yaml (model.name picks the encoder)")
+    parser.add_argument("--yaml_path", required=True, help=yaml_help())
     parser.add_argument("--image", action="append", required=True, help="an image file; repeat for more")
     parser.add_argument("--query", action="append", default=[], help="a text query; repeat for more")
     parser.add_argument("--queries", help="a text file of queries, one per line (blank lines skipped)")

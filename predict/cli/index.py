@@ -1,11 +1,10 @@
 """Index scenes into an archive on Ray: every scene's tile vectors computed once, for ``selo-search``.
 
-    python predict/index.py --yaml_path predict/options/demo/demo_encoder.yaml --images scenes/ more/*.tif \\
-        --archive archive/
+    selo-index --yaml_path demo --images scenes/ more/*.tif --archive archive/
 
-(or ``selo-index ...``). PATH: image files, folders (the images directly in them) or globs. Decoding and
-tile cutting run in Ray CPU tasks, encoding in a pool of Ray actors (one per GPU when the cluster has
-GPUs); each scene is written whole as ``<archive>/scenes/<stem>-<id>.parquet``. A rerun keeps the scenes
+(or ``python -m predict.cli.index ...``). PATH: image files, folders (the images directly in them) or globs.
+Decoding and tile cutting run in Ray CPU tasks, encoding in a pool of Ray actors (one per GPU when the
+cluster has GPUs); each scene is written whole as ``<archive>/scenes/<stem>-<id>.parquet``. A rerun keeps the scenes
 indexed with the same key and re-indexes changed ones; ``<archive>/index.json`` lists the run's scenes and
 errors. ``--address`` joins a running Ray cluster; by default a local Ray starts and stops with the
 command. Exit code 1 when a scene failed, 2 when the run cannot start.
@@ -15,6 +14,7 @@ from __future__ import annotations
 import os
 import sys
 
+from predict.cli.localise import parse_bands, parse_stretch
 from predict.core.pipelines import PIPELINES, get_pipeline
 from predict.encoders.registry import load_encoder
 from predict.io.checks import (EXIT_INTERRUPTED, OneLineParser, fail_to_start, first_line, positive_int,
@@ -22,15 +22,15 @@ from predict.io.checks import (EXIT_INTERRUPTED, OneLineParser, fail_to_start, f
 from predict.io.lock import FolderBusyError, folder_lock
 from predict.io.logs import setup_logger
 from predict.io.raster import DEFAULT_STRETCH
-from predict.localise import parse_bands, parse_stretch
 from predict.provenance import vectors_key
+from predict.resources import find_yaml, yaml_help
 from predict.run.archive import (INDEX_NAME, ArchiveSettings, add_address_argument, check_settings, index_archive,
                                   ray_session)
 
 
 def build_parser() -> OneLineParser:
     parser = OneLineParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--yaml_path", required=True, help="encoder yaml (model.name picks the encoder)")
+    parser.add_argument("--yaml_path", required=True, help=yaml_help())
     parser.add_argument("--images", nargs="+", required=True, metavar="PATH",
                         help="image files, folders (the images directly in them) or globs")
     parser.add_argument("--archive", required=True, metavar="DIR", help="the archive folder")
@@ -63,7 +63,7 @@ def index(args, archive: str) -> int:
     try:
         try:  # everything the run needs, checked before Ray starts
             spec = get_pipeline(args.pipeline, args.step)
-            yaml_path = os.path.abspath(args.yaml_path)
+            yaml_path = os.path.abspath(find_yaml(args.yaml_path))  # a preset's name: its packaged file
             encoder = load_encoder(yaml_path, device="cpu", batch_size=args.batch_size)
             settings = ArchiveSettings(yaml_path=yaml_path, vectors_key=vectors_key(encoder), tile_size=encoder.tile_size,
                                        pipeline=spec.name, steps=spec.steps, bands=args.bands, stretch=args.stretch)

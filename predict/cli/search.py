@@ -1,8 +1,8 @@
 """Search an archive of scenes on Ray: "where is X?" answered across every scene ``selo-index`` indexed.
 
-    python predict/search.py --archive archive/ --query "four tennis courts next to a green lawn" --top 5 --out hits/
+    selo-search --archive archive/ --query "four tennis courts next to a green lawn" --top 5 --out hits/
 
-(or ``selo-search ...``). Each query's text vector is computed once; every tile of the archive is scored in
+(or ``python -m predict.cli.search ...``). Each query's text vector is computed once; every tile of the archive is scored in
 parallel Ray tasks; each scene gets its scene score (the maximum over pixels of the per-pixel mean of the raw
 tile scores, before the per-image normalisation: comparable across scenes) and the scenes are ranked by it.
 For the ``--top`` scenes of each query the full SeLo maps are made in parallel and written as
@@ -15,11 +15,11 @@ from __future__ import annotations
 import os
 import sys
 
+from predict.cli.localise import read_queries
 from predict.io.checks import (EXIT_INTERRUPTED, OneLineParser, fail_to_start, first_line, positive_int,
                                prepare_output_folder)
 from predict.io.lock import FolderBusyError, folder_lock
 from predict.io.logs import setup_logger
-from predict.localise import read_queries
 from predict.run.archive import SUMMARY_NAME, add_address_argument, open_archive, ray_session, search_archive
 
 
