@@ -45,11 +45,11 @@ def mixed_testset(root):
     return imgs, root / "anno.json"
 
 
-def run_with(root, imgs, anno, cache_name, **config):
+def run_with(root, imgs, anno, cache_name, encoder=None, **config):
     cache = root / cache_name
     cache.mkdir()
     logger = setup_logger(str(cache))
-    encoder = load_encoder(str(write_yaml(root)), device="cpu")
+    encoder = encoder or load_encoder(str(write_yaml(root)), device="cpu")
     run_config = RunConfig(cache_path=str(cache), src_data_path=str(imgs), src_anno_path=str(anno),
                            pipeline=get_pipeline("v1", "256_512"), **config)
     _, failures = run_testset(run_config, encoder, logger, load_annotations(str(anno)))
@@ -193,6 +193,23 @@ def test_a_closed_semaphore_stops_its_waiters():
     budget.close()
     thread.join(timeout=10)
     assert not thread.is_alive() and len(errors) == 1
+
+
+def test_the_encoders_batch_is_lowered_to_fit_the_memory_limit_for_the_run_only(tmp_path):
+    from predict.run.memory import resident_bytes
+
+    imgs, anno = mixed_testset(tmp_path)
+    serial, _ = run_with(tmp_path, imgs, anno, "serial", workers=1)
+    encoder = load_encoder(str(write_yaml(tmp_path)), device="cpu")
+    encoder.batch_size, encoder.working_bytes = 64, lambda batch: batch * 10_000_000  # declared: 10 MB a tile
+    largest_image = 900 * 1200 * 3  # a.png, decoded
+    limit = resident_bytes() + largest_image + 200_000_000  # room for a batch of 16 tiles beside it, not 32
+    lowered, failures = run_with(tmp_path, imgs, anno, "lowered", encoder, workers=2, memory_limit=limit)
+    assert failures == 2
+    assert "Encoder batch lowered from 64 to 16" in (lowered / "log.txt").read_text()
+    assert encoder.batch_size == 64  # the encoder as it was given
+    assert results(lowered) == results(serial)
+    assert_same_images(lowered, serial)
 
 
 @pytest.mark.parametrize("bad", [dict(workers=-1), dict(memory_limit=0)])

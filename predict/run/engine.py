@@ -125,6 +125,12 @@ class ImageRun:
         """What decoding it holds at its peak (an image of unknown size: the whole budget, so it runs alone)."""
         return limit if self.pixels is None else decoding_bytes(self.path, self.pixels)
 
+    def largest_sample(self) -> int:
+        """Bytes of one of its samples alone: decoding, or the image and a finish beside it."""
+        pixels = self.pixels or 0
+        return max(decoding_bytes(self.path, pixels),
+                   pixels * IMAGE_BYTES_PER_PIXEL + finishing_bytes(pixels, keep_map=False))
+
 
 def image_runs(samples: list[Sample], folder: str) -> deque[ImageRun]:
     """The :class:`ImageRun` of ``samples`` in order (sizes from the files' headers)."""
@@ -261,7 +267,7 @@ class SeloRun:
         # read the map code's sources while the encoder runs ahead
         maps_version(), evaluation_version()
         self.budget = ByteSemaphore(config.memory_limit)  # the process's share set by plan_memory
-        self.encoding_bytes = 0  # the encoder's working memory at its batch (idem)
+        self.encoding_bytes = 0  # the encoder's working memory where it asks for it per sample (idem)
         self.drawn: set[int] = set()  # samples whose report drawing was written while finishing them
 
     def run(self, samples: list[Sample]) -> int:
@@ -303,9 +309,11 @@ class SeloRun:
                 bar.close()
 
     def plan_memory(self, runs: deque[ImageRun]) -> None:
-        """The budget for arrays in flight: ``memory_limit`` less the process now. The encoder's working
-        memory is asked for beside each sample's image while it is scored; its batch is halved (for this
-        run, with a log line) until that fits beside the largest image."""
+        """The budget for arrays in flight: ``memory_limit`` less the process now and the encoder's working
+        memory at its batch, kept for the encoder through the run where the largest sample still fits
+        beside it (the encoder never waits for memory). Otherwise the encoder asks for it beside each
+        sample's image while it is scored, waiting its turn, and its batch is halved (for this run, with a
+        log line) until that fits beside the largest image."""
         if self.config.pipeline.map_filter.median is not None:  # the median's compiled code, counted too
             from predict.core.cell_median import load_kernel
             load_kernel()
@@ -320,7 +328,11 @@ class SeloRun:
                              working(self.encoder.batch_size) // 10**6, process // 10**6, largest // 10**6,
                              limit // 10**6)
             self.encoder.batch_size = batch
-        self.encoding_bytes = working(batch) or 0
+        encoding = working(batch) or 0
+        if limit - process - encoding >= max((run.largest_sample() for run in runs), default=0):
+            limit -= encoding
+        else:
+            self.encoding_bytes = encoding
         self.budget.limit = max(1, limit - process)
 
     def fits_beside(self, current: ImageRun, following: ImageRun) -> bool:

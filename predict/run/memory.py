@@ -102,8 +102,11 @@ class ByteSemaphore:
         self._changed = threading.Condition()
 
     def request(self, nbytes: int, beside: int = 0) -> Ticket:
-        """Join the queue for ``nbytes`` (granted at once if it is first and fits)."""
+        """Join the queue for ``nbytes`` (granted at once if it is first and fits; no bytes, at once)."""
         ticket = Ticket(nbytes, beside)
+        if not nbytes:
+            ticket.granted = True
+            return ticket
         with self._changed:
             self._queue.append(ticket)
             self._grant()
