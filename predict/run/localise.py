@@ -21,8 +21,8 @@ import cv2
 import numpy as np
 
 from predict.core import tiling
-from predict.core.notes import warn
 from predict.core.heatmap import CellMap, is_flat, mean_tile_scores, probability_map
+from predict.core.notes import warn
 from predict.core.pipelines import PipelineSpec, get_pipeline
 from predict.encoders.base import EncoderSpecModel, similarities
 from predict.io.images import read_image
