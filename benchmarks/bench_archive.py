@@ -40,10 +40,11 @@ from predict.encoders.registry import load_encoder
 from predict.io.raster import read_raster
 from predict.provenance import vectors_key
 from predict.resources import find_yaml
-from predict.run.archive import (ArchiveSettings, index_archive, ray_session, read_header, scene_files,
-                                 scene_maps, score_scenes, search_archive)
+from predict.run.archive import (ArchiveSettings, index_archive, read_header, scene_files, scene_maps, score_scenes,
+                                 search_archive)
 from predict.run.localise import query_vector
 from predict.run.scenes import SceneConfig, localise_scenes
+from predict.runtime import ray_session
 
 REPO = Path(__file__).resolve().parent.parent
 

@@ -17,7 +17,7 @@ from predict.io.logs import setup_logger
 from predict.run.engine import RunConfig, run_testset
 from predict.run.memory import ByteSemaphore
 
-from helpers import red_square_scene, write_yaml
+from helpers import process_state, red_square_scene, write_yaml
 
 TIME = re.compile(r"\d+\.\d+s\b")
 STAMP = re.compile(r"^\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d+ ")
@@ -230,18 +230,6 @@ def test_tiles_cut_ahead_are_the_same_batches():
     for a, b in zip(got, expected):
         np.testing.assert_array_equal(a, b)
     assert list(batches_ahead(image, [], 64, 7)) == []
-
-
-def process_state() -> dict:
-    """What a library call must leave as it found it: thread counts, warnings hooks and filters, environment."""
-    import os
-    import warnings
-
-    import torch
-
-    return {"opencv threads": cv2.getNumThreads(), "torch threads": torch.get_num_threads(),
-            "torch interop threads": torch.get_num_interop_threads(), "showwarning": warnings.showwarning,
-            "warning filters": list(warnings.filters), "environment": dict(os.environ)}
 
 
 def test_library_calls_change_no_process_wide_state(tmp_path):

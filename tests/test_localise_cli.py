@@ -340,6 +340,50 @@ def test_unknown_band_fails_that_image_only_and_warnings_reach_the_log(scene, tm
     assert "smaller than step(s) [512, 768]" in (out / "log.txt").read_text()  # v1 keeps only the 256 tiles
 
 
+def test_own_scenes_from_python_log_their_warnings_as_data_and_change_no_process_wide_state(scene, tmp_path):
+    """A run of own scenes from Python, while other threads read rasters as the explorer does: the warnings
+    of reading (four bands, none marked RGB) and scoring (scales skipped) reach the run's log, none goes
+    through the warnings module (rasterio's NotGeoreferencedWarning for the PNG included), and the process
+    is left as it was."""
+    import logging
+    import warnings
+    from concurrent.futures import ThreadPoolExecutor
+
+    from predict import load_encoder
+    from predict.run.scenes import SceneConfig, localise_scenes
+
+    from helpers import process_state
+
+    write_geotiff(tmp_path / "rgbn.tif", np.concatenate([np.moveaxis(scene.rgb[:300, :400], -1, 0),
+                                                         scene.rgb[None, :300, :400, 1]]), photometric="MINISBLACK")
+    cv2.imwrite(str(tmp_path / "plain.png"), scene.rgb[:300, :400])
+    lines = []
+    logger = logging.getLogger("test.own_scenes")
+    handler = logging.Handler()
+    handler.emit = lambda record: lines.append((record.levelname, record.getMessage()))
+    logger.addHandler(handler)
+    encoder = load_encoder(DEMO_YAML, device="cpu")
+    try:
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            before = process_state()
+            with ThreadPoolExecutor(4) as pool:
+                reads = [pool.submit(read_raster, tmp_path / "plain.png", notes=[]) for _ in range(16)]
+                run = localise_scenes([str(tmp_path / "rgbn.tif"), str(tmp_path / "plain.png")], QUERIES[:1], encoder,
+                                      SceneConfig(out_dir=str(tmp_path / "out")), logger)
+                assert all(read.result().transform.is_identity for read in reads)
+            after = process_state()
+    finally:
+        logger.removeHandler(handler)
+    assert not run.errors and len(run.results) == 2
+    warned = [message for level, message in lines if level == "WARNING"]
+    assert f"{tmp_path / 'rgbn.tif'}: 4 bands and none marked red, green and blue; bands 1, 2, 3 read as red, green, blue" \
+           " (choose others with --bands, e.g. --bands 3,2,1 for blue-green-red-NIR order)" in warned
+    assert sum("smaller than step(s) [512, 768]" in message for message in warned) == 2  # each image, its one query
+    assert [str(w.message) for w in caught] == []
+    assert after == before
+
+
 @pytest.mark.parametrize("args, message", [(["--bands", "4,x"], "argument --bands: expected band numbers"),
                                            (["--stretch", "98,2"], "argument --stretch: percentiles must satisfy"),
                                            (["--regions", "1.5"], "argument --regions: expected a quantile"),

@@ -24,8 +24,8 @@ from predict.io.logs import setup_logger
 from predict.io.raster import DEFAULT_STRETCH
 from predict.provenance import vectors_key
 from predict.resources import find_yaml, yaml_help
-from predict.run.archive import (INDEX_NAME, ArchiveSettings, add_address_argument, check_settings, index_archive,
-                                  ray_session)
+from predict.run.archive import INDEX_NAME, ArchiveSettings, add_address_argument, check_settings, index_archive
+from predict.runtime import ray_session
 
 
 def build_parser() -> OneLineParser:

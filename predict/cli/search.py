@@ -20,7 +20,8 @@ from predict.io.checks import (EXIT_INTERRUPTED, OneLineParser, fail_to_start, f
                                prepare_output_folder)
 from predict.io.lock import FolderBusyError, folder_lock
 from predict.io.logs import setup_logger
-from predict.run.archive import SUMMARY_NAME, add_address_argument, open_archive, ray_session, search_archive
+from predict.run.archive import SUMMARY_NAME, add_address_argument, open_archive, search_archive
+from predict.runtime import ray_session
 
 
 def build_parser() -> OneLineParser:

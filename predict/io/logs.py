@@ -4,8 +4,6 @@ from __future__ import annotations
 import logging
 import os
 import sys
-import warnings
-from contextlib import contextmanager
 
 from tqdm import tqdm
 
@@ -42,16 +40,3 @@ def setup_logger(cache_path: str, console_level: int = logging.WARNING) -> loggi
     console = TqdmHandler(level=console_level)
     console.setFormatter(logging.Formatter("%(levelname)s: %(message)s"))
     return configure_logger(LOGGER_NAME, [to_file, console])
-
-
-@contextmanager
-def warnings_logged(logger: logging.Logger):
-    """Log every warning raised inside the block as a warning line of ``logger`` (above the progress bar,
-    and into log.txt), each time it is raised."""
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always")
-        try:
-            yield
-        finally:
-            for warning in caught:
-                logger.warning("%s", warning.message)

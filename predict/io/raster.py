@@ -12,9 +12,11 @@ transforms are rasterio's (GDAL and PROJ).
 from __future__ import annotations
 
 import os
+import threading
 import warnings
 import xml.etree.ElementTree as ET
 from collections.abc import Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 import cv2
@@ -33,6 +35,7 @@ from rasterio.io import MemoryFile
 from rasterio.transform import GCPTransformer
 
 from evaluations.metrics import attention_centres
+from predict.core.notes import warn
 from predict.core.stretch import Stretch, band_percentiles
 from predict.io.annotations import SampleError
 from predict.io.atomic import write_atomically
@@ -94,10 +97,11 @@ class RasterImage:
 
 
 def choose_bands(colorinterp: Sequence[ColorInterp], count: int, bands: Sequence[int] | None = None,
-                 name: str = "image") -> tuple[int, ...]:
+                 name: str = "image", notes: list[str] | None = None) -> tuple[int, ...]:
     """The 1-based bands to read: ``bands`` (one for gray, or three for RGB) when given, else the file's
     red, green and blue by colour interpretation, else its first three (its first alone when it has fewer).
-    A file of more than three bands without RGB colour interpretation gets a warning naming the bands used.
+    A file of more than three bands without RGB colour interpretation gets a warning naming the bands used
+    (to ``notes`` when given: see :mod:`predict.core.notes`).
 
     >>> choose_bands([ColorInterp.blue, ColorInterp.green, ColorInterp.red], 3)
     (3, 2, 1)
@@ -116,9 +120,8 @@ def choose_bands(colorinterp: Sequence[ColorInterp], count: int, bands: Sequence
     if all(c in colours for c in RGB):
         return tuple(colours.index(c) + 1 for c in RGB)
     if count > 3:
-        warnings.warn(f"{name}: {count} bands and none marked red, green and blue; bands 1, 2, 3 read as red, "
-                      "green, blue (choose others with --bands, e.g. --bands 3,2,1 for blue-green-red-NIR order)",
-                      stacklevel=2)
+        warn(f"{name}: {count} bands and none marked red, green and blue; bands 1, 2, 3 read as red, "
+             "green, blue (choose others with --bands, e.g. --bands 3,2,1 for blue-green-red-NIR order)", notes)
     return (1, 2, 3) if count >= 3 else (1,)
 
 
@@ -173,16 +176,35 @@ def _valid_mask(src, bands: tuple[int, ...], data: np.ndarray) -> np.ndarray | N
     return None if valid is None or valid.all() else valid
 
 
-def _warn_other_pages(src, path: str) -> None:
+def _warn_other_pages(src, path: str, notes: list[str] | None = None) -> None:
     """A multi-page TIFF is read from its first page, with the warning of :func:`predict.io.images.read_image`
     naming the file and the page count (GDAL lists every page, not the overviews nor masks, as a subdataset)."""
     pages = [s for s in src.subdatasets if s.startswith("GTIFF_DIR:")]
     if src.driver == "GTiff" and len(pages) > 1:
-        warn_first_page_only(path, len(pages))
+        warn_first_page_only(path, len(pages), notes)
+
+
+_OPENING = threading.Lock()
+
+
+@contextmanager
+def opened(open_dataset, *args, **kwargs):
+    """``open_dataset(*args, **kwargs)`` (``rasterio.open``, ``MemoryFile.open``) as a context, without
+    rasterio's NotGeoreferencedWarning: georeferencing is optional here (a PNG, JPEG or plain TIFF has none).
+
+    rasterio warns from inside the open. Python's warning filters are process-wide and
+    ``warnings.catch_warnings`` is not thread-safe, so the filter is set for the open alone, under a lock:
+    two threads of this module never interleave their filters, and no other warning is affected.
+    """
+    with _OPENING, warnings.catch_warnings():
+        warnings.filterwarnings("ignore", category=NotGeoreferencedWarning)
+        dataset = open_dataset(*args, **kwargs)
+    with dataset:
+        yield dataset
 
 
 def read_raster(path: str | os.PathLike, bands: Sequence[int] | None = None,
-                stretch: Stretch | None = DEFAULT_STRETCH) -> RasterImage:
+                stretch: Stretch | None = DEFAULT_STRETCH, notes: list[str] | None = None) -> RasterImage:
     """Read a GeoTIFF/COG, PNG or JPEG (any number of bands, 8/16-bit or float) as a :class:`RasterImage`.
 
     Args:
@@ -192,21 +214,20 @@ def read_raster(path: str | os.PathLike, bands: Sequence[int] | None = None,
         stretch: how data deeper than 8 bits become 8 bits (see :func:`bands_to_uint8`); None scales from
             the data type's range instead. 8-bit data are used as they are.
 
-    A missing, unreadable or undecodable file, or an unknown band, raises :class:`SampleError` naming it.
+    A missing, unreadable or undecodable file, or an unknown band, raises :class:`SampleError` naming it;
+    warnings go to ``notes`` when given (see :mod:`predict.core.notes`).
     """
     path = os.fspath(path)
     if not os.path.isfile(path):
         raise SampleError(f"{path}: image not found")
     try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", NotGeoreferencedWarning)  # georeferencing is optional
-            with rasterio.open(path) as src:
-                _warn_other_pages(src, path)
-                chosen = choose_bands(src.colorinterp, src.count, bands, path)
-                data = _read_bands(src, path, chosen)
-                valid = _valid_mask(src, chosen, data)
-                gcps, gcps_crs = src.gcps
-                crs, transform = src.crs or gcps_crs, src.transform
+        with opened(rasterio.open, path) as src:
+            _warn_other_pages(src, path, notes)
+            chosen = choose_bands(src.colorinterp, src.count, bands, path, notes)
+            data = _read_bands(src, path, chosen)
+            valid = _valid_mask(src, chosen, data)
+            gcps, gcps_crs = src.gcps
+            crs, transform = src.crs or gcps_crs, src.transform
     except RasterioIOError as exc:
         raise SampleError(f"{path}: cannot read image ({str(exc).splitlines()[0]})") from None
     eight_bit = data.dtype == np.uint8
@@ -395,21 +416,19 @@ def cog_bytes(band: np.ndarray, raster: RasterImage, *, tags: dict | None = None
     height, width = band.shape
     profile = dict(driver="GTiff", width=width, height=height, count=1, dtype="uint8", tiled=True,
                    blockxsize=COG_BLOCK, blockysize=COG_BLOCK, **georeference_profile(raster))
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", NotGeoreferencedWarning)
-        with MemoryFile() as plain, MemoryFile() as optimised:
-            with plain.open(**profile) as dst:
-                dst.write(band if raster.valid is None else np.where(raster.valid, band, 0).astype(np.uint8), 1)
-                if raster.valid is not None:
-                    dst.write_mask(raster.valid)
-                if colours:
-                    dst.write_colormap(1, colours)
-                dst.update_tags(**{k: _tag_text(v) for k, v in (tags or {}).items() if v is not None})
-                dst.set_band_description(1, description)
-            with plain.open() as src:
-                rasterio.shutil.copy(src, optimised.name, driver="COG", compress="deflate", blocksize=COG_BLOCK,
-                                     overview_resampling="nearest")
-            return optimised.read()
+    with MemoryFile() as plain, MemoryFile() as optimised:
+        with opened(plain.open, **profile) as dst:
+            dst.write(band if raster.valid is None else np.where(raster.valid, band, 0).astype(np.uint8), 1)
+            if raster.valid is not None:
+                dst.write_mask(raster.valid)
+            if colours:
+                dst.write_colormap(1, colours)
+            dst.update_tags(**{k: _tag_text(v) for k, v in (tags or {}).items() if v is not None})
+            dst.set_band_description(1, description)
+        with opened(plain.open) as src:
+            rasterio.shutil.copy(src, optimised.name, driver="COG", compress="deflate", blocksize=COG_BLOCK,
+                                 overview_resampling="nearest")
+        return optimised.read()
 
 
 def _tag_text(value) -> str:

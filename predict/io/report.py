@@ -12,18 +12,17 @@ from __future__ import annotations
 
 import html
 import os
-import warnings
 from collections.abc import Collection
 
 import cv2
 import numpy as np
-from PIL import Image
 from tqdm import tqdm
 
 from evaluations.metrics import INDICATORS
 from predict.core.preview import shrink_by
 from predict.io.annotations import load_annotations
 from predict.io.atomic import write_atomically
+from predict.io.images import image_size
 from predict.io.maps import map_path, write_jpeg
 from predict.io.results import STAGES, MetricsStore
 
@@ -141,10 +140,7 @@ def _background(cache_path: str, idx: int) -> tuple[str, tuple[int, int], np.nda
             continue
         size, flag = None, cv2.IMREAD_COLOR
         try:
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore", Image.DecompressionBombWarning)
-                with Image.open(path) as header:
-                    size = header.size[::-1]
+            size = image_size(path)
         except Exception:  # no size from the header: decoded whole (or found unreadable) below
             pass
         if size is not None:

@@ -21,7 +21,6 @@ An archive folder holds:
 """
 from __future__ import annotations
 
-import contextlib
 import glob
 import json
 import logging
@@ -29,7 +28,6 @@ import math
 import os
 import tempfile
 import time
-import warnings
 from dataclasses import asdict, dataclass, field
 from functools import lru_cache
 
@@ -47,7 +45,6 @@ from predict.encoders.registry import load_encoder
 from predict.io.atomic import atomic_writer
 from predict.io.checks import first_line
 from predict.io.lock import folder_lock
-from predict.io.logs import warnings_logged
 from predict.io.raster import DEFAULT_STRETCH, read_raster
 from predict.provenance import digest_of, image_key, short, vectors_key
 from predict.run.localise import query_rng, query_vector, tile_cells
@@ -68,42 +65,10 @@ PLAN_BLOCKS = 256  # at most this many tasks check which scenes are already inde
 
 # ---- Ray ---------------------------------------------------------------------------------------------------
 
-@contextlib.contextmanager
-def ray_session(address: str | None = None):
-    """Ray for one command: joins the cluster at ``address``, else starts a local Ray on 127.0.0.1 (no
-    dashboard, no usage statistics) that stops when the block ends. A Ray this process already joined (a
-    test's cluster) is used as it is and left running."""
-    if ray.is_initialized():
-        quiet_ray_data()
-        yield
-        return
-    os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
-    if address:
-        ray.init(address=address, log_to_driver=False, logging_level=logging.WARNING)
-    else:
-        ray.init(include_dashboard=False, _node_ip_address="127.0.0.1", log_to_driver=False,
-                 logging_level=logging.WARNING)
-    try:
-        quiet_ray_data()
-        yield
-    finally:
-        ray.shutdown()
-
-
 def add_address_argument(parser) -> None:
     """The commands' ``--address``: the Ray cluster to join."""
     parser.add_argument("--address", default=None, metavar="ADDR",
                         help="join this Ray cluster (e.g. 10.0.0.5:6379 or auto); default: a local Ray for this command")
-
-
-def quiet_ray_data() -> None:
-    """Ray Data without its progress bars and per-dataset log lines (the commands print their own); Ray's
-    distributed progress bars no longer replace ``builtins.print`` in this process when a worker reports."""
-    os.environ.setdefault("RAY_TQDM_PATCH_PRINT", "0")
-    context = ray.data.DataContext.get_current()
-    context.enable_progress_bars = False
-    context.print_on_execution_start = False
-    logging.getLogger("ray.data").setLevel(logging.WARNING)
 
 
 def spread() -> dict:
@@ -349,17 +314,15 @@ def cut_scene(batch: dict, settings: ArchiveSettings):
     tile_size = settings.tile_size
     for image in batch["image"]:
         started = time.time()
+        notes: list[str] = []  # for the driver's log
         try:
-            with warnings.catch_warnings(record=True) as caught:  # for the driver's log
-                warnings.simplefilter("always")
-                raster = read_raster(image, settings.bands, settings.stretch)
-                key = scene_image_key(image, settings)
-                tiles = settings.spec().first_stage_tiles(*raster.pixels.shape[:2], image)
-            kept = first_stage(raster, settings.spec(), image)  # the tiles selo-localise scores (half valid)
+            raster = read_raster(image, settings.bands, settings.stretch, notes)
+            key = scene_image_key(image, settings)
+            tiles = settings.spec().first_stage_tiles(*raster.pixels.shape[:2], image, notes)
+            kept = first_stage(raster, settings.spec(), image, notes=[])  # the tiles selo-localise scores (half valid)
             if not kept:
                 raise ValueError("no tile is at least half valid pixels (the image is mostly nodata)")
-            header = json.dumps(scene_header(raster, settings, key, len(kept), len(tiles) - len(kept),
-                                             [str(w.message) for w in caught]))
+            header = json.dumps(scene_header(raster, settings, key, len(kept), len(tiles) - len(kept), notes))
         except Exception as exc:
             yield error_rows(image, scene_error(image, exc), tile_size)
             continue
@@ -601,10 +564,11 @@ def scene_maps(path: str, jobs: list[tuple[int, str]], queries: list[str], out_d
     or ``{"k", "error"}``."""
     header, tiles, vectors = read_scene(path)
     image = header["image"]
+    ignored: list[str] = []  # the scene's warnings were reported when it was indexed
     try:
         if scene_image_key(image, settings) != header["image_key"]:
             raise ValueError("the file or the code that decodes it changed since it was indexed; run selo-index again")
-        raster = read_raster(image, settings.bands, settings.stretch)
+        raster = read_raster(image, settings.bands, settings.stretch, ignored)
     except Exception as exc:
         return [{"k": k, "error": scene_error(image, exc)} for k, _ in jobs]
     encoder = cached_encoder(settings.yaml_path)
@@ -616,10 +580,8 @@ def scene_maps(path: str, jobs: list[tuple[int, str]], queries: list[str], out_d
         run.vectors = archive_store(encoder, raster.key, tiles, vectors)
         for k, query in jobs:
             try:
-                with warnings.catch_warnings():
-                    warnings.simplefilter("ignore")  # a scene's warnings were reported when it was indexed
-                    stage1 = first_stage(raster, settings.spec(), image)
-                    files = run.localise(raster, stage1, image, query, time.perf_counter())["files"]
+                stage1 = first_stage(raster, settings.spec(), image, ignored)
+                files = run.localise(raster, stage1, image, query, time.perf_counter(), ignored)["files"]
                 with open(os.path.join(scratch, files["peaks"]), encoding="utf-8") as f:
                     peaks = json.load(f)["features"]
                 for name in files.values():
@@ -737,8 +699,10 @@ def search_archive(archive: str, queries: list[str], top: int, out_dir: str,
     run = SearchRun(out_dir)
     queries = numbered_queries(queries, run, logger)
     spec = settings.spec()
-    with warnings_logged(logger):  # e.g. words the encoder does not know
-        text_vectors = [query_vector(encoder, query, spec.shuffled_copies, query_rng(0, query)) for query in queries]
+    notes: list[str] = []  # e.g. words the encoder does not know
+    text_vectors = [query_vector(encoder, query, spec.shuffled_copies, query_rng(0, query), notes) for query in queries]
+    for message in notes:
+        logger.warning("%s", message)
     scores = score_archive(files, text_vectors, settings, type(encoder).cosine_sim is not EncoderSpecModel.cosine_sim)
     for error in sorted({row["error"] for row in scores if row["error"]}):
         run.errors.append(error)

@@ -24,7 +24,6 @@ from __future__ import annotations
 import json
 import math
 import os
-import warnings
 from collections import Counter
 from dataclasses import dataclass, field
 
@@ -106,8 +105,9 @@ def wilcoxon_p(baseline, other) -> float:
     """
     if len(baseline) == 0:
         return math.nan
-    with warnings.catch_warnings():  # every difference zero: scipy warns, or refuses below its sample size
-        warnings.simplefilter("ignore", RuntimeWarning)
+    # every difference zero: scipy divides 0 by 0 (numpy's error state is per thread and context), or
+    # refuses below its sample size
+    with np.errstate(invalid="ignore"):
         try:
             return float(stats.wilcoxon(other, baseline).pvalue)
         except ValueError:  # too few non-zero differences for scipy's test

@@ -25,7 +25,7 @@ import logging
 import os
 import re
 import time
-import warnings
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 
@@ -33,13 +33,13 @@ import numpy as np
 from tqdm import tqdm
 
 from predict.core.heatmap import colour_heatmap, overlay, scene_score
+from predict.core.notes import warn
 from predict.core.pipelines import PIPELINES, PipelineSpec
 from predict.core.stretch import Stretch
 from predict.encoders.base import EncoderSpecModel
 from predict.io.atomic import WriteError, write_atomically
 from predict.io.checks import first_line
 from predict.io.lock import folder_lock
-from predict.io.logs import warnings_logged
 from predict.io.maps import write_jpeg
 from predict.io.raster import (DEFAULT_STRETCH, RasterImage, feature_collection, georeference_sidecars,
                                peaks_feature_collection, read_raster, regions_feature_collection, write_mask_tif,
@@ -109,28 +109,29 @@ def finite_or_none(value: float) -> float | None:
     return float(value) if np.isfinite(value) else None
 
 
-def raster_probmap(raster: RasterImage, tiles, scores, spec: PipelineSpec, name: str) -> np.ndarray:
+def raster_probmap(raster: RasterImage, tiles, scores, spec: PipelineSpec, name: str,
+                   notes: list[str] | None = None) -> np.ndarray:
     """The exact full-resolution uint8 map of a raster's scored tiles: pixels no tile covers (the left-out
-    nodata tiles) get the map's minimum, and nodata pixels are 0 (no attention centre, region or colour)."""
+    nodata tiles) get the map's minimum, and nodata pixels are 0 (no attention centre, region or colour);
+    warnings to ``notes`` when given (see :mod:`predict.core.notes`)."""
     height, width = raster.pixels.shape[:2]
     probmap = probability_map_of(tiles, scores, height, width, spec, name=name,
-                                 fill_uncovered=raster.valid is not None).pixels
+                                 fill_uncovered=raster.valid is not None, notes=notes).pixels
     if raster.valid is not None:
         probmap[~raster.valid] = 0
     return probmap
 
 
-def first_stage(raster: RasterImage, spec: PipelineSpec, name: str) -> list:
+def first_stage(raster: RasterImage, spec: PipelineSpec, name: str, notes: list[str] | None = None) -> list:
     """The first-stage tiles ``score_tiles`` will score on ``raster``; a one-line ValueError for an image
-    that gives nothing to compare: smaller than the smallest tile, or a single tile without refinement."""
+    that gives nothing to compare: smaller than the smallest tile, or a single tile without refinement.
+    Warnings (scales skipped) to ``notes`` when given: ``score_tiles`` gives them again."""
     height, width = raster.pixels.shape[:2]
     smallest = min(spec.steps)
     if min(height, width) < smallest:
         raise ValueError(f"{name}: {width} x {height} pixels is smaller than the smallest tile ({smallest} px); "
                          f"the {spec.name} pipeline needs at least {smallest} px on each side")
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # score_tiles gives the same warnings
-        tiles = spec.first_stage_tiles(height, width, name)
+    tiles = spec.first_stage_tiles(height, width, name, notes)
     if raster.valid is not None:
         tiles = mostly_valid(tiles, raster.valid)
     if len(tiles) == 1 and spec.refinement is None:
@@ -200,15 +201,16 @@ class FolderSummary:
         write_json(self.path, {"version": SUMMARY_VERSION, "queries": self.queries, "results": self.results,
                                "all_peaks": ALL_PEAKS_NAME, "errors": run["errors"], "runs": self.runs + [run]})
 
-    def write_all_peaks(self) -> None:
-        """``all_peaks.geojson``: the peaks of every entry, one layer; an unreadable peaks file is left out."""
+    def write_all_peaks(self, notes: list[str] | None = None) -> None:
+        """``all_peaks.geojson``: the peaks of every entry, one layer; an unreadable peaks file is left out,
+        with a warning (to ``notes`` when given)."""
         features = []
         for entry in self.results:
             try:
                 with open(os.path.join(self.out_dir, entry["files"]["peaks"]), encoding="utf-8") as f:
                     features += json.load(f)["features"]
             except (OSError, ValueError, KeyError) as exc:
-                warnings.warn(f"{entry['files']['peaks']}: left out of {ALL_PEAKS_NAME} ({first_line(exc)})")
+                warn(f"{entry['files']['peaks']}: left out of {ALL_PEAKS_NAME} ({first_line(exc)})", notes)
         write_json(os.path.join(self.out_dir, ALL_PEAKS_NAME), feature_collection(features))
 
 
@@ -240,18 +242,19 @@ class SceneRun:
                 "pipeline": spec.name, "steps": list(spec.steps), "seed": self.config.seed if spec.shuffled_copies else None,
                 "pipeline_digest": digest_of(spec.as_dict()), "scene_score": finite_or_none(score)}
 
-    def localise(self, raster: RasterImage, stage1: list, image: str, query: str, started: float) -> dict:
+    def localise(self, raster: RasterImage, stage1: list, image: str, query: str, started: float,
+                 notes: list[str] | None = None) -> dict:
         """Localise ``query`` in ``raster`` (whose first-stage tiles are ``stage1``), write its outputs,
-        return its summary entry; ``seconds`` counts from ``started``."""
+        return its summary entry; ``seconds`` counts from ``started``; warnings to ``notes`` when given."""
         config, spec = self.config, self.config.pipeline
         height, width = raster.pixels.shape[:2]
-        self.vectors.use_image(raster.key)  # its vectors on disk loaded: the first-stage tiles new to it are counted
+        self.vectors.use_image(raster.key, notes)  # its vectors on disk loaded: the first-stage tiles new to it are counted
         new_first_stage = len({t for t in stage1 if t not in self.vectors.vectors_by_tile})
         encoded_before = self.vectors.tiles_encoded
         tiles, scores = score_tiles(raster.loaded(), query, self.encoder, spec, self.vectors, config.seed,
-                                    name=image, valid=raster.valid)
+                                    name=image, valid=raster.valid, notes=notes)
         encoded = self.vectors.tiles_encoded - encoded_before
-        probmap = raster_probmap(raster, tiles, scores, spec, image)
+        probmap = raster_probmap(raster, tiles, scores, spec, image, notes)
         score = scene_score(tile_cells(tiles, scores, height, width, fill_uncovered=raster.valid is not None))
         identity = self.identity(raster, image, query, score)
         k = self.summary.number(query)
@@ -277,6 +280,17 @@ class SceneRun:
                 "tiles_encoded": new_first_stage, "boxes_encoded": encoded - new_first_stage,
                 "seconds": round(time.perf_counter() - started, 3), "time": now()}
 
+    @contextmanager
+    def notes_logged(self):
+        """A list for the warnings of the block (see :mod:`predict.core.notes`), logged as warning lines
+        when it ends, however it ends."""
+        notes: list[str] = []
+        try:
+            yield notes
+        finally:
+            for message in notes:
+                self.logger.warning("%s", message)
+
     def write_summary(self) -> None:
         self.summary.write({"started": self.started, "finished": now(), "results": len(self.results),
                             "errors": self.errors})
@@ -297,17 +311,17 @@ class SceneRun:
                     if stem in stems:
                         raise ValueError(f"{image}: same file name as {stems[stem]}; its outputs would overwrite those")
                     stems[stem] = image
-                    with warnings_logged(self.logger):
-                        raster = read_raster(image, self.config.bands, self.config.stretch)
-                    stage1 = first_stage(raster, self.config.pipeline, image)
+                    with self.notes_logged() as notes:
+                        raster = read_raster(image, self.config.bands, self.config.stretch, notes)
+                    stage1 = first_stage(raster, self.config.pipeline, image, notes=[])  # score_tiles warns again
                 except Exception as exc:
                     self.fail(first_line(exc))
                     bar.update(len(todo))
                     continue
                 for query in todo:
                     try:
-                        with warnings_logged(self.logger):
-                            result = self.localise(raster, stage1, image, query, started)
+                        with self.notes_logged() as notes:
+                            result = self.localise(raster, stage1, image, query, started, notes)
                     except WriteError:
                         raise  # disk full or read-only: no later output could be written either
                     except Exception as exc:
@@ -323,8 +337,8 @@ class SceneRun:
                     bar.update(1)
                 del raster, stage1
         self.write_summary()
-        with warnings_logged(self.logger):
-            self.summary.write_all_peaks()
+        with self.notes_logged() as notes:
+            self.summary.write_all_peaks(notes)
 
 
 def localise_scenes(images: list[str], queries: list[str], encoder: EncoderSpecModel, config: SceneConfig,

@@ -46,6 +46,17 @@ def subprocess_env(*folders) -> dict:
 # ---- a testset of one red square (the generate and API tests) ---------------------------------------------
 
 
+def process_state() -> dict:
+    """What a library call must leave as it found it: thread counts, warnings hooks and filters, environment."""
+    import warnings
+
+    import torch
+
+    return {"opencv threads": cv2.getNumThreads(), "torch threads": torch.get_num_threads(),
+            "torch interop threads": torch.get_num_interop_threads(), "showwarning": warnings.showwarning,
+            "warning filters": list(warnings.filters), "environment": dict(os.environ)}
+
+
 def red_square_scene(height=900, width=1200, box=(300, 600, 500, 800)):
     """Grey noisy image (BGR) with a red square at rows box[0]:box[1], columns box[2]:box[3]."""
     rng = np.random.default_rng(0)
