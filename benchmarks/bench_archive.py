@@ -44,7 +44,7 @@ from predict.run.archive import (ArchiveSettings, index_archive, read_header, sc
                                  search_archive)
 from predict.run.localise import query_vector
 from predict.run.scenes import SceneConfig, localise_scenes
-from predict.runtime import ray_session
+from predict.cli.ray_session import ray_session
 
 REPO = Path(__file__).resolve().parent.parent
 

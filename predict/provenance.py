@@ -16,7 +16,9 @@ Nothing else in the project invents a signature; every consumer asks this module
 - :func:`encoder_identity` / :func:`vectors_key`: what determines an encoder's tile vectors: class, code
   (its modules and the tile cutting), libraries, tile size, precision, and its options with every file or
   folder they name (relative paths resolved as the yaml reader resolves them) replaced by its content.
-- :func:`image_key`, :func:`array_key`: an image's content as a given decoder reads it.
+- :func:`image_key`, :func:`array_key`: an image's content as a given decoder reads it; for a raster read
+  through GDAL, :func:`dataset_digest` counts the sidecars GDAL reads with it (external mask, world file,
+  ``.aux.xml``).
 - :func:`run_settings`, :func:`sample_identity`, :func:`seal`, :func:`reuse_problem`: the testset run's
   records: what a sample's numbers depend on, a digest over each record, and why one cannot be reused.
 """
@@ -47,8 +49,10 @@ RACY_NS = 2_000_000_000  # a file changed this recently before its hashing is no
 SHORT = 16  # hex digits of the digests shown in names and records
 EXECUTION_ONLY = {"_yaml_path": None, "model": {"batch_size": None}}  # option keys that do not change vectors
 TILE_CODE = ("predict.core.tiling",)  # cuts and resizes the tiles the encoder sees
-MAP_CODE = ("predict.run.localise", "predict.io.maps")  # scores, map, filter, the JPEG maps
-EVALUATION_CODE = ("evaluations.metrics",)  # the indicators
+# A result is keyed by the code that ran: the module that runs the computation and every project module it
+# imports, transitively, not a list of the modules believed to matter (a module it calls would be missed).
+MAP_CODE = ("predict.run.engine",)  # the testset run: scores, maps, filters, JPEGs and their evaluation
+EVALUATION_CODE = ("predict.run.evaluate",)  # a written map's evaluation, as selo-generate and selo-evaluate run it
 NOT_COMPUTED = "not computed yet"
 
 
@@ -147,6 +151,21 @@ def file_digest(path: str | os.PathLike) -> str:
         if large:
             _disk_store(real, stat_key, digest)
     return digest
+
+
+def dataset_digest(path: str | os.PathLike, sidecars=()) -> str:
+    """Digest of an image file with the ``sidecars`` its reader reads beside it (GDAL's: an external mask
+    ``scene.tif.msk``, a world file ``scene.pgw``, an ``.aux.xml``...), each named by what follows the
+    image's stem, so a copy of the folder elsewhere, or under another stem, agrees; the file's own digest
+    when there is none."""
+    if not sidecars:
+        return file_digest(path)
+    stem = os.path.splitext(os.path.basename(path))[0]
+    named = {}
+    for sidecar in sidecars:
+        name = os.path.basename(sidecar)
+        named[name[len(stem):] if name.startswith(stem) else name] = file_digest(sidecar)
+    return digest_of(file_digest(path), named)
 
 
 def canonical_json(value) -> str:
@@ -444,10 +463,11 @@ def vectors_key(encoder) -> str:
     return f"{name}-{short(digest_of(encoder_identity(encoder)))}"
 
 
-def image_key(path: str | os.PathLike, decoder: str = "predict.io.images", **choices) -> str:
+def image_key(path: str | os.PathLike, decoder: str = "predict.io.images", *, sidecars=(), **choices) -> str:
     """Content key of the image file at ``path`` as module ``decoder`` reads it with ``choices`` (bands,
-    stretch...): the file's bytes, the decoding code and the choices."""
-    return digest_of(file_digest(path), code_digest(decoder), choices)
+    stretch...): the bytes of the file and of the ``sidecars`` the decoder reads with it
+    (:func:`dataset_digest`), the decoding code and the choices."""
+    return digest_of(dataset_digest(path, sidecars), code_digest(decoder), choices)
 
 
 # ---- the testset run's records ----------------------------------------------------------------------------
@@ -496,12 +516,13 @@ def _code_version(modules: tuple[str, ...]) -> str:
 
 
 def maps_version() -> str:
-    """Short digest of the code that makes a sample's maps from its tile scores (:data:`MAP_CODE`)."""
+    """Short digest of the code of the testset run that makes a sample's maps and numbers (:data:`MAP_CODE`)."""
     return _code_version(MAP_CODE)
 
 
 def evaluation_version() -> str:
-    """Short digest of the indicators' code (:data:`EVALUATION_CODE`)."""
+    """Short digest of the code that evaluates a written map (:data:`EVALUATION_CODE`): the indicators and
+    how the run reads and checks the map for them."""
     return _code_version(EVALUATION_CODE)
 
 

@@ -1,7 +1,7 @@
 """Process-wide runtime settings: made once by a command at start-up, never by the library.
 
 A command (``selo-generate`` ...) calls :func:`configure_process` before any model loads; ``selo-index``
-and ``selo-search`` start their Ray with :func:`ray_session`. ``localise()``, ``evaluate()``,
+and ``selo-search`` start their Ray with :func:`predict.cli.ray_session.ray_session`. ``localise()``, ``evaluate()``,
 :func:`~predict.run.engine.run_testset` and the archive's functions called from Python leave the allocator,
 the OpenCV and torch thread counts, the warnings hooks and filters, the environment and Ray's settings as
 they found them (``tests/test_layers.py`` checks the library's code for calls that would change them).
@@ -9,9 +9,8 @@ they found them (``tests/test_layers.py`` checks the library's code for calls th
 from __future__ import annotations
 
 import ctypes
-import logging
 import os
-from contextlib import contextmanager, suppress
+from contextlib import suppress
 
 M_TRIM_THRESHOLD, M_MMAP_THRESHOLD = -1, -3  # glibc's mallopt parameters
 
@@ -74,39 +73,3 @@ def return_free_memory() -> None:
     if _trim_after_samples:
         with suppress(OSError, AttributeError):
             ctypes.CDLL(None).malloc_trim(0)
-
-
-@contextmanager
-def ray_session(address: str | None = None):
-    """Ray for one command: joins the cluster at ``address``, else starts a local Ray on 127.0.0.1 (no
-    dashboard, no usage statistics) that stops when the block ends; Ray Data quiet (:func:`quiet_ray_data`).
-    A Ray this process already joined (a test's cluster) is used as it is and left running."""
-    import ray
-
-    if ray.is_initialized():
-        quiet_ray_data()
-        yield
-        return
-    os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
-    if address:
-        ray.init(address=address, log_to_driver=False, logging_level=logging.WARNING)
-    else:
-        ray.init(include_dashboard=False, _node_ip_address="127.0.0.1", log_to_driver=False,
-                 logging_level=logging.WARNING)
-    try:
-        quiet_ray_data()
-        yield
-    finally:
-        ray.shutdown()
-
-
-def quiet_ray_data() -> None:
-    """Ray Data without its progress bars and per-dataset log lines (the commands print their own); Ray's
-    distributed progress bars no longer replace ``builtins.print`` in this process when a worker reports."""
-    import ray.data
-
-    os.environ.setdefault("RAY_TQDM_PATCH_PRINT", "0")
-    context = ray.data.DataContext.get_current()
-    context.enable_progress_bars = False
-    context.print_on_execution_start = False
-    logging.getLogger("ray.data").setLevel(logging.WARNING)

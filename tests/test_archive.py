@@ -180,6 +180,20 @@ def test_index_and_search_give_selo_localise_maps(cluster, tmp_path, capsys):
         best = read_json(out / found[0]["peaks"])["features"][0]
         assert hits[0]["geometry"] == best["geometry"] and hits[0]["properties"]["scene"] == expected[0]
 
+    # an image renamed: a search leaves the gone name out with one line; a rerun removes its scene, as a
+    # fresh index of the folder would hold it
+    os.rename(scenes / "park.png", scenes / "renamed.png")
+    gone = tmp_path / "search_gone"
+    assert search.main(["--archive", str(archive), "--query", QUERIES[0], "--top", "3", "--out", str(gone)]) == 1
+    summary = read_json(gone / "summary.json")
+    assert summary["errors"] == [f"{scene_path(str(archive), str(scenes / 'park.png'))}: {scenes / 'park.png'}: "
+                                 "gone since it was indexed; left out (selo-index removes it)"]
+    assert [r["scene"] for r in summary["results"]] == sorted(images[1:], key=lambda i: -localised[(i, QUERIES[0])]["scene_score"])
+    assert index.main(index_args(archive, scenes)) == 0
+    indexed = sorted(os.path.basename(read_scene(f)[0]["image"]) for f in scene_files(str(archive)))
+    assert indexed == ["renamed.png", "utm.tif", "woods.png"]
+    assert "park.png: gone since it was indexed; its scene park-" in (archive / "log.txt").read_text()
+
 
 def test_search_refuses_what_is_not_an_archive(tmp_path, capsys):
     assert search.main(["--archive", str(tmp_path), "--query", "a lake", "--out", str(tmp_path / "out")]) == 2

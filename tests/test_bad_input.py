@@ -26,11 +26,12 @@ from predict.core.heatmap import mean_tile_scores
 from predict.core.stretch import percentile_stretch
 from predict.encoders.base import EncoderError
 from predict.encoders.checkpoints import read_checkpoint
-from predict.encoders.registry import read_options
+from predict.encoders.registry import load_encoder, read_options
 from predict.io.annotations import SampleError, load_annotations
 from predict.io.images import read_image
 
-from helpers import evaluate, generate, red_square_image, results, slow_generate_command, write_samples
+from helpers import (DEMO_CHECKPOINT, evaluate, generate, red_square_image, results, slow_generate_command,
+                     write_samples)
 
 
 def error_lines(text):
@@ -281,6 +282,24 @@ def test_yaml_keys_are_checked_with_file_and_key(tmp_path, key, value, message):
     with pytest.raises(EncoderError) as error:
         read_options(tmp_path / "e.yaml")
     assert str(error.value) == f"{tmp_path / 'e.yaml'}: {message}"
+
+
+@pytest.mark.parametrize("options, message", [
+    ({"model": {"name": "demo", "precison": "bf16"}, "optim": {"resume": str(DEMO_CHECKPOINT)}},
+     "unknown key 'model.precison' (did you mean 'model.precision'? it was not read)"),
+    ({"model": {"name": "demo"}, "optim": {"resme": str(DEMO_CHECKPOINT)}},  # would load random weights
+     "unknown key 'optim.resme' (did you mean 'optim.resume'? it was not read)"),
+])
+def test_a_misspelt_yaml_key_is_one_line_not_a_silent_default(tmp_path, capsys, options, message):
+    yaml_path = tmp_path / "e.yaml"
+    yaml_path.write_text(yaml.safe_dump(options))
+    with pytest.raises(EncoderError) as error:
+        load_encoder(str(yaml_path), device="cpu")
+    assert str(error.value) == f"{yaml_path}: {message}"
+    write_samples(tmp_path, [{}])
+    code = generate_main(["--yaml_path", str(yaml_path), "--cache_path", str(tmp_path / "cache"),
+                          "--src_data_path", str(tmp_path / "imgs"), "--src_anno_path", str(tmp_path / "anno.json")])
+    assert code == 2 and error_lines(capsys.readouterr().err) == [f"ERROR: {yaml_path}: {message}"]
 
 
 def test_cache_path_that_is_a_file_or_unwritable_is_one_line(tmp_path, monkeypatch, capsys):

@@ -286,6 +286,17 @@ def test_unreadable_and_missing_files_are_one_line(tmp_path):
         assert str(path) in str(error.value) and problem in str(error.value) and "\n" not in str(error.value)
 
 
+def test_a_truncated_geotiff_is_one_line_with_gdals_reason(scenes, tmp_path):
+    data = open(scenes["scene8"], "rb").read()
+    truncated = tmp_path / "truncated.tif"
+    truncated.write_bytes(data[:len(data) // 2])
+    with pytest.raises(SampleError) as error:
+        read_raster(truncated)
+    message = str(error.value)
+    assert message.startswith(f"{truncated}: cannot read image (") and "\n" not in message
+    assert "See previous exception" not in message and "Read error" in message and "expected" in message
+
+
 def test_v2_on_the_nodata_scene_scores_only_valid_tiles_and_boxes(scenes, tmp_path):
     from predict import load_encoder
     from predict.core.pipelines import PIPELINES
@@ -382,6 +393,34 @@ def test_own_scenes_from_python_log_their_warnings_as_data_and_change_no_process
     assert sum("smaller than step(s) [512, 768]" in message for message in warned) == 2  # each image, its one query
     assert [str(w.message) for w in caught] == []
     assert after == before
+
+
+def test_an_external_mask_added_beside_a_scene_is_a_new_scene(scene, tmp_path):
+    """A mask in a sidecar file (``scene.tif.msk``) changes the pixels scored: a rerun into the same folder,
+    whose tile vectors were kept, gives what a fresh run gives."""
+    from predict import load_encoder
+    from predict.run.scenes import SceneConfig, localise_scenes
+
+    path = tmp_path / "masked.tif"
+    write_geotiff(path, np.moveaxis(scene.rgb[:600, :700], -1, 0))
+    encoder = load_encoder(DEMO_YAML, device="cpu")
+
+    def run(out):
+        outcome = localise_scenes([str(path)], QUERIES[:1], encoder, SceneConfig(out_dir=str(tmp_path / out)))
+        assert not outcome.errors
+        with rasterio.open(tmp_path / out / "masked_q0_probmap.tif") as src:
+            return outcome.results[0], src.read(1)
+
+    before, _ = run("rerun")
+    mask = np.full((600, 700), 255, np.uint8)
+    mask[:, :350] = 0
+    with rasterio.Env(GDAL_TIFF_INTERNAL_MASK=False), rasterio.open(path, "r+") as dst:
+        dst.write_mask(mask)
+    assert (tmp_path / "masked.tif.msk").is_file()
+    (rerun, rerun_map), (fresh, fresh_map) = run("rerun"), run("fresh")
+    assert rerun["tiles_encoded"] == fresh["tiles_encoded"] > 0
+    assert rerun["scene_score"] == fresh["scene_score"] != before["scene_score"]
+    assert np.array_equal(rerun_map, fresh_map) and not rerun_map[:, :350].any()
 
 
 @pytest.mark.parametrize("args, message", [(["--bands", "4,x"], "argument --bands: expected band numbers"),

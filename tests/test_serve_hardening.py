@@ -202,3 +202,25 @@ def test_cli_refuses_a_missing_folder_and_a_zero_preview_side(tmp_path, capsys):
     assert serve.main(["--images", str(tmp_path), "--preview_side", "0"]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "--preview_side 0" in err[0]
+
+
+def test_a_world_file_edited_beside_an_image_is_a_new_image(scene, tmp_path, encoder):
+    """Georeferencing from a sidecar (a world file) is part of the image: an edit to it gives a new result whose
+    map and peaks are placed by the new file, as a fresh server's, without a restart."""
+    import rasterio
+
+    folder, client = scene
+    world = folder / "scene.tfw"
+    world.write_text("2.0\n0.0\n0.0\n-2.0\n310001.0\n5000001.0\n")
+    (folder / "scene.tif.aux.xml").write_text("<PAMDataset><SRS>EPSG:32632</SRS></PAMDataset>")
+    old = answered(client, "/api/localise", {"image": "scene.tif", "query": QUERY}).json()
+    world.write_text("2.0\n0.0\n0.0\n-2.0\n320001.0\n5000001.0\n")  # 10 km east
+    new = answered(client, "/api/localise", {"image": "scene.tif", "query": QUERY}).json()
+    fresh = answered(client_of(folder, encoder, tmp_path / "fresh"), "/api/localise",
+                     {"image": "scene.tif", "query": QUERY}).json()
+    assert new["result"] != old["result"] and new["result"] == fresh["result"]
+    assert new["peaks"] == fresh["peaks"] != old["peaks"]
+    probmap = tmp_path / "probmap.tif"
+    probmap.write_bytes(client.get(new["downloads"]["probmap"]["url"]).content)
+    with rasterio.open(probmap) as src:
+        assert src.transform.c == 320000.0 and src.crs.to_epsg() == 32632

@@ -74,14 +74,45 @@ def test_w10_project_code_that_shapes_vectors_or_maps_is_in_their_keys(testset, 
         <= set(provenance.code_files(provenance.MAP_CODE)[0])
     cache = testset.root / "cache"
     assert testset.generate(cache)[0] == 0
-    heatmap = os.path.realpath(provenance.code_files(["predict.core.heatmap"])[0]["predict.core.heatmap"])
+    # the module that makes the maps from the scores: in the run's code, not in a written map's evaluation
+    localise = os.path.realpath(provenance.code_files(["predict.run.localise"])[0]["predict.run.localise"])
+    assert "predict.run.localise" not in provenance.code_files(provenance.EVALUATION_CODE)[0]
     real_digest = provenance.file_digest
     monkeypatch.setattr(provenance, "file_digest",
-                        lambda path: "edited" if os.path.realpath(path) == heatmap else real_digest(path))
+                        lambda path: "edited" if os.path.realpath(path) == localise else real_digest(path))
     provenance._code_version.cache_clear()
     code, _, log = testset.generate(cache)
     assert code == 0 and "Recomputing 0/2: a.png (map code changed)" in log
     provenance._code_version.cache_clear()
+
+
+# what a testset run imports from the project without being part of the computation: packages, the command
+# and its log, the registry that finds the encoder's class (whose code is in the encoder's identity)
+NOT_COMPUTATION = {"predict", "evaluations", "predict.cli", "predict.cli.generate", "predict.io.logs",
+                   "predict.encoders", "predict.encoders.registry", "predict.io", "predict.layers", "predict.run"}
+
+
+def test_every_project_module_a_testset_run_imports_is_in_its_results_key(tmp_path):
+    """The rule, not a list of the modules believed to matter: a ``selo-generate`` run is made to report every
+    project module it imported, and each one that computes is in the code its records are keyed by (the
+    run's, :data:`~predict.provenance.MAP_CODE`) or in the encoder's identity. (The run's evaluation code,
+    ``predict/run/evaluate.py``, was once in neither.)"""
+    import subprocess
+    import sys
+
+    from helpers import subprocess_env, write_testset
+
+    imgs, anno = write_testset(tmp_path)
+    probe = ("import json, sys; from predict.cli.generate import main; "
+             f"code = main(['--yaml_path', 'demo', '--cache_path', {str(tmp_path / 'cache')!r}, "
+             f"'--src_data_path', {str(imgs)!r}, '--src_anno_path', {str(anno)!r}]); "
+             "print(json.dumps([code, sorted(m for m in sys.modules if m.split('.')[0] in ('predict', 'evaluations'))]))")
+    done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=600, env=subprocess_env())
+    code, imported = json.loads(done.stdout.splitlines()[-1])
+    assert code == 0, done.stderr
+    keyed = set(provenance.code_files(provenance.MAP_CODE)[0]) | set(provenance.code_files(["predict.encoders.demo"])[0])
+    assert {"predict.run.engine", "predict.run.evaluate", "evaluations.metrics"} <= keyed
+    assert sorted(set(imported) - keyed - NOT_COMPUTATION) == []
 
 
 def test_w11_a_vector_store_holds_one_encoders_vectors(tmp_path):

@@ -25,7 +25,7 @@ from predict.io.raster import DEFAULT_STRETCH
 from predict.provenance import vectors_key
 from predict.resources import find_yaml, yaml_help
 from predict.run.archive import INDEX_NAME, ArchiveSettings, add_address_argument, check_settings, index_archive
-from predict.runtime import ray_session
+from predict.cli.ray_session import ray_session
 
 
 def build_parser() -> OneLineParser:

@@ -21,7 +21,7 @@ from predict.io.checks import (EXIT_INTERRUPTED, OneLineParser, fail_to_start, f
 from predict.io.lock import FolderBusyError, folder_lock
 from predict.io.logs import setup_logger
 from predict.run.archive import SUMMARY_NAME, add_address_argument, open_archive, search_archive
-from predict.runtime import ray_session
+from predict.cli.ray_session import ray_session
 
 
 def build_parser() -> OneLineParser:

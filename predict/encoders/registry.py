@@ -7,6 +7,7 @@ whole parsed yaml with its paths already resolved.
 """
 from __future__ import annotations
 
+import difflib
 import importlib
 import os
 from pathlib import Path
@@ -135,6 +136,66 @@ def read_options(yaml_path: str | os.PathLike) -> dict:
     return options
 
 
+class TrackedOptions(dict):
+    """A yaml mapping (and its nested mappings) that remembers which keys the code looked up: ``read`` (found)
+    and ``missing`` (asked for, absent), so that a misspelt key is caught instead of silently defaulted."""
+
+    def __init__(self, mapping: dict, where: str = ""):
+        super().__init__({key: TrackedOptions(value, f"{where}{key}.") if isinstance(value, dict) else value
+                          for key, value in mapping.items()})
+        self.where, self.read, self.missing = where, set(), set()
+
+    def _look_up(self, key) -> None:
+        (self.read if dict.__contains__(self, key) else self.missing).add(key)
+
+    def __getitem__(self, key):
+        self._look_up(key)
+        return super().__getitem__(key)
+
+    def __contains__(self, key) -> bool:
+        self._look_up(key)
+        return super().__contains__(key)
+
+    def get(self, key, default=None):
+        self._look_up(key)
+        return super().get(key, default)
+
+    def setdefault(self, key, default=None):
+        self._look_up(key)
+        return super().setdefault(key, default)
+
+    def misspelt(self) -> list[tuple[str, str]]:
+        """``(written, meant)`` full key names: each key the code asked for and did not find that a key it
+        never read resembles (``model.precison`` for ``model.precision``)."""
+        found = []
+        unread = [key for key in self if isinstance(key, str) and key not in self.read]
+        for key in sorted(k for k in self.missing if isinstance(k, str)):
+            found += [(self.where + close, self.where + key) for close in difflib.get_close_matches(key, unread, 1, 0.8)]
+        for value in dict.values(self):
+            if isinstance(value, TrackedOptions):
+                found += value.misspelt()
+        return found
+
+
+for dumper in (yaml.SafeDumper, yaml.Dumper):  # an encoder's options dump as the yaml mapping they were read from
+    yaml.add_representer(TrackedOptions, yaml.representer.SafeRepresenter.represent_dict, Dumper=dumper)
+
+
+def check_spelling(options: TrackedOptions, where: str) -> None:
+    """One :class:`EncoderError` line naming the yaml and a key the encoder did not read because it is
+    misspelt (after the encoder was built from ``options``).
+
+    >>> options = TrackedOptions({"model": {"name": "demo", "precison": "bf16"}})
+    >>> options["model"].get("precision", "fp32")
+    'fp32'
+    >>> check_spelling(options, "x.yaml")
+    Traceback (most recent call last):
+    predict.encoders.base.EncoderError: x.yaml: unknown key 'model.precison' (did you mean 'model.precision'? it was not read)
+    """
+    for written, meant in options.misspelt():
+        raise EncoderError(f"{where}: unknown key {written!r} (did you mean {meant!r}? it was not read)")
+
+
 def load_encoder(yaml_path: str | os.PathLike, device: str | None = None,
                  checkpoint: str | None = None, batch_size: int | None = None) -> EncoderSpecModel:
     """Build the encoder a yaml describes, with its weights loaded.
@@ -146,7 +207,7 @@ def load_encoder(yaml_path: str | os.PathLike, device: str | None = None,
         checkpoint: overrides the yaml's ``optim.resume``.
         batch_size: overrides the yaml's ``model.batch_size`` (tiles per ``image_encoder`` call).
     """
-    options = read_options(yaml_path)  # a fresh dict each call: changed below without copying
+    options = TrackedOptions(read_options(yaml_path))  # a fresh dict each call: changed below without copying
     if checkpoint is not None:
         options.setdefault("optim", {})["resume"] = resolve_path(checkpoint, Path.cwd())
     if batch_size is not None:
@@ -159,6 +220,7 @@ def load_encoder(yaml_path: str | os.PathLike, device: str | None = None,
 
         device = default_device()
     encoder = cls(options, device)
+    check_spelling(options, options["_yaml_path"])
     if not isinstance(encoder, EncoderSpecModel):
         missing = [m for m in ("image_encoder", "text_encoder", "cosine_sim") if not callable(getattr(encoder, m, None))]
         if missing:

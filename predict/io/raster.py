@@ -184,6 +184,15 @@ def _warn_other_pages(src, path: str, notes: list[str] | None = None) -> None:
         warn_first_page_only(path, len(pages), notes)
 
 
+def gdal_reason(error: BaseException) -> str:
+    """The first line of GDAL's own reason for a rasterio error: rasterio's "Read failed. See previous
+    exception for details." names none, its chain of causes does (the innermost is GDAL's first complaint,
+    e.g. ``TIFFReadEncodedStrip:Read error at scanline 99; got 5514 bytes, expected 6300``)."""
+    while error.__cause__ is not None:
+        error = error.__cause__
+    return str(error).splitlines()[0] if str(error) else type(error).__name__
+
+
 _OPENING = threading.Lock()
 
 
@@ -201,6 +210,23 @@ def opened(open_dataset, *args, **kwargs):
         dataset = open_dataset(*args, **kwargs)
     with dataset:
         yield dataset
+
+
+def dataset_files(path: str | os.PathLike) -> list[str]:
+    """The files GDAL reads as the dataset at ``path`` beside the file itself (its sidecars: an external
+    mask ``.msk``, a world file, an ``.aux.xml``, overviews ``.ovr``...), as GDAL lists them now; none for a
+    file it cannot open (its reading says why)."""
+    path = os.fspath(path)
+    try:
+        with opened(rasterio.open, path) as src:
+            return sidecars_of(src, path)
+    except RasterioIOError:
+        return []
+
+
+def sidecars_of(src, path: str) -> list[str]:
+    """The files of the open dataset ``src`` other than ``path`` itself."""
+    return sorted(f for f in src.files if os.path.realpath(f) != os.path.realpath(path))
 
 
 def read_raster(path: str | os.PathLike, bands: Sequence[int] | None = None,
@@ -228,15 +254,16 @@ def read_raster(path: str | os.PathLike, bands: Sequence[int] | None = None,
             valid = _valid_mask(src, chosen, data)
             gcps, gcps_crs = src.gcps
             crs, transform = src.crs or gcps_crs, src.transform
+            sidecars = sidecars_of(src, path)
     except RasterioIOError as exc:
-        raise SampleError(f"{path}: cannot read image ({str(exc).splitlines()[0]})") from None
+        raise SampleError(f"{path}: cannot read image ({gdal_reason(exc)})") from None
     eight_bit = data.dtype == np.uint8
     pixels = bands_to_uint8(data, stretch, valid)
     pixels = cv2.cvtColor(pixels, cv2.COLOR_GRAY2BGR) if pixels.shape[2] == 1 else np.ascontiguousarray(pixels[:, :, ::-1])
     if valid is not None:
         pixels[~valid] = 0
     to_eight_bits = None if eight_bit else vars(stretch) if stretch is not None else "data type's range"
-    key = image_key(path, decoder=__name__, bands=list(chosen), stretch=to_eight_bits)
+    key = image_key(path, decoder=__name__, sidecars=sidecars, bands=list(chosen), stretch=to_eight_bits)
     return RasterImage(path, pixels, valid, crs, transform, key, tuple(gcps), file_digest(path))
 
 

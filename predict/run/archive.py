@@ -45,7 +45,7 @@ from predict.encoders.registry import load_encoder
 from predict.io.atomic import atomic_writer
 from predict.io.checks import first_line
 from predict.io.lock import folder_lock
-from predict.io.raster import DEFAULT_STRETCH, read_raster
+from predict.io.raster import DEFAULT_STRETCH, dataset_files, read_raster
 from predict.provenance import digest_of, image_key, short, vectors_key
 from predict.run.localise import query_rng, query_vector, tile_cells
 from predict.run.scenes import SceneConfig, SceneRun, first_stage, write_json
@@ -250,9 +250,11 @@ def expand_images(paths: list[str]) -> tuple[list[str], list[str]]:
 # ---- indexing: the Ray Data pipeline ---------------------------------------------------------------------
 
 def scene_image_key(image: str, settings: ArchiveSettings) -> str:
-    """The content key of a scene as the archive reads it (file bytes, decoding code, bands, stretch)."""
+    """The content key of a scene as the archive reads it (file and sidecar bytes, decoding code, bands,
+    stretch)."""
     choices = settings.as_json()
-    return image_key(image, decoder=RASTER_DECODER, bands=choices["bands"], stretch=choices["stretch"])
+    return image_key(image, decoder=RASTER_DECODER, sidecars=dataset_files(image), bands=choices["bands"],
+                     stretch=choices["stretch"])
 
 
 def scene_error(image: str, error: BaseException) -> str:
@@ -437,6 +439,19 @@ CATALOGUE_SCHEMA = pa.schema([("file", pa.string()), ("image", pa.string()), ("h
                               ("image_key", pa.string()), ("vectors_key", pa.string())])
 
 
+def remove_gone_scenes(archive: str, logger: logging.Logger) -> None:
+    """Remove the scenes whose image no longer exists (deleted or renamed since it was indexed): the archive
+    holds what a fresh index of the images there now would hold, never a scene no one can read again."""
+    for path in scene_files(archive):
+        try:
+            image = read_header(path)["image"]
+        except Exception:  # unreadable: left for the search to report
+            continue
+        if not os.path.exists(image):
+            os.unlink(path)
+            logger.info("%s: gone since it was indexed; its scene %s was removed", image, os.path.basename(path))
+
+
 def remove_partial_writes(archive: str) -> None:
     """Temporary files of a writer that died (the archive's lock is held: no writer is alive)."""
     for leftover in glob.glob(os.path.join(archive, SCENES_DIR, ".*.tmp")):
@@ -447,9 +462,9 @@ def index_archive(paths: list[str], archive: str, settings: ArchiveSettings, bat
                   logger: logging.Logger | None = None) -> IndexRun:
     """Index the images of ``paths`` (files, folders, globs; see :func:`expand_images`) into ``archive``
     with ``settings`` (see the module's description);
-    Ray must be initialised (:func:`ray_session`). Scenes already there with the same key are kept
-    (``tiles_encoded`` 0); ``batch_size`` tiles go through the encoder at once; a scene that fails is one
-    error line, the others go on. A conflict with the
+    Ray must be initialised (as :func:`~predict.cli.ray_session.ray_session` does). Scenes already there with
+    the same key are kept (``tiles_encoded`` 0), scenes whose image is gone are removed; ``batch_size`` tiles
+    go through the encoder at once; a scene that fails is one error line, the others go on. A conflict with the
     archive's settings raises ``ValueError`` (one line) before any work."""
     logger = logger or logging.getLogger("selo")
     archive = os.path.abspath(archive)
@@ -458,6 +473,7 @@ def index_archive(paths: list[str], archive: str, settings: ArchiveSettings, bat
         check_settings(archive, settings)
         write_json(settings_path(archive), settings.as_json())
         remove_partial_writes(archive)
+        remove_gone_scenes(archive, logger)
         assembler = SceneAssembler(run, logger)
         images, path_errors = expand_images(paths)
         for error in path_errors:
@@ -518,6 +534,8 @@ def score_scenes(batch: dict, text_vectors: list[np.ndarray], yaml_path: str, ow
     for path in batch["file"]:
         try:
             header, tiles, vectors = read_scene(path)
+            if not os.path.exists(header["image"]):  # a fresh index of the images there now would not hold it
+                raise ValueError(f"{header['image']}: gone since it was indexed; left out (selo-index removes it)")
             fill = header["nodata"]["masked_pixels"] > 0
             scores = [scene_score(tile_cells(tiles, similarities(similarity, vectors, text), header["height"],
                                              header["width"], fill)) for text in text_vectors]

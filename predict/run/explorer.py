@@ -52,8 +52,9 @@ from predict.core.preview import preview_map, preview_scale
 from predict.encoders.base import EncoderSpecModel
 from predict.io.atomic import write_atomically
 from predict.io.jpeg import encode_jpeg
-from predict.io.raster import RasterImage, peaks_feature_collection, pixel_coordinates, read_raster, write_probmap_tif
-from predict.provenance import code_digest, digest_of, file_digest, vectors_key
+from predict.io.raster import (RasterImage, dataset_files, peaks_feature_collection, pixel_coordinates, read_raster,
+                               write_probmap_tif)
+from predict.provenance import code_digest, dataset_digest, digest_of, vectors_key
 from predict.run.localise import LoadedImage, mostly_valid, score_tiles, tile_cells
 from predict.run.scenes import raster_probmap
 from predict.run.timing import StageTimer
@@ -221,7 +222,8 @@ class Request:
 
 @dataclass(frozen=True)
 class ImageState:
-    """An image as last read: its file ``digest``, content ``key`` (the vector store's), size, georeference
+    """An image as last read: its ``digest`` (file and sidecars: :func:`~predict.provenance.dataset_digest`),
+    content ``key`` (the vector store's), size, georeference
     (:func:`lonlat_affine`) and whether some of its pixels are nodata."""
 
     digest: str
@@ -479,10 +481,10 @@ class Explorer:
     # ---- images ------------------------------------------------------------------------------------------
 
     def image_state(self, name: str) -> ImageState:
-        """Image ``name`` as its content is now: read again whenever its bytes changed (by digest, whatever its
-        size and times say)."""
+        """Image ``name`` as its content is now: read again whenever its bytes or its sidecars' changed (by
+        digest, whatever their sizes and times say: a new world file or mask is a new image)."""
         path = self.image_path(name)
-        digest = file_digest(path)
+        digest = dataset_digest(path, dataset_files(path))
         with self._lock:
             state = self._states.get(name)
         if state is None or state.digest != digest:
@@ -514,7 +516,8 @@ class Explorer:
             if raster is not None:
                 self._rasters.move_to_end(state.key)
                 return raster
-        raster, _ = self._decode(name, self.image_path(name), file_digest(self.image_path(name)))
+        path = self.image_path(name)
+        raster, _ = self._decode(name, path, dataset_digest(path, dataset_files(path)))
         if raster.key != state.key:
             raise RequestError(409, f"image {name!r} changed while it was being read; ask again")
         return raster
