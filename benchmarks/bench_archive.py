@@ -33,6 +33,7 @@ import numpy as np
 import ray
 from ray.cluster_utils import Cluster
 
+from predict.cli.ray_session import ray_session
 from predict.core.pipelines import get_pipeline
 from predict.core.tiling import cut_tiles
 from predict.demo.synthetic import generate_scene
@@ -44,7 +45,6 @@ from predict.run.archive import (ArchiveSettings, index_archive, read_header, sc
                                  search_archive)
 from predict.run.localise import query_vector
 from predict.run.scenes import SceneConfig, localise_scenes
-from predict.cli.ray_session import ray_session
 
 REPO = Path(__file__).resolve().parent.parent
 

@@ -15,6 +15,7 @@ import os
 import sys
 
 from predict.cli.localise import parse_bands, parse_stretch
+from predict.cli.ray_session import ray_session
 from predict.core.pipelines import PIPELINES, get_pipeline
 from predict.encoders.registry import load_encoder
 from predict.io.checks import (EXIT_INTERRUPTED, OneLineParser, fail_to_start, first_line, positive_int,
@@ -25,7 +26,6 @@ from predict.io.raster import DEFAULT_STRETCH
 from predict.provenance import vectors_key
 from predict.resources import find_yaml, yaml_help
 from predict.run.archive import INDEX_NAME, ArchiveSettings, add_address_argument, check_settings, index_archive
-from predict.cli.ray_session import ray_session
 
 
 def build_parser() -> OneLineParser:

@@ -16,12 +16,12 @@ import os
 import sys
 
 from predict.cli.localise import read_queries
+from predict.cli.ray_session import ray_session
 from predict.io.checks import (EXIT_INTERRUPTED, OneLineParser, fail_to_start, first_line, positive_int,
                                prepare_output_folder)
 from predict.io.lock import FolderBusyError, folder_lock
 from predict.io.logs import setup_logger
 from predict.run.archive import SUMMARY_NAME, add_address_argument, open_archive, search_archive
-from predict.cli.ray_session import ray_session
 
 
 def build_parser() -> OneLineParser:
