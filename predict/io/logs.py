@@ -4,6 +4,7 @@ from __future__ import annotations
 import logging
 import os
 import sys
+from contextlib import contextmanager
 
 from tqdm import tqdm
 
@@ -40,3 +41,15 @@ def setup_logger(cache_path: str, console_level: int = logging.WARNING) -> loggi
     console = TqdmHandler(level=console_level)
     console.setFormatter(logging.Formatter("%(levelname)s: %(message)s"))
     return configure_logger(LOGGER_NAME, [to_file, console])
+
+
+@contextmanager
+def notes_logged(logger: logging.Logger):
+    """A list for the warnings of the block (see :mod:`predict.core.notes`), logged as warning lines of
+    ``logger`` when the block ends, however it ends."""
+    notes: list[str] = []
+    try:
+        yield notes
+    finally:
+        for message in notes:
+            logger.warning("%s", message)

@@ -45,6 +45,7 @@ from predict.encoders.registry import load_encoder
 from predict.io.atomic import atomic_writer
 from predict.io.checks import first_line
 from predict.io.lock import folder_lock
+from predict.io.logs import notes_logged
 from predict.io.raster import DEFAULT_STRETCH, dataset_files, read_raster
 from predict.provenance import digest_of, image_key, short, vectors_key
 from predict.run.localise import query_rng, query_vector, tile_cells
@@ -717,10 +718,9 @@ def search_archive(archive: str, queries: list[str], top: int, out_dir: str,
     run = SearchRun(out_dir)
     queries = numbered_queries(queries, run, logger)
     spec = settings.spec()
-    notes: list[str] = []  # e.g. words the encoder does not know
-    text_vectors = [query_vector(encoder, query, spec.shuffled_copies, query_rng(0, query), notes) for query in queries]
-    for message in notes:
-        logger.warning("%s", message)
+    with notes_logged(logger) as notes:  # e.g. words the encoder does not know
+        text_vectors = [query_vector(encoder, query, spec.shuffled_copies, query_rng(0, query), notes)
+                        for query in queries]
     scores = score_archive(files, text_vectors, settings, type(encoder).cosine_sim is not EncoderSpecModel.cosine_sim)
     for error in sorted({row["error"] for row in scores if row["error"]}):
         run.errors.append(error)

@@ -25,7 +25,6 @@ import logging
 import os
 import re
 import time
-from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 
@@ -40,6 +39,7 @@ from predict.encoders.base import EncoderSpecModel
 from predict.io.atomic import WriteError, write_atomically
 from predict.io.checks import first_line
 from predict.io.lock import folder_lock
+from predict.io.logs import notes_logged
 from predict.io.maps import write_jpeg
 from predict.io.raster import (DEFAULT_STRETCH, RasterImage, feature_collection, georeference_sidecars,
                                peaks_feature_collection, read_raster, regions_feature_collection, write_mask_tif,
@@ -280,17 +280,6 @@ class SceneRun:
                 "tiles_encoded": new_first_stage, "boxes_encoded": encoded - new_first_stage,
                 "seconds": round(time.perf_counter() - started, 3), "time": now()}
 
-    @contextmanager
-    def notes_logged(self):
-        """A list for the warnings of the block (see :mod:`predict.core.notes`), logged as warning lines
-        when it ends, however it ends."""
-        notes: list[str] = []
-        try:
-            yield notes
-        finally:
-            for message in notes:
-                self.logger.warning("%s", message)
-
     def write_summary(self) -> None:
         self.summary.write({"started": self.started, "finished": now(), "results": len(self.results),
                             "errors": self.errors})
@@ -311,7 +300,7 @@ class SceneRun:
                     if stem in stems:
                         raise ValueError(f"{image}: same file name as {stems[stem]}; its outputs would overwrite those")
                     stems[stem] = image
-                    with self.notes_logged() as notes:
+                    with notes_logged(self.logger) as notes:
                         raster = read_raster(image, self.config.bands, self.config.stretch, notes)
                     stage1 = first_stage(raster, self.config.pipeline, image, notes=[])  # score_tiles warns again
                 except Exception as exc:
@@ -320,7 +309,7 @@ class SceneRun:
                     continue
                 for query in todo:
                     try:
-                        with self.notes_logged() as notes:
+                        with notes_logged(self.logger) as notes:
                             result = self.localise(raster, stage1, image, query, started, notes)
                     except WriteError:
                         raise  # disk full or read-only: no later output could be written either
@@ -337,7 +326,7 @@ class SceneRun:
                     bar.update(1)
                 del raster, stage1
         self.write_summary()
-        with self.notes_logged() as notes:
+        with notes_logged(self.logger) as notes:
             self.summary.write_all_peaks(notes)
 
 
