@@ -21,6 +21,9 @@ Nothing else in the project invents a signature; every consumer asks this module
   ``.aux.xml``).
 - :func:`run_settings`, :func:`sample_identity`, :func:`seal`, :func:`reuse_problem`: the testset run's
   records: what a sample's numbers depend on, a digest over each record, and why one cannot be reused.
+- :func:`write_stored`, :func:`seal_file`, :func:`read_stored`, :func:`verify_stored`: every other stored
+  file is written with a record (the sha256 of its own bytes, the key of what produced it) and read back
+  only verified against both (:class:`StoredFileError`: one line naming the file and the reason).
 """
 from __future__ import annotations
 
@@ -41,6 +44,7 @@ from pathlib import Path
 
 import numpy as np
 
+from predict.io.atomic import write_atomically
 from predict.resources import project_root
 
 PROJECT_PACKAGES = ("predict", "evaluations")
@@ -81,7 +85,7 @@ def _disk_memo(path: Path) -> sqlite3.Connection | None:
         db.execute("CREATE TABLE IF NOT EXISTS digests (path TEXT PRIMARY KEY, dev INTEGER, ino INTEGER, "
                    "size INTEGER, mtime_ns INTEGER, ctime_ns INTEGER, sha256 TEXT)")
         return db
-    except sqlite3.Error:
+    except (sqlite3.Error, OSError):  # a file where the folder should be, no home, no permission
         return None
 
 
@@ -193,6 +197,149 @@ def array_key(array: np.ndarray) -> str:
     sha = hashlib.sha256(f"{array.dtype.str}{array.shape}".encode())
     sha.update(array.data)
     return sha.hexdigest()
+
+
+# ---- stored files: written with their record, read back only verified ---------------------------------------
+#
+# Every file a run keeps for a later one (tile vectors, scene files, result records, outputs and their
+# summaries) is written with a record: the sha256 of its own bytes and the key of what produced it. The
+# record lies beside the file (``.<name>.selo``) or in the manifest that lists the file (a folder's
+# summary); the file is read back only through :func:`read_stored` or :func:`verify_stored`, which check
+# both, so a file changed, truncated, replaced or left by another producer is never used as it is.
+
+RECORD_SUFFIX = ".selo"
+
+
+class StoredFileError(ValueError):
+    """A stored file that cannot be used as it is; ``str()`` is one line naming the file and the reason."""
+
+    def __init__(self, path: str | os.PathLike, reason: str):
+        super().__init__(f"{os.fspath(path)}: {reason}")
+        self.path, self.reason = os.fspath(path), reason
+
+
+def record_path(path: str | os.PathLike) -> str:
+    """Where the record of a stored file lies beside it: ``<folder>/.<name>.selo``.
+
+    >>> record_path("/cache/a.npz")
+    '/cache/.a.npz.selo'
+    """
+    folder, name = os.path.split(os.fspath(path))
+    return os.path.join(folder, f".{name}{RECORD_SUFFIX}")
+
+
+def _remove(path: str) -> None:
+    try:
+        os.unlink(path)
+    except FileNotFoundError:
+        pass
+
+
+def _record(digest: str, size: int, key: str) -> dict:
+    return {"sha256": digest, "bytes": size, "key": key}
+
+
+def write_stored(path: str | os.PathLike, data: bytes, key: str, *, beside: bool = True) -> dict:
+    """Write ``data`` to ``path`` atomically as a stored file produced by ``key``; returns its record, also
+    written beside it unless ``beside`` is False (a manifest then keeps it). The old record goes first:
+    a crash between the two writes leaves a file without a record, which is not used.
+
+    >>> import tempfile
+    >>> with tempfile.TemporaryDirectory() as folder:
+    ...     path = os.path.join(folder, "a.bin")
+    ...     _ = write_stored(path, b"abc", "k1")
+    ...     read_stored(path, "k1"), stored_problem(path, "k2")
+    (b'abc', 'made by k1, not by what asks for it now (k2)')
+    """
+    path = os.fspath(path)
+    if beside:
+        _remove(record_path(path))
+    write_atomically(path, data)
+    record = _record(hashlib.sha256(data).hexdigest(), len(data), key)
+    if beside:
+        write_atomically(record_path(path), canonical_json(record))
+    return record
+
+
+def seal_file(path: str | os.PathLike, key: str, *, beside: bool = True) -> dict:
+    """The record of a file a library wrote whole at ``path`` (a GeoTIFF, a Parquet file), produced by
+    ``key``: written beside it unless ``beside`` is False; returned."""
+    path = os.fspath(path)
+    record = _record(file_digest(path), os.stat(path).st_size, key)
+    if beside:
+        write_atomically(record_path(path), canonical_json(record))
+    return record
+
+
+def remove_stored(path: str | os.PathLike) -> None:
+    """Remove a stored file and its record (either may be missing)."""
+    _remove(os.fspath(path))
+    _remove(record_path(path))
+
+
+def _beside(path: str) -> dict:
+    try:
+        with open(record_path(path), encoding="utf-8") as f:
+            record = json.load(f)
+    except FileNotFoundError:
+        raise StoredFileError(path, "no record of what made it (written by an older version, or not "
+                                    "finished)") from None
+    except (OSError, ValueError) as exc:
+        raise StoredFileError(path, f"its record {os.path.basename(record_path(path))} is unreadable ({exc})") from None
+    if not isinstance(record, dict) or not {"sha256", "key"} <= set(record):
+        raise StoredFileError(path, f"its record {os.path.basename(record_path(path))} is not a record")
+    return record
+
+
+def _check_key(path: str, record: dict, key: str | None) -> None:
+    if key is not None and record["key"] != key:
+        raise StoredFileError(path, f"made by {record['key']}, not by what asks for it now ({key})")
+
+
+def read_stored(path: str | os.PathLike, key: str | None, record: dict | None = None) -> bytes:
+    """The bytes of the stored file at ``path``, verified: its ``record`` (given from a manifest, else the
+    one beside it) names ``key`` (None: any producer, for a manifest that is its own root) and the sha256
+    of these very bytes, so what is checked is what is used. :class:`StoredFileError` otherwise."""
+    path = os.fspath(path)
+    record = _beside(path) if record is None else record
+    _check_key(path, record, key)
+    try:
+        with open(path, "rb") as f:
+            data = f.read()
+    except FileNotFoundError:
+        raise StoredFileError(path, "missing") from None
+    except OSError as exc:
+        raise StoredFileError(path, f"unreadable ({exc.strerror or exc})") from None
+    if hashlib.sha256(data).hexdigest() != record["sha256"]:
+        raise StoredFileError(path, f"its bytes are not those written ({len(data)} bytes now, "
+                                    f"{record.get('bytes', '?')} written): changed, truncated or replaced")
+    return data
+
+
+def verify_stored(path: str | os.PathLike, key: str | None, record: dict | None = None) -> dict:
+    """Check a stored file that a library will read by path (a GeoTIFF served or reopened) as
+    :func:`read_stored` does, through the stat-guarded :func:`file_digest`; returns its record."""
+    path = os.fspath(path)
+    record = _beside(path) if record is None else record
+    _check_key(path, record, key)
+    try:
+        digest = file_digest(path)
+    except FileNotFoundError:
+        raise StoredFileError(path, "missing") from None
+    except OSError as exc:
+        raise StoredFileError(path, f"unreadable ({exc.strerror or exc})") from None
+    if digest != record["sha256"]:
+        raise StoredFileError(path, "its bytes are not those written: changed, truncated or replaced")
+    return record
+
+
+def stored_problem(path: str | os.PathLike, key: str | None, record: dict | None = None) -> str | None:
+    """Why the stored file at ``path`` cannot be used for ``key`` (None when it can)."""
+    try:
+        verify_stored(path, key, record)
+    except StoredFileError as error:
+        return error.reason
+    return None
 
 
 # ---- code --------------------------------------------------------------------------------------------------
@@ -358,27 +505,40 @@ def code_digest(*module_names: str, roots=()) -> str:
 # ---- encoders ----------------------------------------------------------------------------------------------
 
 def _candidates(path: str, yaml_dir: str | None) -> list[str]:
-    """Where a path an option names can be: as is when absolute; else against the yaml's folder, then the
-    folder holding the package (the yaml reader's order: :func:`predict.encoders.registry.resolve_path`),
-    then the current folder (a plug-in may read it from there)."""
+    """Where a path an option names can be, exactly as the encoder resolves it: as is when absolute; else
+    against the yaml's folder, then the folder holding the package (the yaml reader's order:
+    :func:`predict.encoders.registry.resolve_path`). Never the current folder: a folder named like a
+    preset where a command happens to run is no input of the encoder."""
     path = os.path.expanduser(path)
     if os.path.isabs(path):
         return [path]
-    bases = [yaml_dir, str(project_root()), os.getcwd()]
+    bases = [yaml_dir, str(project_root())]
     return list(dict.fromkeys(os.path.join(base, path) for base in bases if base))
 
 
+RUN_FOLDER_MARKS = (".lock", ".write.lock")  # a folder holding one is written by runs: outputs, no input
+
+
+def _folder_files(root: str) -> dict[str, str]:
+    """``{relative name: real path}`` of the files under ``root``: compiled caches (``__pycache__``,
+    ``.pyc``), hidden entries and the folders runs write into (:data:`RUN_FOLDER_MARKS`) left out, since
+    none of them is an input."""
+    files = {}
+    for folder, dirs, names in os.walk(root):
+        dirs[:] = sorted(d for d in dirs if d != "__pycache__" and not d.startswith(".")
+                         and not any(os.path.exists(os.path.join(folder, d, mark)) for mark in RUN_FOLDER_MARKS))
+        for name in sorted(names):
+            full = os.path.join(folder, name)
+            if not name.startswith(".") and not name.endswith(".pyc") and os.path.isfile(full):
+                files[os.path.relpath(full, root)] = full
+    return files
+
+
 def path_digest(path: str) -> str:
-    """``sha256:<hex>`` of a file, or of a folder's files (relative names and contents, recursively)."""
+    """``sha256:<hex>`` of a file, or of a folder's files (relative names and contents, recursively; see
+    :func:`_folder_files` for what is left out)."""
     if os.path.isdir(path):
-        entries = {}
-        for folder, dirs, names in os.walk(path):
-            dirs.sort()
-            for name in sorted(names):
-                full = os.path.join(folder, name)
-                if os.path.isfile(full):
-                    entries[os.path.relpath(full, path)] = file_digest(full)
-        return f"sha256:{digest_of(entries)}"
+        return f"sha256:{digest_of({name: file_digest(full) for name, full in _folder_files(path).items()})}"
     return f"sha256:{file_digest(path)}"
 
 
@@ -428,12 +588,32 @@ def encoder_roots(cls: type) -> set[str]:
     return roots
 
 
+def plugin_files_digest(cls: type) -> str | None:
+    """Digest of every file of the plug-in that defines ``cls``, code and data: the whole folder of its
+    package, or for a top-level module the files of its folder and of the folders below it (see
+    :func:`_folder_files`). What its import statements name is not enough: a module loaded with
+    ``importlib`` or weights found through ``__file__`` are its inputs too. None for a class of the project.
+    """
+    entries = {}
+    for klass in cls.__mro__[:-1]:
+        top = klass.__module__.split(".")[0]
+        root = _root_of(klass.__module__)
+        if top in PROJECT_PACKAGES or root is None or top in entries:
+            continue
+        if os.path.basename(root) in LIBRARY_FOLDERS:  # a lone module among the libraries: its own file
+            entries[top] = {os.path.basename(path): file_digest(path) for path in filter(None, [_module_file(top)])}
+        else:
+            entries[top] = {name: file_digest(full) for name, full in _folder_files(root).items()}
+    return digest_of(entries) if entries else None
+
+
 _identities: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 
 
 def encoder_identity(encoder) -> dict:
     """What determines ``encoder``'s tile vectors (JSON-ready): ``class``, ``code`` (digest of its classes'
     modules and everything they import from the project or the plug-in's folder, and the tile cutting),
+    ``plugin_files`` (every file of a plug-in's folder or package: :func:`plugin_files_digest`),
     ``tile_size``, ``precision`` and ``options`` (see :func:`vector_options`).
 
     Taken once per encoder object, when first asked (``load_encoder`` asks as it builds one): the code that
@@ -447,6 +627,7 @@ def encoder_identity(encoder) -> dict:
     modules = [klass.__module__ for klass in cls.__mro__[:-1] if klass.__module__ != "builtins"]
     identity = {"class": f"{cls.__module__}:{cls.__qualname__}",
                 "code": code_digest(*modules, *TILE_CODE, roots=encoder_roots(cls)),
+                "plugin_files": plugin_files_digest(cls),
                 "tile_size": getattr(encoder, "tile_size", None), "precision": getattr(encoder, "precision", None),
                 "options": vector_options(getattr(encoder, "options", None) or {})}
     identity = json.loads(canonical_json(identity))

@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 import os
-import tempfile
+import secrets
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import BinaryIO
@@ -22,13 +22,15 @@ def atomic_writer(path: str | os.PathLike) -> Iterator[BinaryIO]:
     place by ``os.replace`` when the block ends, removed when it raises.
 
     The temporary name is unique per writer, so concurrent writers never share one; on any error the
-    previous ``path`` (if any) is left as it was. A system error (disk full, read-only folder, no
-    permission) is raised as :class:`WriteError`.
+    previous ``path`` (if any) is left as it was. The file gets the mode a plain ``open`` would give it
+    (0666 less the umask; ``mkstemp``'s 0600 would hide outputs from a group that shares them). A system
+    error (disk full, read-only folder, no permission) is raised as :class:`WriteError`.
     """
     path = os.fspath(path)
     folder = os.path.dirname(path) or "."
+    tmp = os.path.join(folder, f".{os.path.basename(path)}.{secrets.token_hex(6)}.tmp")
     try:
-        fd, tmp = tempfile.mkstemp(prefix=f".{os.path.basename(path)}.", suffix=".tmp", dir=folder)
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_CLOEXEC", 0), 0o666)
     except OSError as exc:
         raise WriteError(exc.errno, exc.strerror or str(exc), path) from None
     try:
