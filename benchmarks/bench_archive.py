@@ -172,9 +172,9 @@ def cpu_costs(image: str, settings: ArchiveSettings, encoder) -> dict[str, float
 def search_costs(archive: str, settings: ArchiveSettings, encoder, out_dir: str) -> dict[str, float]:
     """Seconds per tile of scoring (every scene, in this process) and per pixel of one scene's maps (the
     largest scene's, in this process): the search's work without Ray's start-up."""
-    headers = {path: read_header(path) for path in scene_files(archive)}
+    headers = {path: read_header(path, settings.vectors_key) for path in scene_files(archive)}
     started = time.perf_counter()
-    score_scenes({"file": np.array(list(headers))}, [query_vector(encoder, QUERY)], settings.yaml_path, False)
+    score_scenes({"file": np.array(list(headers))}, [query_vector(encoder, QUERY)], settings, False)
     score = (time.perf_counter() - started) / sum(h["tiles"] for h in headers.values())
     pixels = {path: h["height"] * h["width"] for path, h in headers.items()}
     largest = max(pixels, key=pixels.get)

@@ -35,6 +35,7 @@ import json
 import logging
 import os
 import sqlite3
+import stat
 import sys
 import threading
 import time
@@ -44,6 +45,7 @@ from pathlib import Path
 
 import numpy as np
 
+from evaluations.errors import SampleError
 from predict.io.atomic import write_atomically
 from predict.resources import project_root
 
@@ -132,6 +134,8 @@ def file_digest(path: str | os.PathLike) -> str:
     """
     real = os.path.realpath(path)
     before = os.stat(real)
+    if not stat.S_ISREG(before.st_mode):  # a FIFO would block, /dev/zero never end, a folder not open
+        raise SampleError(f"{os.fspath(path)}: not a regular file; its content cannot be keyed")
     stat_key = _stat_key(before)
     with _memo_lock:
         kept = _memo.get(real)
@@ -155,6 +159,20 @@ def file_digest(path: str | os.PathLike) -> str:
         if large:
             _disk_store(real, stat_key, digest)
     return digest
+
+
+def read_unchanged(path: str | os.PathLike, read, tries: int = 2):
+    """``read()`` (a decoder of the file at ``path``) such that the file's digest after it equals its digest
+    before it: the bytes decoded are the bytes a key taken now names, never a rewrite that landed between
+    decoding and keying. Returns ``read()``'s value; a :class:`~evaluations.errors.SampleError` naming the
+    file when it changed during each of ``tries`` reads (being written: read it again once complete)."""
+    for _ in range(tries):
+        before = file_digest(path)
+        value = read()
+        if file_digest(path) == before:
+            return value
+    raise SampleError(f"{os.fspath(path)}: the file changed while it was read ({tries} tries); "
+                      "read it again once it is complete")
 
 
 def dataset_digest(path: str | os.PathLike, sidecars=()) -> str:
@@ -239,8 +257,8 @@ def _record(digest: str, size: int, key: str) -> dict:
     return {"sha256": digest, "bytes": size, "key": key}
 
 
-def write_stored(path: str | os.PathLike, data: bytes, key: str, *, beside: bool = True) -> dict:
-    """Write ``data`` to ``path`` atomically as a stored file produced by ``key``; returns its record, also
+def write_stored(path: str | os.PathLike, data: bytes | str, key: str, *, beside: bool = True) -> dict:
+    """Write ``data`` (text as UTF-8) to ``path`` atomically as a stored file produced by ``key``; returns its record, also
     written beside it unless ``beside`` is False (a manifest then keeps it). The old record goes first:
     a crash between the two writes leaves a file without a record, which is not used.
 
@@ -252,6 +270,7 @@ def write_stored(path: str | os.PathLike, data: bytes, key: str, *, beside: bool
     (b'abc', 'made by k1, not by what asks for it now (k2)')
     """
     path = os.fspath(path)
+    data = data.encode("utf-8") if isinstance(data, str) else data
     if beside:
         _remove(record_path(path))
     write_atomically(path, data)
@@ -519,13 +538,13 @@ def _candidates(path: str, yaml_dir: str | None) -> list[str]:
 RUN_FOLDER_MARKS = (".lock", ".write.lock")  # a folder holding one is written by runs: outputs, no input
 
 
-def _folder_files(root: str) -> dict[str, str]:
-    """``{relative name: real path}`` of the files under ``root``: compiled caches (``__pycache__``,
-    ``.pyc``), hidden entries and the folders runs write into (:data:`RUN_FOLDER_MARKS`) left out, since
-    none of them is an input."""
+def _folder_files(root: str, *, recursive: bool = True) -> dict[str, str]:
+    """``{relative name: real path}`` of the files under ``root`` (only those directly in it when not
+    ``recursive``): compiled caches (``__pycache__``, ``.pyc``), hidden entries and the folders runs write
+    into (:data:`RUN_FOLDER_MARKS`) left out, since none of them is an input."""
     files = {}
     for folder, dirs, names in os.walk(root):
-        dirs[:] = sorted(d for d in dirs if d != "__pycache__" and not d.startswith(".")
+        dirs[:] = sorted(d for d in dirs if recursive and d != "__pycache__" and not d.startswith(".")
                          and not any(os.path.exists(os.path.join(folder, d, mark)) for mark in RUN_FOLDER_MARKS))
         for name in sorted(names):
             full = os.path.join(folder, name)
@@ -590,9 +609,10 @@ def encoder_roots(cls: type) -> set[str]:
 
 def plugin_files_digest(cls: type) -> str | None:
     """Digest of every file of the plug-in that defines ``cls``, code and data: the whole folder of its
-    package, or for a top-level module the files of its folder and of the folders below it (see
-    :func:`_folder_files`). What its import statements name is not enough: a module loaded with
-    ``importlib`` or weights found through ``__file__`` are its inputs too. None for a class of the project.
+    package, or for a top-level module the files directly in its folder (not below: such a folder is often
+    a workspace of data and outputs; a plug-in with data in subfolders is a package). What its import
+    statements name is not enough: a module loaded with ``importlib`` or weights found through
+    ``__file__`` are its inputs too. None for a class of the project. See :func:`_folder_files`.
     """
     entries = {}
     for klass in cls.__mro__[:-1]:
@@ -603,7 +623,8 @@ def plugin_files_digest(cls: type) -> str | None:
         if os.path.basename(root) in LIBRARY_FOLDERS:  # a lone module among the libraries: its own file
             entries[top] = {os.path.basename(path): file_digest(path) for path in filter(None, [_module_file(top)])}
         else:
-            entries[top] = {name: file_digest(full) for name, full in _folder_files(root).items()}
+            package = _is_package(_module_file(top) or "")
+            entries[top] = {name: file_digest(full) for name, full in _folder_files(root, recursive=package).items()}
     return digest_of(entries) if entries else None
 
 

@@ -1,11 +1,19 @@
-"""Shared test fixtures: the ``../shared`` data folder (skipped with a reason when absent), modules written
-for one test. The helpers tests import are in ``support/helpers.py`` (on pytest's ``pythonpath``)."""
+"""Shared test fixtures: the ``../shared`` data folder (skipped with a reason when absent, but under
+``CI=true`` its absence fails the run: CI must never pass without the fidelity tests), modules written for
+one test. The helpers tests import are in ``support/helpers.py`` (on pytest's ``pythonpath``)."""
+import os
 import sys
 from pathlib import Path
 
 import pytest
 
-from helpers import shared_path
+from helpers import SHARED, shared_path
+
+
+def pytest_configure(config):
+    if os.environ.get("CI") == "true" and not (SHARED / "reference").is_dir():
+        raise pytest.UsageError(f"CI=true but {SHARED / 'reference'} is absent: the fidelity tests would all be "
+                                "skipped; lay ../shared beside the checkout (or set SELO_SHARED)")
 
 
 @pytest.fixture

@@ -21,6 +21,7 @@ os.environ["RAY_USAGE_STATS_ENABLED"] = "0"
 
 import cv2
 import numpy as np
+import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 import rasterio
@@ -34,7 +35,7 @@ from predict.core.pipelines import get_pipeline
 from predict.demo.synthetic import generate_scene
 from predict.encoders.registry import load_encoder
 from predict.io.raster import read_raster
-from predict.provenance import vectors_key
+from predict.provenance import read_stored, vectors_key
 from predict.run.archive import (CATALOGUE_NAME, INDEX_NAME, SCENES_DIR, ArchiveSettings, index_archive, read_scene,
                                  scene_files, scene_path)
 from predict.run.localise import mostly_valid
@@ -52,10 +53,12 @@ NODATA_ROWS = 200  # the top rows of the GeoTIFF scene are nodata
 LOOPBACK = "127.0.0.1"  # the nodes' address, also when Ray was imported before this module set the variable
 
 
-@pytest.fixture(scope="module")
-def cluster():
+@contextlib.contextmanager
+def ray_test_cluster():
     """A head (3 CPUs) and a worker node (2 CPUs) on this machine, this process their driver; Ray's session
-    files in a folder of their own, removed at the end (a short path: Ray's sockets live there)."""
+    files in a folder of their own, removed at the end (a short path: Ray's sockets live there). Yields
+    ``(cluster, worker node, node arguments)``; the other archive tests (``test_archive_*.py``) start theirs
+    with it."""
     temp_dir = tempfile.mkdtemp(prefix="selo-ray-", dir="/tmp")
     node_args = {"node_ip_address": LOOPBACK, "temp_dir": temp_dir}
     # Cluster writes the head's address into Ray's default folder whatever temp_dir says, without making it:
@@ -73,6 +76,13 @@ def cluster():
         shutil.rmtree(temp_dir, ignore_errors=True)
         with contextlib.suppress(FileNotFoundError):  # a later ray.init(address="auto") would look for this cluster
             os.remove(address_file)
+
+
+@pytest.fixture(scope="module")
+def cluster():
+    """The module's Ray cluster (:func:`ray_test_cluster`)."""
+    with ray_test_cluster() as started:
+        yield started
 
 
 def write_png(path, seed, height=600, width=800):
@@ -104,7 +114,7 @@ def read_json(path):
 def assert_whole(archive, image, encoder):
     """The scene's file holds every tile selo-localise scores on it, each with the vector the encoder gives."""
     raster, tiles = scored_tiles(image)
-    header, stored_tiles, vectors = read_scene(scene_path(str(archive), str(image)))
+    header, stored_tiles, vectors = read_scene(scene_path(str(archive), str(image)), vectors_key(encoder))
     assert stored_tiles == sorted(tiles) and header["tiles"] == len(tiles)
     expected = TileVectorStore(encoder).vectors(raster.pixels, stored_tiles, StageTimer())
     np.testing.assert_allclose(vectors, expected, rtol=1e-5, atol=1e-6)
@@ -134,11 +144,11 @@ def test_index_and_search_give_selo_localise_maps(cluster, tmp_path, capsys):
     assert "none*.tif" in report["errors"][0]
     for name in ("park.png", "woods.png", "utm.tif"):
         assert_whole(archive, scenes / name, encoder)
-    header = read_scene(scene_path(str(archive), str(scenes / "utm.tif")))[0]
+    header = read_scene(scene_path(str(archive), str(scenes / "utm.tif")), vectors_key(encoder))[0]
     assert rasterio.crs.CRS.from_wkt(header["crs"]) == rasterio.crs.CRS.from_string(CRS)
     assert header["transform"] == list(TRANSFORM)[:6] and (header["height"], header["width"]) == (700, 900)
     assert header["nodata"]["masked_pixels"] == NODATA_ROWS * 900 and header["nodata"]["tiles_left_out"] > 0
-    assert len(pq.read_table(archive / CATALOGUE_NAME)) == 3
+    assert len(pq.read_table(pa.BufferReader(read_stored(archive / CATALOGUE_NAME, vectors_key(encoder))))) == 3
 
     # rerun: nothing encoded; a changed scene is indexed again, the others kept
     write_png(scenes / "woods.png", 14)
@@ -187,10 +197,10 @@ def test_index_and_search_give_selo_localise_maps(cluster, tmp_path, capsys):
     assert search.main(["--archive", str(archive), "--query", QUERIES[0], "--top", "3", "--out", str(gone)]) == 1
     summary = read_json(gone / "summary.json")
     assert summary["errors"] == [f"{scene_path(str(archive), str(scenes / 'park.png'))}: {scenes / 'park.png'}: "
-                                 "gone since it was indexed; left out (selo-index removes it)"]
+                                 "gone since it was indexed; left out, run selo-index again"]
     assert [r["scene"] for r in summary["results"]] == sorted(images[1:], key=lambda i: -localised[(i, QUERIES[0])]["scene_score"])
     assert index.main(index_args(archive, scenes)) == 0
-    indexed = sorted(os.path.basename(read_scene(f)[0]["image"]) for f in scene_files(str(archive)))
+    indexed = sorted(os.path.basename(read_scene(f, vectors_key(encoder))[0]["image"]) for f in scene_files(str(archive)))
     assert indexed == ["renamed.png", "utm.tif", "woods.png"]
     assert "park.png: gone since it was indexed; its scene park-" in (archive / "log.txt").read_text()
 
@@ -255,7 +265,7 @@ def test_driver_killed_and_rerun_resumes(cluster, tmp_path):
     report = read_json(archive / INDEX_NAME)["scenes"]
     kept = {os.path.basename(scene_path(str(archive), s["image"])) for s in report if s["tiles_encoded"] == 0}
     assert kept == written and len(report) == len(images)
-    assert not list((archive / SCENES_DIR).glob(".*"))  # no temporary file left
+    assert not list((archive / SCENES_DIR).glob(".*.tmp"))  # no temporary file left (the records stay)
     for image in images:
         assert_whole(archive, image, encoder)
 

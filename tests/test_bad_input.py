@@ -307,12 +307,14 @@ def test_cache_path_that_is_a_file_or_unwritable_is_one_line(tmp_path, monkeypat
     (tmp_path / "afile").write_text("x")
     code = generate_main(["--cache_path", str(tmp_path / "afile"), "--src_anno_path", str(tmp_path / "anno.json")])
     assert code == 2 and capsys.readouterr().err.splitlines() == [f"error: {tmp_path / 'afile'}: output folder is a file"]
-    import tempfile
+    real_open = os.open
 
-    def read_only(*args, dir=None, **kwargs):
-        raise PermissionError(errno.EACCES, "Permission denied", dir)
+    def read_only(path, flags, *args, **kwargs):  # a temporary file of an atomic write cannot be created
+        if str(path).endswith(".tmp"):
+            raise PermissionError(errno.EACCES, "Permission denied", path)
+        return real_open(path, flags, *args, **kwargs)
 
-    monkeypatch.setattr(tempfile, "mkstemp", read_only)
+    monkeypatch.setattr(os, "open", read_only)
     code = generate_main(["--cache_path", str(tmp_path), "--src_anno_path", str(tmp_path / "anno.json")])
     assert code == 2
     assert capsys.readouterr().err.splitlines() == [f"error: {tmp_path / '.write-check'}: cannot write (Permission denied)"]

@@ -342,3 +342,55 @@ def test_real_v1_against_v2_names_what_changed_and_renders_the_page(real_runs, t
         assert links and all(link.startswith("file://") and link.endswith(".svg") for link in links)
         page_view.screenshot(path=str(ARTIFACTS / "compare_page.png"), full_page=True)
         browser.close()
+
+
+# ---- failures matched by identity, runs of selo-evaluate, LaTeX escapes -----------------------------------------
+
+def failure(idx, caption, polygons, image):
+    """An ``errors`` entry of metrics.json with the identity a failed sample is recorded with."""
+    return {"idx": idx, "jpg_name": "x.jpg", "caption": caption, "error": "x.jpg: image not found",
+            "identity": {"caption": caption, "polygons": polygons, "image": image}}
+
+
+def test_failed_samples_are_matched_by_identity_not_by_caption(tmp_path, capsys):
+    records = [record(i, v) for i, v in enumerate(random_values(np.random.default_rng(3), 3).tolist())]
+    a = write_run(tmp_path / "a", records, errors=[failure(3, "one caption", "p1", "i1")])
+    for name, polygons, image in (("other_polygons", "p2", "i1"), ("other_image", "p1", "i2")):
+        other = write_run(tmp_path / name, records, errors=[failure(3, "one caption", polygons, image)])
+        code, out, err = run_cli(capsys, a, other)
+        assert code == 2 and out == "" and len(err) == 1
+        assert (f"1 failed sample(s) only in {a} (e.g. 'one caption'); 1 failed sample(s) only in {other} "
+                "(e.g. 'one caption')") in err[0]
+    unknown_image = write_run(tmp_path / "unknown_image", records, errors=[failure(3, "one caption", "p1", None)])
+    code, out, err = run_cli(capsys, a, unknown_image, "--bootstrap", 100, "--format", "json")
+    assert code == 0, err
+    assert [run["apart"] for run in json.loads(out)["runs"]] == [{}, {}]  # failed in both: left out, not compared
+
+
+def test_a_run_evaluated_without_the_images_compares_with_its_generate_run(real_runs, tmp_path, capsys):
+    """selo-evaluate without --src_data_path records no image content: the samples are matched by caption and
+    polygons, and "what changed" says so."""
+    from predict.cli.evaluate import main as evaluate_main
+
+    evaluated = tmp_path / "evaluated"
+    evaluated.mkdir()
+    for probmap in Path(real_runs["v1"]).glob("probmap_*.jpg"):
+        shutil.copy(probmap, evaluated)
+    anno = Path(real_runs["v1"]).parent / "annotations" / "anno.json"
+    assert evaluate_main(["--cache_path", str(evaluated), "--src_anno_path", str(anno)]) == 0
+    code, out, err = run_cli(capsys, real_runs["v1"], evaluated, "--bootstrap", 100, "--out", tmp_path / "out")
+    assert code == 0, err
+    entry = json.loads((tmp_path / "out" / "compare.json").read_text())["versus"][0]
+    assert entry["n"] == real_runs["samples"] and entry["ties"]["Rmi"] == real_runs["samples"]
+    assert (f"image content (not recorded in {evaluated}, evaluated without --src_data_path: samples matched by "
+            "caption and polygons)") in entry["what_changed"]
+
+
+def test_latex_escapes_each_special_character_once(tmp_path, capsys):
+    values = random_values(np.random.default_rng(1), 3).tolist()
+    a = write_run(tmp_path / "a", [record(i, v) for i, v in enumerate(values)])
+    b = write_run(tmp_path / "b" / "&%$#_{}~^\\", [record(i, v) for i, v in enumerate(values)])
+    code, out, err = run_cli(capsys, a, b, "--format", "latex", "--bootstrap", 100)
+    assert code == 0, err
+    assert r"/b/\&\%\$\#\_\{\}\textasciitilde{}\^{}\textbackslash{} & 3 &" in out
+    assert r"\textbackslash\{" not in out and r"\textasciitilde\{" not in out

@@ -2,6 +2,7 @@
 committed checkpoint matches captions to the tiles of held-out synthetic scenes; the v1 pipeline end
 to end on a tiny generated scene."""
 import json
+import re
 
 import cv2
 import numpy as np
@@ -16,6 +17,8 @@ from predict.io.jpeg import encode_jpeg
 from predict.model_encoder import EncoderError, load_encoder
 from predict.resources import package_path
 from predict.demo.synthetic import generate_scene, make_caption
+from predict.encoders.demo_text import CAPTIONS, tokenize
+from predict.run.localise import query_vector
 from predict.core.tiling import cut_tiles
 from predict.layers.demo_net import POOL, POOL_CHUNK, pool_tiles
 
@@ -148,3 +151,18 @@ def test_v1_pipeline_end_to_end_on_a_tiny_scene(tmp_path, trained):
         assert {k: records[idx][k] for k in indicators} == pytest.approx({k: values[k] for k in indicators}, abs=1e-9)
     for k in indicators:
         assert metrics["mean"][k] == pytest.approx(np.mean([records[idx][k] for idx in records]), abs=1e-9)
+
+
+def test_a_word_with_non_ascii_letters_is_one_word_listed_as_unknown(trained):
+    """Not the ASCII fragments around its letters: "greenéfield" was read as the known "green" and "field"."""
+    assert tokenize("A greenéfield, a brïdge") == ["a", "greenéfield", "a", "brïdge"]
+    assert trained.unknown_words("a greenéfield near the brïdge") == ["greenéfield", "brïdge"]
+    with pytest.warns(UserWarning, match=r"word\(s\) the demo encoder does not know, read as <unk>: brïdge$"):
+        query_vector(trained, "a white brïdge over the river")
+
+
+def test_ascii_text_gives_the_words_it_always_gave():
+    rng = np.random.default_rng(0)
+    texts = ["".join(map(chr, rng.integers(0, 128, 60))) for _ in range(300)] + ["".join(map(chr, range(128)))]
+    texts += [template for templates in CAPTIONS.values() for template in templates]
+    assert all(tokenize(text) == re.findall(r"[a-z]+", text.lower()) for text in texts)

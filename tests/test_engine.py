@@ -4,7 +4,6 @@ import json
 import re
 import sys
 import threading
-import time
 
 import cv2
 import numpy as np
@@ -130,31 +129,37 @@ def test_report_written_from_maps_on_disk_equals_the_one_drawn_during_the_run(tm
 
 
 def test_byte_semaphore_bounds_what_is_in_flight_and_lets_an_oversized_request_run_alone():
+    """Six jobs asked in order (4, 4, 4, 25, 4, 4 bytes of a budget of 10), each held until the test ends it:
+    what runs at each moment is read from the tickets and from events, never decided by a sleep."""
     budget = ByteSemaphore(10)
-    in_flight, seen, lock, threads, starts = [0], {4: [], 25: []}, threading.Lock(), [], []
+    sizes = (4, 4, 4, 25, 4, 4)
+    started, finish = [threading.Event() for _ in sizes], [threading.Event() for _ in sizes]
+    tickets = [budget.request(n) for n in sizes]  # places taken in this order, waited for in threads
 
-    def work(ticket):
-        budget.wait(ticket)
-        with lock:
-            starts.append(ticket.nbytes)
-            in_flight[0] += ticket.nbytes
-            seen[ticket.nbytes].append(in_flight[0])  # bytes in flight as it starts
-        time.sleep(0.2)  # long enough for the jobs granted beside it to start, even on a loaded machine
-        with lock:
-            seen[ticket.nbytes].append(in_flight[0])  # and as it ends
-            in_flight[0] -= ticket.nbytes
-        budget.release(ticket.nbytes)
+    def work(i):
+        budget.wait(tickets[i])
+        started[i].set()
+        assert finish[i].wait(20)
+        budget.release(sizes[i])
 
-    for nbytes in (4, 4, 4, 25, 4, 4):  # places taken in this order, waited for in threads
-        threads.append(threading.Thread(target=work, args=(budget.request(nbytes),)))
-        threads[-1].start()
+    threads = [threading.Thread(target=work, args=(i,)) for i in range(len(sizes))]
     for thread in threads:
-        thread.join(timeout=20)
-    assert not any(thread.is_alive() for thread in threads)
-    assert budget.held == 0
-    assert len(seen[4]) == 10 and max(seen[4]) == 8  # two 4s at a time, never a third beside them
-    assert seen[25] == [25, 25]  # the oversized one alone from its start to its end
-    assert starts == [4, 4, 4, 25, 4, 4]  # in the order asked: the 4s behind the 25 did not overtake it
+        thread.start()
+
+    def running() -> list[int]:
+        return [i for i, t in enumerate(tickets) if t.granted and not finish[i].is_set()]
+
+    order = []
+    for _ in sizes:  # end the running job that started first; record what runs beside it
+        now = running()
+        assert all(started[i].wait(20) for i in now)
+        order.append(now)
+        finish[now[0]].set()
+        threads[now[0]].join(timeout=20)
+    assert not any(thread.is_alive() for thread in threads) and budget.held == 0
+    # two 4s at a time, never a third beside them; the 25 alone from its start to its end; the 4s behind
+    # it did not overtake it
+    assert order == [[0, 1], [1, 2], [2], [3], [4, 5], [5]]
 
 
 def test_byte_semaphore_grants_in_order_of_request_never_overtaking():

@@ -128,7 +128,7 @@ def test_summary_describes_every_output_in_the_folder(run):
         assert entry["query"] == summary["queries"][entry["k"]] and entry["seconds"] > 0
         assert entry["encoder"] == "demo" and len(entry["encoder_identity"]) == 64 and len(entry["image_digest"]) == 64
         assert (entry["pipeline"], entry["steps"]) == ("v1", [256, 512, 768])
-    folder_level = {"summary.json", "all_peaks.geojson", "log.txt", "tile_vectors", ".lock"}
+    folder_level = {"summary.json", ".summary.json.selo", "all_peaks.geojson", "log.txt", "tile_vectors", ".lock"}
     assert {p.name for p in out.iterdir()} == listed | folder_level
 
 
@@ -542,7 +542,7 @@ def test_a_rerun_with_other_queries_leaves_no_output_the_summary_does_not_descri
         with rasterio.open(out / entry["files"]["probmap"]) as src:
             assert src.tags()["query"] == entry["query"] and entry["files"]["probmap"] == f"small_q{entry['k']}_probmap.tif"
     listed = {name for entry in summary["results"] for name in entry["files"].values()}
-    assert {p.name for p in out.iterdir()} == listed | {"summary.json", "all_peaks.geojson", "log.txt", "tile_vectors", ".lock"}
+    assert {p.name for p in out.iterdir()} == listed | {"summary.json", ".summary.json.selo", "all_peaks.geojson", "log.txt", "tile_vectors", ".lock"}
     assert "small_q1_regions.geojson" in listed and "small_q0_regions.geojson" not in listed  # the rerun had no --regions
 
 
@@ -603,6 +603,8 @@ def test_a_folder_of_the_earlier_summary_format_is_continued_with_its_numbers(sc
                "overlay": "old_q1_overlay.jpg", "peaks": "old_q1_peaks.geojson", "tiles_encoded": 5, "seconds": 1.0}
     (out / "summary.json").write_text(json.dumps({"results": [earlier], "errors": []}))
     (out / "old_q1_peaks.geojson").write_text(json.dumps({"type": "FeatureCollection", "features": []}))
+    for name in ("old_q1_probmap.tif", "old_q1_overlay.jpg"):  # adopted as they are: the older version kept no digest
+        (out / name).write_bytes(b"earlier output")
     assert main(["--yaml_path", DEMO_YAML, "--device", "cpu", "--image", str(small_png(scene, tmp_path)),
                  "--query", "some tennis courts.", "--query", "a dark green lake.", "--out", str(out)]) == 0
     summary = json.loads((out / "summary.json").read_text())

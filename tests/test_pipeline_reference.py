@@ -128,10 +128,10 @@ def test_end_to_end_with_position_scorer_matches_the_original(case_id, tmp_path)
     ref = cv2.imread(str(shared_path("reference", "pipeline", f"{case_id}_probmap.png")), cv2.IMREAD_GRAYSCALE)
     assert ours.shape == ref.shape
     mad = np.abs(ours.astype(np.int16) - ref).mean()
-    assert mad <= 2.0, f"{case_id}: mean absolute difference {mad:.3f} gray levels"
+    assert mad <= 0.5, f"{case_id}: mean absolute difference {mad:.3f} gray levels"  # 0.11 at most, measured
     metrics = json.loads((cache / "metrics.json").read_text())["samples"][0]
     for key in ("Rsu", "Ras", "Rda", "Rmi"):
-        assert metrics[key] == pytest.approx(case["metrics"][key], abs=0.02), f"{case_id} {key}"
+        assert metrics[key] == pytest.approx(case["metrics"][key], abs=0.005), f"{case_id} {key}"  # 0.002 measured
     for kind in ("heatmap", "addmap"):
         assert cv2.imread(str(cache / f"{kind}_0.jpg")).shape == (*ref.shape, 3)
 

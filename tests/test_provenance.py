@@ -277,7 +277,7 @@ def test_an_unreadable_vector_file_is_recomputed_and_replaced(tmp_path, capsys):
     code, metrics, log = generate(tmp_path)  # a new query on the image needs its vectors
     out = capsys.readouterr().out
     assert code == 0 and metrics["errors"] == [] and [s["idx"] for s in metrics["samples"]] == [0, 1]
-    assert f"{npz}: unreadable tile vectors" in log and tiles_encoded(out) == N_TILES
+    assert f"{npz}: unusable tile vectors" in log and tiles_encoded(out) == N_TILES
     assert len(npz.read_bytes()) == len(whole)  # replaced by a whole file
     generate(tmp_path, "--overwrite")
     assert tiles_encoded(capsys.readouterr().out) == N_TILES  # --overwrite recomputes vectors too

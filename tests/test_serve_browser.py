@@ -207,6 +207,7 @@ def test_selecting_an_image_clears_everything_at_once_and_drops_a_late_answer(se
         pick(page, "geo.tif")
         ask(page, QUERY)
         # the query is sent, then another image picked before its answer can arrive
+        dropped_before = page.evaluate("() => Number(document.documentElement.dataset.droppedAnswers || 0)")
         at_once = page.evaluate("""() => {
             document.querySelector('#query').value = 'a dark green lake near a bridge';
             document.querySelector('#query-form').requestSubmit();
@@ -217,7 +218,8 @@ def test_selecting_an_image_clears_everything_at_once_and_drops_a_late_answer(se
         }""")
         assert at_once == {"map": True, "peaks": 0, "markers": 0, "query": True, "history": ""}
         ready(page)
-        time.sleep(1.0)  # the dropped answer would have arrived by now
+        page.wait_for_function("(before) => Number(document.documentElement.dataset.droppedAnswers || 0) > before",
+                               arg=dropped_before, timeout=60_000)  # the late answer arrived, and was dropped
         assert page.locator("#map").is_hidden() and page.locator("#peaks li").count() == 0
         assert page.locator("#scalebar-label").inner_text().endswith("px")  # not georeferenced
         ask(page, "some white ships on the dark sea")

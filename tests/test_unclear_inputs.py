@@ -1,8 +1,11 @@
 """Inputs that used to give a wrong number, a traceback or a misleading line (issue 20's W7 and "unclear"
 cases): each is now one accurate error for its sample or call, or a warning where the input is usable."""
 import json
+import os
 import re
+import threading
 import warnings
+from contextlib import contextmanager
 from pathlib import Path
 
 import cv2
@@ -15,7 +18,8 @@ from predict.cli.evaluate import main as evaluate_main
 from predict.cli.generate import main as generate_main
 from predict.core.pipelines import get_pipeline
 from predict.encoders.text import STOP_WORDS
-from predict.io.annotations import SampleError
+from predict.io import images
+from predict.io.annotations import SampleError, load_annotations
 from predict.io.images import read_image
 from predict.model_encoder import load_encoder
 from predict.run.localise import localise, query_vector
@@ -266,3 +270,69 @@ def test_steps_with_a_double_underscore_stop_selo_generate(tmp_path, capsys):
     assert exit_.value.code == 2
     assert "argument --step: expected positive integers joined by '_' (e.g. 256_512_768), got '256__512'" \
         in capsys.readouterr().err
+
+
+# --- a folder, FIFO or device where a file is expected -----------------------------------------------------
+
+
+def not_files(folder):
+    """``{name: (path, the line it gets as an image)}``: a folder, a FIFO (no writer: reading it would block)
+    and a link to /dev/zero (reading it would never end), in ``folder``."""
+    (folder / "folder.png").mkdir()
+    os.mkfifo(folder / "pipe.png")
+    (folder / "zero.png").symlink_to("/dev/zero")
+    return {"folder.png": (folder / "folder.png", "is a folder, not an image file"),
+            "pipe.png": (folder / "pipe.png", "not a regular file (a FIFO); give an image file"),
+            "zero.png": (folder / "zero.png", "not a regular file (a character device); give an image file")}
+
+
+@contextmanager
+def fifo_readers(path):
+    """A list that gets one entry each time something opens the FIFO ``path`` to read it, which would block
+    it: each such reader is let go at once by a writer that opens and closes it (it reads an empty stream)."""
+    readers, stop = [], threading.Event()
+
+    def let_go():
+        while not stop.wait(0.02):
+            try:  # succeeds only while a reader has it open
+                os.close(os.open(path, os.O_WRONLY | os.O_NONBLOCK))
+            except OSError:
+                continue
+            readers.append(path)
+
+    watcher = threading.Thread(target=let_go, daemon=True)
+    watcher.start()
+    try:
+        yield readers
+    finally:
+        stop.set()
+        watcher.join()
+
+
+def test_an_image_path_that_is_no_file_says_what_it_is(tmp_path):
+    for path, problem in [*not_files(tmp_path).values(), (tmp_path / "missing.png", "image not found")]:
+        for check in (images.require_image_file, read_image, images.image_size):
+            with pytest.raises(SampleError, match=rf"^{re.escape(str(path))}: {re.escape(problem)}$"):
+                check(str(path))
+
+
+def test_a_testset_image_that_is_no_file_fails_its_sample_only_and_never_blocks(tmp_path):
+    write_samples(tmp_path, [{"jpg_name": "folder.png"}, {"jpg_name": "pipe.png"}, {}])
+    lines = not_files(tmp_path / "imgs")
+    with fifo_readers(tmp_path / "imgs" / "pipe.png") as readers:
+        code, cache = generate(tmp_path, "--no_report")
+    assert readers == []  # nothing waited on the FIFO
+    samples, errors, _ = results(cache)
+    assert code == 1 and list(samples) == [2]
+    assert errors == {idx: f"{lines[name][0]}: {lines[name][1]}" for idx, name in enumerate(("folder.png", "pipe.png"))}
+
+
+def test_an_annotation_path_that_is_a_folder_or_fifo_says_so(tmp_path, capsys):
+    write_samples(tmp_path, [{}])
+    (tmp_path / "anno.json").unlink()
+    (tmp_path / "anno.json").mkdir()
+    code, _ = generate(tmp_path, "--no_report")
+    assert code == 2 and f"{tmp_path / 'anno.json'}: is a folder, not an annotation file\n" in capsys.readouterr().err
+    os.mkfifo(tmp_path / "pipe.json")
+    with pytest.raises(SampleError, match=r"pipe.json: not a regular file \(a FIFO\); give an annotation file$"):
+        load_annotations(str(tmp_path / "pipe.json"))

@@ -6,8 +6,10 @@
 Decoding and tile cutting run in Ray CPU tasks, encoding in a pool of Ray actors (one per GPU when the
 cluster has GPUs); each scene is written whole as ``<archive>/scenes/<stem>-<id>.parquet``. A rerun keeps the scenes
 indexed with the same key and re-indexes changed ones; ``<archive>/index.json`` lists the run's scenes and
-errors. ``--address`` joins a running Ray cluster; by default a local Ray starts and stops with the
-command. Exit code 1 when a scene failed, 2 when the run cannot start.
+errors; a scene file that is damaged, truncated, copied over another or made with another encoder is
+indexed again, with one line naming it. ``--address`` joins a running Ray cluster (one line when nothing
+answers there); by default a local Ray of its own starts and stops with the command. Exit code 1 when a
+scene failed, 2 when the run cannot start, 130 on Ctrl-C (the scenes written are whole: rerun to resume).
 """
 from __future__ import annotations
 
@@ -15,7 +17,7 @@ import os
 import sys
 
 from predict.cli.localise import parse_bands, parse_stretch
-from predict.cli.ray_session import ray_session
+from predict.cli.ray_session import check_address, interrupts_end_the_run, ray_session
 from predict.core.pipelines import PIPELINES, get_pipeline
 from predict.encoders.registry import load_encoder
 from predict.io.checks import (EXIT_INTERRUPTED, OneLineParser, fail_to_start, first_line, positive_int,
@@ -51,7 +53,7 @@ def main(argv=None) -> int:
     archive = os.path.abspath(args.archive)
     try:
         prepare_output_folder(archive)
-        with folder_lock(archive, option="--archive"):  # one run writes an archive's index.json and scenes
+        with folder_lock(archive, option="--archive"), interrupts_end_the_run():  # one run writes its scenes
             return index(args, archive)
     except (OSError, FolderBusyError) as exc:
         return fail_to_start(first_line(exc))
@@ -68,6 +70,7 @@ def index(args, archive: str) -> int:
             settings = ArchiveSettings(yaml_path=yaml_path, vectors_key=vectors_key(encoder), tile_size=encoder.tile_size,
                                        pipeline=spec.name, steps=spec.steps, bands=args.bands, stretch=args.stretch)
             check_settings(archive, settings)
+            check_address(args.address)
         except Exception as exc:
             return fail_to_start(first_line(exc), logger)
         with ray_session(args.address):

@@ -24,7 +24,7 @@ from predict.core.stretch import Stretch
 from predict.io.checks import (EXIT_INTERRUPTED, OneLineParser, fail_to_start, first_line, positive_int,
                                prepare_output_folder, tile_steps)
 from predict.io.lock import FolderBusyError, folder_lock
-from predict.io.logs import setup_logger
+from predict.io.logs import notes_logged, setup_logger
 from predict.io.raster import DEFAULT_STRETCH
 from predict.resources import yaml_help
 from predict.run.scenes import FolderSummary, SceneConfig, localise_scenes
@@ -117,7 +117,8 @@ def locked_main(args: argparse.Namespace) -> int:
         try:  # everything the run needs, checked before any model loads
             config = scene_config(args)
             queries = read_queries(args)
-            FolderSummary(args.out)  # a summary this run can continue
+            with notes_logged(logger) as notes:  # a summary this run can continue; changed outputs dropped
+                FolderSummary(args.out, notes)
             read_options(args.yaml_path)
             encoder = load_encoder(args.yaml_path, device=args.device, batch_size=args.batch_size)
         except Exception as exc:

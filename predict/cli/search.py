@@ -7,8 +7,13 @@ parallel Ray tasks; each scene gets its scene score (the maximum over pixels of 
 tile scores, before the per-image normalisation: comparable across scenes) and the scenes are ranked by it.
 For the ``--top`` scenes of each query the full SeLo maps are made in parallel and written as
 ``selo-localise`` writes them (``<stem>_q<k>_probmap.tif``, ``_overlay.jpg``, ``_peaks.geojson``); in
-``--out`` also ``hits_q<k>.geojson`` (one point per top scene at its best peak) and ``summary.json``.
-Exit code 1 when a scene or query failed, 2 when the search cannot start.
+``--out`` also ``hits_q<k>.geojson`` (one point per top scene at its best peak) and ``summary.json``, which
+lists every output: a search into the same ``--out`` first removes those of the previous one (only those).
+Every scene is checked before any is ranked: a scene file damaged, copied from elsewhere or over another,
+or whose image changed since it was indexed is left out with one line (run ``selo-index`` again); a query
+with no word the encoder knows is one line, the others answered. ``--yaml_path`` names the encoder's yaml
+when it moved since the archive was indexed (its vectors key must be the archive's).
+Exit code 1 when a scene or query failed, 2 when the search cannot start, 130 on Ctrl-C.
 """
 from __future__ import annotations
 
@@ -16,12 +21,13 @@ import os
 import sys
 
 from predict.cli.localise import read_queries
-from predict.cli.ray_session import ray_session
+from predict.cli.ray_session import check_address, interrupts_end_the_run, ray_session
 from predict.io.checks import (EXIT_INTERRUPTED, OneLineParser, fail_to_start, first_line, positive_int,
                                prepare_output_folder)
 from predict.io.lock import FolderBusyError, folder_lock
 from predict.io.logs import setup_logger
-from predict.run.archive import SUMMARY_NAME, add_address_argument, open_archive, search_archive
+from predict.resources import find_yaml, yaml_help
+from predict.run.archive import SUMMARY_NAME, add_address_argument, open_search, run_search
 
 
 def build_parser() -> OneLineParser:
@@ -31,6 +37,9 @@ def build_parser() -> OneLineParser:
     parser.add_argument("--queries", help="a text file of queries, one per line (blank lines skipped)")
     parser.add_argument("--top", type=positive_int, default=5, metavar="K", help="scenes mapped per query (default 5)")
     parser.add_argument("--out", required=True, help="output folder")
+    parser.add_argument("--yaml_path", default=None,
+                        help="the encoder's yaml, when it moved since the archive was indexed (default: the one "
+                             f"it was indexed with); {yaml_help()}")
     add_address_argument(parser)
     return parser
 
@@ -40,7 +49,7 @@ def main(argv=None) -> int:
     out = os.path.abspath(args.out)
     try:
         prepare_output_folder(out)
-        with folder_lock(out, option="--out"):  # one run writes a folder's maps and summary.json
+        with folder_lock(out, option="--out"), interrupts_end_the_run():  # one run writes its maps, summary
             return search(args, out)
     except (OSError, FolderBusyError) as exc:
         return fail_to_start(first_line(exc))
@@ -50,17 +59,19 @@ def search(args, out: str) -> int:
     """The run of :func:`main`, its output folder locked."""
     logger = setup_logger(out)
     try:
-        try:
+        try:  # everything the search needs, checked before Ray starts
             queries = read_queries(args)
-            open_archive(os.path.abspath(args.archive))
+            yaml_path = None if args.yaml_path is None else os.path.abspath(find_yaml(args.yaml_path))
+            opened = open_search(args.archive, out, yaml_path)
+            check_address(args.address)
         except Exception as exc:
             return fail_to_start(first_line(exc), logger)
         with ray_session(args.address):
-            run = search_archive(args.archive, queries, args.top, out, logger)
+            run = run_search(opened, queries, args.top, logger)
     except KeyboardInterrupt:
         logger.error("interrupted: the maps written so far are whole; rerun the same command")
         return EXIT_INTERRUPTED
-    except ValueError as exc:  # its encoder changed since it was indexed
+    except ValueError as exc:  # a stored file that changed since it was checked (the folder's summary)
         return fail_to_start(first_line(exc), logger)
     except OSError as exc:
         return fail_to_start(f"{first_line(exc)}; the search stopped, the outputs written before are kept", logger)

@@ -7,7 +7,8 @@ nothing of ``predict.demo``: the tokenizer and the words shape the encoder's vec
 """
 from __future__ import annotations
 
-import re
+import unicodedata
+from itertools import groupby
 
 NUMBER_WORDS = {2: "two", 3: "three", 4: "four", 5: "five", 6: "six"}
 ROOF_WORDS = ("white", "red", "cyan", "black")  # the roof colours a residential caption names
@@ -74,9 +75,21 @@ BACKGROUND_CAPTIONS = {
 }
 
 
+def _in_word(char: str) -> bool:
+    """A letter of any script, or a combining mark (the dot of a lower-cased "İ"): part of a word."""
+    return char.isalpha() or unicodedata.category(char).startswith("M")
+
+
 def tokenize(text: str) -> list[str]:
-    """Lower-case words of a caption (letters only), the unit of the demo encoder's vocabulary."""
-    return re.findall(r"[a-z]+", text.lower())
+    """Lower-case words of a caption (runs of letters), the unit of the demo encoder's vocabulary. A word
+    with non-ASCII letters stays one word (NFC-composed), so that an unknown "brïdge" is reported as such
+    instead of read as known ASCII fragments; ASCII text gives the ``[a-z]+`` words it always gave.
+
+    >>> tokenize("A brïdge, 2 lakes' shore"), tokenize("bri\u0308dge")
+    (['a', 'brïdge', 'lakes', 'shore'], ['brïdge'])
+    """
+    return ["".join(chars) for inside, chars in groupby(unicodedata.normalize("NFC", text.lower()), _in_word)
+            if inside]
 
 
 def caption_vocabulary() -> list[str]:

@@ -7,9 +7,14 @@ from __future__ import annotations
 
 import json
 import os
+import stat
 from dataclasses import dataclass
 
 from evaluations.errors import SampleError  # bad input for one sample: one class with the strict JPEG reader's
+
+# what a path that is neither a regular file nor a folder is, by its mode
+SPECIAL_FILES = ((stat.S_ISFIFO, "a FIFO"), (stat.S_ISCHR, "a character device"), (stat.S_ISBLK, "a block device"),
+                 (stat.S_ISSOCK, "a socket"))
 
 
 @dataclass(frozen=True)
@@ -22,6 +27,30 @@ class Sample:
     caption: str
     polygons: list  # list of polygons, each a list of (x, y) floats
     problem: str | None = None
+
+
+def file_problem(path: str, missing: str, wanted: str) -> str | None:
+    """Why ``path`` is not a file to read, or None when it is a regular file (or a link to one): ``missing``
+    not found, or what it is instead of ``wanted``. Only the path's status is read, nothing is opened: a
+    reader of a FIFO would wait for a writer, one of ``/dev/zero`` would never finish.
+
+    >>> file_problem("/dev/zero", "image", "an image file"), file_problem("/", "annotation file", "an annotation file")
+    ('not a regular file (a character device); give an image file', 'is a folder, not an annotation file')
+    >>> file_problem("/no/such/file", "annotation file", "an annotation file")
+    'annotation file not found'
+    """
+    try:
+        mode = os.stat(path).st_mode
+    except (FileNotFoundError, NotADirectoryError, ValueError):  # ValueError: a NUL byte in the name
+        return f"{missing} not found"
+    except OSError as exc:
+        return f"cannot read {missing} ({exc.strerror})"
+    if stat.S_ISDIR(mode):
+        return f"is a folder, not {wanted}"
+    if stat.S_ISREG(mode):
+        return None
+    what = next((name for is_kind, name in SPECIAL_FILES if is_kind(mode)), "a special file")
+    return f"not a regular file ({what}); give {wanted}"
 
 
 def _is_number(value) -> bool:
@@ -57,14 +86,15 @@ def sample_problem(item: dict) -> str | None:
 
 
 def load_annotations(path: str) -> list[Sample]:
-    """Read an SLM annotation file. Structural errors of the file raise :class:`SampleError`, so does a file
-    that holds no sample (empty, ``[]`` or ``{}``): there would be nothing to run nor to average.
+    """Read an SLM annotation file. A path that is no file (:func:`file_problem`) and structural errors of the
+    file raise :class:`SampleError`, so does a file that holds no sample (empty, ``[]`` or ``{}``): there
+    would be nothing to run nor to average.
 
     A sample with bad values (see :func:`sample_problem`) is returned with its ``problem`` set, so that it
     fails alone; per-polygon problems (too few points, non-finite values) are left to the evaluator.
     """
-    if not os.path.isfile(path):
-        raise SampleError(f"{path}: annotation file not found")
+    if problem := file_problem(path, "annotation file", "an annotation file"):
+        raise SampleError(f"{path}: {problem}")
     try:
         with open(path, encoding="utf-8") as f:
             content = f.read()

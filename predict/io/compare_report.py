@@ -32,6 +32,9 @@ from predict.io.report import REDUCED_DECODES, REPORT_DIR, thumbnail
 
 LOWER_IS_BETTER = frozenset({"Ras"})  # the other indicators are better higher
 FORMATS = ("text", "md", "latex", "csv", "json")
+LATEX_ESCAPES = str.maketrans({"\\": r"\textbackslash{}", "&": r"\&", "%": r"\%", "$": r"\$", "#": r"\#", "_": r"\_",
+                               "{": r"\{", "}": r"\}", "~": r"\textasciitilde{}", "^": r"\^{}", "Δ": r"$\Delta$",
+                               "↑": r"$\uparrow$", "↓": r"$\downarrow$", "≥": r"$\geq$"})
 EXTENSIONS = {"text": "txt", "md": "md", "latex": "tex", "csv": "csv", "json": "json"}
 FILES_DIR = "compare_files"
 STYLE = """body{font-family:sans-serif;margin:1.5em;color:#222}table{border-collapse:collapse;margin-bottom:1em}
@@ -140,7 +143,7 @@ def header_lines(comparison: dict) -> list[str]:
     for entry in comparison["versus"]:
         lines.append(f"{entry['run']}: what changed: {'; '.join(entry['what_changed']) or 'nothing recorded'}")
     lines.append(f"Compared: {len(comparison['samples'])} sample(s), the same caption, polygons and image content "
-                 "in every run")
+                 "(where recorded) in every run")
     if comparison["left_out"]:
         lines.append(f"Left out (--common): {len(comparison['left_out'])}: " + "; ".join(comparison["left_out"]))
     return lines
@@ -156,16 +159,13 @@ def _md_cell(text: str) -> str:
 
 
 def _latex(text: str) -> str:
-    """``text`` with LaTeX's special characters escaped (Δ as ``$\\Delta$``).
+    """``text`` with LaTeX's special characters escaped (Δ as ``$\\Delta$``), each once: one pass over the
+    text, so that the braces of an escape (``\\textbackslash{}``) are not escaped again.
 
-    >>> _latex("50 % of a_b & Δ")
-    '50 \\\\% of a\\\\_b \\\\& $\\\\Delta$'
+    >>> _latex("50 % of a_b & Δ"), _latex("C:\\\\maps")
+    ('50 \\\\% of a\\\\_b \\\\& $\\\\Delta$', 'C:\\\\textbackslash{}maps')
     """
-    for char, escaped in (("\\", r"\textbackslash{}"), ("&", r"\&"), ("%", r"\%"), ("$", r"\$"), ("#", r"\#"),
-                          ("_", r"\_"), ("{", r"\{"), ("}", r"\}"), ("~", r"\textasciitilde{}"), ("^", r"\^{}")):
-        text = text.replace(char, escaped)
-    return (text.replace("Δ", r"$\Delta$").replace("↑", r"$\uparrow$").replace("↓", r"$\downarrow$")
-            .replace("≥", r"$\geq$"))
+    return text.translate(LATEX_ESCAPES)
 
 
 def csv_text(comparison: dict) -> str:

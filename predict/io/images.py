@@ -21,7 +21,7 @@ import simplejpeg
 from evaluations.jpeg import SOI, decode_jpeg_strictly, exif_orientation, image_bytes
 from predict.core.notes import warn
 from predict.core.stretch import percentile_stretch
-from predict.io.annotations import SampleError
+from predict.io.annotations import SampleError, file_problem
 
 STRETCH_PERCENTILES = (2.0, 98.0)
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
@@ -33,6 +33,21 @@ IMAGE_BYTES_PER_PIXEL = 3  # what :func:`read_image` returns: uint8 BGR
 # a TIFF's RGB bands and their BGR copy, 6
 DECODING_BYTES_PER_PIXEL = {"tiff": 6, "other": 4}
 HEADER_BYTES = 1 << 20  # read for a size: the header segments of a JPEG with a large EXIF block included
+
+
+def require_image_file(path: str | os.PathLike) -> None:
+    """Raise :class:`SampleError` unless ``path`` is a regular file (or a link to one), with the one line that
+    says what it is instead (:func:`~predict.io.annotations.file_problem`: missing, a folder, a FIFO, a device).
+    Only the path's status is read, so that a FIFO or ``/dev/zero`` is refused at once instead of read forever.
+
+    >>> require_image_file("/dev/zero")
+    Traceback (most recent call last):
+      ...
+    evaluations.errors.SampleError: /dev/zero: not a regular file (a character device); give an image file
+    """
+    path = os.fspath(path)
+    if problem := file_problem(path, "image", "an image file"):
+        raise SampleError(f"{path}: {problem}")
 
 
 def png_end(data: bytes) -> int | None:
@@ -123,8 +138,9 @@ def _read_tiff(path: str, notes: list[str] | None = None) -> np.ndarray | None:
 def decode_strictly(path: str, notes: list[str] | None = None) -> np.ndarray:
     """The file at ``path`` decoded as ``cv2.imread(path, IMREAD_ANYDEPTH | IMREAD_ANYCOLOR)`` does (gray
     stays ``(H, W)``, colour is BGR, 16-bit stays 16-bit), JPEGs by :func:`~evaluations.jpeg.decode_jpeg_strictly`; a
-    missing, truncated, corrupt or undecodable file raises :class:`SampleError` naming it (never a partly
-    decoded image)."""
+    path that is not an image file (:func:`require_image_file`), a truncated, corrupt or undecodable file raises
+    :class:`SampleError` naming it (never a partly decoded image)."""
+    require_image_file(path)
     data = image_bytes(path)
     if data.startswith(SOI):
         return decode_jpeg_strictly(data, path, colorspace=None)
@@ -136,11 +152,11 @@ def decode_strictly(path: str, notes: list[str] | None = None) -> np.ndarray:
 
 
 def read_image(path: str, notes: list[str] | None = None) -> np.ndarray:
-    """Read an image as uint8 BGR ``(H, W, 3)``; a missing, truncated or undecodable file raises
-    :class:`SampleError`. 16-bit and float data are stretched (see the module's docstring); warnings go to
-    ``notes`` when given (see :mod:`predict.core.notes`)."""
-    if not os.path.isfile(path):
-        raise SampleError(f"{path}: image not found")
+    """Read an image as uint8 BGR ``(H, W, 3)``; a path that is not an image file (missing, a folder, a FIFO:
+    :func:`require_image_file`), a truncated or an undecodable file raises :class:`SampleError`. 16-bit and
+    float data are stretched (see the module's docstring); warnings go to ``notes`` when given (see
+    :mod:`predict.core.notes`)."""
+    require_image_file(path)
     image = _read_tiff(path, notes) if path.lower().endswith((".tif", ".tiff")) else None
     rgb_order = image is not None
     if image is None:
@@ -161,8 +177,7 @@ def image_size(path: str) -> tuple[int, int]:
     would warn about the pixel count of a 10000 x 10000 image."""
     from PIL import Image, UnidentifiedImageError
 
-    if not os.path.isfile(path):
-        raise SampleError(f"{path}: image not found")
+    require_image_file(path)
     with open(path, "rb") as f:
         head = f.read(HEADER_BYTES)
     if head.startswith(PNG_SIGNATURE) and head[12:16] == b"IHDR":

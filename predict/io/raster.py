@@ -34,13 +34,14 @@ from rasterio.errors import NotGeoreferencedWarning, RasterioIOError
 from rasterio.io import MemoryFile
 from rasterio.transform import GCPTransformer
 
+from evaluations.jpeg import image_bytes
 from evaluations.metrics import attention_centres
 from predict.core.notes import warn
 from predict.core.stretch import Stretch, band_percentiles
 from predict.io.annotations import SampleError
 from predict.io.atomic import write_atomically
-from predict.io.images import decode_strictly, warn_first_page_only
-from predict.provenance import file_digest, image_key
+from predict.io.images import check_png_complete, decode_strictly, require_image_file, warn_first_page_only
+from predict.provenance import file_digest, image_key, read_unchanged
 
 WGS84 = "EPSG:4326"
 DEFAULT_STRETCH = Stretch()
@@ -147,10 +148,13 @@ def bands_to_uint8(bands: np.ndarray, stretch: Stretch | None = DEFAULT_STRETCH,
     return np.clip(scaled, 0, 255).astype(np.uint8)
 
 
-def _read_bands(src, path: str, bands: tuple[int, ...]) -> np.ndarray:
+def _read_bands(src, path: str, bands: tuple[int, ...], notes: list[str] | None = None) -> np.ndarray:
     """The selected bands ``(H, W, C)`` in the file's type. JPEGs are decoded as the benchmark pipeline
     decodes them (:func:`~predict.io.images.decode_strictly`: OpenCV, EXIF orientation, truncation refused;
-    GDAL's JPEG decoder gives pixels a few levels apart); palettes are expanded."""
+    GDAL's JPEG decoder gives pixels a few levels apart); a PNG's completeness is checked first (GDAL
+    decodes the missing rows of a truncated PNG as zeros, without an error); palettes are expanded."""
+    if src.driver == "PNG":
+        check_png_complete(image_bytes(path), path, notes)
     if src.driver == "JPEG":
         decoded = decode_strictly(path)
         decoded = decoded[:, :, None] if decoded.ndim == 2 else cv2.cvtColor(decoded, cv2.COLOR_BGR2RGB)
@@ -244,13 +248,19 @@ def read_raster(path: str | os.PathLike, bands: Sequence[int] | None = None,
     warnings go to ``notes`` when given (see :mod:`predict.core.notes`).
     """
     path = os.fspath(path)
-    if not os.path.isfile(path):
-        raise SampleError(f"{path}: image not found")
+    require_image_file(path)
+    return read_unchanged(path, lambda: _decode_raster(path, bands, stretch, notes))
+
+
+def _decode_raster(path: str, bands: Sequence[int] | None, stretch: Stretch | None,
+                   notes: list[str] | None) -> RasterImage:
+    """:func:`read_raster`'s decoding; its key is taken after the pixels are read (and
+    :func:`~predict.provenance.read_unchanged` checks the file did not change meanwhile)."""
     try:
         with opened(rasterio.open, path) as src:
             _warn_other_pages(src, path, notes)
             chosen = choose_bands(src.colorinterp, src.count, bands, path, notes)
-            data = _read_bands(src, path, chosen)
+            data = _read_bands(src, path, chosen, notes)
             valid = _valid_mask(src, chosen, data)
             gcps, gcps_crs = src.gcps
             crs, transform = src.crs or gcps_crs, src.transform

@@ -18,6 +18,13 @@ An archive folder holds:
 - ``scenes.parquet``: every scene's header, one row each (rebuilt at the end of every run);
 - ``index.json``: this run's scenes (``image``, ``tiles``, ``tiles_encoded``, ``seconds``) and ``errors``;
 - ``log.txt``.
+
+Every file of it but the log is a stored file (:func:`~predict.provenance.write_stored`: a record of its
+bytes' sha256 and of the encoder's vectors key lies beside it) and is read back only verified. A scene file
+is used only when it is whole (its record, and Parquet's page checksums), made with the archive's encoder
+and settings, holds the scene its name is for, and that scene's image (file, sidecars, decoding code) is the
+one indexed: else ``selo-index`` indexes the scene again and ``selo-search`` leaves it out, each with one
+line naming the file and the reason.
 """
 from __future__ import annotations
 
@@ -28,7 +35,7 @@ import math
 import os
 import tempfile
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from functools import lru_cache
 
 import numpy as np
@@ -42,14 +49,14 @@ from predict.core.stretch import Stretch
 from predict.core.tiling import Tile, cut_tiles
 from predict.encoders.base import EncoderSpecModel, check_image_vectors, similarities
 from predict.encoders.registry import load_encoder
-from predict.io.atomic import atomic_writer
 from predict.io.checks import first_line
 from predict.io.lock import folder_lock
 from predict.io.logs import notes_logged
 from predict.io.raster import DEFAULT_STRETCH, dataset_files, read_raster
-from predict.provenance import digest_of, image_key, short, vectors_key
+from predict.provenance import (StoredFileError, digest_of, image_key, read_stored, remove_stored, seal_file, short,
+                                vectors_key, verify_stored, write_stored)
 from predict.run.localise import query_rng, query_vector, tile_cells
-from predict.run.scenes import SceneConfig, SceneRun, first_stage, write_json
+from predict.run.scenes import SceneConfig, SceneRun, first_stage
 from predict.run.vectors import TileVectorStore
 
 SETTINGS_NAME = "archive.json"
@@ -136,13 +143,25 @@ def settings_path(archive: str) -> str:
     return os.path.join(archive, SETTINGS_NAME)
 
 
+def write_stored_json(path: str, data: dict, key: str) -> None:
+    """A JSON file of the archive or the search, stored with its record (produced by ``key``)."""
+    write_stored(path, (json.dumps(data, indent=1, allow_nan=False) + "\n").encode(), key)
+
+
 def read_settings(archive: str) -> ArchiveSettings | None:
-    """The archive's settings; None when it has none yet (a new archive)."""
+    """The archive's settings, verified (its own root: any producer); None when it has none yet (a new
+    archive). A :class:`~predict.provenance.StoredFileError` (one line) when ``archive.json`` cannot be
+    trusted: the scenes then cannot be told apart from others."""
     path = settings_path(archive)
     if not os.path.isfile(path):
         return None
-    with open(path, encoding="utf-8") as f:
-        return ArchiveSettings.from_json(json.load(f))
+    advice = "remove it and run selo-index again (each scene is checked against the settings it asks)"
+    try:
+        return ArchiveSettings.from_json(json.loads(read_stored(path, None)))
+    except StoredFileError as error:
+        raise StoredFileError(path, f"{error.reason}; {advice}") from None
+    except (ValueError, TypeError, KeyError) as exc:
+        raise StoredFileError(path, f"not an archive's settings ({first_line(exc)}); {advice}") from None
 
 
 def settings_conflict(recorded: ArchiveSettings | None, current: ArchiveSettings) -> str | None:
@@ -195,33 +214,89 @@ def scene_path(archive: str, image: str) -> str:
     return os.path.join(archive, SCENES_DIR, scene_file_name(image))
 
 
-def read_header(path: str) -> dict:
-    """The header of a scene file (its footer only is read)."""
-    metadata = pq.read_schema(path).metadata or {}
-    if HEADER_KEY not in metadata:
-        raise ValueError(f"{path}: not a scene file of a SeLo archive (no {HEADER_KEY.decode()} metadata)")
+def scene_metadata(path: str, metadata: dict | None) -> dict:
+    """The header in a scene file's Parquet metadata; a :class:`~predict.provenance.StoredFileError` when
+    there is none."""
+    if not metadata or HEADER_KEY not in metadata:
+        raise StoredFileError(path, f"not a scene file of a SeLo archive (no {HEADER_KEY.decode()} metadata)")
     return json.loads(metadata[HEADER_KEY])
 
 
+def read_header(path: str, key: str) -> dict:
+    """The header of the scene file at ``path`` made with vectors key ``key``: the file verified whole (the
+    stat-guarded digest: cheap when unchanged), then its footer read."""
+    verify_stored(path, key)
+    return scene_metadata(path, pq.read_schema(path).metadata)
+
+
+def verified_header(path: str, key: str) -> dict | None:
+    """:func:`read_header`; None for a file that does not verify (a run indexes its scene again, a search
+    reports it)."""
+    try:
+        return read_header(path, key)
+    except (StoredFileError, OSError, pa.ArrowException):
+        return None
+
+
 def write_scene(path: str, header: dict, tiles: np.ndarray, vectors: np.ndarray) -> None:
-    """Write a scene file whole, atomically: ``tiles`` int ``(N, 4)`` (r0, r1, c0, c1) and float32
-    ``vectors`` ``(N, D)``, ``header`` in the metadata."""
+    """Write a scene file whole, atomically, with Parquet's page checksums and its record (produced by the
+    header's vectors key): ``tiles`` int ``(N, 4)`` (r0, r1, c0, c1) and float32 ``vectors`` ``(N, D)``,
+    ``header`` in the metadata."""
     columns = {name: pa.array(tiles[:, i].astype(np.int32)) for i, name in enumerate(("r0", "r1", "c0", "c1"))}
     columns["vector"] = pa.FixedSizeListArray.from_arrays(pa.array(vectors.astype(np.float32).ravel()), vectors.shape[1])
     table = pa.table(columns).replace_schema_metadata({HEADER_KEY: json.dumps(header).encode()})
+    sink = pa.BufferOutputStream()
+    pq.write_table(table, sink, write_page_checksum=True)
     os.makedirs(os.path.dirname(path), exist_ok=True)
-    with atomic_writer(path) as f:
-        pq.write_table(table, f)
+    write_stored(path, sink.getvalue().to_pybytes(), header["vectors_key"])
 
 
-def read_scene(path: str) -> tuple[dict, list[Tile], np.ndarray]:
-    """A scene file's header, tiles and float32 ``(N, D)`` vectors (bit for bit those written)."""
-    table = pq.read_table(path)
-    header = json.loads(table.schema.metadata[HEADER_KEY])
+def read_scene(path: str, key: str) -> tuple[dict, list[Tile], np.ndarray]:
+    """A scene file's header, tiles and float32 ``(N, D)`` vectors (bit for bit those written): its bytes
+    read once, verified against its record (made with vectors key ``key``) and parsed from memory with the
+    page checksums checked, so the bytes verified are the bytes used. :class:`~predict.provenance.StoredFileError`
+    (one line) otherwise."""
+    data = read_stored(path, key)
+    try:
+        table = pq.read_table(pa.BufferReader(data), page_checksum_verification=True)
+    except (pa.ArrowException, OSError) as exc:
+        raise StoredFileError(path, f"not a readable Parquet file ({first_line(exc)})") from None
+    header = scene_metadata(path, table.schema.metadata)
     tiles = [tuple(int(v) for v in row) for row in
              zip(*(table.column(name).to_numpy() for name in ("r0", "r1", "c0", "c1")))]
     column = table.column("vector").combine_chunks()
     vectors = column.flatten().to_numpy().reshape(len(column), column.type.list_size)
+    return header, tiles, vectors
+
+
+SCENE_SETTINGS = ("pipeline", "steps", "bands", "stretch")  # a scene's header records these of its settings
+
+
+def scene_problem(path: str, header: dict, settings: ArchiveSettings) -> str | None:
+    """Why the verified scene file at ``path`` (``header``) is not the scene a fresh index of its image with
+    ``settings`` would write there now (None when it is): it holds another image's scene (a file copied
+    over it), other tiles or decoding, or its image is gone or changed since."""
+    image = header["image"]
+    if scene_file_name(image) != os.path.basename(path):
+        return f"holds the scene of {image}, not the scene of its name (copied over it?)"
+    recorded = settings.as_json()
+    for name in SCENE_SETTINGS:
+        if header.get(name) != recorded[name]:
+            return f"indexed with other settings ({name}: {header.get(name)}, the archive's {recorded[name]})"
+    if not os.path.exists(image):
+        return f"{image}: gone since it was indexed"
+    if scene_image_key(image, settings) != header["image_key"]:
+        return f"{image}: changed since it was indexed (the file, a sidecar or the code that decodes it)"
+    return None
+
+
+def load_scene(path: str, settings: ArchiveSettings) -> tuple[dict, list[Tile], np.ndarray]:
+    """:func:`read_scene` of a scene file that is current (see :func:`scene_problem`); a
+    :class:`~predict.provenance.StoredFileError` (one line naming the file and the reason) otherwise."""
+    header, tiles, vectors = read_scene(path, settings.vectors_key)
+    problem = scene_problem(path, header, settings)
+    if problem:
+        raise StoredFileError(path, problem)
     return header, tiles, vectors
 
 
@@ -269,23 +344,23 @@ def scene_error(image: str, error: BaseException) -> str:
 
 
 def plan_scene(row: dict, archive: str, settings: ArchiveSettings) -> dict:
-    """Ray Data ``map``: the ``status`` of the scene ``row["image"]``: ``"kept"`` when it is in the archive
-    with the same key (``tiles``: its tile count), ``"index"`` when it must be indexed, else the error line."""
+    """Ray Data ``map``: the ``status`` of the scene ``row["image"]``: ``"kept"`` when its file in the archive
+    is whole and current (:func:`load_scene`; ``tiles``: its tile count), ``"index"`` when it must be
+    indexed (``reason``: why its file is not kept, "" when it has none), else the error line."""
     image = row["image"]
     started = time.perf_counter()
+    path = scene_path(archive, image)
+    plan = {"image": image, "status": "index", "reason": "", "tiles": 0}
     try:
-        key = scene_image_key(image, settings)
-        path = scene_path(archive, image)
+        if not os.path.exists(image):
+            return {**plan, "status": f"{image}: image not found", "seconds": 0.0}
         if os.path.isfile(path):
-            header = read_header(path)
-            if header.get("image_key") == key and header.get("vectors_key") == settings.vectors_key:
-                return {"image": image, "status": "kept", "tiles": int(header["tiles"]),
-                        "seconds": time.perf_counter() - started}
-        return {"image": image, "status": "index", "tiles": 0, "seconds": time.perf_counter() - started}
-    except FileNotFoundError:
-        return {"image": image, "status": f"{image}: image not found", "tiles": 0, "seconds": 0.0}
+            plan.update(status="kept", tiles=int(load_scene(path, settings)[0]["tiles"]))
+    except StoredFileError as error:
+        plan["reason"] = str(error)
     except Exception as exc:
-        return {"image": image, "status": scene_error(image, exc), "tiles": 0, "seconds": 0.0}
+        return {**plan, "status": scene_error(image, exc), "seconds": 0.0}
+    return {**plan, "seconds": time.perf_counter() - started}
 
 
 def scene_header(raster, settings: ArchiveSettings, key: str, tiles: int, left_out: int, notes: list[str]) -> dict:
@@ -367,11 +442,13 @@ class IndexRun:
     """What a ``selo-index`` run did: ``scenes`` (index.json's entries) and ``errors`` (one line each)."""
 
     archive: str
+    key: str  # the archive's vectors key: what produced its files
     scenes: list[dict] = field(default_factory=list)
     errors: list[str] = field(default_factory=list)
 
     def write(self) -> None:
-        write_json(os.path.join(self.archive, INDEX_NAME), {"scenes": self.scenes, "errors": self.errors})
+        write_stored_json(os.path.join(self.archive, INDEX_NAME), {"scenes": self.scenes, "errors": self.errors},
+                          self.key)
 
 
 class SceneAssembler:
@@ -392,7 +469,7 @@ class SceneAssembler:
         self.logger.error("%s", message)
         stale = scene_path(self.run.archive, image)
         if os.path.isfile(stale):  # the archive holds a scene only as its file reads now
-            os.unlink(stale)
+            remove_stored(stale)
             self.logger.error("%s: its earlier entry %s was removed", image, os.path.basename(stale))
 
     def add(self, batch: dict) -> None:
@@ -421,17 +498,21 @@ class SceneAssembler:
         self.logger.info("%s: %d tiles encoded, %.1fs", image, len(tiles), entry["seconds"])
 
 
-def write_catalogue(archive: str) -> None:
-    """``scenes.parquet``: every scene file's header, one row each."""
+def write_catalogue(archive: str, key: str) -> None:
+    """``scenes.parquet``: the header of every scene file made with vectors key ``key``, one row each, stored
+    with its record (a file that does not verify is not listed: the search reports it)."""
     rows = []
     for path in scene_files(archive):
-        header = read_header(path)
+        header = verified_header(path, key)
+        if header is None:
+            continue
         rows.append({"file": os.path.relpath(path, archive), "image": header["image"], "height": header["height"],
                      "width": header["width"], "tiles": header["tiles"], "crs": header["crs"],
                      "transform": header["transform"], "nodata_pixels": header["nodata"]["masked_pixels"],
                      "image_key": header["image_key"], "vectors_key": header["vectors_key"]})
-    with atomic_writer(os.path.join(archive, CATALOGUE_NAME)) as f:
-        pq.write_table(pa.Table.from_pylist(rows, schema=CATALOGUE_SCHEMA), f)
+    sink = pa.BufferOutputStream()
+    pq.write_table(pa.Table.from_pylist(rows, schema=CATALOGUE_SCHEMA), sink, write_page_checksum=True)
+    write_stored(os.path.join(archive, CATALOGUE_NAME), sink.getvalue().to_pybytes(), key)
 
 
 CATALOGUE_SCHEMA = pa.schema([("file", pa.string()), ("image", pa.string()), ("height", pa.int64()),
@@ -440,16 +521,13 @@ CATALOGUE_SCHEMA = pa.schema([("file", pa.string()), ("image", pa.string()), ("h
                               ("image_key", pa.string()), ("vectors_key", pa.string())])
 
 
-def remove_gone_scenes(archive: str, logger: logging.Logger) -> None:
+def remove_gone_scenes(archive: str, key: str, logger: logging.Logger) -> None:
     """Remove the scenes whose image no longer exists (deleted or renamed since it was indexed): the archive
     holds what a fresh index of the images there now would hold, never a scene no one can read again."""
     for path in scene_files(archive):
-        try:
-            image = read_header(path)["image"]
-        except Exception:  # unreadable: left for the search to report
-            continue
-        if not os.path.exists(image):
-            os.unlink(path)
+        header = verified_header(path, key)
+        if header is not None and not os.path.exists(image := header["image"]):
+            remove_stored(path)
             logger.info("%s: gone since it was indexed; its scene %s was removed", image, os.path.basename(path))
 
 
@@ -469,12 +547,12 @@ def index_archive(paths: list[str], archive: str, settings: ArchiveSettings, bat
     archive's settings raises ``ValueError`` (one line) before any work."""
     logger = logger or logging.getLogger("selo")
     archive = os.path.abspath(archive)
-    run = IndexRun(archive)
+    run = IndexRun(archive, settings.vectors_key)
     with folder_lock(archive):
         check_settings(archive, settings)
-        write_json(settings_path(archive), settings.as_json())
+        write_stored_json(settings_path(archive), settings.as_json(), settings.vectors_key)
         remove_partial_writes(archive)
-        remove_gone_scenes(archive, logger)
+        remove_gone_scenes(archive, settings.vectors_key, logger)
         assembler = SceneAssembler(run, logger)
         images, path_errors = expand_images(paths)
         for error in path_errors:
@@ -488,6 +566,8 @@ def index_archive(paths: list[str], archive: str, settings: ArchiveSettings, bat
             for plan in sorted(plans, key=lambda p: images.index(p["image"])):
                 if plan["status"] == "index":
                     todo.append(plan["image"])
+                    if plan["reason"]:
+                        logger.info("%s; indexed again", plan["reason"])
                 elif plan["status"] == "kept":
                     run.scenes.append({"image": plan["image"], "tiles": plan["tiles"], "tiles_encoded": 0,
                                        "seconds": round(plan["seconds"], 3)})
@@ -508,7 +588,7 @@ def index_archive(paths: list[str], archive: str, settings: ArchiveSettings, bat
             for image in list(assembler.pending):  # cannot happen unless tiles were lost: never a partial file
                 assembler.fail(image, f"{image}: the pipeline ended with {len(assembler.pending[image])} tiles "
                                       "of the scene missing; nothing written, run again")
-        write_catalogue(archive)
+        write_catalogue(archive, settings.vectors_key)
         run.write()
     return run
 
@@ -527,23 +607,28 @@ def scorer(yaml_path: str, own_similarity: bool) -> EncoderSpecModel:
     return cached_encoder(yaml_path) if own_similarity else EncoderSpecModel()
 
 
-def score_scenes(batch: dict, text_vectors: list[np.ndarray], yaml_path: str, own_similarity: bool) -> dict:
-    """Ray Data ``map_batches`` (a CPU task over a few scene files): the scene score of every scene for every
-    query, from its stored vectors (rows ``file``, ``image``, ``k``, ``scene_score``, ``error``)."""
+def score_scenes(batch: dict, text_vectors: list[np.ndarray | None], settings: ArchiveSettings,
+                 own_similarity: bool) -> dict:
+    """Ray Data ``map_batches`` (a CPU task over a few scene files): each scene file checked first
+    (:func:`load_scene`: whole, of this archive's encoder and settings, its image unchanged), then its scene
+    score for every query that has a text vector (``text_vectors[k]`` None: not answered), from its stored
+    vectors (rows ``file``, ``image``, ``k``, ``scene_score``, ``error``: a file left out has NaN scores and
+    the line saying why)."""
     rows: dict[str, list] = {"file": [], "image": [], "k": [], "scene_score": [], "error": []}
-    similarity = scorer(yaml_path, own_similarity)
+    similarity = scorer(settings.yaml_path, own_similarity)
+    asked = [k for k, text in enumerate(text_vectors) if text is not None]
     for path in batch["file"]:
         try:
-            header, tiles, vectors = read_scene(path)
-            if not os.path.exists(header["image"]):  # a fresh index of the images there now would not hold it
-                raise ValueError(f"{header['image']}: gone since it was indexed; left out (selo-index removes it)")
+            header, tiles, vectors = load_scene(path, settings)
             fill = header["nodata"]["masked_pixels"] > 0
-            scores = [scene_score(tile_cells(tiles, similarities(similarity, vectors, text), header["height"],
-                                             header["width"], fill)) for text in text_vectors]
+            scores = [scene_score(tile_cells(tiles, similarities(similarity, vectors, text_vectors[k]),
+                                             header["height"], header["width"], fill)) for k in asked]
             image, error = header["image"], ""
+        except StoredFileError as exc:  # a fresh index of the images there now would not hold it as it is
+            scores, image, error = [math.nan] * len(asked), "", f"{exc}; left out, run selo-index again"
         except Exception as exc:
-            scores, image, error = [math.nan] * len(text_vectors), "", f"{path}: {first_line(exc)}"
-        for k, score in enumerate(scores):
+            scores, image, error = [math.nan] * len(asked), "", f"{path}: {first_line(exc)}"
+        for k, score in zip(asked, scores):
             for name, value in zip(rows, (path, image, k, score, error)):
                 rows[name].append(value)
     return {name: np.array(values) for name, values in rows.items()}
@@ -581,12 +666,11 @@ def scene_maps(path: str, jobs: list[tuple[int, str]], queries: list[str], out_d
     (:class:`~predict.run.scenes.SceneRun`) with the tiles' vectors taken from the archive, then moved into
     ``out_dir``. Returns per job ``{"k", "files", "peak"}`` (the output names and the rank-1 peak feature)
     or ``{"k", "error"}``."""
-    header, tiles, vectors = read_scene(path)
-    image = header["image"]
+    image = path  # named by its image once its file is read
     ignored: list[str] = []  # the scene's warnings were reported when it was indexed
     try:
-        if scene_image_key(image, settings) != header["image_key"]:
-            raise ValueError("the file or the code that decodes it changed since it was indexed; run selo-index again")
+        header, tiles, vectors = load_scene(path, settings)  # checked again: it may have changed since the scoring
+        image = header["image"]
         raster = read_raster(image, settings.bands, settings.stretch, ignored)
     except Exception as exc:
         return [{"k": k, "error": scene_error(image, exc)} for k, _ in jobs]
@@ -623,17 +707,58 @@ def hit_feature(row: dict, rank: int, peak: dict | None) -> dict:
 
 @dataclass
 class SearchRun:
-    """What a ``selo-search`` run did: ``results`` and ``errors`` (``summary.json``), and its ``seconds``
-    (``scoring``: text vectors and every scene's score; ``maps``: the top scenes' maps)."""
+    """What a ``selo-search`` run did: ``results`` and ``errors``, its ``seconds`` (``scoring``: text vectors
+    and every scene's score; ``maps``: the top scenes' maps) and ``files``: the record of every output it
+    wrote (``summary.json``, written through the store: the folder holds exactly what it lists)."""
 
     out_dir: str
     results: list[dict] = field(default_factory=list)
     errors: list[str] = field(default_factory=list)
     seconds: dict = field(default_factory=dict)
+    files: dict[str, dict] = field(default_factory=dict)
 
-    def write(self) -> None:
-        write_json(os.path.join(self.out_dir, SUMMARY_NAME), {"results": self.results, "errors": self.errors,
-                                                               "seconds": self.seconds})
+    def fail(self, message: str, logger: logging.Logger) -> None:
+        self.errors.append(message)
+        logger.error("%s", message)
+
+    def write(self, key: str) -> None:
+        write_stored_json(os.path.join(self.out_dir, SUMMARY_NAME),
+                          {"results": self.results, "errors": self.errors, "seconds": self.seconds,
+                           "files": self.files}, key)
+
+
+def read_stored_json(path: str, parse, advice: str):
+    """``parse`` of the stored JSON file at ``path``, verified (its own root: any producer); a one-line
+    :class:`~predict.provenance.StoredFileError` ending with ``advice`` when it cannot be trusted."""
+    try:
+        return parse(json.loads(read_stored(path, None)))
+    except StoredFileError as error:
+        raise StoredFileError(path, f"{error.reason}; {advice}") from None
+    except (ValueError, TypeError, KeyError, AttributeError) as exc:
+        raise StoredFileError(path, f"not what it should hold ({first_line(exc)}); {advice}") from None
+
+
+def listed_outputs(out_dir: str) -> list[str]:
+    """The outputs the summary of a search into ``out_dir`` lists ([] when it has none), names in the
+    folder only (an edited summary never names a file elsewhere). A summary that cannot be trusted is a
+    one-line :class:`~predict.provenance.StoredFileError`: what the folder holds would be unknown."""
+    path = os.path.join(out_dir, SUMMARY_NAME)
+    if not os.path.isfile(path):
+        return []
+    return read_stored_json(path, lambda data: [str(name) for name in data["files"] if os.path.basename(name) == name],
+                            "not a summary selo-search wrote; move it away or use another --out")
+
+
+def remove_listed_outputs(out_dir: str) -> None:
+    """One folder, one truth: a search removes the outputs the previous summary lists, then the summary,
+    before it writes its own (the user's other files stay; a crash in between leaves a summary naming
+    files already gone, which the next search removes without error)."""
+    for name in listed_outputs(out_dir):
+        try:
+            os.unlink(os.path.join(out_dir, name))
+        except FileNotFoundError:
+            pass
+    remove_stored(os.path.join(out_dir, SUMMARY_NAME))
 
 
 def numbered_queries(queries: list[str], run: SearchRun, logger: logging.Logger) -> list[str]:
@@ -645,18 +770,34 @@ def numbered_queries(queries: list[str], run: SearchRun, logger: logging.Logger)
     """
     for i, query in enumerate(queries):
         if not query.strip():
-            run.errors.append(f"query {i}: empty query (skipped)")
-            logger.error("%s", run.errors[-1])
+            run.fail(f"query {i}: empty query (skipped)", logger)
     return list(dict.fromkeys(q for q in queries if q.strip()))
 
 
-def score_archive(files: list[str], text_vectors: list[np.ndarray], settings: ArchiveSettings,
+def query_vectors(encoder: EncoderSpecModel, queries: list[str], spec: PipelineSpec, run: SearchRun,
+                  logger: logging.Logger) -> list[np.ndarray | None]:
+    """The text vector of each query; None for a query the encoder cannot read (no word it knows): one
+    error line for it, the other queries answered."""
+    vectors = []
+    with notes_logged(logger) as notes:  # e.g. words the encoder does not know
+        for k, query in enumerate(queries):
+            try:
+                vectors.append(query_vector(encoder, query, spec.shuffled_copies, query_rng(0, query), notes))
+            except ValueError as exc:
+                run.fail(f"q{k}: {first_line(exc)}; not answered", logger)
+                vectors.append(None)
+    return vectors
+
+
+def score_archive(files: list[str], text_vectors: list[np.ndarray | None], settings: ArchiveSettings,
                   own_similarity: bool) -> list[dict]:
-    """Every scene's score for every query, in parallel Ray tasks of a few scene files each."""
+    """Every scene's score for every answered query, in parallel Ray tasks of a few scene files each."""
+    if all(text is None for text in text_vectors):
+        return []
     chunks = max(1, min(len(files), 4 * int(ray.cluster_resources().get("CPU", 1))))
     return ray.data.from_items([{"file": f} for f in files], override_num_blocks=chunks) \
         .map_batches(score_scenes, batch_size=None, batch_format="numpy", num_cpus=1,
-                     fn_kwargs={"text_vectors": text_vectors, "yaml_path": settings.yaml_path,
+                     fn_kwargs={"text_vectors": text_vectors, "settings": settings,
                                 "own_similarity": own_similarity}).take_all()
 
 
@@ -702,48 +843,92 @@ def draw_maps(ranked: dict[int, list[dict]], queries: list[str], out_dir: str,
     return answers
 
 
-def search_archive(archive: str, queries: list[str], top: int, out_dir: str,
-                   logger: logging.Logger | None = None) -> SearchRun:
-    """Answer ``queries`` across ``archive`` (see ``selo-search``); Ray must be initialised. Raises a one-line
-    ``ValueError`` when the archive cannot be searched (no settings, no scene, encoder changed)."""
-    logger = logger or logging.getLogger("selo")
+@dataclass(frozen=True)
+class ArchiveSearch:
+    """An archive opened for a search (:func:`open_search`), checked before Ray starts: its ``settings``
+    (``yaml_path``: the encoder's yaml the search loads), its scene ``files``, the ``encoder`` and the
+    output folder ``out_dir``."""
+
+    archive: str
+    out_dir: str
+    settings: ArchiveSettings
+    files: list[str]
+    encoder: EncoderSpecModel
+
+
+def open_search(archive: str, out_dir: str, yaml_path: str | None = None) -> ArchiveSearch:
+    """Everything a search needs, checked before any work (and before Ray starts, in ``selo-search``): the
+    archive, its encoder (the yaml it was indexed with, or ``yaml_path``: a copy of the same encoder moved
+    elsewhere) with the archive's vectors key, and the output folder's summary. One-line errors: a
+    :class:`~predict.provenance.StoredFileError`, ``FileNotFoundError``, ``ValueError``."""
     archive, out_dir = os.path.abspath(archive), os.path.abspath(out_dir)
     settings, files = open_archive(archive)
-    started = time.perf_counter()
-    encoder = load_encoder(settings.yaml_path, device="cpu")  # as it is now: its key is checked below
+    yaml = os.path.abspath(yaml_path) if yaml_path else settings.yaml_path
+    if not os.path.isfile(yaml):
+        problem = "the encoder's yaml is gone" if yaml_path is None else "not found"
+        raise FileNotFoundError(f"{yaml}: {problem} ({archive} was indexed with {settings.yaml_path}); "
+                                "name where its yaml is now with --yaml_path")
+    encoder = load_encoder(yaml, device="cpu")  # as it is now: its key is checked
     if vectors_key(encoder) != settings.vectors_key:
-        raise ValueError(f"{settings.yaml_path}: the encoder changed since {archive} was indexed "
-                         f"({vectors_key(encoder)}, indexed {settings.vectors_key}); index into another --archive")
+        raise ValueError(f"{yaml}: not the encoder {archive} was indexed with (vectors key {vectors_key(encoder)}, "
+                         f"indexed {settings.vectors_key}); name its yaml with --yaml_path, or index into another --archive")
+    listed_outputs(out_dir)  # a summary that cannot be trusted: stopped before any work
+    return ArchiveSearch(archive, out_dir, replace(settings, yaml_path=yaml), files, encoder)
+
+
+def search_archive(archive: str, queries: list[str], top: int, out_dir: str, logger: logging.Logger | None = None,
+                   yaml_path: str | None = None) -> SearchRun:
+    """Answer ``queries`` across ``archive`` (see ``selo-search`` and :func:`open_search`, whose one-line
+    errors it raises); Ray must be initialised."""
+    return run_search(open_search(archive, out_dir, yaml_path), queries, top, logger)
+
+
+def run_search(search: ArchiveSearch, queries: list[str], top: int, logger: logging.Logger | None = None) -> SearchRun:
+    """The search :func:`search_archive` describes, of an opened archive; Ray must be initialised. The
+    outputs of the folder's previous search go first: the folder then holds exactly what ``summary.json``
+    lists."""
+    logger = logger or logging.getLogger("selo")
+    settings, out_dir = search.settings, search.out_dir
+    started = time.perf_counter()
     os.makedirs(out_dir, exist_ok=True)
+    remove_listed_outputs(out_dir)
     run = SearchRun(out_dir)
     queries = numbered_queries(queries, run, logger)
-    spec = settings.spec()
-    with notes_logged(logger) as notes:  # e.g. words the encoder does not know
-        text_vectors = [query_vector(encoder, query, spec.shuffled_copies, query_rng(0, query), notes)
-                        for query in queries]
-    scores = score_archive(files, text_vectors, settings, type(encoder).cosine_sim is not EncoderSpecModel.cosine_sim)
+    text_vectors = query_vectors(search.encoder, queries, settings.spec(), run, logger)
+    own_similarity = type(search.encoder).cosine_sim is not EncoderSpecModel.cosine_sim
+    scores = score_archive(search.files, text_vectors, settings, own_similarity)
     for error in sorted({row["error"] for row in scores if row["error"]}):
-        run.errors.append(error)
-        logger.error("%s", error)
+        run.fail(error, logger)
     ranked = rank_scenes([row for row in scores if not row["error"]], top)
     run.seconds["scoring"] = round(time.perf_counter() - started, 3)
     started = time.perf_counter()
     answers = draw_maps(ranked, queries, out_dir, settings)
     for k, query in enumerate(queries):
-        hits = []
-        for rank, row in enumerate(ranked.get(k, []), start=1):
-            answer = answers[(row["file"], k)]
-            if "error" in answer:
-                run.errors.append(answer["error"])
-                logger.error("%s", answer["error"])
-                continue
-            files = answer["files"]
-            run.results.append({"query": query, "scene": row["image"], "rank": rank,
-                                "scene_score": float(row["scene_score"]), "probmap": files["probmap"],
-                                "peaks": files["peaks"], "overlay": files["overlay"]})
-            hits.append(hit_feature(row, rank, answer["peak"]))
-            logger.info("q%d %r: #%d %s (scene score %.6g)", k, query, rank, row["image"], row["scene_score"])
-        write_json(os.path.join(out_dir, f"hits_q{k}.geojson"), {"type": "FeatureCollection", "features": hits})
+        if text_vectors[k] is not None:
+            record_query(run, k, query, ranked.get(k, []), answers, settings.vectors_key, logger)
     run.seconds["maps"] = round(time.perf_counter() - started, 3)
-    run.write()
+    run.write(settings.vectors_key)
     return run
+
+
+def record_query(run: SearchRun, k: int, query: str, ranked: list[dict], answers: dict, key: str,
+                 logger: logging.Logger) -> None:
+    """Query ``k``'s results and ``hits_q<k>.geojson`` from the maps drawn (``answers``, see
+    :func:`draw_maps`), each output's record kept in ``run.files`` (produced by ``key``)."""
+    hits = []
+    for rank, row in enumerate(ranked, start=1):
+        answer = answers[(row["file"], k)]
+        if "error" in answer:
+            run.fail(answer["error"], logger)
+            continue
+        files = answer["files"]
+        run.files.update({name: seal_file(os.path.join(run.out_dir, name), key, beside=False)
+                          for name in files.values()})
+        run.results.append({"query": query, "scene": row["image"], "rank": rank,
+                            "scene_score": float(row["scene_score"]), "probmap": files["probmap"],
+                            "peaks": files["peaks"], "overlay": files["overlay"]})
+        hits.append(hit_feature(row, rank, answer["peak"]))
+        logger.info("q%d %r: #%d %s (scene score %.6g)", k, query, rank, row["image"], row["scene_score"])
+    name = f"hits_q{k}.geojson"
+    data = json.dumps({"type": "FeatureCollection", "features": hits}, indent=1, allow_nan=False) + "\n"
+    run.files[name] = write_stored(os.path.join(run.out_dir, name), data.encode(), key, beside=False)

@@ -4,9 +4,10 @@
     comparison = compare_runs(runs)                      # compare.json's content
 
 The command is ``selo-compare`` (:mod:`predict.cli.compare`). A RUN is a cache folder written by
-``selo-generate`` (or ``selo-evaluate``): its ``metrics.json``. Samples are matched by what they are, the
-caption, the polygons' digest and the image's content digest recorded with each result, never by position
-or file name. Runs that do not cover the same samples are refused (:class:`CompareError`, one line naming
+``selo-generate`` (or ``selo-evaluate``): its ``metrics.json``. Samples, failed ones included, are matched by
+what they are, the caption, the polygons' digest and the image's content digest recorded with each outcome
+(the image where both runs know it: ``selo-evaluate`` without ``--src_data_path`` records none), never by
+position or file name. Runs that do not cover the same samples are refused (:class:`CompareError`, one line naming
 what differs) unless ``common`` restricts the comparison to the samples all runs share (the others listed).
 
 Per indicator (Rsu, Ras, Rda, Rmi): each run's mean with a 95 % percentile bootstrap interval over samples;
@@ -26,6 +27,7 @@ import math
 import os
 from collections import Counter
 from dataclasses import dataclass, field
+from functools import cached_property
 
 import numpy as np
 from scipy import stats
@@ -154,46 +156,78 @@ class Outcome:
     apart: str | None = None  # None: averaged
 
 
+def _agree(a, b) -> bool:
+    """Whether two recorded parts of an identity agree: equal, or one of them unknown (None)."""
+    return a == b or a is None or b is None
+
+
+def same_key(a: tuple, b: tuple) -> bool:
+    """Whether two sample keys (:func:`sample_keys`) are of one sample: the same caption and repeat count, the
+    same polygons and image content where both know them, as :func:`~predict.provenance.same_sample` ignores
+    the image one side does not know (``selo-evaluate`` without ``--src_data_path`` records none; a failure
+    recorded before failures had an identity, its caption only).
+
+    >>> same_key(("a", "p", "i", 0), ("a", "p", None, 0)), same_key(("a", "p", "i", 0), ("a", "q", "i", 0))
+    (True, False)
+    """
+    return a[0] == b[0] and a[3] == b[3] and _agree(a[1], b[1]) and _agree(a[2], b[2])
+
+
 @dataclass
 class Run:
-    """What one run folder holds, its samples keyed by content (:func:`sample_keys`)."""
+    """What one run folder holds, its results and failures keyed by content (:func:`sample_keys`)."""
 
     path: str
-    samples: dict = field(default_factory=dict)  # key -> Outcome
-    failed: list = field(default_factory=list)  # Outcome of the failed samples (no identity recorded)
+    samples: dict = field(default_factory=dict)  # key -> Outcome of the samples with a result
+    failed: dict = field(default_factory=dict)  # key -> Outcome of the failed samples
     unidentified: list = field(default_factory=list)  # "idx 3 (a.jpg)": records without provenance
     settings: dict | None = None
     code: dict = field(default_factory=dict)  # identity key ("evaluation", "maps"...) -> set of versions
 
-    def covers(self, key) -> bool:
-        """Whether the run has an outcome for sample ``key``: a result, or a failure of its caption (a failed
-        sample's record holds no identity)."""
-        return key in self.samples or any(item.caption == key[0] for item in self.failed)
+    @cached_property
+    def _by_caption(self) -> dict:
+        """The run's keys by caption and repeat count, the candidates of :meth:`find` (taken once it is read)."""
+        index: dict = {}
+        for key in (*self.samples, *self.failed):
+            index.setdefault((key[0], key[3]), []).append(key)
+        return index
 
-    def has_caption(self, caption: str) -> bool:
-        """Whether a result or a failure of the run is of ``caption``."""
-        return any(key[0] == caption for key in self.samples) or any(item.caption == caption for item in self.failed)
+    def find(self, key) -> tuple | None:
+        """The run's own key of sample ``key`` (a result or a failure, :func:`same_key`), or None."""
+        candidates = self._by_caption.get((key[0], key[3]), [])
+        return key if key in candidates else next((own for own in candidates if same_key(own, key)), None)
+
+    def covers(self, key) -> bool:
+        """Whether the run has an outcome for sample ``key``: a result or a failure."""
+        return self.find(key) is not None
+
+    def result(self, key) -> Outcome | None:
+        """The run's result of sample ``key`` (None when it failed or is not in the run)."""
+        return self.samples.get(self.find(key))
 
     def outcome(self, key) -> Outcome | None:
-        return self.samples.get(key) or next((item for item in self.failed if item.caption == key[0]), None)
+        """The run's result or failure of sample ``key``."""
+        own = self.find(key)
+        return self.samples.get(own) or self.failed.get(own)
 
 
 def sample_keys(identities) -> list[tuple | None]:
     """Content key of each sample: ``(caption, polygons, image, k)`` from its recorded identity (dicts, in
-    idx order), ``k`` counting the earlier samples with the same three (a testset may repeat a sample);
-    None where no identity was recorded.
+    idx order; polygons and image None where not recorded), ``k`` counting the earlier samples with the same
+    three (a testset may repeat a sample); None where no caption was recorded.
 
     >>> same = {"caption": "a", "polygons": "p", "image": "i"}
-    >>> sample_keys([same, None, same])
-    [('a', 'p', 'i', 0), None, ('a', 'p', 'i', 1)]
+    >>> sample_keys([same, None, same, {"caption": "a"}])
+    [('a', 'p', 'i', 0), None, ('a', 'p', 'i', 1), ('a', None, None, 0)]
     """
     seen: Counter = Counter()
     keys = []
     for identity in identities:
-        if not (isinstance(identity, dict) and all(isinstance(identity.get(k), str) for k in SAMPLE_KEYS[:2])):
+        if not (isinstance(identity, dict) and isinstance(identity.get("caption"), str)):
             keys.append(None)
             continue
-        triple = tuple(identity.get(k) for k in SAMPLE_KEYS)
+        triple = (identity["caption"],
+                  *(value if isinstance(value := identity.get(k), str) and value else None for k in SAMPLE_KEYS[1:]))
         keys.append((*triple, seen[triple]))
         seen[triple] += 1
     return keys
@@ -229,24 +263,39 @@ def read_metrics(path: str) -> dict:
     return data
 
 
+def _failure_identity(item: dict) -> dict:
+    """A failure's recorded identity (caption, polygons, image), else its caption alone: failures were
+    recorded without one before."""
+    identity = item.get("identity")
+    if isinstance(identity, dict) and isinstance(identity.get("caption"), str):
+        return identity
+    return {"caption": str(item.get("caption", ""))}
+
+
 def load_run(path: str) -> Run:
     """Run folder ``path``: the results of its current annotation file (the records its mean counts, and
-    those counted apart: degenerate, non-finite, unusable), keyed by content; its failures; its settings and
-    code versions."""
+    those counted apart: degenerate, non-finite, unusable) and its failures, keyed by content (the repeats
+    of a sample counted over both, in idx order); its settings and code versions."""
     data = read_metrics(path)
     records = [item for item in data.get("samples", []) if isinstance(item, dict)]
     mean_over = data.get("mean_over")
     if isinstance(mean_over, list):  # sound records the mean leaves out are kept from another annotation file
         records = [item for item in records if item.get("idx") in mean_over or record_problem(item)
                    or _apart_reason(item)]
-    records.sort(key=lambda item: item.get("idx") if isinstance(item.get("idx"), int) else -1)
+    outcomes = [(item, False) for item in records]
+    outcomes += [(item, True) for item in data.get("errors", []) if isinstance(item, dict)]
+    outcomes.sort(key=lambda pair: pair[0].get("idx") if isinstance(pair[0].get("idx"), int) else -1)
     run = Run(path)
     settings = data.get("settings") if isinstance(data.get("settings"), dict) else {}
     run.settings = settings.get((data.get("run") or {}).get("settings"))
-    for item, key in zip(records, sample_keys(item.get("identity") for item in records)):
-        where = f"idx {item.get('idx')} ({item.get('jpg_name')})"
-        if key is None:
-            run.unidentified.append(where)
+    identities = [_failure_identity(item) if failed else item.get("identity") for item, failed in outcomes]
+    for (item, failed), key in zip(outcomes, sample_keys(identities)):
+        if failed:
+            run.failed[key] = Outcome(item.get("idx"), str(item.get("jpg_name", "")), key[0], {},
+                                      f"failed: {item.get('error', '')}")
+            continue
+        if key is None or key[1] is None:  # a result is identified by its caption and polygons at least
+            run.unidentified.append(f"idx {item.get('idx')} ({item.get('jpg_name')})")
             continue
         if problem := record_problem(item):
             outcome = Outcome(item.get("idx"), str(item.get("jpg_name")), key[0], {}, f"unusable record ({problem})")
@@ -257,9 +306,6 @@ def load_run(path: str) -> Run:
         for name, version in item["identity"].items():
             if name not in (*SAMPLE_KEYS, "settings"):
                 run.code.setdefault(name, set()).add(str(version))
-    run.failed = [Outcome(item.get("idx"), str(item.get("jpg_name", "")), str(item.get("caption", "")), {},
-                          f"failed: {item.get('error', '')}")
-                  for item in data.get("errors", []) if isinstance(item, dict)]
     return run
 
 
@@ -275,7 +321,9 @@ def _short_value(value) -> str:
 
 
 def what_changed(baseline: Run, run: Run) -> list[str]:
-    """The settings and code versions of ``run`` that differ from the baseline's, ``name (old -> new)``.
+    """The settings and code versions of ``run`` that differ from the baseline's, ``name (old -> new)``, and
+    what one of them did not record (its settings; the image content of a run evaluated without
+    ``--src_data_path``, whose samples are then matched by caption and polygons).
 
     >>> a = Run("a", settings={"seed": None, "pipeline": {"name": "v1"}})
     >>> what_changed(a, Run("b", settings={"seed": 0, "pipeline": {"name": "v2"}}))
@@ -290,6 +338,10 @@ def what_changed(baseline: Run, run: Run) -> list[str]:
         changes += [f"{name} ({_short_value(_leaf(baseline.settings, name))} -> "
                     f"{_short_value(_leaf(run.settings, name))})"
                     for name in settings_differences(baseline.settings, run.settings)]
+    for missing, other in ((baseline, run), (run, baseline)):
+        if any(key[2] is None for key in missing.samples) and any(key[2] for key in other.samples):
+            changes.append(f"image content (not recorded in {missing.path}, evaluated without --src_data_path: "
+                           "samples matched by caption and polygons)")
     for name in sorted(set(baseline.code) | set(run.code)):
         if baseline.code.get(name) != run.code.get(name):
             changes.append(f"{name} code version ({', '.join(sorted(baseline.code.get(name, ['?'])))} -> "
@@ -311,7 +363,7 @@ def coverage_differences(baseline: Run, run: Run) -> list[str]:
     results without recorded provenance."""
     only_base = [key for key in baseline.samples if not run.covers(key)]
     only_run = [key for key in run.samples if not baseline.covers(key)]
-    other_polygons = [key for key in only_base if any(k[0] == key[0] and k[2] == key[2] for k in only_run)]
+    other_polygons = [key for key in only_base if any(k[0] == key[0] and _agree(k[2], key[2]) for k in only_run)]
     other_image = [key for key in only_base
                    if key not in other_polygons and any(k[0] == key[0] and k[1] == key[1] for k in only_run)]
     changed = {key[0] for key in other_polygons + other_image}
@@ -321,7 +373,7 @@ def coverage_differences(baseline: Run, run: Run) -> list[str]:
         (other_polygons, "with other polygons"), (other_image, "with another image content"),
         (only_base, f"only in {baseline.path}"), (only_run, f"only in {run.path}")) if keys]
     for holder, other in ((baseline, run), (run, baseline)):
-        if failed_only := [item.caption for item in holder.failed if not other.has_caption(item.caption)]:
+        if failed_only := [key[0] for key in holder.failed if not other.covers(key)]:
             phrases.append(f"{len(failed_only)} failed sample(s) only in {holder.path} (e.g. {_example(failed_only)})")
     for holder in (baseline, run):
         if holder.unidentified:
@@ -333,13 +385,14 @@ def coverage_differences(baseline: Run, run: Run) -> list[str]:
 def compared_keys(runs: list[Run]) -> tuple[list, list[str]]:
     """The samples every run covers (in the baseline's order, then the others'), and a line for each
     sample left out: not covered by some run, failed with no result in any run, or without provenance."""
-    keys = list(dict.fromkeys(key for run in runs for key in run.samples))
+    keys = [key for number, run in enumerate(runs) for key in run.samples
+            if all(earlier.result(key) is None for earlier in runs[:number])]
     shared = [key for key in keys if all(run.covers(key) for run in runs)]
     left_out = [f"'{key[0].strip()}': not in {', '.join(run.path for run in runs if not run.covers(key))}"
                 for key in keys if key not in shared]
     for run in runs:
-        left_out += [f"'{item.caption.strip()}' ({item.jpg_name}): failed in {run.path}" for item in run.failed
-                     if not any(key[0] == item.caption for key in keys)]
+        left_out += [f"'{item.caption.strip()}' ({item.jpg_name}): failed in {run.path}"
+                     for key, item in run.failed.items() if all(other.result(key) is None for other in runs)]
         left_out += [f"{where} of {run.path}: no recorded provenance" for where in run.unidentified]
     return shared, left_out
 
@@ -353,7 +406,7 @@ def _number(value):
 
 def run_summary(run: Run, keys: list, resamples: int, seed: int) -> dict:
     """``{"path", "n", "mean", "ci95", "apart"}`` of one run over the compared samples ``keys``."""
-    usable = [run.samples[key] for key in keys if key in run.samples and run.samples[key].apart is None]
+    usable = [outcome for key in keys if (outcome := run.result(key)) is not None and outcome.apart is None]
     summary = {"path": run.path, "n": len(usable), "mean": {}, "ci95": {}}
     for name in INDICATORS:
         values = [outcome.values[name] for outcome in usable]
@@ -366,9 +419,8 @@ def run_summary(run: Run, keys: list, resamples: int, seed: int) -> dict:
 
 def versus(baseline: Run, run: Run, keys: list, resamples: int, seed: int) -> dict:
     """Paired statistics of ``run`` against ``baseline`` over the compared samples both averaged."""
-    pairs = [(baseline.samples[key], run.samples[key]) for key in keys
-             if key in baseline.samples and key in run.samples
-             and baseline.samples[key].apart is None and run.samples[key].apart is None]
+    pairs = [(base, other) for key in keys if (base := baseline.result(key)) is not None
+             and (other := run.result(key)) is not None and base.apart is None and other.apart is None]
     entry = {"run": run.path, "baseline": baseline.path, "n": len(pairs), "delta": {}, "ci95": {},
              "wilcoxon_p": {}, "wins": {}, "ties": {}, "losses": {}}
     for name in INDICATORS:
@@ -390,7 +442,7 @@ def sample_rows(runs: list[Run], keys: list) -> list[dict]:
     rows = []
     for key in keys:
         outcomes = {run.path: run.outcome(key) for run in runs}
-        named = next(run.samples[key] for run in runs if key in run.samples)
+        named = next(outcome for run in runs if (outcome := run.result(key)) is not None)
         rows.append({"image": named.jpg_name, "caption": key[0],
                      "values": {path: ({n: _number(o.values[n]) for n in INDICATORS} if o.apart is None else None)
                                 for path, o in outcomes.items()},

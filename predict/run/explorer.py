@@ -15,9 +15,16 @@ Asking again for the same request (any client) finds the same job, then its resu
 
 Results are keyed by content (:func:`~predict.provenance.digest_of` of the image's content key, the
 encoder's vector key, the query, the pipeline, the seed, the preview side and the code) and kept on disk,
-so a result shown in a page's history can still be downloaded later. A download whose image has changed
-since is refused (409), never computed on the new file under the old id. Names of images are the file
-names as :meth:`Explorer.image_names` lists them; a path or a name not listed is a :class:`RequestError`.
+so a result shown in a page's history can still be downloaded later. The content key is that of the pixels
+the map was computed from, taken when they were decoded: a job whose image was replaced while it waited
+files its map under the new content's id, never under the id it was asked with. A download whose image has
+changed since is refused (409), never computed on the new file under the old id. Names of images are the
+file names as :meth:`Explorer.image_names` lists them; a path or a name not listed is a :class:`RequestError`.
+
+Every file kept in the outputs folder (result records, maps, thumbnails, downloads) is a stored file of
+:mod:`predict.provenance`, written with the digest of its bytes and the key that made it (a result's id, an
+image's key and side), and used or served only once verified; one that fails is logged in one line naming
+it and the reason, then made again.
 
 The page shows :func:`~predict.core.preview.preview_map` (the cell map on a grid scaled to the screen, the
 filter scaled with it) and its peaks (:func:`preview_peaks`) scaled back to full-resolution pixels: an
@@ -28,6 +35,7 @@ from __future__ import annotations
 
 import io
 import json
+import logging
 import math
 import os
 import re
@@ -50,11 +58,11 @@ from predict.core.heatmap import colour_heatmap, scene_score
 from predict.core.pipelines import PIPELINES, PipelineSpec, get_pipeline
 from predict.core.preview import preview_map, preview_scale
 from predict.encoders.base import EncoderSpecModel
-from predict.io.atomic import write_atomically
 from predict.io.jpeg import encode_jpeg
 from predict.io.raster import (RasterImage, dataset_files, peaks_feature_collection, pixel_coordinates, read_raster,
                                write_probmap_tif)
-from predict.provenance import code_digest, dataset_digest, digest_of, vectors_key
+from predict.provenance import (StoredFileError, code_digest, dataset_digest, digest_of, read_stored, record_path,
+                                seal_file, stored_problem, vectors_key, write_stored)
 from predict.run.localise import LoadedImage, mostly_valid, score_tiles, tile_cells
 from predict.run.scenes import raster_probmap
 from predict.run.timing import StageTimer
@@ -69,6 +77,9 @@ DOWNLOADS = {"probmap": "_probmap.tif", "peaks": "_peaks.geojson"}
 ENCODE_CHUNK = 512  # tiles encoded between two saves of the vectors (a cancel loses at most this much)
 PNG_FAST = [cv2.IMWRITE_PNG_COMPRESSION, 1]  # the map PNG is written per query: speed over size
 JET_PALETTE = colour_heatmap(np.arange(256, dtype=np.uint8)[None])[0, :, ::-1].reshape(-1).tolist()  # RGB of 0-255
+RESULT_ID = re.compile(r"[0-9a-f]{32}")
+
+logger = logging.getLogger(__name__)
 
 
 class RequestError(ValueError):
@@ -211,6 +222,33 @@ def map_png(gray: np.ndarray) -> bytes:
     return buffer.getvalue()
 
 
+def made(path: str) -> bool:
+    """Whether a stored file or its record lies at ``path``: one never made is simply made, without a line
+    in the log."""
+    return os.path.lexists(path) or os.path.lexists(record_path(path))
+
+
+def kept(path: str, key: str) -> bool:
+    """Whether the stored file at ``path`` is whole and made by ``key`` (verified: :func:`stored_problem`),
+    so that it may be used or served as it is. One that lies there but fails is logged in one line naming
+    it and the reason, and the caller makes it again.
+
+    >>> import tempfile
+    >>> with tempfile.TemporaryDirectory() as folder:
+    ...     path = os.path.join(folder, "a.png")
+    ...     before = kept(path, "k1")
+    ...     _ = write_stored(path, b"png", "k1")
+    ...     before, kept(path, "k1")
+    (False, True)
+    """
+    if not made(path):
+        return False
+    problem = stored_problem(path, key)
+    if problem is not None:
+        logger.warning("%s: %s; made again", path, problem)
+    return problem is None
+
+
 @dataclass(frozen=True)
 class Request:
     """What was asked: a map of ``query`` on ``image`` with ``spec`` (``query`` None: only its tiles encoded)."""
@@ -277,40 +315,45 @@ class Result:
                                      "filename": self.download_name(kind)} for kind in DOWNLOADS}}
 
     def save(self, folder: str) -> None:
-        """Write the record (``<id>.npz`` arrays, then ``<id>.json``, the commit point) for :meth:`load`."""
+        """Write the record (``<id>.npz`` arrays, then ``<id>.json``, the commit point) for :meth:`load`: two
+        stored files made by the result's id, the json naming the image content the map was computed from."""
         arrays = {"tiles": np.asarray(self.tiles, np.int64).reshape(-1, 4), "scores": np.asarray(self.scores),
                   "preview": self.preview}
         path = os.path.join(folder, self.id)
         buffer = io.BytesIO()
         np.savez(buffer, **arrays)
-        write_atomically(path + ".npz", buffer.getvalue())
+        write_stored(path + ".npz", buffer.getvalue(), self.id)
         meta = {"image": self.image, "query": self.query, "pipeline": self.spec.name, "steps": list(self.spec.steps),
                 "height": self.height, "width": self.width, "image_key": self.image_key, "seconds": self.seconds,
                 "tiles_encoded": self.tiles_encoded, "geo": self.geo, "peaks": self.peaks,
                 "peaks_lonlat": self.peaks_lonlat, "scene_score": self.scene_score, "unknown_words": self.unknown_words}
-        write_atomically(path + ".json", json.dumps(meta))
+        write_stored(path + ".json", json.dumps(meta).encode(), self.id)
 
     @classmethod
-    def load(cls, folder: str, result_id: str) -> Result | None:
-        """The record :meth:`save` wrote, or None when it is missing or unreadable."""
+    def load(cls, folder: str, result_id: str) -> Result:
+        """The record :meth:`save` wrote, both files verified (:func:`~predict.provenance.read_stored`);
+        :class:`~predict.provenance.StoredFileError` when one is missing, changed, made by another id or
+        not a record."""
         path = os.path.join(folder, result_id)
+        text, packed = read_stored(path + ".json", result_id), read_stored(path + ".npz", result_id)
         try:
-            with open(path + ".json", encoding="utf-8") as f:
-                meta = json.load(f)
-            with np.load(path + ".npz") as arrays:
+            meta = json.loads(text)
+            with np.load(io.BytesIO(packed)) as arrays:
                 tiles, scores, preview = arrays["tiles"], arrays["scores"], arrays["preview"]
-            spec = get_pipeline(meta["pipeline"], meta["steps"])
-        except (OSError, ValueError, KeyError):
-            return None
-        return cls(result_id, meta["image"], meta["query"], spec, meta["height"], meta["width"], meta["image_key"],
-                   meta["tiles_encoded"], meta["seconds"], meta["geo"], [tuple(int(v) for v in t) for t in tiles],
-                   scores, preview, [tuple(p) for p in meta["peaks"]], meta["peaks_lonlat"], meta["scene_score"],
-                   meta["unknown_words"])
+            return cls(result_id, meta["image"], meta["query"], get_pipeline(meta["pipeline"], meta["steps"]),
+                       meta["height"], meta["width"], meta["image_key"], meta["tiles_encoded"], meta["seconds"],
+                       meta["geo"], [tuple(int(v) for v in t) for t in tiles], scores, preview,
+                       [tuple(p) for p in meta["peaks"]], meta["peaks_lonlat"], meta["scene_score"],
+                       meta["unknown_words"])
+        except (OSError, ValueError, KeyError, TypeError) as error:
+            raise StoredFileError(path + ".json", f"not a result record ({type(error).__name__}: {error})") from None
 
 
 @dataclass
 class Job:
-    """A request waiting for the encoder or being encoded; ``clients`` are those waiting for it."""
+    """A request waiting for the encoder or being encoded; ``clients`` are those waiting for it.
+    ``result_id`` is the id its request had when asked, by which it is found again; its result is filed
+    under the id of the pixels it ran on, another one when the image was replaced while it waited."""
 
     id: str
     request: Request
@@ -549,29 +592,32 @@ class Explorer:
         return listing
 
     def image_jpeg(self, name: str, side: int) -> str:
-        """Path of a JPEG of image ``name`` with its longer side at most ``side`` pixels (made once per
-        content, in the outputs folder, named by the image's content key)."""
+        """Path of a JPEG of image ``name`` with its longer side at most ``side`` pixels, verified: made once
+        per content and side, in the outputs folder, named by the image's content key and stored as made by
+        that key and side (made again when it fails)."""
         if type(side) is not int or not 16 <= side <= 4096:
             raise RequestError(400, f"side {side!r}: expected 16 to 4096 pixels")
         state = self.image_state(name)
-        path = os.path.join(self.config.outputs_dir, f"{state.key[:32]}_{side}.jpg")
-        if not os.path.isfile(path):
+        path, key = os.path.join(self.config.outputs_dir, f"{state.key[:32]}_{side}.jpg"), digest_of(state.key, side)
+        if not kept(path, key):
             pixels = self.raster(name, state).pixels
             scale = preview_scale(state.height, state.width, side)
             size = (max(1, round(state.width * scale)), max(1, round(state.height * scale)))
             small = cv2.resize(pixels, size, interpolation=cv2.INTER_AREA)
-            write_atomically(path, encode_jpeg(small, path).tobytes())
+            write_stored(path, encode_jpeg(small, path).tobytes(), key)
         return path
 
     def output_path(self, filename) -> str:
-        """The path of a file the explorer wrote; :class:`RequestError` 400 for a path or a hidden name, 404
-        when there is no such file."""
+        """The path of a result's map ``<id>.png`` (what ``map_url`` names), verified: whole and made by that
+        result. :class:`RequestError` 400 for a path or a hidden name (a record ``.<name>.selo``), 404 for
+        any other file, a map never made or one changed since (logged; asking the query again remakes it)."""
         if not isinstance(filename, str) or "/" in filename or "\\" in filename or filename.startswith(".") \
                 or "\x00" in filename:
             raise RequestError(400, f"{filename!r}: a bare file name of the explorer's outputs is expected")
+        result_id, extension = os.path.splitext(filename)
         path = os.path.join(self.config.outputs_dir, filename)
-        if not os.path.isfile(path):
-            raise RequestError(404, f"{filename}: no such output")
+        if extension != ".png" or not RESULT_ID.fullmatch(result_id) or not kept(path, result_id):
+            raise RequestError(404, f"{filename}: no such output (or changed since it was made: ask the query again)")
         return path
 
     # ---- requests ----------------------------------------------------------------------------------------
@@ -588,10 +634,15 @@ class Explorer:
         query, unknown = self.check_query(query)
         return self._ask(Request(name, query, self.pipeline(pipeline, steps)), unknown, client)
 
+    def result_id(self, image_key: str, query: str | None, spec: PipelineSpec) -> str:
+        """The id of the result of ``query`` with ``spec`` computed from the image content ``image_key``, with
+        this encoder and code (not the image's name: a copy of an image shares its results)."""
+        return digest_of(image_key, *self._result_basis, query, spec.as_dict())[:32]
+
     def _ask(self, request: Request, unknown: list[str], client: str) -> Result | Job:
         state = self.image_state(request.image)
         self._first_stage(request, state)
-        result_id = digest_of(state.key, *self._result_basis, request.query, request.spec.as_dict())[:32]
+        result_id = self.result_id(state.key, request.query, request.spec)  # of the image as it is now
         with self._lock:
             job = next((j for j in self._jobs.values()
                         if j.result_id == result_id and j.state != "cancelled" and not j.answered), None)
@@ -601,21 +652,21 @@ class Explorer:
                 return job
             if job is not None:  # finished: its answer once to a request asked again (GET /api/jobs/<id> as long
                 job.answered = True  # as it is kept), then the request is asked afresh
-                if job.error:
-                    raise job.error
-                return job.result
+        if job is not None:
+            if job.error:
+                raise job.error
+            if job.result.id == result_id:  # not a map of the pixels that replaced the image while it waited
+                return self._as_asked(job.result, request)
         if request.query is not None:
-            with self._lock:
-                known = self._results.get(result_id)
-            known = known or Result.load(self.config.outputs_dir, result_id)
-            if known is not None and os.path.isfile(os.path.join(self.config.outputs_dir, f"{result_id}.png")):
-                return dataclasses.replace(self._remember(known), tiles_encoded=0, seconds=0.0)  # nothing done now
+            known = self._kept_result(result_id)
+            if known is not None and kept(os.path.join(self.config.outputs_dir, f"{result_id}.png"), result_id):
+                known = self._as_asked(known, request)
+                return dataclasses.replace(known, tiles_encoded=0, seconds=0.0)  # nothing done now
         missing = self.store(state.key).missing(self._needed(request, state))
         if not missing:
             if request.query is None:
-                return self._tiles_ready(request, state, result_id, 0, time.perf_counter())
-            return self._queries.submit(self._answer, request, state, unknown, result_id, 0,
-                                        time.perf_counter()).result()
+                return self._tiles_ready(request, state, 0, time.perf_counter())
+            return self._queries.submit(self._answer, request, state, unknown, 0, time.perf_counter()).result()
         job = Job(secrets.token_hex(8), request, result_id, [client], total=len(missing), unknown_words=unknown)
         with self._lock:
             self._jobs[job.id] = job
@@ -623,6 +674,14 @@ class Explorer:
                 self._jobs.popitem(last=False)
         self._queue.put(job, client)
         return job
+
+    def _as_asked(self, result: Result, request: Request) -> Result:
+        """``result`` (of the same content, maybe made for a copy of the image under another name) named by the
+        image asked for, and remembered so: its answer and downloads carry that name, and a download checks
+        that image."""
+        if result.image == request.image:
+            return result
+        return self._remember(dataclasses.replace(result, image=request.image))
 
     def _first_stage(self, request: Request, state: ImageState) -> list:
         """The first-stage tiles of the request; :class:`RequestError` 422 above ``max_tiles``."""
@@ -670,13 +729,30 @@ class Explorer:
 
     def result(self, result_id) -> Result:
         """A result made earlier (in memory, or its record on disk); :class:`RequestError` 404 when unknown."""
-        if not isinstance(result_id, str) or not re.fullmatch(r"[0-9a-f]{32}", result_id):
+        if not isinstance(result_id, str) or not RESULT_ID.fullmatch(result_id):
             raise RequestError(404, f"result {result_id!r}: unknown (ask /api/localise again)")
-        with self._lock:
-            known = self._results.get(result_id)
-        known = known or Result.load(self.config.outputs_dir, result_id)
+        known = self._kept_result(result_id)
         if known is None:
             raise RequestError(404, f"result {result_id}: unknown (ask /api/localise again)")
+        return known
+
+    def _kept_result(self, result_id: str) -> Result | None:
+        """The result filed under ``result_id``: in memory, or its record on disk verified (both files whole
+        and made by this id, and this id the one of the image content, request and code the record names);
+        None when there is none, or when the record fails (logged in one line: the result is computed again)."""
+        with self._lock:
+            known = self._results.get(result_id)
+        path = os.path.join(self.config.outputs_dir, result_id + ".json")
+        if known is not None or not made(path):
+            return known
+        try:
+            known = Result.load(self.config.outputs_dir, result_id)
+            if self.result_id(known.image_key, known.query, known.spec) != result_id:
+                raise StoredFileError(path, f"its image content ({known.image_key[:16]}...), query or code is not "
+                                            "what its id names")
+        except StoredFileError as error:
+            logger.warning("%s; computed again", error)
+            return None
         return self._remember(known)
 
     def download(self, result_id, kind) -> tuple[str, str]:
@@ -694,13 +770,14 @@ class Explorer:
             raise RequestError(409, f"image {result.image!r} has changed or gone since result {result.id} was "
                                     "made; run the query again for a map of the image as it is now")
         path = os.path.join(self.config.outputs_dir, result.id + DOWNLOADS[kind])
-        if not os.path.isfile(path):
+        if not kept(path, result.id):
             raster = self.raster(result.image, state)
             probmap = raster_probmap(raster, result.tiles, result.scores, result.spec, result.image)  # as selo-localise
             if kind == "probmap":
                 write_probmap_tif(path, probmap, raster)
+                seal_file(path, result.id)
             else:
-                write_atomically(path, json.dumps(peaks_feature_collection(probmap, raster)))
+                write_stored(path, json.dumps(peaks_feature_collection(probmap, raster)).encode(), result.id)
         return path, result.download_name(kind)
 
     def regions(self, result_id, threshold: float) -> list[list[list[int]]]:
@@ -745,7 +822,7 @@ class Explorer:
         """Encode the job's missing first-stage tiles in chunks (cancel checked between and within them),
         then answer its query."""
         request = job.request
-        state = self.image_state(request.image)
+        state = self.image_state(request.image)  # as it is now: maybe not the image the job was asked for
         raster = self.raster(request.image, state)
         shared = self.store(state.key)
         missing = shared.missing(self._needed(request, state))
@@ -763,23 +840,22 @@ class Explorer:
             chunk = missing[start:start + ENCODE_CHUNK]
             shared.vectors(raster.pixels, chunk, timer, lambda done, total, s=start: progress(done, total, s))
         if request.query is None:
-            return self._tiles_ready(request, state, job.result_id, len(missing), job.started)
-        return self._answer(request, state, job.unknown_words, job.result_id, len(missing), job.started)
+            return self._tiles_ready(request, state, len(missing), job.started)
+        return self._answer(request, state, job.unknown_words, len(missing), job.started)
 
-    @staticmethod
-    def _tiles_ready(request: Request, state: ImageState, result_id: str, encoded: int, started: float) -> Result:
+    def _tiles_ready(self, request: Request, state: ImageState, encoded: int, started: float) -> Result:
         """The answer to an encode request whose tiles are all encoded."""
-        return Result(result_id, request.image, None, request.spec, state.height, state.width, state.key, encoded,
-                      time.perf_counter() - started, state.geo)
+        return Result(self.result_id(state.key, None, request.spec), request.image, None, request.spec, state.height,
+                      state.width, state.key, encoded, time.perf_counter() - started, state.geo)
 
-    def _answer(self, request: Request, state: ImageState, unknown: list[str], result_id: str, encoded: int,
-                started: float) -> Result:
+    def _answer(self, request: Request, state: ImageState, unknown: list[str], encoded: int, started: float) -> Result:
         """Score the request's tiles (encoded already, but for v2's refinement boxes), make its page map and
-        peaks, and keep the result on disk."""
+        peaks, and keep the result on disk under the id of the decoded pixels it was computed from."""
         name, spec = request.image, request.spec
         raster = self.raster(name, state)
-        image = LoadedImage(raster.path, state.key, raster.pixels)
-        shared = self.store(state.key)
+        result_id = self.result_id(raster.key, request.query, spec)
+        image = LoadedImage(raster.path, raster.key, raster.pixels)
+        shared = self.store(raster.key)
         before = shared.store.tiles_encoded
         tiles, scores = score_tiles(image, request.query, self.encoder, spec, shared, self.config.seed, None, name,
                                     valid=raster.valid)
@@ -799,10 +875,10 @@ class Explorer:
         lonlat = (pixel_coordinates(raster, [x for x, _, _ in peaks], [y for _, y, _ in peaks])
                   if raster.crs is not None else None)
         score = scene_score(cells)
-        result = Result(result_id, name, request.query, spec, height, width, state.key,
+        result = Result(result_id, name, request.query, spec, height, width, raster.key,
                         encoded + shared.store.tiles_encoded - before, time.perf_counter() - started, state.geo,
                         tiles, scores, preview, peaks, lonlat, score if math.isfinite(score) else None, unknown)
-        write_atomically(os.path.join(self.config.outputs_dir, f"{result_id}.png"), bytes(png))
+        write_stored(os.path.join(self.config.outputs_dir, f"{result_id}.png"), bytes(png), result_id)
         result.save(self.config.outputs_dir)  # the record last: a result on disk has its map
         return self._remember(result)
 

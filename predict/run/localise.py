@@ -25,9 +25,9 @@ from predict.core.heatmap import CellMap, is_flat, mean_tile_scores, probability
 from predict.core.notes import warn
 from predict.core.pipelines import PipelineSpec, get_pipeline
 from predict.encoders.base import EncoderSpecModel, similarities
-from predict.io.images import read_image
+from predict.io.images import read_image, require_image_file
 from predict.run.timing import StageTimer
-from predict.provenance import array_key, image_key
+from predict.provenance import array_key, image_key, read_unchanged
 from predict.run.vectors import TileVectorStore
 
 
@@ -52,7 +52,8 @@ def load_image(image: str | os.PathLike | np.ndarray, notes: list[str] | None = 
     (warnings to ``notes`` when given: see :mod:`predict.core.notes`)."""
     if isinstance(image, (str, os.PathLike)):
         path = os.fspath(image)
-        pixels = read_image(path, notes)  # first: it names a missing or corrupt file
+        require_image_file(path)  # before anything reads it: a FIFO or a folder is one line
+        pixels = read_unchanged(path, lambda: read_image(path, notes))  # it names a corrupt file
         return LoadedImage(path, image_key(path), pixels)
     array = np.asarray(image)
     if array.dtype != np.uint8 or array.ndim != 3 or array.shape[2] != 3:

@@ -14,9 +14,13 @@ folder, ``<k>`` being the query's number in this folder (the same query keeps it
 - ``<stem>_q<k>_mask.tif`` (with ``mask``): the binary mask of the map above a quantile;
 
 every one of them naming the query, image, encoder, pipeline and scene score in its metadata or
-properties. ``summary.json`` describes every output in the folder, across runs, and ``all_peaks.geojson``
-holds the peaks of all of them as one layer. A bad image or query costs one log line; the others go on.
-One run at a time writes a folder.
+properties. ``summary.json`` describes every output in the folder, across runs, with the record of each
+file (:mod:`predict.provenance`'s store: the sha256 of its bytes, the key of what made it), and
+``all_peaks.geojson`` holds the peaks of all of them as one layer. One folder, one truth: the folder holds
+exactly what its summary lists; an output changed since it was written is dropped with its set, with one
+line; two images of one file stem get distinct names (the second's stem takes a digest of its path); an
+image or query that fails loses its earlier outputs too (they no longer describe the image as it is). A
+bad image or query costs one log line; the others go on. One run at a time writes a folder.
 """
 from __future__ import annotations
 
@@ -44,13 +48,15 @@ from predict.io.maps import write_jpeg
 from predict.io.raster import (DEFAULT_STRETCH, RasterImage, feature_collection, georeference_sidecars,
                                peaks_feature_collection, read_raster, regions_feature_collection, write_mask_tif,
                                write_probmap_tif)
-from predict.provenance import digest_of, encoder_identity
+from predict.provenance import (StoredFileError, digest_of, encoder_identity, read_stored, remove_stored, seal_file,
+                                short, verify_stored, write_stored)
 from predict.run.localise import mostly_valid, probability_map_of, score_tiles, tile_cells
 from predict.run.vectors import TileVectorStore
 
 SUMMARY_NAME = "summary.json"
 ALL_PEAKS_NAME = "all_peaks.geojson"
-SUMMARY_VERSION = 2  # 1: the results of the last run only, numbered by that run's query list
+SUMMARY_VERSION = 3  # 2: no records of the outputs; 1: the results of the last run only, numbered by its query list
+SUMMARY_KEY = "selo-localise folder summary"  # the producer named in the summary's own record
 
 
 @dataclass
@@ -141,40 +147,95 @@ def first_stage(raster: RasterImage, spec: PipelineSpec, name: str, notes: list[
 
 
 class FolderSummary:
-    """``summary.json`` of an output folder: the query numbers and one entry per output set on disk, across
-    runs. A rerun of an image x query replaces its entry, and its files that the new entry does not list
-    (``_regions`` of an earlier run with ``--regions``...) are removed, so no file on disk is left that the
-    summary does not describe."""
+    """``summary.json`` of an output folder: the query numbers, the stem of each image's outputs and one
+    entry per output set on disk, across runs, with the record of each of its files. A rerun of an image x
+    query replaces its entry, and its files that the new entry does not list (``_regions`` of an earlier
+    run with ``--regions``...) are removed, so no file on disk is left that the summary does not describe.
 
-    def __init__(self, out_dir: str):
+    The summary is a stored file (:func:`~predict.provenance.write_stored`): one edited by hand, or of
+    another program, stops the run with one line. An entry whose file changed since it was written (edited,
+    truncated, replaced) is dropped with its files, with a warning to ``notes`` naming the file. A summary
+    of an earlier version is adopted, its files taken as they are.
+    """
+
+    def __init__(self, out_dir: str, notes: list[str] | None = None):
         self.path = os.path.join(out_dir, SUMMARY_NAME)
         self.out_dir = out_dir
         self.queries: list[str] = []
         self.results: list[dict] = []
         self.runs: list[dict] = []
+        self.stems: dict[str, str] = {}  # absolute image path -> the stem of its output names
+        self.all_peaks: dict | None = None  # the record of all_peaks.geojson as last written
         if os.path.isfile(self.path):
             self._load()
+            self._drop_changed(notes)
 
     def _load(self) -> None:
         try:
-            with open(self.path, encoding="utf-8") as f:
-                data = json.load(f)
+            try:
+                data = json.loads(read_stored(self.path, SUMMARY_KEY))
+            except StoredFileError as error:
+                data = self._earlier_version(error)
             if data.get("version") == SUMMARY_VERSION:
                 self.queries, self.results, self.runs = list(data["queries"]), list(data["results"]), list(data["runs"])
+                self.stems = dict(data["stems"])
+            elif data.get("version") == 2:
+                self._adopt(data["results"], data["queries"])
             else:
                 self._adopt_version_1(data["results"])
         except (OSError, ValueError, KeyError, TypeError, AttributeError) as exc:
             raise ValueError(f"{self.path}: not a summary selo-localise can continue ({first_line(exc)}); "
                              "move it away or use another --out") from None
 
+    def _earlier_version(self, error: StoredFileError) -> dict:
+        """A summary without a record: one of an earlier version (adopted), else ``error``."""
+        with open(self.path, encoding="utf-8") as f:
+            data = json.load(f)
+        if not isinstance(data, dict) or data.get("version", 1) == SUMMARY_VERSION:
+            raise ValueError(error.reason)
+        return data
+
+    def _adopt(self, results: list[dict], queries: list[str]) -> None:
+        """An earlier version's entries, each with the records of its files as they are now."""
+        self.queries = list(queries)
+        for entry in results:
+            image = os.path.abspath(entry["image"])
+            self.stems.setdefault(image, entry["files"]["probmap"].rsplit("_q", 1)[0])
+            key = digest_of(entry)
+            records = {name: seal_file(os.path.join(self.out_dir, name), key, beside=False)
+                       for name in entry["files"].values() if os.path.isfile(os.path.join(self.out_dir, name))}
+            self.results.append({**entry, "image": image, "records": records})
+
     def _adopt_version_1(self, results: list[dict]) -> None:
-        """The entries of an earlier version's summary (one run's, numbered by its query list), kept."""
+        """The entries of the first version's summary (one run's, numbered by its query list)."""
+        queries, entries = [], []
         for entry in results:
             k = int(re.fullmatch(r".*_q(\d+)_probmap\.tif", entry["probmap"]).group(1))
-            self.queries += [""] * (k + 1 - len(self.queries))
-            self.queries[k] = entry["query"]
+            queries += [""] * (k + 1 - len(queries))
+            queries[k] = entry["query"]
             files = {kind: entry[kind] for kind in ("probmap", "overlay", "peaks", "regions") if kind in entry}
-            self.results.append({"image": entry["image"], "query": entry["query"], "k": k, "files": files})
+            entries.append({"image": entry["image"], "query": entry["query"], "k": k, "files": files})
+        self._adopt(entries, queries)
+
+    def _drop_changed(self, notes: list[str] | None) -> None:
+        """Drop the entries one of whose files is not the one written (changed, missing), with their files."""
+        for entry in list(self.results):
+            for name in entry["files"].values():
+                try:
+                    verify_stored(os.path.join(self.out_dir, name), None, entry["records"].get(name))
+                except (StoredFileError, AttributeError, TypeError) as error:
+                    reason = error.reason if isinstance(error, StoredFileError) else "no record of it"
+                    warn(f"{os.path.join(self.out_dir, name)}: {reason}; the outputs of {entry['image']} x "
+                         f"{entry['query']!r} are removed (run it again to make them)", notes)
+                    self._remove(entry)
+                    break
+
+    def _remove(self, entry: dict, keep: set[str] = frozenset()) -> None:
+        """Remove ``entry`` and its files but ``keep``."""
+        for name in set(entry["files"].values()) - keep:
+            if os.path.basename(name) == name:  # a hand-edited summary never makes this remove a file elsewhere
+                remove_stored(os.path.join(self.out_dir, name))
+        self.results.remove(entry)
 
     def number(self, query: str) -> int:
         """The folder's number of ``query`` (a new one for a query never asked here)."""
@@ -182,36 +243,57 @@ class FolderSummary:
             self.queries.append(query)
         return self.queries.index(query)
 
+    def stem(self, image: str) -> str:
+        """The stem of the output names of ``image`` in this folder: its file's stem, unless another image
+        of the folder has it; then the stem and a digest of its absolute path, so that outputs of different
+        images never share a name, in one run or across runs.
+
+        >>> import tempfile
+        >>> with tempfile.TemporaryDirectory() as folder:
+        ...     summary = FolderSummary(folder)
+        ...     summary.stem("/a/scene.png"), summary.stem("/a/scene.tif")[:6], summary.stem("/a/scene.png")
+        ('scene', 'scene-', 'scene')
+        """
+        path = os.path.abspath(image)
+        if path not in self.stems:
+            stem = os.path.splitext(os.path.basename(path))[0]
+            self.stems[path] = f"{stem}-{short(digest_of(path))[:8]}" if stem in self.stems.values() else stem
+        return self.stems[path]
+
     def record(self, entry: dict) -> None:
         """Add ``entry``, replacing the one of the same outputs and removing its files the new one lacks."""
         probmap = entry["files"]["probmap"]
         for old in [e for e in self.results if e["files"]["probmap"] == probmap]:
-            for name in set(old["files"].values()) - set(entry["files"].values()):
-                if os.path.basename(name) != name:
-                    continue  # a hand-edited summary never makes this remove a file outside the folder
-                try:
-                    os.unlink(os.path.join(self.out_dir, name))
-                except FileNotFoundError:
-                    pass
-            self.results.remove(old)
+            self._remove(old, keep=set(entry["files"].values()))
         self.results.append(entry)
+
+    def forget(self, image: str, query: str | None = None) -> None:
+        """Remove the outputs of ``image`` (x ``query``, else every query): they no longer describe it."""
+        path = os.path.abspath(image)
+        for entry in [e for e in self.results if e["image"] == path and query in (None, e["query"])]:
+            self._remove(entry)
 
     def write(self, run: dict) -> None:
         """Write the summary, ``run`` (this run's times and errors) after the earlier runs."""
-        write_json(self.path, {"version": SUMMARY_VERSION, "queries": self.queries, "results": self.results,
-                               "all_peaks": ALL_PEAKS_NAME, "errors": run["errors"], "runs": self.runs + [run]})
+        data = {"version": SUMMARY_VERSION, "queries": self.queries, "stems": self.stems, "results": self.results,
+                "all_peaks": ALL_PEAKS_NAME, "all_peaks_record": self.all_peaks, "errors": run["errors"],
+                "runs": self.runs + [run]}
+        write_stored(self.path, json.dumps(data, indent=1, allow_nan=False) + "\n", SUMMARY_KEY)
 
     def write_all_peaks(self, notes: list[str] | None = None) -> None:
-        """``all_peaks.geojson``: the peaks of every entry, one layer; an unreadable peaks file is left out,
-        with a warning (to ``notes`` when given)."""
+        """``all_peaks.geojson``: the peaks of every entry, one layer, each peaks file read verified; one that
+        fails is left out, with a warning (to ``notes`` when given)."""
         features = []
         for entry in self.results:
+            name = entry["files"]["peaks"]
             try:
-                with open(os.path.join(self.out_dir, entry["files"]["peaks"]), encoding="utf-8") as f:
-                    features += json.load(f)["features"]
-            except (OSError, ValueError, KeyError) as exc:
-                warn(f"{entry['files']['peaks']}: left out of {ALL_PEAKS_NAME} ({first_line(exc)})", notes)
-        write_json(os.path.join(self.out_dir, ALL_PEAKS_NAME), feature_collection(features))
+                features += json.loads(read_stored(os.path.join(self.out_dir, name), None, entry["records"][name]))["features"]
+            except (StoredFileError, ValueError, KeyError) as exc:
+                warn(f"{name}: left out of {ALL_PEAKS_NAME} ({first_line(exc)})", notes)
+        self.all_peaks = write_stored(os.path.join(self.out_dir, ALL_PEAKS_NAME),
+                                      json.dumps(feature_collection(features), indent=1, allow_nan=False) + "\n",
+                                      digest_of([entry["records"][entry["files"]["peaks"]] for entry in self.results]),
+                                      beside=False)
 
 
 class SceneRun:
@@ -223,7 +305,8 @@ class SceneRun:
         self.logger = logger
         cache_dir = config.vector_cache or os.path.join(config.out_dir, "tile_vectors")
         self.vectors = TileVectorStore(encoder, cache_dir)
-        self.summary = FolderSummary(config.out_dir)
+        with notes_logged(logger) as notes:  # outputs changed since they were written: dropped, one line each
+            self.summary = FolderSummary(config.out_dir, notes)
         self.encoder_record = {"name": getattr(encoder, "name", type(encoder).__name__),
                                "identity": digest_of(encoder_identity(encoder))}
         self.started = now()
@@ -258,8 +341,7 @@ class SceneRun:
         score = scene_score(tile_cells(tiles, scores, height, width, fill_uncovered=raster.valid is not None))
         identity = self.identity(raster, image, query, score)
         k = self.summary.number(query)
-        names = output_names(os.path.splitext(os.path.basename(image))[0], k, config.regions is not None,
-                             config.mask is not None)
+        names = output_names(self.summary.stem(image), k, config.regions is not None, config.mask is not None)
         out = {kind: os.path.join(config.out_dir, name) for kind, name in names.items()}
         write_probmap_tif(out["probmap"], probmap, raster, tags=identity)
         overlaid = overlay(raster.pixels, colour_heatmap(probmap))
@@ -273,10 +355,12 @@ class SceneRun:
             write_json(out["regions"], regions_feature_collection(probmap, raster, config.regions, identity))
         if config.mask is not None:
             write_mask_tif(out["mask"], probmap, raster, config.mask, tags=identity)
-        return {**identity, "image": image, "k": k,
+        key = digest_of(identity)  # what made every file of the set: the record's producer
+        records = {name: seal_file(os.path.join(config.out_dir, name), key, beside=False) for name in names.values()}
+        return {**identity, "image": os.path.abspath(image), "k": k,
                 "bands": None if config.bands is None else list(config.bands),
                 "stretch": None if config.stretch is None else vars(config.stretch),
-                "coordinate_system": raster.coordinate_system, "files": names,
+                "coordinate_system": raster.coordinate_system, "files": names, "records": records,
                 "tiles_encoded": new_first_stage, "boxes_encoded": encoded - new_first_stage,
                 "seconds": round(time.perf_counter() - started, 3), "time": now()}
 
@@ -290,21 +374,17 @@ class SceneRun:
             if not query.strip():
                 self.fail(f"query {k}: empty query (skipped)")
         todo = [q for q in dict.fromkeys(queries) if q.strip()]
-        stems: dict[str, str] = {}
         with tqdm(total=len(images) * len(todo), desc=f"SeLo {self.config.pipeline.name}", unit="query",
                   dynamic_ncols=True) as bar:
             for image in images if todo else []:  # no image is read for nothing
                 started = time.perf_counter()
-                stem = os.path.splitext(os.path.basename(image))[0]
                 try:
-                    if stem in stems:
-                        raise ValueError(f"{image}: same file name as {stems[stem]}; its outputs would overwrite those")
-                    stems[stem] = image
                     with notes_logged(self.logger) as notes:
                         raster = read_raster(image, self.config.bands, self.config.stretch, notes)
                     stage1 = first_stage(raster, self.config.pipeline, image, notes=[])  # score_tiles warns again
                 except Exception as exc:
                     self.fail(first_line(exc))
+                    self.summary.forget(image)
                     bar.update(len(todo))
                     continue
                 for query in todo:
@@ -315,6 +395,7 @@ class SceneRun:
                         raise  # disk full or read-only: no later output could be written either
                     except Exception as exc:
                         self.fail(f"{image}, query {query!r}: {first_line(exc)}")
+                        self.summary.forget(image, query)
                     else:
                         self.results.append(result)
                         self.summary.record(result)
@@ -325,9 +406,9 @@ class SceneRun:
                     started = time.perf_counter()
                     bar.update(1)
                 del raster, stage1
-        self.write_summary()
         with notes_logged(self.logger) as notes:
             self.summary.write_all_peaks(notes)
+        self.write_summary()
 
 
 def localise_scenes(images: list[str], queries: list[str], encoder: EncoderSpecModel, config: SceneConfig,

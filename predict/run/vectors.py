@@ -4,8 +4,9 @@ For a dual encoder the image side does not depend on the text, so the vectors of
 (image content, encoder, tile coordinates): in memory for the image at hand, and optionally on disk
 (``<cache>/tile_vectors/``), where a rerun or another query on the same image finds them. A store belongs
 to one encoder identity (:func:`~predict.provenance.vectors_key`): asking it for another encoder's
-vectors is an error, never a mix. A file holds its own key, checked when it is read; runs that share a
-folder (the explorer, ``selo-localise``, a testset run) merge their vectors into it under a lock.
+vectors is an error, never a mix. A file is a stored file of :mod:`predict.provenance` (its record beside
+it holds the sha256 of its bytes and its key), read back only verified; runs that share a folder (the
+explorer, ``selo-localise``, a testset run) merge their vectors into it under a lock.
 """
 from __future__ import annotations
 
@@ -22,9 +23,8 @@ from predict.core.stripes import results_ahead
 from predict.core.tiling import Tile, cut_tiles, tile_batches
 from predict.encoders.base import EncoderSpecModel, check_image_vectors
 from predict.io.checks import first_line
-from predict.io.atomic import write_atomically
 from predict.io.lock import exclusive_lock
-from predict.provenance import vectors_key
+from predict.provenance import StoredFileError, read_stored, vectors_key, write_stored
 from predict.run.timing import StageTimer
 
 
@@ -91,8 +91,9 @@ class TileVectorStore:
         if path and os.path.isfile(path) and (not self.refresh or path in self._written):
             try:
                 self.vectors_by_tile = read_vectors(path, self.file_key())
-            except Exception as exc:  # any damage (truncated zip, wrong arrays) only costs the encoding again
-                warn(f"{path}: unreadable tile vectors ({first_line(exc)}); recomputing and replacing them", notes)
+            except Exception as exc:  # changed, truncated, another key's: it only costs the encoding again
+                reason = exc.reason if isinstance(exc, StoredFileError) else first_line(exc)
+                warn(f"{path}: unusable tile vectors ({reason}); recomputing and replacing them", notes)
 
     def _save(self) -> None:
         """Write the current image's vectors, merged under a lock with those another run wrote meanwhile
@@ -111,8 +112,8 @@ class TileVectorStore:
             merged.update(self.vectors_by_tile)
             tiles = np.array(list(merged), dtype=np.int64)
             buffer = io.BytesIO()
-            np.savez(buffer, tiles=tiles, vectors=np.stack(list(merged.values())), key=np.array(self.file_key()))
-            write_atomically(path, buffer.getvalue())
+            np.savez(buffer, tiles=tiles, vectors=np.stack(list(merged.values())))
+            write_stored(path, buffer.getvalue(), self.file_key())
         self._written.add(path)
 
     def vectors(self, image_bgr: np.ndarray, tiles: Sequence[Tile], timer: StageTimer,
@@ -149,14 +150,13 @@ class TileVectorStore:
         return np.stack([self.vectors_by_tile[t] for t in tiles])
 
 
-def read_vectors(path: str, key: str | None = None) -> dict[Tile, np.ndarray]:
-    """The ``{tile: (D,) vector}`` of a ``.npz`` the store wrote; ``ValueError`` when its arrays are not
-    ``tiles (N, 4)`` and ``vectors (N, D)``, or (with ``key``) it records another key."""
-    with np.load(path) as data:
+def read_vectors(path: str, key: str) -> dict[Tile, np.ndarray]:
+    """The ``{tile: (D,) vector}`` of a ``.npz`` the store wrote for ``key``, verified
+    (:func:`~predict.provenance.read_stored`: :class:`~predict.provenance.StoredFileError` when its bytes
+    or its key are not those recorded); ``ValueError`` when its arrays are not ``tiles (N, 4)`` and
+    ``vectors (N, D)``."""
+    with np.load(io.BytesIO(read_stored(path, key))) as data:
         tiles, vectors = data["tiles"], data["vectors"]
-        recorded = str(data["key"]) if "key" in data.files else None
-    if key is not None and recorded != key:
-        raise ValueError(f"it holds the vectors of key {recorded}, not {key}")
     if tiles.ndim != 2 or tiles.shape[1] != 4 or vectors.ndim != 2 or len(vectors) != len(tiles):
         raise ValueError(f"arrays tiles {tiles.shape} and vectors {vectors.shape} do not match")
     return {tuple(int(v) for v in t): vec for t, vec in zip(tiles, vectors)}

@@ -13,9 +13,14 @@ and a refused one a 4xx, each with ``{"detail": "<one line>"}``; the schema is `
   "position", "done", "total", "message"}`` while its tiles wait for the encoder (ask again, or poll the job).
 - ``GET /api/jobs/<id>``: a job's state; ``DELETE /api/jobs/<id>``: cancel it.
 - ``GET /api/regions?result=R&threshold=T``: outlines of the result's map at or above T (0-1).
-- ``GET /outputs/<file>``: a file the explorer wrote (the maps of ``map_url``).
+- ``GET /outputs/<id>.png``: a result's map (``map_url``); any other name is 404, a hidden one (a stored
+  file's record) 400.
 - ``GET /api/download?result=R&kind=probmap|peaks``: the full-resolution GeoTIFF / the peaks GeoJSON, saved
   under a name made of the image and the query; 409 when the image changed since the result was made.
+
+Every file served from the explorer's outputs (maps, thumbnails, downloads) is verified first (whole, and made
+by the result or image content it is asked for: :mod:`predict.provenance`'s stored files); one that fails is
+never served as it is: a thumbnail or download is made again at once, a map when its query is asked again.
 
 Every answer carries a strict Content-Security-Policy (this server only, no framing); a state-changing
 request (POST, DELETE) from a page of another origin is refused (403); request bodies are bounded (413).

@@ -149,6 +149,15 @@ def evaluate(root, cache, *extra):
 # ---- files rewritten in place, and an encoder plug-in to edit (the trust tests) -----------------------------
 
 
+def wait_for(ask, timeout=60):
+    """The first true value of ``ask()``, asked every 20 ms for at most ``timeout`` seconds."""
+    deadline = time.monotonic() + timeout
+    while not (value := ask()):
+        assert time.monotonic() < deadline, "timed out"
+        time.sleep(0.02)
+    return value
+
+
 def rewrite_keeping_size_and_mtime(path: Path, data: bytes) -> None:
     """Replace a file's bytes with others of the same length and put its mtime back (``touch -r``)."""
     stat = path.stat()
@@ -190,13 +199,15 @@ PLUGIN = textwrap.dedent('''
 
 
 class EditableTestset:
-    """Two small scenes (a red and a green square) and an encoder plug-in with a weights file, a helper
-    module and a file its yaml names by a relative path, all in ``root``."""
+    """Two small scenes (a red and a green square) in ``root/data``, and an encoder plug-in with a weights
+    file, a helper module and a file its yaml names by a relative path, in ``root`` (the plug-in's folder:
+    every file directly in it is part of the encoder's identity)."""
 
     def __init__(self, root: Path, importable_module):
         self.root = root
-        self.imgs = root / "imgs"
-        self.imgs.mkdir()
+        self.imgs = root / "data" / "imgs"
+        self.anno_path = root / "data" / "anno.json"
+        self.imgs.mkdir(parents=True)
         self.write_scene("a.png", box=(100, 200, 150, 250), colour=(30, 30, 220))
         self.write_scene("b.png", box=(50, 150, 60, 160), colour=(30, 220, 30))
         self.anno = [
@@ -220,7 +231,7 @@ class EditableTestset:
         cv2.imwrite(str(self.imgs / name), image, [cv2.IMWRITE_PNG_COMPRESSION, 0])  # size fixed by the pixels
 
     def write_anno(self):
-        (self.root / "anno.json").write_text(json.dumps(self.anno))
+        self.anno_path.write_text(json.dumps(self.anno))
 
     def generate(self, cache, *extra):
         """``selo-generate`` into ``cache``: (exit code, metrics.json or None, this run's log lines)."""
@@ -229,7 +240,7 @@ class EditableTestset:
         log = cache / "log.txt"
         before = log.read_text(encoding="utf-8") if log.is_file() else ""
         code = generate_main(["--yaml_path", str(self.yaml), "--cache_path", str(cache),
-                             "--src_data_path", str(self.imgs), "--src_anno_path", str(self.root / "anno.json"),
+                             "--src_data_path", str(self.imgs), "--src_anno_path", str(self.anno_path),
                              "--step", "64_128", "--device", "cpu", "--no_report", "--workers", "1", *extra])
         metrics = json.loads((cache / "metrics.json").read_text()) if (cache / "metrics.json").is_file() else None
         return code, metrics, log.read_text(encoding="utf-8")[len(before):] if log.is_file() else ""

@@ -9,7 +9,7 @@ sessionStorage.setItem("selo-client", CLIENT);
 // One image at a time: ``generation`` changes whenever the image changes, and any answer that arrives for
 // an older generation (or another image) is dropped.
 const state = { images: [], image: null, generation: 0, job: null, answer: null, compare: null,
-                zoom: 1, x: 0, y: 0, fit: 1, busy: false, selectedPeak: -1 };
+                zoom: 1, x: 0, y: 0, fit: 1, busy: false, selectedPeak: -1, dropped: 0 };
 
 function setStatus(text, { error = false, progress = null } = {}) {
   $("status").textContent = text;
@@ -43,17 +43,26 @@ async function untilDone(url, body, generation) {
   let { status, answer } = await call("POST", url, body);
   const job = status === 202 ? answer.job : null;
   while (status === 202) {
-    if (generation !== state.generation) { withdraw(job); return null; }
+    if (generation !== state.generation) return dropped(job);
     state.job = job;
     $("cancel").hidden = false;
     setStatus(pendingMessage(answer), { progress: answer });
     await new Promise((resolve) => setTimeout(resolve, POLL_MS));
-    if (generation !== state.generation || state.job !== job) { withdraw(job); return null; }
+    if (generation !== state.generation) return dropped(job);
+    if (state.job !== job) { withdraw(job); return null; }
     ({ status, answer } = await call("GET", `/api/jobs/${job}`));
   }
   if (job !== null && state.job === job) { state.job = null; $("cancel").hidden = true; }
   if (answer.status === "cancelled") { setStatus("Cancelled."); return null; }
-  return generation === state.generation ? answer : null;
+  return generation === state.generation ? answer : dropped(null);
+}
+
+// An answer (or a job) for an image the page has left: withdrawn, and counted on <html data-dropped-answers>,
+// the event the browser tests wait for.
+function dropped(job) {
+  withdraw(job);
+  document.documentElement.dataset.droppedAnswers = String(++state.dropped);
+  return null;
 }
 
 function withdraw(job) {
