@@ -33,18 +33,25 @@ import numpy as np
 import ray
 from ray.cluster_utils import Cluster
 
+from predict.archive.archive import (
+    ArchiveSettings,
+    index_archive,
+    read_header,
+    scene_files,
+    scene_maps,
+    score_scenes,
+    search_archive,
+)
 from predict.cli.ray_session import ray_session
 from predict.core.pipelines import get_pipeline
 from predict.core.tiling import cut_tiles
 from predict.demo.synthetic import generate_scene
 from predict.encoders.registry import load_encoder
 from predict.io.raster import read_raster
+from predict.localisation.maps import query_vector
 from predict.provenance import vectors_key
 from predict.resources import find_yaml
-from predict.run.archive import (ArchiveSettings, index_archive, read_header, scene_files, scene_maps, score_scenes,
-                                 search_archive)
-from predict.run.localise import query_vector
-from predict.run.scenes import SceneConfig, localise_scenes
+from predict.scenes.run import SceneConfig, localise_scenes
 
 REPO = Path(__file__).resolve().parent.parent
 

@@ -24,8 +24,8 @@ import numpy as np
 from evaluations.metrics import INDICATORS
 from predict.cli.generate import main as generate_main
 from predict.demo.make_testset import TRAIN_SEED, demo_layout, slm_layout, write_testset
-from predict.model_encoder import load_encoder
 from predict.demo.train_demo_encoder import VALIDATION_OFFSET, build_tiles, recall_at
+from predict.model_encoder import load_encoder
 
 ENCODERS = {"trained": "demo", "random": "demo_random"}  # the built-in presets by name
 REPO = Path(__file__).resolve().parent.parent

@@ -28,8 +28,8 @@ import yaml
 from PIL import Image
 from torchvision import transforms
 
-from predict.layers.amfmn import AMFMN
 from predict.encoders.retrieval import IMAGENET_MEAN, IMAGENET_STD
+from predict.layers.amfmn import AMFMN
 from predict.layers.common import l2norm
 from predict.model_encoder import load_encoder
 

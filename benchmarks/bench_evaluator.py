@@ -25,7 +25,6 @@ import cv2
 import numpy as np
 
 
-
 def synthetic_probmap(height: int, width: int, seed: int = 0) -> tuple[np.ndarray, list]:
     """A smooth uint8 map with a few blobs on a low-frequency background, like a v1 map, and two polygons
     around two of the blobs (as anno.json has them)."""

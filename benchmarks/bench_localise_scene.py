@@ -26,7 +26,7 @@ from rasterio.transform import from_origin
 from predict.core.pipelines import PIPELINES, get_pipeline
 from predict.demo.synthetic import generate_scene, make_caption
 from predict.encoders.registry import load_encoder
-from predict.run.scenes import SceneConfig, localise_scenes
+from predict.scenes.run import SceneConfig, localise_scenes
 
 
 def write_scene(path: str, size: int, seed: int) -> list[str]:

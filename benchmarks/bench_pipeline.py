@@ -33,8 +33,8 @@ from pathlib import Path
 
 import cv2
 import numpy as np
-
 from bench_whole_run import baseline_tree
+
 from predict.model_encoder import EncoderSpecModel
 
 REPO = Path(__file__).resolve().parent.parent

@@ -29,8 +29,8 @@ import uvicorn
 from predict import localise
 from predict.demo.synthetic import CAPTIONS, generate_scene
 from predict.encoders.registry import load_encoder
-from predict.run.explorer import Explorer, ExplorerConfig
-from predict.run.vectors import TileVectorStore
+from predict.explorer.explorer import Explorer, ExplorerConfig
+from predict.localisation.vectors import TileVectorStore
 from predict.web.app import create_app
 
 RETRY_SECONDS = 0.1

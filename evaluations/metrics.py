@@ -8,7 +8,7 @@ Steps, one function each: :func:`annotation_mask` -> :func:`rsu`; :func:`attenti
 :func:`window_maximum`, :func:`region_centroids`, :func:`rank_centres`); :func:`annotation_circle` ->
 :func:`ras`, :func:`rda`; :func:`rmi`. :func:`evaluate_gray` checks the input and runs them all, finding
 the attention centres once (the original searched twice); its two halves, :func:`checked_rsu` and
-:func:`score_of`, serve a caller that searches the centres its own way (``predict.run.evaluate`` lets the
+:func:`score_of`, serve a caller that searches the centres its own way (``predict.testset.evaluate`` lets the
 map go during the search when memory is short).
 
 Bad input: :func:`evaluate_gray` raises :class:`EvaluationInputError`. :func:`compute_score` skips the

@@ -14,8 +14,14 @@ if __name__ == "__main__" and not __package__:  # run as a file: the package thi
     sys.path[0] = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 from predict.encoders.base import EncoderError, EncoderSpecModel, check_tiles, l2_normalize  # noqa: E402
-from predict.encoders.registry import (ENCODER_REGISTRY, import_encoder_class, load_encoder, read_options,  # noqa: E402
-                                       register_encoder, resolve_path)
+from predict.encoders.registry import (  # noqa: E402
+    ENCODER_REGISTRY,
+    import_encoder_class,
+    load_encoder,
+    read_options,
+    register_encoder,
+    resolve_path,
+)
 from predict.encoders.selfcheck import main, self_check  # noqa: E402
 
 __all__ = ["ENCODER_REGISTRY", "EncoderError", "EncoderSpecModel", "check_tiles", "import_encoder_class",

@@ -2,7 +2,7 @@
 
 A command (``selo-generate`` ...) calls :func:`configure_process` before any model loads; ``selo-index``
 and ``selo-search`` start their Ray with :func:`predict.cli.ray_session.ray_session`. ``localise()``, ``evaluate()``,
-:func:`~predict.run.engine.run_testset` and the archive's functions called from Python leave the allocator,
+:func:`~predict.testset.engine.run_testset` and the archive's functions called from Python leave the allocator,
 the OpenCV and torch thread counts, the warnings hooks and filters, the environment and Ray's settings as
 they found them (``tests/test_layers.py`` checks the library's code for calls that would change them).
 """

@@ -16,11 +16,10 @@ from evaluations.SLM import SLM
 from evaluations.utils import ORIGINAL_KEYS
 from predict import PIPELINES, load_encoder, localise
 from predict.cli import generate
-from predict.io.jpeg import encode_jpeg
 from predict.io import maps
-from predict.run.localise import default_store
-from predict.run.vectors import TileVectorStore
-
+from predict.io.jpeg import encode_jpeg
+from predict.localisation.maps import default_store
+from predict.localisation.vectors import TileVectorStore
 
 from helpers import REPO_ROOT, red_square_scene, subprocess_env, write_testset, write_yaml
 

@@ -1,4 +1,4 @@
-"""The archive of scenes on Ray (``selo-index``, ``selo-search``, ``predict/run/archive.py``).
+"""The archive of scenes on Ray (``selo-index``, ``selo-search``, ``predict/archive/archive.py``).
 
 One Ray cluster for the module, on this machine and on the loopback address (``ray.cluster_utils.Cluster``:
 a head and a worker node, dashboard and usage statistics off, the token Ray keeps in ~/.ray shared by the
@@ -26,23 +26,32 @@ import pyarrow.parquet as pq
 import pytest
 import rasterio
 import ray
-from ray.cluster_utils import Cluster
 from rasterio.transform import from_origin
+from ray.cluster_utils import Cluster
 
+from predict.archive.archive import (
+    CATALOGUE_NAME,
+    INDEX_NAME,
+    SCENES_DIR,
+    ArchiveSettings,
+    index_archive,
+    read_scene,
+    scene_files,
+    scene_path,
+)
 from predict.cli import index, search
 from predict.cli.localise import main as localise_main
 from predict.core.pipelines import get_pipeline
 from predict.demo.synthetic import generate_scene
 from predict.encoders.registry import load_encoder
 from predict.io.raster import read_raster
+from predict.localisation.maps import mostly_valid
+from predict.localisation.timing import StageTimer
+from predict.localisation.vectors import TileVectorStore
 from predict.provenance import read_stored, vectors_key
-from predict.run.archive import (CATALOGUE_NAME, INDEX_NAME, SCENES_DIR, ArchiveSettings, index_archive, read_scene,
-                                 scene_files, scene_path)
-from predict.run.localise import mostly_valid
-from predict.run.timing import StageTimer
-from predict.run.vectors import TileVectorStore
 
-from helpers import DEMO_YAML as DEMO_YAML_PATH, REPO_ROOT, subprocess_env
+from helpers import DEMO_YAML as DEMO_YAML_PATH
+from helpers import REPO_ROOT, subprocess_env
 
 DEMO_YAML = str(DEMO_YAML_PATH)
 STEPS = "256_512"

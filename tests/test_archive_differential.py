@@ -24,13 +24,12 @@ import rasterio
 from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, rule
-
-from predict import provenance
-from predict.cli import index, search
-from predict.run.archive import CATALOGUE_NAME, INDEX_NAME, SETTINGS_NAME, scene_path
-
 from test_archive import index_args, ray_test_cluster, read_json, write_png
 from test_archive_trust import copy_scene, flip_vector_bytes
+
+from predict import provenance
+from predict.archive.archive import CATALOGUE_NAME, INDEX_NAME, SETTINGS_NAME, scene_path
+from predict.cli import index, search
 
 STEPS = {"sequences": 0, "steps": 0}  # counted for the closing note (printed at the end)
 EDITS = collections.Counter()  # the edits made, by kind
@@ -145,7 +144,7 @@ class ResumedArchiveEqualsFresh(RuleBasedStateMachine):
 @pytest.mark.slow  # about a dozen index and search runs on the module's Ray cluster
 def test_a_resumed_archive_equals_a_fresh_one_after_any_edits(tmp_path, monkeypatch):
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
-    monkeypatch.setattr(provenance, "RACY_NS", 0)  # memoise at once: the stat-data rule alone guards the memo
+    monkeypatch.setattr(provenance.digests, "RACY_NS", 0)  # memoise at once: the stat-data rule alone guards the memo
     ResumedArchiveEqualsFresh.base = tmp_path
     ResumedArchiveEqualsFresh.TestCase.settings = settings(max_examples=4, stateful_step_count=3, deadline=None,
                                                            derandomize=True, suppress_health_check=list(HealthCheck))

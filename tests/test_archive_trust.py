@@ -22,14 +22,14 @@ import time
 import numpy as np
 import pytest
 import ray
+from test_archive import STEPS, index_args, ray_test_cluster, read_json, write_png
 
+from predict.archive.archive import INDEX_NAME, SCENES_DIR, SETTINGS_NAME, scene_files, scene_path
 from predict.cli import index, search
 from predict.encoders.registry import load_encoder
 from predict.provenance import vectors_key
-from predict.run.archive import INDEX_NAME, SCENES_DIR, SETTINGS_NAME, scene_files, scene_path
 
 from helpers import DEMO_YAML, REPO_ROOT, subprocess_env
-from test_archive import STEPS, index_args, ray_test_cluster, read_json, write_png
 
 QUERY = "a playground with a green football field and a red track."
 NAMES = ("a.png", "b.png", "c.png")

@@ -30,8 +30,7 @@ from predict.encoders.registry import load_encoder, read_options
 from predict.io.annotations import SampleError, load_annotations
 from predict.io.images import read_image
 
-from helpers import (DEMO_CHECKPOINT, evaluate, generate, red_square_image, results, slow_generate_command,
-                     write_samples)
+from helpers import DEMO_CHECKPOINT, evaluate, generate, red_square_image, results, slow_generate_command, write_samples
 
 
 def error_lines(text):
@@ -212,7 +211,7 @@ def test_evaluate_accepts_the_original_arguments_and_refuses_bad_maps(evaluated,
 
 def test_evaluate_ctrl_c_and_disk_full_are_one_line(evaluated, monkeypatch, capsys):
     root, cache = evaluated
-    from predict.run import evaluate as evaluation
+    from predict.testset import evaluate as evaluation
 
     real = evaluation.evaluate_gray
     calls = []
@@ -337,7 +336,7 @@ def test_a_damaged_checkpoint_is_named_corrupt_without_weights_only_advice(tmp_p
 
 def full_disk(monkeypatch, name_start, error=errno.ENOSPC):
     """Writing any file whose name starts with ``name_start`` fails as on a full disk (or with ``error``)."""
-    import predict.io.atomic as atomic
+    import predict.provenance.store as atomic
 
     real = atomic.os.replace
 

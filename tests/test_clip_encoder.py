@@ -15,13 +15,13 @@ import yaml
 from open_clip.transform import PreprocessCfg, image_transform_v2
 from PIL import Image
 
-from predict.encoders.clip import pil_like_resize
 from evaluations import evaluate
 from predict import localise
+from predict.encoders.clip import pil_like_resize
 from predict.io.jpeg import encode_jpeg
+from predict.localisation.vectors import TileVectorStore
 from predict.model_encoder import EncoderError, load_encoder
 from predict.resources import package_path, project_root
-from predict.run.vectors import TileVectorStore
 
 from helpers import GENERATE_SCRIPT, subprocess_env
 

@@ -17,9 +17,9 @@ import pytest
 from scipy import stats
 
 from predict.cli.compare import main as compare_main
+from predict.compare import runs as compare
 from predict.demo.make_testset import write_testset
 from predict.provenance import polygons_digest, seal
-from predict.run import compare
 
 from helpers import ARTIFACTS, DEMO_YAML, SHARED
 

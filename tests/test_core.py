@@ -8,8 +8,8 @@ from predict.core import tiling
 from predict.core.heatmap import MapFilter, mean_tile_scores, normalise_to_uint8, probability_map
 from predict.core.pipelines import PIPELINES, Refinement, get_pipeline
 from predict.encoders.base import EncoderSpecModel
-from predict.run.localise import load_image, score_tiles
-from predict.run.vectors import TileVectorStore
+from predict.localisation.maps import load_image, score_tiles
+from predict.localisation.vectors import TileVectorStore
 
 
 def test_axis_intervals():

@@ -12,15 +12,15 @@ import torch
 from evaluations import evaluate
 from predict import localise
 from predict.cli.generate import main as generate_main
+from predict.core.tiling import cut_tiles
 from predict.demo.make_testset import write_testset
-from predict.io.jpeg import encode_jpeg
-from predict.model_encoder import EncoderError, load_encoder
-from predict.resources import package_path
 from predict.demo.synthetic import generate_scene, make_caption
 from predict.encoders.demo_text import CAPTIONS, tokenize
-from predict.run.localise import query_vector
-from predict.core.tiling import cut_tiles
+from predict.io.jpeg import encode_jpeg
 from predict.layers.demo_net import POOL, POOL_CHUNK, pool_tiles
+from predict.localisation.maps import query_vector
+from predict.model_encoder import EncoderError, load_encoder
+from predict.resources import package_path
 
 TRAINED_YAML = package_path("options", "demo", "demo_encoder.yaml")
 RANDOM_YAML = package_path("options", "demo", "demo_random.yaml")

@@ -48,7 +48,7 @@ class ResumeEqualsFresh(RuleBasedStateMachine):
         STEPS["sequences"] += 1
         self.root = self.base / f"sequence{next(self.folders)}"
         self.root.mkdir()
-        provenance._memo.clear()
+        provenance.digests._memo.clear()
         self.testset = EditableTestset(self.root, type(self).importable_module)
         self.cache = self.root / "cache"
         assert self.testset.generate(self.cache)[0] == 0
@@ -136,8 +136,8 @@ class ResumeEqualsFresh(RuleBasedStateMachine):
 @pytest.mark.slow
 def test_a_resumed_run_equals_a_fresh_run_after_any_edits(tmp_path, importable_module, monkeypatch):
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
-    monkeypatch.setattr(provenance, "RACY_NS", 0)  # memoise at once: the stat-data rule alone guards the memo
-    monkeypatch.setattr(provenance, "DISK_MEMO_BYTES", 0)
+    monkeypatch.setattr(provenance.digests, "RACY_NS", 0)  # memoise at once: the stat-data rule alone guards the memo
+    monkeypatch.setattr(provenance.digests, "DISK_MEMO_BYTES", 0)
     ResumeEqualsFresh.base = tmp_path
     ResumeEqualsFresh.importable_module = importable_module
     ResumeEqualsFresh.TestCase.settings = settings(max_examples=6, stateful_step_count=5, deadline=None,

@@ -13,9 +13,9 @@ import pytest
 import torch
 import yaml
 
+from predict.encoders import selfcheck
 from predict.layers.amfmn import GRU_DIM, WORD_DIM, UniSkip
 from predict.layers.lw_mcr import LWMCR
-from predict.encoders import selfcheck
 from predict.model_encoder import EncoderError, EncoderSpecModel, load_encoder, main
 from predict.provenance import vectors_key
 from predict.resources import package_path, project_root

@@ -12,9 +12,9 @@ import torch
 import yaml
 from PIL import Image
 
+from predict.encoders.retrieval import normalize_tiles
 from predict.layers.amfmn import AMFMN
 from predict.layers.lw_mcr import LWMCR
-from predict.encoders.retrieval import normalize_tiles
 from predict.model_encoder import EncoderError, load_encoder
 
 from helpers import shared_path

@@ -13,8 +13,8 @@ from predict.core.pipelines import get_pipeline
 from predict.encoders.registry import load_encoder
 from predict.io.annotations import load_annotations
 from predict.io.logs import setup_logger
-from predict.run.engine import RunConfig, run_testset
-from predict.run.memory import ByteSemaphore
+from predict.testset.engine import RunConfig, run_testset
+from predict.testset.memory import ByteSemaphore
 
 from helpers import process_state, red_square_scene, write_yaml
 
@@ -201,7 +201,7 @@ def test_a_closed_semaphore_stops_its_waiters():
 
 
 def test_the_encoders_batch_is_lowered_to_fit_the_memory_limit_for_the_run_only(tmp_path):
-    from predict.run.memory import resident_bytes
+    from predict.testset.memory import resident_bytes
 
     imgs, anno = mixed_testset(tmp_path)
     serial, _ = run_with(tmp_path, imgs, anno, "serial", workers=1)
@@ -225,7 +225,7 @@ def test_bad_run_settings_are_refused(bad):
 
 def test_tiles_cut_ahead_are_the_same_batches():
     from predict.core import tiling
-    from predict.run.vectors import batches_ahead
+    from predict.localisation.vectors import batches_ahead
 
     image = np.random.default_rng(0).integers(0, 256, size=(700, 900, 3), dtype=np.uint8)
     tiles = tiling.multiscale_tiles(700, 900, [256, 512])

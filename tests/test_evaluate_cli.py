@@ -14,8 +14,8 @@ import pytest
 from evaluations.metrics import EvaluationInputError, SeloScore, evaluate_gray
 from predict.cli.evaluate import main
 from predict.io.results import MetricsStore
-from predict.run import evaluate as evaluation
-from predict.run.evaluate import evaluate_written_map
+from predict.testset import evaluate as evaluation
+from predict.testset.evaluate import evaluate_written_map
 
 from helpers import REPO_ROOT, subprocess_env
 

@@ -24,8 +24,8 @@ from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, ru
 
 from predict import load_encoder
 from predict.demo.synthetic import generate_scene
+from predict.explorer.explorer import Explorer, ExplorerConfig
 from predict.provenance import RECORD_SUFFIX
-from predict.run.explorer import Explorer, ExplorerConfig
 
 from helpers import wait_for
 

@@ -19,9 +19,9 @@ import pytest
 
 from predict import load_encoder
 from predict.demo.synthetic import generate_scene
+from predict.explorer import explorer as explorer_module
+from predict.explorer.explorer import Explorer, ExplorerConfig, Job, Result
 from predict.provenance import record_path
-from predict.run import explorer as explorer_module
-from predict.run.explorer import Explorer, ExplorerConfig, Job, Result
 
 from helpers import wait_for
 

@@ -4,8 +4,8 @@ import numpy as np
 import pytest
 
 from predict.core.cell_median import cell_median
-from predict.core.stripes import filter_in_stripes, stripe_bounds
 from predict.core.heatmap import MapFilter, mean_tile_scores, normalise_to_uint8, probability_map
+from predict.core.stripes import filter_in_stripes, stripe_bounds
 
 FILTERS = [MapFilter(median=251), MapFilter(gaussian=255), MapFilter(median=5), MapFilter(median=3),
            MapFilter(gaussian=31)]

@@ -14,7 +14,6 @@ import subprocess
 import sys
 import sysconfig
 import time
-import tomllib
 import urllib.error
 import urllib.request
 from pathlib import Path
@@ -23,6 +22,7 @@ import cv2
 import numpy as np
 import pytest
 import rasterio
+import tomllib
 
 from predict import load_encoder, localise
 from predict.demo.synthetic import generate_scene

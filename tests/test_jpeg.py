@@ -7,18 +7,16 @@ import os
 import cv2
 import numpy as np
 import pytest
-
 from PIL import Image
 
 from evaluations.jpeg import read_jpeg_strictly
 from evaluations.metrics import read_probmap
 from predict.core.heatmap import colour_heatmap, overlay
 from predict.core.preview import shrink_by
-from predict.io import maps
 from predict.demo.make_testset import write_testset
+from predict.io import maps
 from predict.io.images import decode_strictly, read_image
-from predict.io.jpeg import (MAX_RESTART_INTERVAL, StripeJoiner, encode_jpeg, mcu_size, restart_interval,
-                             stripe_rows)
+from predict.io.jpeg import MAX_RESTART_INTERVAL, StripeJoiner, encode_jpeg, mcu_size, restart_interval, stripe_rows
 
 
 def textured(height, width, channels=3, seed=0):

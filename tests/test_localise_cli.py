@@ -21,7 +21,8 @@ from predict.io.annotations import SampleError
 from predict.io.images import read_image
 from predict.io.raster import read_raster
 
-from helpers import DEMO_YAML as DEMO_YAML_PATH, REPO_ROOT, subprocess_env
+from helpers import DEMO_YAML as DEMO_YAML_PATH
+from helpers import REPO_ROOT, subprocess_env
 
 DEMO_YAML = str(DEMO_YAML_PATH)
 SCENE_SEED, SIZE = [90, 2], 1500
@@ -134,7 +135,7 @@ def test_summary_describes_every_output_in_the_folder(run):
 
 def test_each_image_is_encoded_once_and_later_queries_encode_no_tile(run, scenes):
     from predict.core.pipelines import PIPELINES
-    from predict.run.localise import mostly_valid
+    from predict.localisation.maps import mostly_valid
 
     _, _, summary = run
     for stem, path in (("scene8", scenes["scene8"]), ("scene12", scenes["scene12"]), ("border", scenes["border"]),
@@ -173,7 +174,7 @@ def test_probmap_is_the_benchmark_pipelines_map(run, scenes):
     import predict.cli.localise  # noqa: F401  the command's module, imported beside the library function
     from predict import load_encoder, localise
 
-    assert callable(localise) and localise.__module__ == "predict.run.localise"
+    assert callable(localise) and localise.__module__ == "predict.localisation.maps"
     _, out, _ = run
     encoder = load_encoder(DEMO_YAML, device="cpu")
     expected = localise(scenes["png"], QUERIES[0], encoder)
@@ -300,8 +301,8 @@ def test_a_truncated_geotiff_is_one_line_with_gdals_reason(scenes, tmp_path):
 def test_v2_on_the_nodata_scene_scores_only_valid_tiles_and_boxes(scenes, tmp_path):
     from predict import load_encoder
     from predict.core.pipelines import PIPELINES
-    from predict.run.localise import mostly_valid
-    from predict.run.scenes import SceneConfig, localise_scenes
+    from predict.localisation.maps import mostly_valid
+    from predict.scenes.run import SceneConfig, localise_scenes
 
     run = localise_scenes([scenes["border"]], QUERIES[:1], load_encoder(DEMO_YAML, device="cpu"),
                           SceneConfig(out_dir=str(tmp_path), pipeline=PIPELINES["v2"]))
@@ -361,7 +362,7 @@ def test_own_scenes_from_python_log_their_warnings_as_data_and_change_no_process
     from concurrent.futures import ThreadPoolExecutor
 
     from predict import load_encoder
-    from predict.run.scenes import SceneConfig, localise_scenes
+    from predict.scenes.run import SceneConfig, localise_scenes
 
     from helpers import process_state
 
@@ -399,7 +400,7 @@ def test_an_external_mask_added_beside_a_scene_is_a_new_scene(scene, tmp_path):
     """A mask in a sidecar file (``scene.tif.msk``) changes the pixels scored: a rerun into the same folder,
     whose tile vectors were kept, gives what a fresh run gives."""
     from predict import load_encoder
-    from predict.run.scenes import SceneConfig, localise_scenes
+    from predict.scenes.run import SceneConfig, localise_scenes
 
     path = tmp_path / "masked.tif"
     write_geotiff(path, np.moveaxis(scene.rgb[:600, :700], -1, 0))
@@ -451,10 +452,10 @@ def test_scene_score_is_in_the_summary_and_every_outputs_metadata(run, scenes):
     from predict import load_encoder
     from predict.core import tiling
     from predict.core.pipelines import PIPELINES
-    from predict.run.localise import query_vector
-    from predict.run.timing import StageTimer
     from predict.encoders.base import similarities
-    from predict.run.vectors import TileVectorStore
+    from predict.localisation.maps import query_vector
+    from predict.localisation.timing import StageTimer
+    from predict.localisation.vectors import TileVectorStore
 
     encoder = load_encoder(DEMO_YAML, device="cpu")
     pixels = read_raster(scenes["png"]).pixels
@@ -575,9 +576,9 @@ def test_images_too_small_to_compare_tiles_are_one_line_each(scene, tmp_path):
 def test_v2_reuses_its_first_stage_and_counts_its_refinement_boxes_apart(scene, tmp_path):
     from predict import load_encoder
     from predict.core.pipelines import PIPELINES
-    from predict.run.localise import load_image, score_tiles
-    from predict.run.scenes import SceneConfig, localise_scenes
-    from predict.run.vectors import TileVectorStore
+    from predict.localisation.maps import load_image, score_tiles
+    from predict.localisation.vectors import TileVectorStore
+    from predict.scenes.run import SceneConfig, localise_scenes
 
     image = small_png(scene, tmp_path, side=(700, 1100))
     queries = ["a dark green lake.", "some tennis courts."]

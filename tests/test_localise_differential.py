@@ -9,7 +9,6 @@ output's bytes flipped or the file deleted, the tile vectors truncated, the quer
 """
 import itertools
 import json
-import os
 
 import cv2
 import numpy as np
@@ -130,7 +129,7 @@ class ResumeEqualsFresh(RuleBasedStateMachine):
         if not hasattr(self, "out"):
             return
         STEPS["steps"] += 1
-        provenance._memo.clear()  # as a new process would start
+        provenance.digests._memo.clear()  # as a new process would start
         resumed = outcome(self.out, self.run(self.out))
         fresh_out = self.root / f"fresh{STEPS['steps']}"
         fresh = outcome(fresh_out, self.run(fresh_out))

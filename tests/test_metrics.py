@@ -7,6 +7,7 @@ import pytest
 from scipy.ndimage import maximum_filter
 from skimage import measure
 
+from evaluations import metrics
 from evaluations.metrics import (
     EvaluationInputError,
     SeloScore,
@@ -23,7 +24,6 @@ from evaluations.metrics import (
     smooth_gray,
     window_maximum,
 )
-from evaluations import metrics
 
 E3 = math.exp(3) - 1  # Ras denominator
 

@@ -24,8 +24,8 @@ from predict.cli.evaluate import main as evaluate_main
 from predict.cli.generate import main as generate_main
 from predict.core import tiling
 from predict.encoders.base import EncoderSpecModel
-from predict.run.timing import StageTimer
-from predict.run.vectors import TileVectorStore
+from predict.localisation.timing import StageTimer
+from predict.localisation.vectors import TileVectorStore
 
 from helpers import GENERATE_SCRIPT, red_square_scene, subprocess_env, write_testset
 
@@ -122,9 +122,12 @@ def test_changed_image_content_and_evaluation_code_are_recomputed(tmp_path, monk
     code, _, log = generate(tmp_path)
     assert code == 0 and "Recomputing 0/1: scene.png (image changed)" in log
 
-    from predict import provenance
 
-    monkeypatch.setattr(provenance, "evaluation_version", lambda: "another version")
+    from predict.testset import engine
+    from predict.testset import evaluate as evaluation
+
+    for module in (engine, evaluation):  # another code version of the evaluation, where the run takes it
+        monkeypatch.setattr(module, "EVALUATION_CODE", ("predict.core.tiling",))
     code, _, log = generate(tmp_path)
     assert code == 0 and "Recomputing 0/1: scene.png (evaluation code changed)" in log
     assert "Skipping 0/1" in generate(tmp_path)[2]
@@ -248,17 +251,17 @@ def test_the_vector_key_ignores_batch_size_and_yaml_place_and_follows_weight_con
 def test_the_digest_memo_holds_only_while_the_full_stat_data_is_unchanged(tmp_path, monkeypatch):
     from predict import provenance
 
-    monkeypatch.setattr(provenance, "DISK_MEMO_BYTES", 0)  # the on-disk memo too, for a small file
-    monkeypatch.setattr(provenance, "RACY_NS", 0)
+    monkeypatch.setattr(provenance.digests, "DISK_MEMO_BYTES", 0)  # the on-disk memo too, for a small file
+    monkeypatch.setattr(provenance.digests, "RACY_NS", 0)
     path = tmp_path / "w.bin"
     path.write_bytes(b"a" * 10)
     time.sleep(0.01)
     stat = path.stat()
     first = provenance.file_digest(path)
     reads = []
-    monkeypatch.setattr(provenance.hashlib, "sha256", lambda *a, sha=provenance.hashlib.sha256: reads.append(1) or sha(*a))
+    monkeypatch.setattr(provenance.digests.hashlib, "sha256", lambda *a, sha=provenance.digests.hashlib.sha256: reads.append(1) or sha(*a))
     assert provenance.file_digest(path) == first and not reads  # memoised
-    provenance._memo.clear()
+    provenance.digests._memo.clear()
     assert provenance.file_digest(path) == first and not reads  # from the on-disk memo
     path.write_bytes(b"b" * 10)  # rewritten with the same size, the mtime put back (touch -r): the ctime moves
     os.utime(path, ns=(stat.st_atime_ns, stat.st_mtime_ns))

@@ -8,8 +8,8 @@ import cv2
 import numpy as np
 
 from evaluations.metrics import SeloScore
-from predict.io.results import MetricsStore
 from predict.io.report import THUMB_SIZE, annotate, write_report
+from predict.io.results import MetricsStore
 
 SVG = "{http://www.w3.org/2000/svg}"
 VOID_TAGS = {"area", "base", "br", "col", "embed", "hr", "img", "input", "link", "meta", "source", "track", "wbr"}

@@ -17,7 +17,7 @@ from predict.encoders.registry import load_encoder
 
 fastapi_testclient = pytest.importorskip("fastapi.testclient")
 from predict.cli import serve  # noqa: E402
-from predict.run.explorer import Explorer, ExplorerConfig  # noqa: E402
+from predict.explorer.explorer import Explorer, ExplorerConfig  # noqa: E402
 from predict.web.app import create_app  # noqa: E402
 
 from helpers import DEMO_YAML as YAML  # noqa: E402
@@ -247,8 +247,8 @@ def test_geotiff_with_nodata_peaks_in_lonlat_map_transparent_on_nodata(tmp_path,
     from rasterio.transform import from_origin
 
     from predict.io.raster import read_raster
-    from predict.run.localise import mostly_valid, probability_map_of, score_tiles
-    from predict.run.vectors import TileVectorStore
+    from predict.localisation.maps import mostly_valid, probability_map_of, score_tiles
+    from predict.localisation.vectors import TileVectorStore
 
     folder = tmp_path / "geo"
     folder.mkdir()

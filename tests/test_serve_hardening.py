@@ -17,7 +17,7 @@ from predict.encoders.registry import load_encoder
 
 fastapi_testclient = pytest.importorskip("fastapi.testclient")
 from predict.cli import serve  # noqa: E402
-from predict.run.explorer import Explorer, ExplorerConfig  # noqa: E402
+from predict.explorer.explorer import Explorer, ExplorerConfig  # noqa: E402
 from predict.web.app import create_app  # noqa: E402
 
 from helpers import DEMO_YAML as YAML  # noqa: E402
@@ -130,7 +130,7 @@ def test_malformed_fields_are_422_with_one_line_never_500(scene, change):
 @pytest.mark.parametrize("pipeline, steps", [(["v1"], None), ({"name": "v1"}, None), ("v1", 256.7), ("v1", "२५६"),
                                              ("v1", "256__512"), ("v1", [256.0])])
 def test_python_api_refuses_the_same_with_a_request_error(pipeline, steps):
-    from predict.run.explorer import RequestError
+    from predict.explorer.explorer import RequestError
 
     with pytest.raises(RequestError) as refused:  # not a TypeError from hashing a list
         Explorer.pipeline(pipeline, steps)
@@ -154,8 +154,8 @@ def test_names_with_dots_inside_are_listed_and_served(tmp_path, encoder):
 def test_scene_score_with_each_answer_and_unknown_words_flagged_or_refused(scene, encoder):
     from predict.core.heatmap import scene_score
     from predict.io.raster import read_raster
-    from predict.run.localise import score_tiles, tile_cells
-    from predict.run.vectors import TileVectorStore
+    from predict.localisation.maps import score_tiles, tile_cells
+    from predict.localisation.vectors import TileVectorStore
 
     folder, client = scene
     answer = answered(client, "/api/localise", {"image": "scene.tif", "query": QUERY}).json()

@@ -14,9 +14,9 @@ from predict.core.pipelines import PIPELINES
 from predict.core.stretch import Stretch
 from predict.demo.synthetic import generate_scene
 from predict.io.raster import read_raster
-from predict.run.localise import score_tiles
-from predict.run.scenes import raster_probmap
-from predict.run.vectors import TileVectorStore
+from predict.localisation.maps import score_tiles
+from predict.localisation.vectors import TileVectorStore
+from predict.scenes.run import raster_probmap
 
 SIDE = 1500
 # (scene seed, object kind, query): scenes whose 8-bit form has its top peak in that object

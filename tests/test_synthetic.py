@@ -6,11 +6,12 @@ import cv2
 import numpy as np
 import pytest
 
-from predict.io.annotations import load_annotations
-from predict.io.images import read_image
-from predict.demo.make_testset import TRAIN_SEED, main as make_testset_main, slm_layout, write_testset
+from predict.demo.make_testset import TRAIN_SEED, slm_layout, write_testset
+from predict.demo.make_testset import main as make_testset_main
 from predict.demo.synthetic import KINDS, LABELS, generate_scene, scene_samples
 from predict.encoders.demo_text import caption_vocabulary, tokenize
+from predict.io.annotations import load_annotations
+from predict.io.images import read_image
 
 SMALL_LAYOUT = [(1100, 1400, 2), (1300, 1000, 3)]
 SEEDS = [[5, 0], [5, 1], [6, 0], [6, 1]]

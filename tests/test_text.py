@@ -6,8 +6,8 @@ import nltk
 import numpy as np
 import pytest
 
-from predict.model_encoder import EncoderError
 from predict.encoders.text import PUNCTUATION, Vocabulary, tokenize
+from predict.model_encoder import EncoderError
 
 from helpers import shared_path
 

@@ -1,5 +1,5 @@
 """Trust by construction (issue 20): every stored result is keyed by everything that produced it, derived
-in ``predict/provenance.py``, and checked before reuse. One test per way a new user got a stale or wrong
+in ``predict/provenance/``, and checked before reuse. One test per way a new user got a stale or wrong
 number (W1, W8-W14); the explorer's (W2-W4), ``selo-localise``'s (W6) and decoding's (W7) are with their
 commands' tests. ``test_differential.py`` proves the rule at large.
 """
@@ -13,7 +13,9 @@ import pytest
 
 from predict import provenance
 from predict.cli.evaluate import main as evaluate_main
-from predict.run.vectors import TileVectorStore, read_vectors
+from predict.localisation.vectors import TileVectorStore, read_vectors
+from predict.testset import engine
+from predict.testset import evaluate as evaluation
 
 from helpers import EditableTestset, red_square_scene, rewrite_keeping_size_and_mtime
 
@@ -23,9 +25,9 @@ def fresh_memo(tmp_path, monkeypatch):
     """A digest memo of this test's own; files are memoised as soon as they are hashed (no racy window),
     so that these tests exercise the stat-data rule itself."""
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
-    monkeypatch.setattr(provenance, "RACY_NS", 0)
-    monkeypatch.setattr(provenance, "DISK_MEMO_BYTES", 0)
-    provenance._memo.clear()
+    monkeypatch.setattr(provenance.digests, "RACY_NS", 0)
+    monkeypatch.setattr(provenance.digests, "DISK_MEMO_BYTES", 0)
+    provenance.digests._memo.clear()
 
 
 @pytest.fixture
@@ -71,32 +73,33 @@ def test_w10_project_code_that_shapes_vectors_or_maps_is_in_their_keys(testset, 
     files, _ = provenance.code_files(["predict.encoders.demo", *provenance.TILE_CODE])
     assert {"predict.encoders.demo_text", "predict.core.tiling", "predict.layers.demo_net"} <= set(files)
     assert {"predict.core.tiling", "predict.core.heatmap", "predict.core.cell_median", "predict.io.jpeg"} \
-        <= set(provenance.code_files(provenance.MAP_CODE)[0])
+        <= set(provenance.code_files(engine.MAP_CODE)[0])
     cache = testset.root / "cache"
     assert testset.generate(cache)[0] == 0
     # the module that makes the maps from the scores: in the run's code, not in a written map's evaluation
-    localise = os.path.realpath(provenance.code_files(["predict.run.localise"])[0]["predict.run.localise"])
-    assert "predict.run.localise" not in provenance.code_files(provenance.EVALUATION_CODE)[0]
+    localise = os.path.realpath(provenance.code_files(["predict.localisation.maps"])[0]["predict.localisation.maps"])
+    assert "predict.localisation.maps" not in provenance.code_files(evaluation.EVALUATION_CODE)[0]
     real_digest = provenance.file_digest
-    monkeypatch.setattr(provenance, "file_digest",
+    monkeypatch.setattr(provenance.code, "file_digest",
                         lambda path: "edited" if os.path.realpath(path) == localise else real_digest(path))
-    provenance._code_version.cache_clear()
+    provenance.records.code_version.cache_clear()
     code, _, log = testset.generate(cache)
     assert code == 0 and "Recomputing 0/2: a.png (map code changed)" in log
-    provenance._code_version.cache_clear()
+    provenance.records.code_version.cache_clear()
 
 
 # what a testset run imports from the project without being part of the computation: packages, the command
 # and its log, the registry that finds the encoder's class (whose code is in the encoder's identity)
-NOT_COMPUTATION = {"predict", "evaluations", "predict.cli", "predict.cli.generate", "predict.io.logs",
-                   "predict.encoders", "predict.encoders.registry", "predict.io", "predict.layers", "predict.run"}
+NOT_COMPUTATION = {"predict", "evaluations", "predict.cli", "predict.cli.generate", "predict.cli.options",
+                   "predict.cli.runner", "predict.io.logs", "predict.encoders", "predict.encoders.registry", "predict.io",
+                   "predict.layers", "predict.testset", "predict.localisation", "predict.provenance"}
 
 
 def test_every_project_module_a_testset_run_imports_is_in_its_results_key(tmp_path):
     """The rule, not a list of the modules believed to matter: a ``selo-generate`` run is made to report every
     project module it imported, and each one that computes is in the code its records are keyed by (the
-    run's, :data:`~predict.provenance.MAP_CODE`) or in the encoder's identity. (The run's evaluation code,
-    ``predict/run/evaluate.py``, was once in neither.)"""
+    run's, :data:`~predict.testset.engine.MAP_CODE`) or in the encoder's identity. (The run's evaluation code,
+    ``predict/testset/evaluate.py``, was once in neither.)"""
     import subprocess
     import sys
 
@@ -110,8 +113,8 @@ def test_every_project_module_a_testset_run_imports_is_in_its_results_key(tmp_pa
     done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=600, env=subprocess_env())
     code, imported = json.loads(done.stdout.splitlines()[-1])
     assert code == 0, done.stderr
-    keyed = set(provenance.code_files(provenance.MAP_CODE)[0]) | set(provenance.code_files(["predict.encoders.demo"])[0])
-    assert {"predict.run.engine", "predict.run.evaluate", "evaluations.metrics"} <= keyed
+    keyed = set(provenance.code_files(engine.MAP_CODE)[0]) | set(provenance.code_files(["predict.encoders.demo"])[0])
+    assert {"predict.testset.engine", "predict.testset.evaluate", "evaluations.metrics"} <= keyed
     assert sorted(set(imported) - keyed - NOT_COMPUTATION) == []
 
 
@@ -130,7 +133,7 @@ def test_w11_a_vector_store_holds_one_encoders_vectors(tmp_path):
 
 def test_w2_localise_sees_an_image_rewritten_with_its_size_and_mtime(tmp_path, redness):
     from predict import localise
-    from predict.run.localise import default_store
+    from predict.localisation.maps import default_store
 
     path = tmp_path / "scene.png"
     for box in ((50, 150, 50, 150), (150, 250, 250, 350)):
@@ -213,7 +216,7 @@ def redness():
 
 
 def test_two_stores_on_one_folder_keep_both_their_vectors(tmp_path, redness):
-    from predict.run.timing import StageTimer
+    from predict.localisation.timing import StageTimer
 
     image, _ = red_square_scene(300, 400, (100, 200, 100, 200))
     first, second = (TileVectorStore(redness, str(tmp_path)) for _ in range(2))

@@ -69,7 +69,7 @@ def plugin(tmp_path, monkeypatch):
 
         for name in ("hidden_plugin", "hidden_helper"):
             sys.modules.pop(name, None)
-        provenance._memo.clear()
+        provenance.digests._memo.clear()
 
     yield folder, tmp_path / "scene.png", reload
     reload()

@@ -13,7 +13,8 @@ import numpy as np
 import pytest
 import tifffile
 
-from evaluations import EvaluationInputError, evaluate as evaluate_map
+from evaluations import EvaluationInputError
+from evaluations import evaluate as evaluate_map
 from predict.cli.evaluate import main as evaluate_main
 from predict.cli.generate import main as generate_main
 from predict.core.pipelines import get_pipeline
@@ -21,8 +22,8 @@ from predict.encoders.text import STOP_WORDS
 from predict.io import images
 from predict.io.annotations import SampleError, load_annotations
 from predict.io.images import read_image
+from predict.localisation.maps import localise, query_vector
 from predict.model_encoder import load_encoder
-from predict.run.localise import localise, query_vector
 
 from helpers import DEMO_CHECKPOINT, DEMO_YAML, SQUARE, evaluate, generate, red_square_image, results, write_samples
 

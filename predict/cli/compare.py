@@ -6,7 +6,7 @@
 
 A RUN is a cache folder written by ``selo-generate`` (or ``selo-evaluate``): its ``metrics.json``. The first
 RUN is the baseline unless ``--baseline`` names another. What is compared, and how, is
-:mod:`predict.run.compare`; the tables and ``compare.html`` are :mod:`predict.io.compare_report`.
+:mod:`predict.compare.runs`; the tables and ``compare.html`` are :mod:`predict.compare.report`.
 Outputs: the table on the terminal (``--format``); with ``--out DIR``: ``compare.json``, the table as a file
 (``compare.txt``/``.md``/``.tex``/``.csv``) and ``compare.html``.
 Exit codes: 0 compared; 2 the runs cannot be read or compared, or a bad argument.
@@ -17,9 +17,17 @@ import argparse
 import os
 import sys
 
-from predict.io.checks import EXIT_CANNOT_START, OneLineParser, positive_int, prepare_output_folder
-from predict.io.compare_report import FORMATS, render_table, write_outputs
-from predict.run.compare import DEFAULT_RESAMPLES, CompareError, compare_runs, load_run
+from predict.cli.options import EXIT_CANNOT_START, OneLineParser, positive_int
+from predict.cli.runner import prepare_output_folder
+from predict.compare import (
+    DEFAULT_RESAMPLES,
+    FORMATS,
+    CompareError,
+    compare_runs,
+    load_run,
+    render_table,
+    write_outputs,
+)
 
 
 def parse_args(argv=None) -> argparse.Namespace:

@@ -18,12 +18,13 @@ import logging
 import os
 import sys
 
-from predict.io.annotations import SampleError, load_annotations
-from predict.io.checks import EXIT_INTERRUPTED, OneLineParser, fail_to_start, interrupted_line, require_folder
-from predict.io.lock import FolderBusyError, folder_lock
+from predict.cli.generate import interrupted_line
+from predict.cli.options import OneLineParser, require_folder
+from predict.cli.runner import fail_to_start, logged_run, run_in_folder
+from predict.io.annotations import load_annotations
 from predict.io.logs import setup_logger
 from predict.io.report import write_report
-from predict.run.evaluate import evaluate_folder
+from predict.testset import evaluate_folder
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -45,32 +46,26 @@ def main(argv=None) -> int:
     args = parse_args(argv)
     if not os.path.isdir(args.cache_path):
         return fail_to_start(f"{args.cache_path}: cache folder not found")
-    try:
-        with folder_lock(args.cache_path):  # before the log is touched: one writer per folder
-            return evaluate(args)
-    except FolderBusyError as error:
-        return fail_to_start(str(error))
+    return run_in_folder(args.cache_path, "--cache_path", lambda: evaluate(args), create=False)
 
 
 def evaluate(args: argparse.Namespace) -> int:
     """The evaluation of :func:`main`, its folder locked."""
     logger = setup_logger(args.cache_path, console_level=logging.INFO)
-    try:
-        try:
-            if args.src_data_path is not None:
-                require_folder(args.src_data_path, "image folder (--src_data_path)")
-            samples = load_annotations(args.src_anno_path)
-        except (SampleError, OSError) as error:
-            return fail_to_start(str(error), logger)
+
+    def start():
+        if args.src_data_path is not None:
+            require_folder(args.src_data_path, "image folder (--src_data_path)")
+        return load_annotations(args.src_anno_path)
+
+    def work(samples) -> int:
         failures = evaluate_folder(args.cache_path, samples, logger, args.src_anno_path, args.src_data_path)
         if args.report:
             logger.info("Report: %s", write_report(args.cache_path, args.src_anno_path))
-    except KeyboardInterrupt:
-        logger.error("%s", interrupted_line(args.cache_path))
-        return EXIT_INTERRUPTED
-    except OSError as error:  # disk full, read-only folder, no permission
-        return fail_to_start(f"{error}; the evaluation stopped, the results saved before are kept", logger)
-    return 1 if failures else 0
+        return 1 if failures else 0
+
+    return logged_run(logger, start, work, interrupted=lambda: interrupted_line(args.cache_path),
+                      stopped="the evaluation stopped, the results saved before are kept")
 
 
 if __name__ == "__main__":

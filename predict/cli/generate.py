@@ -21,23 +21,22 @@ import os
 import sys
 import time
 
+from predict.cli.options import OneLineParser, add_yaml_argument, positive_int, require_folder, tile_steps
+from predict.cli.runner import fail_to_start, logged_run, run_in_folder
 from predict.core.pipelines import PIPELINES, get_pipeline
 from predict.encoders.registry import load_encoder
+from predict.errors import SettingsMismatchError
 from predict.io.annotations import load_annotations
-from predict.io.checks import (EXIT_INTERRUPTED, OneLineParser, fail_to_start, first_line, interrupted_line,
-                               positive_int, prepare_output_folder, require_folder, tile_steps)
-from predict.io.lock import FolderBusyError, folder_lock
 from predict.io.logs import setup_logger
-from predict.resources import yaml_help
-from predict.run.engine import RunConfig, SettingsMismatchError, run_testset
-from predict.run.memory import default_memory_limit
+from predict.io.results import MetricsStore
 from predict.runtime import configure_process
+from predict.testset import RunConfig, default_memory_limit, run_testset
 
 
 def build_parser(pipeline: str = "v1") -> argparse.ArgumentParser:
     """The original's arguments and ours; ``pipeline`` is the default of ``--pipeline``."""
     parser = OneLineParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--yaml_path", default="RSITMD_AMFMN", help=yaml_help("RSITMD_AMFMN"))
+    add_yaml_argument(parser, "RSITMD_AMFMN")
     parser.add_argument("--cache_path", default="cache/RSITMD_AMFMN",
                         help="output folder: maps, log.txt, metrics.json/csv (default %(default)s)")
     parser.add_argument("--src_data_path", default="test_data/imgs", help="folder of the images (default %(default)s)")
@@ -72,48 +71,47 @@ def run_config(args: argparse.Namespace) -> RunConfig:
                      memory_limit=default_memory_limit() if args.memory_mb is None else args.memory_mb * 10**6)
 
 
+def interrupted_line(cache_path: str) -> str:
+    """What a Ctrl-C leaves: the samples saved in ``metrics.json`` and how to resume."""
+    saved = len(MetricsStore(cache_path).samples)
+    return (f"interrupted: {saved} sample(s) saved in {os.path.join(cache_path, 'metrics.json')}; "
+            "rerun the same command to resume")
+
+
 def main(argv=None, pipeline: str = "v1") -> int:
     args = build_parser(pipeline).parse_args(argv)
     configure_process(parallel=args.workers != 1)  # before the model loads
-    try:
-        prepare_output_folder(args.cache_path)
-    except OSError as exc:
-        return fail_to_start(str(exc))
-    try:
-        with folder_lock(args.cache_path):  # before anything is loaded or written: one run per folder
-            return generate(args)
-    except FolderBusyError as exc:
-        return fail_to_start(str(exc))
+    return run_in_folder(args.cache_path, "--cache_path", lambda: generate(args))
 
 
 def generate(args: argparse.Namespace) -> int:
     """The run of :func:`main`, its folder locked."""
     logger = setup_logger(args.cache_path)
     started = time.perf_counter()
-    try:
-        try:  # everything a run needs, checked before any model loads
-            config = run_config(args)
-            require_folder(config.src_data_path, "image folder (--src_data_path)")
-            samples = load_annotations(config.src_anno_path)
-            encoder = load_encoder(args.yaml_path, device=args.device, batch_size=args.batch_size)
-        except Exception as exc:
-            return fail_to_start(first_line(exc), logger)
-        run, failures = run_testset(config, encoder, logger, samples)
-    except SettingsMismatchError as exc:
-        return fail_to_start(str(exc), logger)
-    except KeyboardInterrupt:
-        logger.error("%s", interrupted_line(args.cache_path))
-        return EXIT_INTERRUPTED
-    except OSError as exc:  # disk full, read-only folder, no permission
-        return fail_to_start(f"{exc}; the run stopped, the results saved before are kept", logger)
-    mean = run.store.mean()
-    print(f"Mean over {len(run.store.mean_over)} samples: "
-          + "  ".join(f"{name} {value:.4f}" for name, value in mean.items())
-          + f"  ({time.perf_counter() - started:.1f}s; tiles encoded {run.vectors.tiles_encoded}"
-          + f" of {run.vectors.tiles_requested} requested)")
-    if failures:
-        print(f"{failures} sample(s) failed; see {os.path.join(args.cache_path, 'log.txt')}", file=sys.stderr)
-    return 1 if failures else 0
+
+    def start():  # everything a run needs, checked before any model loads
+        config = run_config(args)
+        require_folder(config.src_data_path, "image folder (--src_data_path)")
+        samples = load_annotations(config.src_anno_path)
+        return config, samples, load_encoder(args.yaml_path, device=args.device, batch_size=args.batch_size)
+
+    def work(loaded) -> int:
+        config, samples, encoder = loaded
+        try:
+            run, failures = run_testset(config, encoder, logger, samples)
+        except SettingsMismatchError as exc:
+            return fail_to_start(str(exc), logger)
+        mean = run.store.mean()
+        print(f"Mean over {len(run.store.mean_over)} samples: "
+              + "  ".join(f"{name} {value:.4f}" for name, value in mean.items())
+              + f"  ({time.perf_counter() - started:.1f}s; tiles encoded {run.vectors.tiles_encoded}"
+              + f" of {run.vectors.tiles_requested} requested)")
+        if failures:
+            print(f"{failures} sample(s) failed; see {os.path.join(args.cache_path, 'log.txt')}", file=sys.stderr)
+        return 1 if failures else 0
+
+    return logged_run(logger, start, work, interrupted=lambda: interrupted_line(args.cache_path),
+                      stopped="the run stopped, the results saved before are kept")
 
 
 def main_v2(argv=None) -> int:

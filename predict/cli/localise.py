@@ -18,79 +18,41 @@ import argparse
 import os
 import sys
 
+from predict.cli.options import (
+    OneLineParser,
+    add_band_arguments,
+    add_query_arguments,
+    add_yaml_argument,
+    parse_quantile,
+    positive_int,
+    read_queries,
+    tile_steps,
+)
+from predict.cli.runner import logged_run, run_in_folder
 from predict.core.pipelines import PIPELINES, get_pipeline
 from predict.encoders.registry import load_encoder, read_options
-from predict.core.stretch import Stretch
-from predict.io.checks import (EXIT_INTERRUPTED, OneLineParser, fail_to_start, first_line, positive_int,
-                               prepare_output_folder, tile_steps)
-from predict.io.lock import FolderBusyError, folder_lock
 from predict.io.logs import notes_logged, setup_logger
-from predict.io.raster import DEFAULT_STRETCH
-from predict.resources import yaml_help
-from predict.run.scenes import FolderSummary, SceneConfig, localise_scenes
-
-
-def parse_bands(text: str) -> tuple[int, ...]:
-    """``"4,3,2"`` -> ``(4, 3, 2)`` (1-based band numbers)."""
-    try:
-        return tuple(int(b) for b in text.split(","))
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected band numbers joined by ',', e.g. 4,3,2, got {text!r}") from None
-
-
-def parse_stretch(text: str) -> Stretch | None:
-    """``"2,98"`` -> one range for all bands; ``"2,98,per-band"`` -> a range per band; ``"none"`` -> None
-    (scaled from the data type's range)."""
-    if text.lower() in ("none", "off"):
-        return None
-    try:
-        return Stretch.parse(text)
-    except ValueError as exc:
-        raise argparse.ArgumentTypeError(str(exc)) from None
-
-
-def parse_quantile(text: str) -> float:
-    value = float(text)
-    if not 0 <= value < 1:
-        raise argparse.ArgumentTypeError(f"expected a quantile in [0, 1), e.g. 0.95, got {text!r}")
-    return value
+from predict.scenes import FolderSummary, SceneConfig, localise_scenes
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = OneLineParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--yaml_path", required=True, help=yaml_help())
+    add_yaml_argument(parser)
     parser.add_argument("--image", action="append", required=True, help="an image file; repeat for more")
-    parser.add_argument("--query", action="append", default=[], help="a text query; repeat for more")
-    parser.add_argument("--queries", help="a text file of queries, one per line (blank lines skipped)")
+    add_query_arguments(parser)
     parser.add_argument("--out", required=True, help="output folder")
     parser.add_argument("--pipeline", choices=tuple(PIPELINES), default="v1")
     parser.add_argument("--step", type=tile_steps, default=None, help="tile steps joined by '_' (default: the pipeline's)")
     parser.add_argument("--device", default=None, help="cpu, cuda, cuda:1 ... (CUDA when available by default)")
     parser.add_argument("--batch_size", type=positive_int, default=None, help="tiles per encoder call (yaml's by default)")
     parser.add_argument("--seed", type=int, default=0, help="seed of v2's word shuffling")
-    parser.add_argument("--bands", type=parse_bands, default=None,
-                        help="1-based bands, one (gray) or three (R,G,B), e.g. 4,3,2 (default: the file's RGB)")
-    parser.add_argument("--stretch", type=parse_stretch, default=DEFAULT_STRETCH,
-                        help="percentiles LOW,HIGH of the stretch of 12/16-bit and float data, one range for all "
-                             "bands (default 2,98); LOW,HIGH,per-band for a range per band (colours shift); none "
-                             "for the data type's range. 8-bit data are never stretched")
+    add_band_arguments(parser)
     parser.add_argument("--regions", type=parse_quantile, default=None,
                         help="also write polygons of the map above this quantile, e.g. 0.95")
     parser.add_argument("--mask", type=parse_quantile, default=None,
                         help="also write a binary mask GeoTIFF of the map above this quantile, e.g. 0.95")
     parser.add_argument("--vector_cache", default=None, help="tile-vector folder (default <out>/tile_vectors)")
     return parser
-
-
-def read_queries(args: argparse.Namespace) -> list[str]:
-    """``--query`` values, then the lines of ``--queries``, in that order."""
-    queries = list(args.query)
-    if args.queries:
-        with open(args.queries, encoding="utf-8-sig") as f:  # a byte-order mark is not part of the first query
-            queries += [line.strip() for line in f if line.strip()]
-    if not queries:
-        raise ValueError("no query: give --query TEXT or --queries FILE")
-    return queries
 
 
 def scene_config(args: argparse.Namespace) -> SceneConfig:
@@ -102,38 +64,32 @@ def scene_config(args: argparse.Namespace) -> SceneConfig:
 
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
-    try:
-        prepare_output_folder(args.out)
-        with folder_lock(args.out, option="--out"):  # before anything is loaded or written: one run per folder
-            return locked_main(args)
-    except (OSError, FolderBusyError) as exc:
-        return fail_to_start(first_line(exc))
+    return run_in_folder(args.out, "--out", lambda: locked_main(args))
 
 
 def locked_main(args: argparse.Namespace) -> int:
     """The run of :func:`main`, its output folder locked."""
     logger = setup_logger(args.out)
-    try:
-        try:  # everything the run needs, checked before any model loads
-            config = scene_config(args)
-            queries = read_queries(args)
-            with notes_logged(logger) as notes:  # a summary this run can continue; changed outputs dropped
-                FolderSummary(args.out, notes)
-            read_options(args.yaml_path)
-            encoder = load_encoder(args.yaml_path, device=args.device, batch_size=args.batch_size)
-        except Exception as exc:
-            return fail_to_start(first_line(exc), logger)
+
+    def start():  # everything the run needs, checked before any model loads
+        config, queries = scene_config(args), read_queries(args)
+        with notes_logged(logger) as notes:  # a summary this run can continue; changed outputs dropped
+            FolderSummary(args.out, notes)
+        read_options(args.yaml_path)
+        return config, queries, load_encoder(args.yaml_path, device=args.device, batch_size=args.batch_size)
+
+    def work(loaded) -> int:
+        config, queries, encoder = loaded
         run = localise_scenes(args.image, queries, encoder, config, logger)
-    except KeyboardInterrupt:
-        logger.error("interrupted: the results so far are listed in %s", os.path.join(args.out, "summary.json"))
-        return EXIT_INTERRUPTED
-    except OSError as exc:  # disk full, read-only folder, no permission
-        return fail_to_start(f"{exc}; the run stopped, the outputs written before are kept", logger)
-    encoded = sum(r["tiles_encoded"] + r["boxes_encoded"] for r in run.results)
-    print(f"{len(run.results)} map(s) in {args.out} ({encoded} tiles encoded)")
-    if run.errors:
-        print(f"{len(run.errors)} failure(s); see {os.path.join(args.out, 'log.txt')}", file=sys.stderr)
-    return 1 if run.errors else 0
+        encoded = sum(r["tiles_encoded"] + r["boxes_encoded"] for r in run.results)
+        print(f"{len(run.results)} map(s) in {args.out} ({encoded} tiles encoded)")
+        if run.errors:
+            print(f"{len(run.errors)} failure(s); see {os.path.join(args.out, 'log.txt')}", file=sys.stderr)
+        return 1 if run.errors else 0
+
+    return logged_run(logger, start, work, stopped="the run stopped, the outputs written before are kept",
+                      interrupted=lambda: f"interrupted: the results so far are listed in "
+                                          f"{os.path.join(args.out, 'summary.json')}")
 
 
 if __name__ == "__main__":

@@ -4,19 +4,11 @@ from __future__ import annotations
 
 import logging
 import os
-import signal
 import socket
-import sys
-import threading
-import time
 from contextlib import contextmanager
 
 import ray
 import ray.data
-
-from predict.io.checks import EXIT_INTERRUPTED
-from predict.io.logs import LOGGER_NAME
-
 
 CONNECT_SECONDS = 5.0  # how long a cluster's address may take to answer before the command stops
 
@@ -67,45 +59,3 @@ def quiet_ray_data() -> None:
     context.enable_progress_bars = False
     context.print_on_execution_start = False
     logging.getLogger("ray.data").setLevel(logging.WARNING)
-
-
-@contextmanager
-def interrupts_end_the_run():
-    """Within the block, Ctrl-C ends the command within seconds, whatever it waits on (a command's own
-    setting: the process's SIGINT handler, put back when the block ends; none outside the main thread).
-    The first SIGINT raises ``KeyboardInterrupt`` in the main thread, as by default (the run stops, logs its
-    one line, Ray shuts down) and arms a watchdog that ends the process with exit 130
-    :data:`INTERRUPT_GRACE_SECONDS` later if it is still there (an interrupt swallowed in Ray's waits, a
-    shutdown that hangs); a second SIGINT ends it at once. Every file the run writes is atomic: what a rerun
-    finds is whole."""
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
-    interrupted = threading.Event()
-
-    def on_interrupt(signum, frame):
-        if interrupted.is_set():
-            end_interrupted()
-        interrupted.set()
-        threading.Thread(target=lambda: (time.sleep(INTERRUPT_GRACE_SECONDS), end_interrupted()), daemon=True).start()
-        raise KeyboardInterrupt
-
-    before = signal.signal(signal.SIGINT, on_interrupt)
-    try:
-        yield
-    finally:
-        signal.signal(signal.SIGINT, before)
-
-
-INTERRUPT_GRACE_SECONDS = 10.0
-
-
-def end_interrupted() -> None:
-    """End the process at once with exit 130, its log and output flushed (no clean-up that could hang)."""
-    logger = logging.getLogger(LOGGER_NAME)
-    logger.error("interrupted: stopped at once; every file written so far is whole, rerun the same command to resume")
-    for handler in logger.handlers:
-        handler.flush()
-    sys.stdout.flush()
-    sys.stderr.flush()
-    os._exit(EXIT_INTERRUPTED)

@@ -20,26 +20,29 @@ from __future__ import annotations
 import os
 import sys
 
-from predict.cli.localise import read_queries
-from predict.cli.ray_session import check_address, interrupts_end_the_run, ray_session
-from predict.io.checks import (EXIT_INTERRUPTED, OneLineParser, fail_to_start, first_line, positive_int,
-                               prepare_output_folder)
-from predict.io.lock import FolderBusyError, folder_lock
+from predict.archive import SUMMARY_NAME, open_search, run_search
+from predict.cli.options import (
+    OneLineParser,
+    add_address_argument,
+    add_query_arguments,
+    add_yaml_argument,
+    positive_int,
+    read_queries,
+)
+from predict.cli.ray_session import check_address, ray_session
+from predict.cli.runner import fail_to_start, logged_run, run_in_folder
 from predict.io.logs import setup_logger
-from predict.resources import find_yaml, yaml_help
-from predict.run.archive import SUMMARY_NAME, add_address_argument, open_search, run_search
+from predict.resources import find_yaml
 
 
 def build_parser() -> OneLineParser:
     parser = OneLineParser(description=__doc__.splitlines()[0])
     parser.add_argument("--archive", required=True, metavar="DIR", help="an archive folder made by selo-index")
-    parser.add_argument("--query", action="append", default=[], help="a text query; repeat for more")
-    parser.add_argument("--queries", help="a text file of queries, one per line (blank lines skipped)")
+    add_query_arguments(parser)
     parser.add_argument("--top", type=positive_int, default=5, metavar="K", help="scenes mapped per query (default 5)")
     parser.add_argument("--out", required=True, help="output folder")
-    parser.add_argument("--yaml_path", default=None,
-                        help="the encoder's yaml, when it moved since the archive was indexed (default: the one "
-                             f"it was indexed with); {yaml_help()}")
+    add_yaml_argument(parser, required=False, purpose="the encoder's yaml, when it moved since the archive was "
+                                                      "indexed (default: the one it was indexed with); ")
     add_address_argument(parser)
     return parser
 
@@ -47,38 +50,34 @@ def build_parser() -> OneLineParser:
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
     out = os.path.abspath(args.out)
-    try:
-        prepare_output_folder(out)
-        with folder_lock(out, option="--out"), interrupts_end_the_run():  # one run writes its maps, summary
-            return search(args, out)
-    except (OSError, FolderBusyError) as exc:
-        return fail_to_start(first_line(exc))
+    return run_in_folder(out, "--out", lambda: search(args, out))
 
 
 def search(args, out: str) -> int:
     """The run of :func:`main`, its output folder locked."""
     logger = setup_logger(out)
-    try:
-        try:  # everything the search needs, checked before Ray starts
-            queries = read_queries(args)
-            yaml_path = None if args.yaml_path is None else os.path.abspath(find_yaml(args.yaml_path))
-            opened = open_search(args.archive, out, yaml_path)
-            check_address(args.address)
-        except Exception as exc:
-            return fail_to_start(first_line(exc), logger)
-        with ray_session(args.address):
-            run = run_search(opened, queries, args.top, logger)
-    except KeyboardInterrupt:
-        logger.error("interrupted: the maps written so far are whole; rerun the same command")
-        return EXIT_INTERRUPTED
-    except ValueError as exc:  # a stored file that changed since it was checked (the folder's summary)
-        return fail_to_start(first_line(exc), logger)
-    except OSError as exc:
-        return fail_to_start(f"{first_line(exc)}; the search stopped, the outputs written before are kept", logger)
-    print(f"{len(run.results)} map(s) in {out} (scoring {run.seconds['scoring']:.1f}s, maps {run.seconds['maps']:.1f}s)")
-    if run.errors:
-        print(f"{len(run.errors)} failure(s); see {os.path.join(out, SUMMARY_NAME)}", file=sys.stderr)
-    return 1 if run.errors else 0
+
+    def start():  # everything the search needs, checked before Ray starts
+        queries = read_queries(args)
+        yaml_path = None if args.yaml_path is None else os.path.abspath(find_yaml(args.yaml_path))
+        opened = open_search(args.archive, out, yaml_path)
+        check_address(args.address)
+        return opened, queries
+
+    def work(started) -> int:
+        opened, queries = started
+        try:
+            with ray_session(args.address):
+                run = run_search(opened, queries, args.top, logger)
+        except ValueError as exc:  # a stored file that changed since it was checked (the folder's summary)
+            return fail_to_start(str(exc).splitlines()[0], logger)
+        print(f"{len(run.results)} map(s) in {out} (scoring {run.seconds['scoring']:.1f}s, maps {run.seconds['maps']:.1f}s)")
+        if run.errors:
+            print(f"{len(run.errors)} failure(s); see {os.path.join(out, SUMMARY_NAME)}", file=sys.stderr)
+        return 1 if run.errors else 0
+
+    return logged_run(logger, start, work, stopped="the search stopped, the outputs written before are kept",
+                      interrupted=lambda: "interrupted: the maps written so far are whole; rerun the same command")
 
 
 if __name__ == "__main__":

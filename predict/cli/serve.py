@@ -14,12 +14,12 @@ import argparse
 import ipaddress
 import sys
 
-from predict.resources import yaml_help
+from predict.cli.options import EXIT_CANNOT_START, OneLineParser, add_yaml_argument
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--yaml_path", default="demo", help=yaml_help("demo"))
+    parser = OneLineParser(description=__doc__.splitlines()[0])
+    add_yaml_argument(parser, "demo")
     parser.add_argument("--images", required=True, help="folder of the images to serve (files directly in it)")
     parser.add_argument("--port", type=int, default=8000)
     parser.add_argument("--host", default="127.0.0.1", help="address to bind (loopback by default)")
@@ -61,9 +61,9 @@ def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
     import uvicorn  # the web stack is needed only to serve
 
-    from predict.encoders.base import EncoderError
     from predict.encoders.registry import load_encoder
-    from predict.run.explorer import Explorer, ExplorerConfig
+    from predict.errors import EncoderError
+    from predict.explorer import Explorer, ExplorerConfig
     from predict.web.app import create_app
 
     if not is_loopback(args.host):
@@ -76,7 +76,7 @@ def main(argv=None) -> int:
         explorer = Explorer(encoder, config)
     except (EncoderError, OSError, ValueError) as error:
         print(f"error: {error}", file=sys.stderr)
-        return 2
+        return EXIT_CANNOT_START
     print(f"SeLo explorer: http://{args.host}:{args.port}/ serving {config.images_dir}", file=sys.stderr)
     uvicorn.run(create_app(explorer, allowed_hosts(args.host)), host=args.host, port=args.port, log_level="warning")
     return 0

@@ -24,11 +24,9 @@ from collections.abc import Container
 
 import numpy as np
 
+from predict.errors import EncoderError  # noqa: F401 - raised by the encoders, re-exported here
+
 PRECISIONS = ("fp32", "fp16", "bf16")  # yaml model.precision
-
-
-class EncoderError(RuntimeError):
-    """A problem with an encoder's yaml, checkpoint or vocabulary; the message is one clear line."""
 
 
 def l2_normalize(x: np.ndarray, axis: int = -1) -> np.ndarray:

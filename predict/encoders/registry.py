@@ -98,7 +98,7 @@ def check_options(options: dict, where: str) -> None:
     >>> check_options({"model": {"name": "demo", "batch_size": "abc"}}, "x.yaml")
     Traceback (most recent call last):
     ...
-    predict.encoders.base.EncoderError: x.yaml: model.batch_size must be a positive integer, got 'abc'
+    predict.errors.EncoderError: x.yaml: model.batch_size must be a positive integer, got 'abc'
     """
     model = options["model"]
     if not isinstance(model["name"], str) or not model["name"].strip():
@@ -190,7 +190,7 @@ def check_spelling(options: TrackedOptions, where: str) -> None:
     'fp32'
     >>> check_spelling(options, "x.yaml")
     Traceback (most recent call last):
-    predict.encoders.base.EncoderError: x.yaml: unknown key 'model.precison' (did you mean 'model.precision'? it was not read)
+    predict.errors.EncoderError: x.yaml: unknown key 'model.precison' (did you mean 'model.precision'? it was not read)
     """
     for written, meant in options.misspelt():
         raise EncoderError(f"{where}: unknown key {written!r} (did you mean {meant!r}? it was not read)")

@@ -2,7 +2,7 @@
 
 The operating system releases the lock when its holder exits, killed or not, so a crashed run never leaves
 the folder locked. The holder's pid is written into the file for the message a second run prints.
-Taking the lock again in the same process (the CLI early, :func:`~predict.run.engine.run_testset` later)
+Taking the lock again in the same process (the CLI early, :func:`~predict.testset.engine.run_testset` later)
 is a no-op.
 """
 from __future__ import annotations
@@ -11,13 +11,11 @@ import contextlib
 import fcntl
 import os
 
+from predict.errors import FolderBusyError
+
 LOCK_NAME = ".lock"
 
 _held: dict[str, int] = {}  # real folder path -> nesting depth, for the locks this process holds
-
-
-class FolderBusyError(RuntimeError):
-    """Another live process is writing the folder; the message names the folder and its pid."""
 
 
 def _holder_pid(fd: int) -> str:

@@ -10,8 +10,8 @@ import numpy as np
 from predict.core.heatmap import colour_heatmap, overlay
 from predict.core.preview import shrink_by
 from predict.core.stripes import results_ahead
-from predict.io.atomic import atomic_writer, write_atomically
 from predict.io.jpeg import StripeJoiner, encode_jpeg, restart_interval, stripe_rows
+from predict.provenance.store import atomic_writer, write_atomically
 
 MAP_KINDS = ("probmap", "heatmap", "addmap")
 STRIPE_BYTES = 8 << 20  # colours per stripe: small beside a large map's, large beside a JPEG header

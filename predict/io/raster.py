@@ -39,9 +39,9 @@ from evaluations.metrics import attention_centres
 from predict.core.notes import warn
 from predict.core.stretch import Stretch, band_percentiles
 from predict.io.annotations import SampleError
-from predict.io.atomic import write_atomically
 from predict.io.images import check_png_complete, decode_strictly, require_image_file, warn_first_page_only
 from predict.provenance import file_digest, image_key, read_unchanged
+from predict.provenance.store import write_atomically
 
 WGS84 = "EPSG:4326"
 DEFAULT_STRETCH = Stretch()
@@ -53,7 +53,7 @@ RGB = (ColorInterp.red, ColorInterp.green, ColorInterp.blue)
 
 @dataclass
 class RasterImage:
-    """A scene as the pipeline sees it, and where it lies (a :class:`~predict.run.localise.LoadedImage`
+    """A scene as the pipeline sees it, and where it lies (a :class:`~predict.localisation.maps.LoadedImage`
     with its georeferencing).
 
     Attributes:
@@ -80,7 +80,7 @@ class RasterImage:
     digest: str = ""
 
     def loaded(self) -> RasterImage:
-        """What ``score_tiles`` takes: a :class:`~predict.run.localise.LoadedImage`'s ``path``, ``key`` and
+        """What ``score_tiles`` takes: a :class:`~predict.localisation.maps.LoadedImage`'s ``path``, ``key`` and
         ``pixels``, which a raster has (``io`` does not import ``run``)."""
         return self
 

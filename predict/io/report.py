@@ -21,10 +21,10 @@ from tqdm import tqdm
 from evaluations.metrics import INDICATORS
 from predict.core.preview import shrink_by
 from predict.io.annotations import load_annotations
-from predict.io.atomic import write_atomically
 from predict.io.images import image_size
 from predict.io.maps import map_path, write_jpeg
 from predict.io.results import STAGES, MetricsStore
+from predict.provenance.store import write_atomically
 
 REPORT_DIR = "report"
 THUMB_SIZE = 360  # longest side of a thumbnail, pixels

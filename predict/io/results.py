@@ -35,8 +35,8 @@ import warnings
 import numpy as np
 
 from evaluations.metrics import ORIGINAL_ORDER, SeloScore
-from predict.io.atomic import write_atomically
 from predict.provenance import polygons_digest, same_sample, seal, seal_problem
+from predict.provenance.store import write_atomically
 
 STAGES = ("cut", "sim", "gnt", "flt")  # generation stages, the original's Time-Cut/Sim/Gnt/Flt
 

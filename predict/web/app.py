@@ -36,12 +36,12 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import FileResponse, JSONResponse
 from fastapi.staticfiles import StaticFiles
 from pydantic import BaseModel, ConfigDict, Field, StrictInt
-from starlette.middleware.trustedhost import TrustedHostMiddleware
 from starlette.datastructures import Headers, MutableHeaders
+from starlette.middleware.trustedhost import TrustedHostMiddleware
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from predict.explorer import Explorer, Job, RequestError
 from predict.resources import package_path
-from predict.run.explorer import Explorer, Job, RequestError
 
 STATIC_DIR = str(package_path("web", "static"))  # package data: the page, its script and style
 RETRY_SECONDS = "1"

@@ -17,7 +17,7 @@ Ras). Failed samples, degenerate maps and non-finite indicators are counted apar
 settings that differ (encoder, pipeline, steps, seed, code versions) are printed as "what changed".
 
 The tables and ``compare.html`` (figures and the per-sample overlays side by side) are
-:mod:`predict.io.compare_report`'s. Published Rmi values are a separate reference block, marked "not
+:mod:`predict.compare.report`'s. Published Rmi values are a separate reference block, marked "not
 comparable" unless the compared samples are the real SLM testset's 59.
 """
 from __future__ import annotations
@@ -33,7 +33,8 @@ import numpy as np
 from scipy import stats
 
 from evaluations.metrics import INDICATORS  # the paper's column order: Rsu, Ras, Rda, Rmi
-from predict.io.compare_report import LOWER_IS_BETTER
+from predict.compare.report import LOWER_IS_BETTER
+from predict.errors import CompareError
 from predict.io.results import record_problem
 from predict.provenance import SAMPLE_KEYS, digest_of, seal_problem, settings_differences
 
@@ -63,10 +64,6 @@ PUBLISHED_SOURCES = (
 # digested by predict.provenance.polygons_digest; tests/test_compare.py recomputes it from that file.
 SLM_SAMPLES = 59
 SLM_FINGERPRINT = "c23d3bf555458ca9a27f16d597a306f0e61d0435b0d6482e8d70fe3dead8fcfa"
-
-
-class CompareError(Exception):
-    """Runs that cannot be read or compared; ``str()`` is one line naming the run and the problem."""
 
 
 # ---- statistics (pure functions of arrays) -----------------------------------------------------------------

@@ -84,7 +84,7 @@ class ByteSemaphore:
     A place in the queue is taken at once (:meth:`request`, by the thread that orders the work) and waited
     for where the work runs (:meth:`wait`). Strict order means a later request never overtakes an earlier
     one; the caller orders requests so that what the first one waits for is held only by requests granted
-    before it (see :class:`~predict.run.engine.SeloRun`).
+    before it (see :class:`~predict.testset.engine.SeloRun`).
 
     >>> budget = ByteSemaphore(10)
     >>> first, second = budget.request(6), budget.request(6)

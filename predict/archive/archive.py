@@ -49,15 +49,24 @@ from predict.core.stretch import Stretch
 from predict.core.tiling import Tile, cut_tiles
 from predict.encoders.base import EncoderSpecModel, check_image_vectors, similarities
 from predict.encoders.registry import load_encoder
-from predict.io.checks import first_line
+from predict.errors import first_line
 from predict.io.lock import folder_lock
 from predict.io.logs import notes_logged
 from predict.io.raster import DEFAULT_STRETCH, dataset_files, read_raster
-from predict.provenance import (StoredFileError, digest_of, image_key, read_stored, remove_stored, seal_file, short,
-                                vectors_key, verify_stored, write_stored)
-from predict.run.localise import query_rng, query_vector, tile_cells
-from predict.run.scenes import SceneConfig, SceneRun, first_stage
-from predict.run.vectors import TileVectorStore
+from predict.localisation import TileVectorStore, query_rng, query_vector, tile_cells
+from predict.provenance import (
+    StoredFileError,
+    digest_of,
+    image_key,
+    read_stored,
+    remove_stored,
+    seal_file,
+    short,
+    vectors_key,
+    verify_stored,
+    write_stored,
+)
+from predict.scenes import SceneConfig, SceneRun, first_stage
 
 SETTINGS_NAME = "archive.json"
 INDEX_NAME = "index.json"
@@ -72,12 +81,6 @@ PLAN_BLOCKS = 256  # at most this many tasks check which scenes are already inde
 
 
 # ---- Ray ---------------------------------------------------------------------------------------------------
-
-def add_address_argument(parser) -> None:
-    """The commands' ``--address``: the Ray cluster to join."""
-    parser.add_argument("--address", default=None, metavar="ADDR",
-                        help="join this Ray cluster (e.g. 10.0.0.5:6379 or auto); default: a local Ray for this command")
-
 
 def spread() -> dict:
     """Ray remote arguments of tasks spread over the nodes."""
@@ -663,7 +666,7 @@ def scene_maps(path: str, jobs: list[tuple[int, str]], queries: list[str], out_d
                settings: ArchiveSettings) -> list[dict]:
     """The full SeLo maps of one archived scene for the queries ``jobs`` (``(k, query)``, ``k``
     its number in ``queries``), made and written by ``selo-localise``'s own code
-    (:class:`~predict.run.scenes.SceneRun`) with the tiles' vectors taken from the archive, then moved into
+    (:class:`~predict.scenes.run.SceneRun`) with the tiles' vectors taken from the archive, then moved into
     ``out_dir``. Returns per job ``{"k", "files", "peak"}`` (the output names and the rank-1 peak feature)
     or ``{"k", "error"}``."""
     image = path  # named by its image once its file is read

@@ -28,11 +28,12 @@ it and the reason, then made again.
 
 The page shows :func:`~predict.core.preview.preview_map` (the cell map on a grid scaled to the screen, the
 filter scaled with it) and its peaks (:func:`preview_peaks`) scaled back to full-resolution pixels: an
-approximation. The downloads are exact: :func:`~predict.run.scenes.raster_probmap` at full resolution, as
+approximation. The downloads are exact: :func:`~predict.scenes.run.raster_probmap` at full resolution, as
 ``selo-localise`` writes it.
 """
 from __future__ import annotations
 
+import dataclasses
 import io
 import json
 import logging
@@ -45,7 +46,6 @@ import time
 from collections import OrderedDict, deque
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
-import dataclasses
 from dataclasses import dataclass, field
 
 import cv2
@@ -59,14 +59,28 @@ from predict.core.pipelines import PIPELINES, PipelineSpec, get_pipeline
 from predict.core.preview import preview_map, preview_scale
 from predict.encoders.base import EncoderSpecModel
 from predict.io.jpeg import encode_jpeg
-from predict.io.raster import (RasterImage, dataset_files, peaks_feature_collection, pixel_coordinates, read_raster,
-                               write_probmap_tif)
-from predict.provenance import (StoredFileError, code_digest, dataset_digest, digest_of, read_stored, record_path,
-                                seal_file, stored_problem, vectors_key, write_stored)
-from predict.run.localise import LoadedImage, mostly_valid, score_tiles, tile_cells
-from predict.run.scenes import raster_probmap
-from predict.run.timing import StageTimer
-from predict.run.vectors import TileVectorStore
+from predict.io.raster import (
+    RasterImage,
+    dataset_files,
+    peaks_feature_collection,
+    pixel_coordinates,
+    read_raster,
+    write_probmap_tif,
+)
+from predict.localisation import LoadedImage, StageTimer, TileVectorStore, mostly_valid, score_tiles, tile_cells
+from predict.provenance import (
+    StoredFileError,
+    code_digest,
+    dataset_digest,
+    digest_of,
+    read_stored,
+    record_path,
+    seal_file,
+    stored_problem,
+    vectors_key,
+    write_stored,
+)
+from predict.scenes import raster_probmap
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".tif", ".tiff")
 STEP_RANGE = (64, 4096)  # pixels: smaller steps would ask the encoder for tens of thousands of tiles
@@ -141,7 +155,7 @@ def parse_steps(steps) -> list[int] | None:
     ([256, 512], [512], None)
     >>> parse_steps("256.7")
     Traceback (most recent call last):
-    predict.run.explorer.RequestError: steps '256.7': expected tile sides in pixels joined by '_' (e.g. 256_512)
+    predict.explorer.explorer.RequestError: steps '256.7': expected tile sides in pixels joined by '_' (e.g. 256_512)
     """
     if steps is None or steps == "" or steps == []:
         return None

@@ -27,7 +27,6 @@ from __future__ import annotations
 import json
 import logging
 import os
-import re
 import time
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
@@ -36,27 +35,27 @@ import numpy as np
 from tqdm import tqdm
 
 from predict.core.heatmap import colour_heatmap, overlay, scene_score
-from predict.core.notes import warn
 from predict.core.pipelines import PIPELINES, PipelineSpec
 from predict.core.stretch import Stretch
 from predict.encoders.base import EncoderSpecModel
-from predict.io.atomic import WriteError, write_atomically
-from predict.io.checks import first_line
+from predict.errors import first_line
 from predict.io.lock import folder_lock
 from predict.io.logs import notes_logged
 from predict.io.maps import write_jpeg
-from predict.io.raster import (DEFAULT_STRETCH, RasterImage, feature_collection, georeference_sidecars,
-                               peaks_feature_collection, read_raster, regions_feature_collection, write_mask_tif,
-                               write_probmap_tif)
-from predict.provenance import (StoredFileError, digest_of, encoder_identity, read_stored, remove_stored, seal_file,
-                                short, verify_stored, write_stored)
-from predict.run.localise import mostly_valid, probability_map_of, score_tiles, tile_cells
-from predict.run.vectors import TileVectorStore
-
-SUMMARY_NAME = "summary.json"
-ALL_PEAKS_NAME = "all_peaks.geojson"
-SUMMARY_VERSION = 3  # 2: no records of the outputs; 1: the results of the last run only, numbered by its query list
-SUMMARY_KEY = "selo-localise folder summary"  # the producer named in the summary's own record
+from predict.io.raster import (
+    DEFAULT_STRETCH,
+    RasterImage,
+    georeference_sidecars,
+    peaks_feature_collection,
+    read_raster,
+    regions_feature_collection,
+    write_mask_tif,
+    write_probmap_tif,
+)
+from predict.localisation import TileVectorStore, mostly_valid, probability_map_of, score_tiles, tile_cells
+from predict.provenance import digest_of, encoder_identity, seal_file
+from predict.provenance.store import WriteError, write_atomically
+from predict.scenes.summary import FolderSummary
 
 
 @dataclass
@@ -144,156 +143,6 @@ def first_stage(raster: RasterImage, spec: PipelineSpec, name: str, notes: list[
         raise ValueError(f"{name}: {width} x {height} pixels hold a single {smallest} px tile: nothing to compare "
                          f"(the map would be flat); the image must be larger than {smallest} px in one direction")
     return tiles
-
-
-class FolderSummary:
-    """``summary.json`` of an output folder: the query numbers, the stem of each image's outputs and one
-    entry per output set on disk, across runs, with the record of each of its files. A rerun of an image x
-    query replaces its entry, and its files that the new entry does not list (``_regions`` of an earlier
-    run with ``--regions``...) are removed, so no file on disk is left that the summary does not describe.
-
-    The summary is a stored file (:func:`~predict.provenance.write_stored`): one edited by hand, or of
-    another program, stops the run with one line. An entry whose file changed since it was written (edited,
-    truncated, replaced) is dropped with its files, with a warning to ``notes`` naming the file. A summary
-    of an earlier version is adopted, its files taken as they are.
-    """
-
-    def __init__(self, out_dir: str, notes: list[str] | None = None):
-        self.path = os.path.join(out_dir, SUMMARY_NAME)
-        self.out_dir = out_dir
-        self.queries: list[str] = []
-        self.results: list[dict] = []
-        self.runs: list[dict] = []
-        self.stems: dict[str, str] = {}  # absolute image path -> the stem of its output names
-        self.all_peaks: dict | None = None  # the record of all_peaks.geojson as last written
-        if os.path.isfile(self.path):
-            self._load()
-            self._drop_changed(notes)
-
-    def _load(self) -> None:
-        try:
-            try:
-                data = json.loads(read_stored(self.path, SUMMARY_KEY))
-            except StoredFileError as error:
-                data = self._earlier_version(error)
-            if data.get("version") == SUMMARY_VERSION:
-                self.queries, self.results, self.runs = list(data["queries"]), list(data["results"]), list(data["runs"])
-                self.stems = dict(data["stems"])
-            elif data.get("version") == 2:
-                self._adopt(data["results"], data["queries"])
-            else:
-                self._adopt_version_1(data["results"])
-        except (OSError, ValueError, KeyError, TypeError, AttributeError) as exc:
-            raise ValueError(f"{self.path}: not a summary selo-localise can continue ({first_line(exc)}); "
-                             "move it away or use another --out") from None
-
-    def _earlier_version(self, error: StoredFileError) -> dict:
-        """A summary without a record: one of an earlier version (adopted), else ``error``."""
-        with open(self.path, encoding="utf-8") as f:
-            data = json.load(f)
-        if not isinstance(data, dict) or data.get("version", 1) == SUMMARY_VERSION:
-            raise ValueError(error.reason)
-        return data
-
-    def _adopt(self, results: list[dict], queries: list[str]) -> None:
-        """An earlier version's entries, each with the records of its files as they are now."""
-        self.queries = list(queries)
-        for entry in results:
-            image = os.path.abspath(entry["image"])
-            self.stems.setdefault(image, entry["files"]["probmap"].rsplit("_q", 1)[0])
-            key = digest_of(entry)
-            records = {name: seal_file(os.path.join(self.out_dir, name), key, beside=False)
-                       for name in entry["files"].values() if os.path.isfile(os.path.join(self.out_dir, name))}
-            self.results.append({**entry, "image": image, "records": records})
-
-    def _adopt_version_1(self, results: list[dict]) -> None:
-        """The entries of the first version's summary (one run's, numbered by its query list)."""
-        queries, entries = [], []
-        for entry in results:
-            k = int(re.fullmatch(r".*_q(\d+)_probmap\.tif", entry["probmap"]).group(1))
-            queries += [""] * (k + 1 - len(queries))
-            queries[k] = entry["query"]
-            files = {kind: entry[kind] for kind in ("probmap", "overlay", "peaks", "regions") if kind in entry}
-            entries.append({"image": entry["image"], "query": entry["query"], "k": k, "files": files})
-        self._adopt(entries, queries)
-
-    def _drop_changed(self, notes: list[str] | None) -> None:
-        """Drop the entries one of whose files is not the one written (changed, missing), with their files."""
-        for entry in list(self.results):
-            for name in entry["files"].values():
-                try:
-                    verify_stored(os.path.join(self.out_dir, name), None, entry["records"].get(name))
-                except (StoredFileError, AttributeError, TypeError) as error:
-                    reason = error.reason if isinstance(error, StoredFileError) else "no record of it"
-                    warn(f"{os.path.join(self.out_dir, name)}: {reason}; the outputs of {entry['image']} x "
-                         f"{entry['query']!r} are removed (run it again to make them)", notes)
-                    self._remove(entry)
-                    break
-
-    def _remove(self, entry: dict, keep: set[str] = frozenset()) -> None:
-        """Remove ``entry`` and its files but ``keep``."""
-        for name in set(entry["files"].values()) - keep:
-            if os.path.basename(name) == name:  # a hand-edited summary never makes this remove a file elsewhere
-                remove_stored(os.path.join(self.out_dir, name))
-        self.results.remove(entry)
-
-    def number(self, query: str) -> int:
-        """The folder's number of ``query`` (a new one for a query never asked here)."""
-        if query not in self.queries:
-            self.queries.append(query)
-        return self.queries.index(query)
-
-    def stem(self, image: str) -> str:
-        """The stem of the output names of ``image`` in this folder: its file's stem, unless another image
-        of the folder has it; then the stem and a digest of its absolute path, so that outputs of different
-        images never share a name, in one run or across runs.
-
-        >>> import tempfile
-        >>> with tempfile.TemporaryDirectory() as folder:
-        ...     summary = FolderSummary(folder)
-        ...     summary.stem("/a/scene.png"), summary.stem("/a/scene.tif")[:6], summary.stem("/a/scene.png")
-        ('scene', 'scene-', 'scene')
-        """
-        path = os.path.abspath(image)
-        if path not in self.stems:
-            stem = os.path.splitext(os.path.basename(path))[0]
-            self.stems[path] = f"{stem}-{short(digest_of(path))[:8]}" if stem in self.stems.values() else stem
-        return self.stems[path]
-
-    def record(self, entry: dict) -> None:
-        """Add ``entry``, replacing the one of the same outputs and removing its files the new one lacks."""
-        probmap = entry["files"]["probmap"]
-        for old in [e for e in self.results if e["files"]["probmap"] == probmap]:
-            self._remove(old, keep=set(entry["files"].values()))
-        self.results.append(entry)
-
-    def forget(self, image: str, query: str | None = None) -> None:
-        """Remove the outputs of ``image`` (x ``query``, else every query): they no longer describe it."""
-        path = os.path.abspath(image)
-        for entry in [e for e in self.results if e["image"] == path and query in (None, e["query"])]:
-            self._remove(entry)
-
-    def write(self, run: dict) -> None:
-        """Write the summary, ``run`` (this run's times and errors) after the earlier runs."""
-        data = {"version": SUMMARY_VERSION, "queries": self.queries, "stems": self.stems, "results": self.results,
-                "all_peaks": ALL_PEAKS_NAME, "all_peaks_record": self.all_peaks, "errors": run["errors"],
-                "runs": self.runs + [run]}
-        write_stored(self.path, json.dumps(data, indent=1, allow_nan=False) + "\n", SUMMARY_KEY)
-
-    def write_all_peaks(self, notes: list[str] | None = None) -> None:
-        """``all_peaks.geojson``: the peaks of every entry, one layer, each peaks file read verified; one that
-        fails is left out, with a warning (to ``notes`` when given)."""
-        features = []
-        for entry in self.results:
-            name = entry["files"]["peaks"]
-            try:
-                features += json.loads(read_stored(os.path.join(self.out_dir, name), None, entry["records"][name]))["features"]
-            except (StoredFileError, ValueError, KeyError) as exc:
-                warn(f"{name}: left out of {ALL_PEAKS_NAME} ({first_line(exc)})", notes)
-        self.all_peaks = write_stored(os.path.join(self.out_dir, ALL_PEAKS_NAME),
-                                      json.dumps(feature_collection(features), indent=1, allow_nan=False) + "\n",
-                                      digest_of([entry["records"][entry["files"]["peaks"]] for entry in self.results]),
-                                      beside=False)
 
 
 class SceneRun:

@@ -7,12 +7,12 @@ it), :meth:`SeloRun.score` (tiles, encoder, scores: in the calling thread) and :
 (probability map, filter, JPEG maps, indicators, report drawing); :meth:`SeloRun.commit` then logs it and
 stores its record, in sample order. With ``workers > 1`` the stages overlap on threads: the next image
 decodes while the encoder runs, and ``workers`` threads finish the samples already scored (OpenCV and
-numpy release the GIL); with 1 the same code runs inline (:mod:`predict.run.executors`). Each stage computes
+numpy release the GIL); with 1 the same code runs inline (:mod:`predict.testset.executors`). Each stage computes
 what it computes serially, so maps, metrics and log.txt are those of ``workers=1`` bit for bit (times
 aside). A sample carries its log lines and warnings to its commit as data (:class:`SampleLog`).
 
 Memory: the large arrays in flight (decoded images, samples being finished) are admitted by a
-:class:`~predict.run.memory.ByteSemaphore` in sample order, within what ``memory_limit`` leaves beside the
+:class:`~predict.testset.memory.ByteSemaphore` in sample order, within what ``memory_limit`` leaves beside the
 process and the encoder's batch; the batch is lowered, with a log line, where even the largest sample alone
 would not fit (:meth:`SeloRun.plan_memory`).
 """
@@ -35,29 +35,41 @@ from predict.core.pipelines import PIPELINES, PipelineSpec
 from predict.core.stripes import usable_cores
 from predict.core.tiling import Tile
 from predict.encoders.base import EncoderSpecModel
+from predict.errors import first_line
 from predict.io.annotations import Sample, SampleError, load_annotations
-from predict.io.atomic import WriteError
-from predict.io.checks import first_line
 from predict.io.images import IMAGE_BYTES_PER_PIXEL, decoding_bytes, image_size
 from predict.io.lock import folder_lock
 from predict.io.maps import MAP_KINDS, MAPS_BYTES_PER_PIXEL, map_name, map_path, write_maps
 from predict.io.report import draw_sample, shrink_factor, write_report
 from predict.io.results import STAGES, MetricsStore
-from predict.provenance import (NOT_COMPUTED, SettingsMismatchError, check_settings, digest_of, evaluation_version,
-                                image_key, log_mean_coverage, map_digests, maps_version, reuse_problem, run_settings,
-                                sample_identity, short)
-from predict.run.evaluate import evaluate_written_map
-from predict.run.executors import OrderedCommits, completed, run_executors
-from predict.run.localise import LoadedImage, load_image, probability_map_of, score_tiles
-from predict.run.memory import ByteSemaphore, Ticket, default_memory_limit, fitting_batch, resident_bytes
-from predict.run.timing import StageTimer
-from predict.run.vectors import TileVectorStore
+from predict.localisation import LoadedImage, StageTimer, TileVectorStore, load_image, probability_map_of, score_tiles
+from predict.provenance import (
+    NOT_COMPUTED,
+    SettingsMismatchError,
+    check_settings,
+    code_version,
+    digest_of,
+    image_key,
+    log_mean_coverage,
+    map_digests,
+    reuse_problem,
+    run_settings,
+    sample_identity,
+    short,
+)
+from predict.provenance.store import WriteError
 from predict.runtime import return_free_memory
+from predict.testset.evaluate import EVALUATION_CODE, evaluate_written_map
+from predict.testset.executors import OrderedCommits, completed, run_executors
+from predict.testset.memory import ByteSemaphore, Ticket, default_memory_limit, fitting_batch, resident_bytes
 
 __all__ = ["RunConfig", "SeloRun", "SettingsMismatchError", "run_testset"]  # the error: for the CLIs to catch
 
 # threads of a finish's colour-map stripes (the pool's other finishes use the other cores): with at most
 # STRIPE_THREADS + 1 stripes in flight, the colour maps stay within the evaluation's bytes on any machine
+# A result is keyed by the code that ran: this module, which runs the computation, and every project module it
+# imports, transitively (provenance reads them), not a list of the modules believed to matter.
+MAP_CODE = (__name__,)  # the testset run: scores, maps, filters, JPEGs and their evaluation
 STRIPE_THREADS = 4
 
 
@@ -265,7 +277,7 @@ class SeloRun:
         self.settings_digest = short(digest_of(self.settings))
         # the code versions in every sample's identity, taken before the run: the first commit would otherwise
         # read the map code's sources while the encoder runs ahead
-        maps_version(), evaluation_version()
+        self.code = {"maps": code_version(*MAP_CODE), "evaluation": code_version(*EVALUATION_CODE)}
         self.budget = ByteSemaphore(config.memory_limit)  # the process's share set by plan_memory
         self.encoding_bytes = 0  # the encoder's working memory where it asks for it per sample (idem)
         self.drawn: set[int] = set()  # samples whose report drawing was written while finishing them
@@ -481,7 +493,7 @@ class SeloRun:
         record = self.store.record(sample.idx, sample.jpg_name, sample.caption, score, n_tiles=len(scored.tiles),
                                    nonfinite_tiles=scored.nonfinite, degenerate=scored.degenerate, seconds=seconds,
                                    identity=sample_identity(self.settings_digest, sample.caption, sample.polygons,
-                                                            scored.image_key),
+                                                            scored.image_key, **self.code),
                                    size=list(scored.size), maps=map_digests(self.map_paths(sample.idx)))
         log_metric_block(self.logger, record, map_path(self.config.cache_path, "probmap", sample.idx))
 
@@ -506,11 +518,11 @@ class SeloRun:
                 return False
             try:
                 image = image_key(os.path.join(self.config.src_data_path, sample.jpg_name))
-            except OSError:
+            except (OSError, SampleError):  # gone, or no regular file: the sample's run says which
                 image = None
             self.store.set_current_image(sample.idx, image)
-            problem = reuse_problem(record, sample_identity(self.settings_digest, sample.caption, sample.polygons, image),
-                                    self.map_paths(sample.idx))
+            problem = reuse_problem(record, sample_identity(self.settings_digest, sample.caption, sample.polygons, image,
+                                                            **self.code), self.map_paths(sample.idx))
         if problem is None:
             self.store.rename(sample.idx, sample.jpg_name)
             log.info("Skipping %d/%d: %s (already complete)", sample.idx, total, sample.jpg_name)

@@ -1,6 +1,6 @@
 """What ``selo-compare`` writes: its table as text, Markdown, LaTeX, CSV or JSON, and ``compare.html``.
 
-Every function takes the comparison as :func:`predict.run.compare.compare_runs` returns it (the content of
+Every function takes the comparison as :func:`predict.compare.runs.compare_runs` returns it (the content of
 ``compare.json``): ``{"runs": [{"path", "n", "mean", "ci95", "apart"}], "versus": [{"run", "baseline", "n",
 "delta", "ci95", "wilcoxon_p", "wins", "ties", "losses", "what_changed"}], "samples": [{"image", "caption",
 "values", "idx", "apart"}], "bootstrap", "left_out", "published"}``.
@@ -26,9 +26,9 @@ from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 
 from evaluations.metrics import INDICATORS
-from predict.io.atomic import write_atomically
 from predict.io.maps import map_path, write_jpeg
 from predict.io.report import REDUCED_DECODES, REPORT_DIR, thumbnail
+from predict.provenance.store import write_atomically
 
 LOWER_IS_BETTER = frozenset({"Ras"})  # the other indicators are better higher
 FORMATS = ("text", "md", "latex", "csv", "json")

@@ -17,17 +17,34 @@ import cv2
 import numpy as np
 from tqdm import tqdm
 
-from evaluations.metrics import (EvaluationInputError, SeloScore, checked_rsu, evaluate_gray, rank_centres,
-                                 region_centroids, score_of, smooth_gray, smooth_maxima)
+from evaluations.metrics import (
+    EvaluationInputError,
+    SeloScore,
+    checked_rsu,
+    evaluate_gray,
+    rank_centres,
+    region_centroids,
+    score_of,
+    smooth_gray,
+    smooth_maxima,
+)
 from evaluations.utils import log_metric_block
 from predict.io.annotations import Sample, SampleError
 from predict.io.images import decode_strictly, image_size
-from predict.io.maps import decode_probmap, map_path
 from predict.io.lock import folder_lock
+from predict.io.maps import decode_probmap, map_path
 from predict.io.results import MetricsStore
-from predict.provenance import (evaluation_version, file_digest, image_key, log_mean_coverage, polygons_digest,
-                                same_sample, short)
+from predict.provenance import (
+    code_version,
+    file_digest,
+    image_key,
+    log_mean_coverage,
+    polygons_digest,
+    same_sample,
+    short,
+)
 
+EVALUATION_CODE = (__name__,)  # a written map's evaluation, as selo-generate and selo-evaluate run it: this module
 GRAY_TOLERANCE = 2  # gray levels by which the channels of a gray map saved as colour JPEG may differ
 
 
@@ -139,7 +156,7 @@ def evaluate_sample(cache_path: str, sample: Sample, store: MetricsStore, logger
         return False
     earlier = (made or {}).get(source, {})
     identity = {**(earlier.get("identity") or {}), **{key: value for key, value in current.items() if value},
-                "evaluation": evaluation_version()}
+                "evaluation": code_version(*EVALUATION_CODE)}
     maps = dict(earlier.get("maps") or {}) if source == sample.idx else {}
     maps["probmap"] = short(file_digest(path))
     store.record(sample.idx, sample.jpg_name, sample.caption, score, identity=identity, size=list(gray.shape),

@@ -5,7 +5,7 @@
     >>> probmap = localise("scene.jpg", "a red track around a green football field", encoder)  # doctest: +SKIP
 
 The steps, each usable alone: :func:`load_image` (decode once, identify by content), :func:`score_tiles`
-(tile, encode through a :class:`~predict.run.vectors.TileVectorStore`, score against the query vector),
+(tile, encode through a :class:`~predict.localisation.vectors.TileVectorStore`, score against the query vector),
 :func:`probability_map_of` (per-pixel mean, normalisation, filter).
 """
 from __future__ import annotations
@@ -26,9 +26,9 @@ from predict.core.notes import warn
 from predict.core.pipelines import PipelineSpec, get_pipeline
 from predict.encoders.base import EncoderSpecModel, similarities
 from predict.io.images import read_image, require_image_file
-from predict.run.timing import StageTimer
+from predict.localisation.timing import StageTimer
+from predict.localisation.vectors import TileVectorStore
 from predict.provenance import array_key, image_key, read_unchanged
-from predict.run.vectors import TileVectorStore
 
 
 @dataclass

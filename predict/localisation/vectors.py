@@ -22,10 +22,10 @@ from predict.core.notes import warn
 from predict.core.stripes import results_ahead
 from predict.core.tiling import Tile, cut_tiles, tile_batches
 from predict.encoders.base import EncoderSpecModel, check_image_vectors
-from predict.io.checks import first_line
+from predict.errors import first_line
 from predict.io.lock import exclusive_lock
+from predict.localisation.timing import StageTimer
 from predict.provenance import StoredFileError, read_stored, vectors_key, write_stored
-from predict.run.timing import StageTimer
 
 
 def batches_ahead(image_bgr: np.ndarray, tiles: Sequence[Tile], size: int, batch_size: int,

@@ -1,1 +1,0 @@
-"""Running SeLo: ``localise()`` on one image and query, the tile-vector store, the run over a testset."""
