@@ -24,6 +24,7 @@ from predict.core.stretch import percentile_stretch
 from predict.io.annotations import SampleError, file_problem
 
 STRETCH_PERCENTILES = (2.0, 98.0)
+IMAGE_EXTENSIONS = (".tif", ".tiff", ".png", ".jpg", ".jpeg")  # the files read as images, in a folder
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 # OpenCV flags: depth and colour as stored (16-bit stays 16-bit, gray stays gray), alpha dropped, and EXIF
 # orientation applied as cv2.imread(path) does (IMREAD_UNCHANGED would ignore it).

@@ -32,6 +32,7 @@ Nothing else in the project invents a signature; every consumer asks this module
 """
 from __future__ import annotations
 
+from predict.errors import SettingsMismatchError, StoredFileError, WriteError
 from predict.provenance.code import PROJECT_PACKAGES, code_digest, code_files
 from predict.provenance.digests import (
                                         CHUNK,
@@ -63,7 +64,6 @@ from predict.provenance.encoders import (
 from predict.provenance.records import (
                                         NOT_COMPUTED,
                                         SAMPLE_KEYS,
-                                        SettingsMismatchError,
                                         check_settings,
                                         code_version,
                                         log_mean_coverage,
@@ -80,10 +80,9 @@ from predict.provenance.records import (
 )
 from predict.provenance.store import (
                                         RECORD_SUFFIX,
-                                        StoredFileError,
-                                        WriteError,
                                         atomic_writer,
                                         read_stored,
+                                        read_stored_json,
                                         record_path,
                                         remove_stored,
                                         seal_file,
@@ -91,14 +90,16 @@ from predict.provenance.store import (
                                         verify_stored,
                                         write_atomically,
                                         write_stored,
+                                        write_stored_json,
 )
 
-__all__ = ["array_key", "canonical_json", "CHUNK", "dataset_digest", "digest_memo_path", "digest_of",
-           "DISK_MEMO_BYTES", "file_digest", "RACY_NS", "read_unchanged", "SHORT", "short", "code_digest",
-           "code_files", "PROJECT_PACKAGES", "encoder_identity", "encoder_roots", "EXECUTION_ONLY", "image_key",
-           "LIBRARY_FOLDERS", "path_digest", "plugin_files_digest", "RUN_FOLDER_MARKS", "TILE_CODE", "vector_options",
-           "vectors_key", "check_settings", "code_version", "log_mean_coverage", "map_digests", "maps_problem",
-           "NOT_COMPUTED", "polygons_digest", "reuse_problem", "run_settings", "same_sample", "sample_identity",
-           "SAMPLE_KEYS", "seal", "seal_problem", "settings_differences", "SettingsMismatchError", "atomic_writer",
-           "read_stored", "record_path", "RECORD_SUFFIX", "remove_stored", "seal_file", "stored_problem",
-           "StoredFileError", "verify_stored", "write_atomically", "write_stored", "WriteError"]
+__all__ = ["SettingsMismatchError", "StoredFileError", "WriteError", "PROJECT_PACKAGES", "code_digest", "code_files",
+           "CHUNK", "DISK_MEMO_BYTES", "RACY_NS", "SHORT", "array_key", "canonical_json", "dataset_digest",
+           "digest_memo_path", "digest_of", "file_digest", "read_unchanged", "short", "EXECUTION_ONLY",
+           "LIBRARY_FOLDERS", "RUN_FOLDER_MARKS", "TILE_CODE", "encoder_identity", "encoder_roots", "image_key",
+           "path_digest", "plugin_files_digest", "vector_options", "vectors_key", "NOT_COMPUTED", "SAMPLE_KEYS",
+           "check_settings", "code_version", "log_mean_coverage", "map_digests", "maps_problem", "polygons_digest",
+           "reuse_problem", "run_settings", "same_sample", "sample_identity", "seal", "seal_problem",
+           "settings_differences", "RECORD_SUFFIX", "atomic_writer", "read_stored", "read_stored_json", "record_path",
+           "remove_stored", "seal_file", "stored_problem", "verify_stored", "write_atomically", "write_stored",
+           "write_stored_json"]

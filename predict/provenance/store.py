@@ -193,3 +193,13 @@ def stored_problem(path: str | os.PathLike, key: str | None, record: dict | None
     except StoredFileError as error:
         return error.reason
     return None
+
+
+def write_stored_json(path: str | os.PathLike, data, key: str, *, beside: bool = True) -> dict:
+    """:func:`write_stored` of ``data`` as indented JSON (no NaN: JSON has none); returns the record."""
+    return write_stored(path, json.dumps(data, indent=1, allow_nan=False) + "\n", key, beside=beside)
+
+
+def read_stored_json(path: str | os.PathLike, key: str | None, record: dict | None = None):
+    """The JSON value of a stored file, read verified (:func:`read_stored`)."""
+    return json.loads(read_stored(path, key, record))
