@@ -4,17 +4,8 @@ time each stage took.
 
 Private modules: ``maps`` (``localise()`` and its steps), ``vectors`` (the tile-vector store), ``timing``.
 """
-from predict.localisation.maps import (
-                                       LoadedImage,
-                                       load_image,
-                                       localise,
-                                       mostly_valid,
-                                       probability_map_of,
-                                       query_rng,
-                                       query_vector,
-                                       score_tiles,
-                                       tile_cells,
-)
+from predict.localisation.maps import (LoadedImage, load_image, localise, mostly_valid, probability_map_of, query_rng,
+                                       query_vector, score_tiles, tile_cells)
 from predict.localisation.timing import StageTimer
 from predict.localisation.vectors import TileVectorStore
 
