@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: setup test demo train-demo bench clean
+.PHONY: setup test demo train-demo bench docs clean
 
 setup: $(STAMP)
 
@@ -22,6 +22,10 @@ demo: $(STAMP)
 
 train-demo: $(STAMP)
 	$(PY) predict/demo/train_demo_encoder.py
+
+# The documentation site (docs/, mkdocs.yml), served on http://127.0.0.1:8000; `make test` builds it strictly.
+docs: $(STAMP)
+	NO_MKDOCS_2_WARNING=1 $(PY) -m mkdocs serve -a 127.0.0.1:8000
 
 bench: $(STAMP)
 	$(PY) benchmarks/run_all.py

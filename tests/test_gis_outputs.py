@@ -26,16 +26,8 @@ from rio_cogeo.cogeo import cog_validate
 from predict.core.heatmap import colour_heatmap
 from predict.core.stretch import Stretch, percentile_stretch
 from predict.io.maps import write_jpeg
-from predict.io.raster import (
-    RasterImage,
-    georeference_sidecars,
-    peaks_feature_collection,
-    pixel_coordinates,
-    read_raster,
-    regions_feature_collection,
-    write_mask_tif,
-    write_probmap_tif,
-)
+from predict.io.raster import (RasterImage, georeference_sidecars, peaks_feature_collection, pixel_coordinates,
+                               read_raster, regions_feature_collection, write_mask_tif, write_probmap_tif)
 
 UTM33 = "EPSG:32633"
 TRANSFORM = from_origin(500000.0, 5000000.0, 0.5, 0.5)

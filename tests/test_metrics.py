@@ -8,22 +8,9 @@ from scipy.ndimage import maximum_filter
 from skimage import measure
 
 from evaluations import metrics
-from evaluations.metrics import (
-    EvaluationInputError,
-    SeloScore,
-    annotation_circle,
-    annotation_mask,
-    attention_centres,
-    evaluate_gray,
-    rank_centres,
-    ras,
-    rda,
-    region_centroids,
-    rmi,
-    rsu,
-    smooth_gray,
-    window_maximum,
-)
+from evaluations.metrics import (EvaluationInputError, SeloScore, annotation_circle, annotation_mask,
+                                 attention_centres, evaluate_gray, rank_centres, ras, rda, region_centroids, rmi, rsu,
+                                 smooth_gray, window_maximum)
 
 E3 = math.exp(3) - 1  # Ras denominator
 

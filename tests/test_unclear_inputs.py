@@ -255,7 +255,7 @@ def test_an_annotation_file_without_samples_stops_both_commands(tmp_path, capsys
 
 @pytest.mark.parametrize("steps", [256.9, [256.9, 512], "256__512", "२५६", "256_", True, [True]])
 def test_steps_are_ascii_integers_only(steps):
-    with pytest.raises(ValueError, match=rf"^--step {re.escape(repr(steps))}: expected integers"):
+    with pytest.raises(ValueError, match=rf"^steps {re.escape(repr(steps))}: expected integers"):
         get_pipeline("v1", steps)
 
 

@@ -19,15 +19,8 @@ import sys
 
 from predict.cli.options import EXIT_CANNOT_START, OneLineParser, positive_int
 from predict.cli.runner import prepare_output_folder
-from predict.compare import (
-    DEFAULT_RESAMPLES,
-    FORMATS,
-    CompareError,
-    compare_runs,
-    load_run,
-    render_table,
-    write_outputs,
-)
+from predict.compare import (DEFAULT_RESAMPLES, FORMATS, CompareError, compare_runs, load_run, render_table,
+                             write_outputs)
 
 
 def parse_args(argv=None) -> argparse.Namespace:

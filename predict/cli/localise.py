@@ -18,16 +18,8 @@ import argparse
 import os
 import sys
 
-from predict.cli.options import (
-    OneLineParser,
-    add_band_arguments,
-    add_query_arguments,
-    add_yaml_argument,
-    parse_quantile,
-    positive_int,
-    read_queries,
-    tile_steps,
-)
+from predict.cli.options import (OneLineParser, add_band_arguments, add_query_arguments, add_yaml_argument,
+                                 parse_quantile, positive_int, read_queries, tile_steps)
 from predict.cli.runner import logged_run, run_in_folder
 from predict.core.pipelines import PIPELINES, get_pipeline
 from predict.encoders.registry import load_encoder, read_options

@@ -52,11 +52,18 @@ def tile_steps(text: str) -> tuple[int, ...]:
 
 
 def parse_bands(text: str) -> tuple[int, ...]:
-    """``"4,3,2"`` -> ``(4, 3, 2)`` (1-based band numbers)."""
+    """``"4,3,2"`` -> ``(4, 3, 2)`` (1-based band numbers: one, gray, or three, red, green and blue).
+
+    >>> parse_bands("4,3,2")
+    (4, 3, 2)
+    """
     try:
-        return tuple(int(b) for b in text.split(","))
+        bands = tuple(int(b) for b in text.split(","))
     except ValueError:
         raise argparse.ArgumentTypeError(f"expected band numbers joined by ',', e.g. 4,3,2, got {text!r}") from None
+    if len(bands) not in (1, 3):
+        raise argparse.ArgumentTypeError(f"expected one band (gray) or three (red, green, blue), got {text!r}")
+    return bands
 
 
 def parse_stretch(text: str) -> Stretch | None:

@@ -143,7 +143,7 @@ def is_slm_testset(samples) -> bool:
 # ---- runs ----------------------------------------------------------------------------------------------------
 
 @dataclass(frozen=True)
-class Outcome:
+class RecordedSample:
     """One sample in one run: its indicators, or why it is counted apart (failed, degenerate...)."""
 
     idx: int | None
@@ -175,8 +175,8 @@ class Run:
     """What one run folder holds, its results and failures keyed by content (:func:`sample_keys`)."""
 
     path: str
-    samples: dict = field(default_factory=dict)  # key -> Outcome of the samples with a result
-    failed: dict = field(default_factory=dict)  # key -> Outcome of the failed samples
+    samples: dict = field(default_factory=dict)  # key -> RecordedSample of the samples with a result
+    failed: dict = field(default_factory=dict)  # key -> RecordedSample of the failed samples
     unidentified: list = field(default_factory=list)  # "idx 3 (a.jpg)": records without provenance
     settings: dict | None = None
     code: dict = field(default_factory=dict)  # identity key ("evaluation", "maps"...) -> set of versions
@@ -198,11 +198,11 @@ class Run:
         """Whether the run has an outcome for sample ``key``: a result or a failure."""
         return self.find(key) is not None
 
-    def result(self, key) -> Outcome | None:
+    def result(self, key) -> RecordedSample | None:
         """The run's result of sample ``key`` (None when it failed or is not in the run)."""
         return self.samples.get(self.find(key))
 
-    def outcome(self, key) -> Outcome | None:
+    def outcome(self, key) -> RecordedSample | None:
         """The run's result or failure of sample ``key``."""
         own = self.find(key)
         return self.samples.get(own) or self.failed.get(own)
@@ -288,17 +288,17 @@ def load_run(path: str) -> Run:
     identities = [_failure_identity(item) if failed else item.get("identity") for item, failed in outcomes]
     for (item, failed), key in zip(outcomes, sample_keys(identities)):
         if failed:
-            run.failed[key] = Outcome(item.get("idx"), str(item.get("jpg_name", "")), key[0], {},
+            run.failed[key] = RecordedSample(item.get("idx"), str(item.get("jpg_name", "")), key[0], {},
                                       f"failed: {item.get('error', '')}")
             continue
         if key is None or key[1] is None:  # a result is identified by its caption and polygons at least
             run.unidentified.append(f"idx {item.get('idx')} ({item.get('jpg_name')})")
             continue
         if problem := record_problem(item):
-            outcome = Outcome(item.get("idx"), str(item.get("jpg_name")), key[0], {}, f"unusable record ({problem})")
+            outcome = RecordedSample(item.get("idx"), str(item.get("jpg_name")), key[0], {}, f"unusable record ({problem})")
         else:
             values = {name: math.nan if item[name] is None else float(item[name]) for name in INDICATORS}
-            outcome = Outcome(item.get("idx"), item["jpg_name"], key[0], values, _apart_reason(item))
+            outcome = RecordedSample(item.get("idx"), item["jpg_name"], key[0], values, _apart_reason(item))
         run.samples[key] = outcome
         for name, version in item["identity"].items():
             if name not in (*SAMPLE_KEYS, "settings"):

@@ -34,7 +34,7 @@ def parse_steps(steps: str | int | Sequence[int]) -> list[int]:
     ([256, 512, 768], [512], [256])
     >>> parse_steps([256.9])
     Traceback (most recent call last):
-    ValueError: --step [256.9]: expected integers joined by '_', e.g. 256_512_768, or a list of integers
+    ValueError: steps [256.9]: expected integers joined by '_', e.g. 256_512_768, or a list of integers
     """
     if isinstance(steps, str):
         values = steps.split("_") if STEPS_TEXT.fullmatch(steps) else None
@@ -43,10 +43,10 @@ def parse_steps(steps: str | int | Sequence[int]) -> list[int]:
     else:
         values = list(steps) if isinstance(steps, Iterable) else None
     if values is None or not all(isinstance(steps, str) or _is_integer(value) for value in values):
-        raise ValueError(f"--step {steps!r}: expected integers joined by '_', e.g. 256_512_768, or a list of integers")
+        raise ValueError(f"steps {steps!r}: expected integers joined by '_', e.g. 256_512_768, or a list of integers")
     values = [int(value) for value in values]
     if not values or min(values) <= 0:
-        raise ValueError(f"--step {steps!r}: steps must be positive integers")
+        raise ValueError(f"steps {steps!r}: expected positive integers")
     return values
 
 

@@ -28,15 +28,8 @@ from torch.nn import functional as F
 from tqdm import tqdm
 
 from predict.core.tiling import cut_tiles, multiscale_tiles
-from predict.demo.synthetic import (
-    BACKGROUND_KINDS,
-    JPEG_QUALITY,
-    KINDS,
-    LABELS,
-    TRAIN_SEED,
-    generate_scene,
-    make_caption,
-)
+from predict.demo.synthetic import (BACKGROUND_KINDS, JPEG_QUALITY, KINDS, LABELS, TRAIN_SEED, generate_scene,
+                                    make_caption)
 from predict.encoders.demo import default_vocabulary, encode_captions
 from predict.layers.demo_net import DemoNet, pool_tiles
 

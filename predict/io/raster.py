@@ -38,6 +38,7 @@ from evaluations.jpeg import image_bytes
 from evaluations.metrics import attention_centres
 from predict.core.notes import warn
 from predict.core.stretch import Stretch, band_percentiles
+from predict.errors import ArgumentError
 from predict.io.annotations import SampleError
 from predict.io.images import check_png_complete, decode_strictly, require_image_file, warn_first_page_only
 from predict.provenance import file_digest, image_key, read_unchanged
@@ -112,7 +113,7 @@ def choose_bands(colorinterp: Sequence[ColorInterp], count: int, bands: Sequence
     if bands is not None:
         bands = tuple(int(b) for b in bands)
         if len(bands) not in (1, 3):
-            raise SampleError(f"{name}: --bands takes one band (gray) or three (red, green, blue), got {list(bands)}")
+            raise ArgumentError("bands", f"{list(bands)}: expected one band (gray) or three (red, green, blue)")
         unknown = [b for b in bands if not 1 <= b <= count]
         if unknown:
             raise SampleError(f"{name}: no band {unknown[0]} (the file has {count} band(s), numbered from 1)")

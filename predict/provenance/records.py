@@ -36,7 +36,7 @@ def settings_differences(recorded, current, prefix: str = "") -> list[str]:
     return names
 
 
-def check_settings(cache_path: str, recorded: dict | None, current: dict) -> None:
+def check_run_settings(cache_path: str, recorded: dict | None, current: dict) -> None:
     """Raise :class:`SettingsMismatchError` naming the differences when the folder holds results of other
     run settings (nothing when it holds none)."""
     if recorded is not None and (differences := settings_differences(recorded, current)):

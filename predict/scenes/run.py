@@ -42,19 +42,12 @@ from predict.errors import first_line
 from predict.io.lock import folder_lock
 from predict.io.logs import notes_logged
 from predict.io.maps import write_jpeg
-from predict.io.raster import (
-    DEFAULT_STRETCH,
-    RasterImage,
-    georeference_sidecars,
-    peaks_feature_collection,
-    read_raster,
-    regions_feature_collection,
-    write_mask_tif,
-    write_probmap_tif,
-)
+from predict.io.raster import (DEFAULT_STRETCH, RasterImage, georeference_sidecars, peaks_feature_collection,
+                               read_raster, regions_feature_collection, write_mask_tif, write_probmap_tif)
 from predict.localisation import TileVectorStore, mostly_valid, probability_map_of, score_tiles, tile_cells
 from predict.provenance import digest_of, encoder_identity, seal_file
-from predict.provenance.store import WriteError, write_atomically
+from predict.errors import WriteError
+from predict.provenance import write_atomically
 from predict.scenes.summary import FolderSummary
 
 

@@ -12,16 +12,8 @@ import re
 from predict.core.notes import warn
 from predict.errors import first_line
 from predict.io.raster import feature_collection
-from predict.provenance import (
-    StoredFileError,
-    digest_of,
-    read_stored,
-    remove_stored,
-    seal_file,
-    short,
-    verify_stored,
-    write_stored,
-)
+from predict.provenance import (StoredFileError, digest_of, read_stored, remove_stored, seal_file, short,
+                                verify_stored, write_stored)
 
 SUMMARY_NAME = "summary.json"
 ALL_PEAKS_NAME = "all_peaks.geojson"

@@ -43,21 +43,10 @@ from predict.io.maps import MAP_KINDS, MAPS_BYTES_PER_PIXEL, map_name, map_path,
 from predict.io.report import draw_sample, shrink_factor, write_report
 from predict.io.results import STAGES, MetricsStore
 from predict.localisation import LoadedImage, StageTimer, TileVectorStore, load_image, probability_map_of, score_tiles
-from predict.provenance import (
-    NOT_COMPUTED,
-    SettingsMismatchError,
-    check_settings,
-    code_version,
-    digest_of,
-    image_key,
-    log_mean_coverage,
-    map_digests,
-    reuse_problem,
-    run_settings,
-    sample_identity,
-    short,
-)
-from predict.provenance.store import WriteError
+from predict.provenance import (NOT_COMPUTED, SettingsMismatchError, check_run_settings, code_version, digest_of,
+                                image_key, log_mean_coverage, map_digests, reuse_problem, run_settings,
+                                sample_identity, short)
+from predict.errors import WriteError
 from predict.runtime import return_free_memory
 from predict.testset.evaluate import EVALUATION_CODE, evaluate_written_map
 from predict.testset.executors import OrderedCommits, completed, run_executors
@@ -251,7 +240,7 @@ class Scored:
 
 
 @dataclass
-class Outcome:
+class SampleOutcome:
     """A sample's result for :meth:`SeloRun.commit`: its score, or the error that failed it, or neither
     (its recorded result stands)."""
 
@@ -300,7 +289,7 @@ class SeloRun:
                 self.plan_memory(runs)
                 for sample, log, skip in zip(samples, logs, done):
                     if skip:
-                        commits.add(completed(Outcome(sample, log)))
+                        commits.add(completed(SampleOutcome(sample, log)))
                         continue
                     first = image is None or image.path != os.path.join(self.config.src_data_path, sample.jpg_name)
                     if first:
@@ -385,7 +374,7 @@ class SeloRun:
     def score_then_finish(self, sample: Sample, log: SampleLog, image: DecodedImage, first: bool, total: int,
                           executor) -> Future:
         """Score ``sample`` here, then finish it on ``executor`` once the budget grants its memory; the
-        future of its :class:`Outcome`."""
+        future of its :class:`SampleOutcome`."""
         if first:
             log.notes.extend(image.notes)
         try:
@@ -393,7 +382,7 @@ class SeloRun:
                 scored = self.score(sample, total, image, first, log)
         except Exception as exc:
             image.done_with()
-            return completed(Outcome(sample, log, error=exc))
+            return completed(SampleOutcome(sample, log, error=exc))
         pixels = scored.size[0] * scored.size[1]
         scored.keep_map = self.keeps_map(pixels)
         ticket = self.budget.request(finishing_bytes(pixels, scored.keep_map), beside=image.nbytes)
@@ -421,17 +410,17 @@ class SeloRun:
         log.info("Calculate similarities in %.4fs", timer.seconds["cut"] + timer.seconds["sim"])
         return Scored(image, image.loaded.key, (height, width), tiles, scores, timer)
 
-    def finish(self, sample: Sample, scored: Scored, log: SampleLog, ticket: Ticket) -> Outcome:
+    def finish(self, sample: Sample, scored: Scored, log: SampleLog, ticket: Ticket) -> SampleOutcome:
         """:meth:`finish_sample` once ``ticket`` is granted; the sample's outcome. A write error is raised:
         nothing later could be saved either."""
         try:
             self.budget.wait(ticket)
             try:
-                return Outcome(sample, log, self.finish_sample(sample, scored, log), scored)
+                return SampleOutcome(sample, log, self.finish_sample(sample, scored, log), scored)
             except WriteError:
                 raise
             except Exception as exc:  # one bad sample never loses the others; the message names the problem
-                return Outcome(sample, log, error=exc)
+                return SampleOutcome(sample, log, error=exc)
         finally:
             scored.image.done_with()
             return_free_memory()  # before the next finish's full-size buffers
@@ -466,7 +455,7 @@ class SeloRun:
             self.drawn.add(sample.idx)
         return score
 
-    def commit(self, outcome: Outcome, bar: tqdm) -> bool:
+    def commit(self, outcome: SampleOutcome, bar: tqdm) -> bool:
         """Log a sample and store its record (or its error), in sample order; True when it failed."""
         sample, log = outcome.sample, outcome.log
         log.go_live(self.logger)
@@ -560,7 +549,7 @@ def run_testset(config: RunConfig, encoder: EncoderSpecModel, logger: logging.Lo
     with folder_lock(config.cache_path):  # one writer per folder (raises FolderBusyError)
         run = SeloRun(config, encoder, logger)
         if not config.overwrite:  # stops before any work
-            check_settings(config.cache_path, run.store.settings, run.settings)
+            check_run_settings(config.cache_path, run.store.settings, run.settings)
         run.store.set_settings(run.settings_digest, run.settings)
         run.store.set_current(samples, config.src_anno_path)
         failures = run.run(samples)

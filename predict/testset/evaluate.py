@@ -17,32 +17,16 @@ import cv2
 import numpy as np
 from tqdm import tqdm
 
-from evaluations.metrics import (
-    EvaluationInputError,
-    SeloScore,
-    checked_rsu,
-    evaluate_gray,
-    rank_centres,
-    region_centroids,
-    score_of,
-    smooth_gray,
-    smooth_maxima,
-)
+from evaluations.metrics import (EvaluationInputError, SeloScore, checked_rsu, evaluate_gray, rank_centres,
+                                 region_centroids, score_of, smooth_gray, smooth_maxima)
 from evaluations.utils import log_metric_block
 from predict.io.annotations import Sample, SampleError
 from predict.io.images import decode_strictly, image_size
 from predict.io.lock import folder_lock
 from predict.io.maps import decode_probmap, map_path
 from predict.io.results import MetricsStore
-from predict.provenance import (
-    code_version,
-    file_digest,
-    image_key,
-    log_mean_coverage,
-    polygons_digest,
-    same_sample,
-    short,
-)
+from predict.provenance import (code_version, file_digest, image_key, log_mean_coverage, polygons_digest, same_sample,
+                                short)
 
 EVALUATION_CODE = (__name__,)  # a written map's evaluation, as selo-generate and selo-evaluate run it: this module
 GRAY_TOLERANCE = 2  # gray levels by which the channels of a gray map saved as colour JPEG may differ
