@@ -33,15 +33,9 @@ import numpy as np
 import ray
 from ray.cluster_utils import Cluster
 
-from predict.archive.archive import (
-    ArchiveSettings,
-    index_archive,
-    read_header,
-    scene_files,
-    scene_maps,
-    score_scenes,
-    search_archive,
-)
+from predict.archive import ArchiveSettings, index_archive, scene_files, search_archive
+from predict.archive.search import scene_maps, score_scenes
+from predict.archive.store import read_header
 from predict.cli.ray_session import ray_session
 from predict.core.pipelines import get_pipeline
 from predict.core.tiling import cut_tiles
@@ -51,7 +45,7 @@ from predict.io.raster import read_raster
 from predict.localisation.maps import query_vector
 from predict.provenance import vectors_key
 from predict.resources import find_yaml
-from predict.scenes.run import SceneConfig, localise_scenes
+from predict.scenes import SceneConfig, localise_scenes
 
 REPO = Path(__file__).resolve().parent.parent
 

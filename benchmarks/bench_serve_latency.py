@@ -29,7 +29,7 @@ import uvicorn
 from predict import localise
 from predict.demo.synthetic import CAPTIONS, generate_scene
 from predict.encoders.registry import load_encoder
-from predict.explorer.explorer import Explorer, ExplorerConfig
+from predict.explorer import Explorer, ExplorerConfig
 from predict.localisation.vectors import TileVectorStore
 from predict.web.app import create_app
 

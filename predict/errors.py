@@ -12,7 +12,8 @@ import os
 from evaluations.errors import SampleError
 
 __all__ = ["SampleError", "ArgumentError", "EncoderError", "WriteError", "StoredFileError", "SettingsMismatchError",
-           "FolderBusyError", "CompareError", "first_line"]
+           "FolderBusyError", "CompareError", "ExplorerError", "BadRequest", "InvalidRequest", "NotFound",
+           "ImageChanged", "JobFailed", "first_line"]
 
 
 class ArgumentError(ValueError):
@@ -57,6 +58,37 @@ class FolderBusyError(RuntimeError):
 
 class CompareError(Exception):
     """Runs that cannot be read or compared; ``str()`` is one line naming the run and the problem."""
+
+
+# What the explorer refuses, and why, as domain errors: no HTTP here (predict.web alone turns each class into its
+# HTTP answer).
+
+class ExplorerError(ValueError):
+    """A request the explorer refuses, or a job of it that failed."""
+
+
+class BadRequest(ExplorerError):
+    """A malformed request: a path where a bare image name is expected, a name the folder does not list, a
+    hidden output's name, a thumbnail side or download kind outside those offered."""
+
+
+class InvalidRequest(ExplorerError):
+    """A well-formed request whose value cannot be accepted: an unknown pipeline, steps malformed or out of
+    range, more tiles than one request may ask for, a query with no word the encoder knows, an image that
+    cannot be read (and a job whose input turned out bad, e.g. an image all nodata)."""
+
+
+class NotFound(ExplorerError):
+    """An unknown job, result or output (or a stored one that changed since it was made)."""
+
+
+class ImageChanged(ExplorerError):
+    """The image is no longer the one a result was made of (changed or gone), or changed while being read."""
+
+
+class JobFailed(ExplorerError):
+    """A job that failed for a reason of the explorer's own, not of its request: the message names the
+    image and the error."""
 
 
 def first_line(error: BaseException) -> str:

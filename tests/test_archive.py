@@ -1,4 +1,4 @@
-"""The archive of scenes on Ray (``selo-index``, ``selo-search``, ``predict/archive/archive.py``).
+"""The archive of scenes on Ray (``selo-index``, ``selo-search``, ``predict/archive``).
 
 One Ray cluster for the module, on this machine and on the loopback address (``ray.cluster_utils.Cluster``:
 a head and a worker node, dashboard and usage statistics off, the token Ray keeps in ~/.ray shared by the
@@ -29,16 +29,8 @@ import ray
 from rasterio.transform import from_origin
 from ray.cluster_utils import Cluster
 
-from predict.archive.archive import (
-    CATALOGUE_NAME,
-    INDEX_NAME,
-    SCENES_DIR,
-    ArchiveSettings,
-    index_archive,
-    read_scene,
-    scene_files,
-    scene_path,
-)
+from predict.archive import (CATALOGUE_NAME, INDEX_NAME, SCENES_DIR, ArchiveSettings, index_archive, read_scene,
+                             scene_files, scene_path)
 from predict.cli import index, search
 from predict.cli.localise import main as localise_main
 from predict.core.pipelines import get_pipeline

@@ -28,7 +28,7 @@ from test_archive import index_args, ray_test_cluster, read_json, write_png
 from test_archive_trust import copy_scene, flip_vector_bytes
 
 from predict import provenance
-from predict.archive.archive import CATALOGUE_NAME, INDEX_NAME, SETTINGS_NAME, scene_path
+from predict.archive import CATALOGUE_NAME, INDEX_NAME, SETTINGS_NAME, scene_path
 from predict.cli import index, search
 
 STEPS = {"sequences": 0, "steps": 0}  # counted for the closing note (printed at the end)

@@ -24,7 +24,7 @@ import pytest
 import ray
 from test_archive import STEPS, index_args, ray_test_cluster, read_json, write_png
 
-from predict.archive.archive import INDEX_NAME, SCENES_DIR, SETTINGS_NAME, scene_files, scene_path
+from predict.archive import INDEX_NAME, SCENES_DIR, SETTINGS_NAME, scene_files, scene_path
 from predict.cli import index, search
 from predict.encoders.registry import load_encoder
 from predict.provenance import vectors_key

@@ -24,7 +24,7 @@ from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, ru
 
 from predict import load_encoder
 from predict.demo.synthetic import generate_scene
-from predict.explorer.explorer import Explorer, ExplorerConfig
+from predict.explorer import Explorer, ExplorerConfig
 from predict.provenance import RECORD_SUFFIX
 
 from helpers import wait_for

@@ -19,14 +19,14 @@ import pytest
 
 from predict import load_encoder
 from predict.demo.synthetic import generate_scene
-from predict.explorer import explorer as explorer_module
-from predict.explorer.explorer import Explorer, ExplorerConfig, Job, Result
+from predict.explorer import Explorer, ExplorerConfig, Job, Result
+from predict.explorer.jobs import FairQueue
 from predict.provenance import record_path
 
 from helpers import wait_for
 
 fastapi_testclient = pytest.importorskip("fastapi.testclient")
-from predict.web.app import create_app  # noqa: E402
+from predict.web.app import create_app, result_answer  # noqa: E402
 
 QUERY = "a green football field surrounded by a red track"
 STEPS = "256_512"
@@ -44,14 +44,14 @@ def held(monkeypatch):
     reads its image: cleared, a job asked stays queued (set again at the end whatever happens)."""
     gate = threading.Event()
     gate.set()
-    take = explorer_module.FairQueue.take
+    take = FairQueue.take
 
     def held_take(queue):
         job = take(queue)
         gate.wait(60)
         return job
 
-    monkeypatch.setattr(explorer_module.FairQueue, "take", held_take)
+    monkeypatch.setattr(FairQueue, "take", held_take)
     yield gate
     gate.set()
 
@@ -128,7 +128,7 @@ def test_a_record_of_other_content_than_its_id_names_is_never_served(scene, tmp_
     outputs = tmp_path / "state" / "outputs"
     dataclasses.replace(new, id=old.id).save(str(outputs))  # whole files, made by the right id, wrong content
     write_scene(folder / "a.png", OLD)
-    with caplog.at_level(logging.WARNING, logger=explorer_module.__name__):
+    with caplog.at_level(logging.WARNING, logger="predict.explorer"):
         again = answer(explorer_of(folder, tmp_path / "state", encoder), "a.png")
     assert (again.height, again.width) == (600, 800) and again.id == old.id
     assert any(f"{old.id}.json" in line and "computed again" in line for line in caplog.messages), caplog.messages
@@ -152,7 +152,7 @@ def test_a_stored_file_changed_or_without_record_is_made_again_never_served(scen
                                                                            kind, damage):
     folder, explorer, _ = scene
     client = fastapi_testclient.TestClient(create_app(explorer))
-    result = answer(explorer, "a.png").as_dict()
+    result = result_answer(answer(explorer, "a.png"))  # the JSON answer, with the URLs the web adds
     urls = {".png": result["map_url"], "_probmap.tif": result["downloads"]["probmap"]["url"],
             "_peaks.geojson": result["downloads"]["peaks"]["url"], "thumbnail": "/api/image?name=a.png&side=64"}
     served = {name: client.get(url).content for name, url in urls.items()}
@@ -162,7 +162,7 @@ def test_a_stored_file_changed_or_without_record_is_made_again_never_served(scen
     restarted = fastapi_testclient.TestClient(create_app(explorer_of(folder, tmp_path / "state", encoder)))
     if kind == ".png":
         assert restarted.get(result["map_url"]).status_code == 404  # never served as it is
-    with caplog.at_level(logging.WARNING, logger=explorer_module.__name__):
+    with caplog.at_level(logging.WARNING, logger="predict.explorer"):
         again = restarted.post("/api/localise", json={"image": "a.png", "query": QUERY, "steps": STEPS}).json()
         assert again["result"] == result["result"] and again["peaks"] == result["peaks"]
         assert {name: restarted.get(url).content for name, url in urls.items()} == served

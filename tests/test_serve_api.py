@@ -17,7 +17,7 @@ from predict.encoders.registry import load_encoder
 
 fastapi_testclient = pytest.importorskip("fastapi.testclient")
 from predict.cli import serve  # noqa: E402
-from predict.explorer.explorer import Explorer, ExplorerConfig  # noqa: E402
+from predict.explorer import Explorer, ExplorerConfig  # noqa: E402
 from predict.web.app import create_app  # noqa: E402
 
 from helpers import DEMO_YAML as YAML  # noqa: E402

@@ -74,7 +74,7 @@ def serving(explorer):
 @pytest.fixture(scope="module")
 def server(tmp_path_factory):
     from predict.encoders.registry import load_encoder
-    from predict.explorer.explorer import Explorer, ExplorerConfig
+    from predict.explorer import Explorer, ExplorerConfig
 
     images = tmp_path_factory.mktemp("scenes")
     make_scenes(images)
@@ -273,7 +273,7 @@ def test_narrow_screen_keyboard_focus_and_labels_at_390x844(server, browser):
 
 def test_queue_position_and_cancel_button(tmp_path, browser):
     from predict.encoders.registry import load_encoder
-    from predict.explorer.explorer import Explorer, ExplorerConfig
+    from predict.explorer import Explorer, ExplorerConfig
 
     make_scenes(tmp_path)
     encoder = load_encoder(YAML, device="cpu")

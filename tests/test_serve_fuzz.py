@@ -16,7 +16,7 @@ fastapi_testclient = pytest.importorskip("fastapi.testclient")
 from hypothesis import HealthCheck, given, settings  # noqa: E402
 from hypothesis import strategies as st  # noqa: E402
 
-from predict.explorer.explorer import Explorer, ExplorerConfig  # noqa: E402
+from predict.explorer import Explorer, ExplorerConfig  # noqa: E402
 from predict.web.app import create_app  # noqa: E402
 
 NAMES = ["scene.tif", "site..v2.tif"]

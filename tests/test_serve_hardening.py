@@ -17,7 +17,7 @@ from predict.encoders.registry import load_encoder
 
 fastapi_testclient = pytest.importorskip("fastapi.testclient")
 from predict.cli import serve  # noqa: E402
-from predict.explorer.explorer import Explorer, ExplorerConfig  # noqa: E402
+from predict.explorer import Explorer, ExplorerConfig  # noqa: E402
 from predict.web.app import create_app  # noqa: E402
 
 from helpers import DEMO_YAML as YAML  # noqa: E402
@@ -129,12 +129,11 @@ def test_malformed_fields_are_422_with_one_line_never_500(scene, change):
 
 @pytest.mark.parametrize("pipeline, steps", [(["v1"], None), ({"name": "v1"}, None), ("v1", 256.7), ("v1", "२५६"),
                                              ("v1", "256__512"), ("v1", [256.0])])
-def test_python_api_refuses_the_same_with_a_request_error(pipeline, steps):
-    from predict.explorer.explorer import RequestError
+def test_python_api_refuses_the_same_with_an_invalid_request(pipeline, steps):
+    from predict.explorer import InvalidRequest
 
-    with pytest.raises(RequestError) as refused:  # not a TypeError from hashing a list
+    with pytest.raises(InvalidRequest):  # not a TypeError from hashing a list
         Explorer.pipeline(pipeline, steps)
-    assert refused.value.status == 422
 
 
 def test_names_with_dots_inside_are_listed_and_served(tmp_path, encoder):

@@ -12,7 +12,7 @@ from predict.demo.synthetic import generate_scene
 from predict.encoders.registry import load_encoder
 
 fastapi_testclient = pytest.importorskip("fastapi.testclient")
-from predict.explorer.explorer import Explorer, ExplorerConfig  # noqa: E402
+from predict.explorer import Explorer, ExplorerConfig  # noqa: E402
 from predict.web.app import create_app  # noqa: E402
 
 from helpers import DEMO_YAML as YAML  # noqa: E402

@@ -16,7 +16,7 @@ from __future__ import annotations
 import os
 import sys
 
-from predict.archive import INDEX_NAME, ArchiveSettings, check_settings, index_archive
+from predict.archive import INDEX_NAME, ArchiveSettings, check_archive_settings, index_archive
 from predict.cli.options import (
     OneLineParser,
     add_address_argument,
@@ -65,7 +65,7 @@ def index(args, archive: str) -> int:
         encoder = load_encoder(yaml_path, device="cpu", batch_size=args.batch_size)
         settings = ArchiveSettings(yaml_path=yaml_path, vectors_key=vectors_key(encoder), tile_size=encoder.tile_size,
                                    pipeline=spec.name, steps=spec.steps, bands=args.bands, stretch=args.stretch)
-        check_settings(archive, settings)
+        check_archive_settings(archive, settings)
         check_address(args.address)
         return settings, encoder.batch_size
 

@@ -14,7 +14,11 @@ import argparse
 import ipaddress
 import sys
 
-from predict.cli.options import EXIT_CANNOT_START, OneLineParser, add_yaml_argument
+from predict.cli.options import OneLineParser, add_yaml_argument
+from predict.cli.runner import fail_to_start, one_line
+
+# ExplorerConfig's arguments named otherwise by this command (the others are --<argument>)
+FLAGS = {"images_dir": "--images", "cache_dir": "--cache", "outputs_dir": "--outputs"}
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -75,8 +79,7 @@ def main(argv=None) -> int:
         encoder = load_encoder(args.yaml_path, device=args.device)
         explorer = Explorer(encoder, config)
     except (EncoderError, OSError, ValueError) as error:
-        print(f"error: {error}", file=sys.stderr)
-        return EXIT_CANNOT_START
+        return fail_to_start(one_line(error, FLAGS))
     print(f"SeLo explorer: http://{args.host}:{args.port}/ serving {config.images_dir}", file=sys.stderr)
     uvicorn.run(create_app(explorer, allowed_hosts(args.host)), host=args.host, port=args.port, log_level="warning")
     return 0

@@ -1,7 +1,7 @@
 """A SeLo map at screen resolution, fast: the cell map expanded onto a downscaled grid, filtered with the
 filter scaled to it. An approximation of the full-resolution map for display; the exact map is
 :func:`~predict.core.heatmap.probability_map` of the same cells. (Its attention centres, found by the
-evaluator's peak search, are the explorer's: :func:`~predict.explorer.explorer.preview_peaks`.)
+evaluator's peak search, are the explorer's: :func:`~predict.explorer.maps.preview_peaks`.)
 
 Scaling the cell edges by ``s`` and the filter size by ``s`` commutes with the filter up to rounding of the
 edges (< 1 preview pixel) and of the odd kernel size, so the preview looks like the full map shrunk by ``s``

@@ -139,16 +139,25 @@ def first_stage(raster: RasterImage, spec: PipelineSpec, name: str, notes: list[
 
 
 class SceneRun:
-    """One run: the encoder, the tile-vector store, the folder's summary, this run's results and errors."""
+    """One run: the encoder, the tile-vector store, the folder's summary, this run's results and errors.
 
-    def __init__(self, config: SceneConfig, encoder: EncoderSpecModel, logger: logging.Logger):
+    Another application makes its maps with this code through two keywords: ``vectors``, a tile-vector
+    store of its own (the archive's vectors of a scene, already computed) in place of the one in
+    ``vector_cache``; ``queries``, the numbering of its queries (an output's ``<k>``) in place of the
+    folder's own.
+    """
+
+    def __init__(self, config: SceneConfig, encoder: EncoderSpecModel, logger: logging.Logger, *,
+                 vectors: TileVectorStore | None = None, queries: list[str] | None = None):
         self.config = config
         self.encoder = encoder
         self.logger = logger
         cache_dir = config.vector_cache or os.path.join(config.out_dir, "tile_vectors")
-        self.vectors = TileVectorStore(encoder, cache_dir)
+        self.vectors = TileVectorStore(encoder, cache_dir) if vectors is None else vectors
         with notes_logged(logger) as notes:  # outputs changed since they were written: dropped, one line each
             self.summary = FolderSummary(config.out_dir, notes)
+        if queries is not None:
+            self.summary.queries = list(queries)
         self.encoder_record = {"name": getattr(encoder, "name", type(encoder).__name__),
                                "identity": digest_of(encoder_identity(encoder))}
         self.started = now()
@@ -202,7 +211,8 @@ class SceneRun:
         return {**identity, "image": os.path.abspath(image), "k": k,
                 "bands": None if config.bands is None else list(config.bands),
                 "stretch": None if config.stretch is None else vars(config.stretch),
-                "coordinate_system": raster.coordinate_system, "files": names, "records": records,
+                "coordinate_system": raster.coordinate_system, "image_key": raster.key, "files": names,
+                "records": records,
                 "tiles_encoded": new_first_stage, "boxes_encoded": encoded - new_first_stage,
                 "seconds": round(time.perf_counter() - started, 3), "time": now()}
 
@@ -229,6 +239,10 @@ class SceneRun:
                     self.summary.forget(image)
                     bar.update(len(todo))
                     continue
+                for query in self.summary.forget_other_content(image, raster.key, raster.digest):
+                    if query not in todo:  # those asked now are made again below
+                        self.logger.warning("%s: changed since its outputs for %r were made; they are removed "
+                                            "(ask that query again to make them)", image, query)
                 for query in todo:
                     try:
                         with notes_logged(self.logger) as notes:

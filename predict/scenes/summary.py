@@ -148,6 +148,18 @@ class FolderSummary:
         for entry in [e for e in self.results if e["image"] == path and query in (None, e["query"])]:
             self._remove(entry)
 
+    def forget_other_content(self, image: str, key: str, digest: str) -> list[str]:
+        """Remove the outputs of ``image`` made from other content than the content key ``key`` (the file,
+        its sidecars, the bands and the stretch as read now; an entry of an earlier version, which has none,
+        by the file's ``digest``): they describe the image as it was, not as a fresh run finds it. Returns
+        the queries whose outputs went."""
+        path = os.path.abspath(image)
+        gone = [e for e in self.results if e["image"] == path
+                and (e["image_key"] != key if "image_key" in e else e.get("image_digest") != digest)]
+        for entry in gone:
+            self._remove(entry)
+        return [entry["query"] for entry in gone]
+
     def write(self, run: dict) -> None:
         """Write the summary, ``run`` (this run's times and errors) after the earlier runs."""
         data = {"version": SUMMARY_VERSION, "queries": self.queries, "stems": self.stems, "results": self.results,

@@ -1,7 +1,10 @@
 """The explorer's FastAPI app: the page (``static/``), its typed JSON API, the images and the explorer's outputs.
 
 Routes (every image is named by its file name as ``GET /api/images`` lists it; a malformed request is a 422
-and a refused one a 4xx, each with ``{"detail": "<one line>"}``; the schema is ``GET /api/openapi.json``):
+and a refused one a 4xx, each with ``{"detail": "<one line>"}``; the schema is ``GET /api/openapi.json``).
+The explorer knows no HTTP: this module alone gives its errors their status (:data:`STATUSES`: a malformed
+request 400, an unknown job, result or output 404, an image changed since its result 409, a value that
+cannot be accepted 422, a job failed on the server's side 500) and builds every URL it answers:
 
 - ``GET /``: the page; ``/static/...``: its script and style (nothing is loaded from elsewhere).
 - ``GET /api/images``: ``{"images": [{"name", "height", "width", "bytes", "cached", "geo"}, ...]}``.
@@ -40,7 +43,17 @@ from starlette.datastructures import Headers, MutableHeaders
 from starlette.middleware.trustedhost import TrustedHostMiddleware
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from predict.explorer import Explorer, Job, RequestError
+from predict.explorer import (
+    BadRequest,
+    Explorer,
+    ExplorerError,
+    ImageChanged,
+    InvalidRequest,
+    Job,
+    JobFailed,
+    NotFound,
+    Result,
+)
 from predict.resources import package_path
 
 STATIC_DIR = str(package_path("web", "static"))  # package data: the page, its script and style
@@ -55,6 +68,8 @@ SECURITY_HEADERS = {
     "referrer-policy": "no-referrer",
 }
 UNSAFE_METHODS = {"POST", "PUT", "PATCH", "DELETE"}
+# The explorer's refusals as HTTP: the one place they get a status (its core knows no HTTP)
+STATUSES = {BadRequest: 400, NotFound: 404, ImageChanged: 409, InvalidRequest: 422, JobFailed: 500}
 
 ClientName = Annotated[str | None, Header(alias="X-Selo-Client", max_length=64)]
 JobId = Annotated[str, Path(max_length=32)]
@@ -137,15 +152,60 @@ def same_origin(request: Request) -> bool:
     return origin == f"{request.url.scheme}://{request.headers.get('host', '')}"
 
 
+def status_of(error: ExplorerError) -> int:
+    """The HTTP status of one of the explorer's errors (by its class: :data:`STATUSES`; 500 for another).
+
+    >>> status_of(ImageChanged("image 'a.png' has changed")), status_of(ExplorerError("?"))
+    (409, 500)
+    """
+    return next((STATUSES[kind] for kind in type(error).__mro__ if kind in STATUSES), 500)
+
+
+def refusal(error: ExplorerError) -> JSONResponse:
+    """The answer to a refused request or a failed job: ``{"detail": "<its line>"}`` with its status."""
+    return JSONResponse({"detail": str(error)}, status_code=status_of(error))
+
+
+def map_url(result_id: str) -> str:
+    """Where the page gets a result's map: the ``/outputs/`` route."""
+    return f"/outputs/{result_id}.png"
+
+
+def download_url(result_id: str, kind: str) -> str:
+    """Where the page gets a result's download of ``kind``: the ``/api/download`` route."""
+    return f"/api/download?result={result_id}&kind={kind}"
+
+
+def result_answer(result: Result) -> dict:
+    """A result's JSON answer: its data (:meth:`Result.as_dict`) and, for a map, the URLs of the map and of
+    each download."""
+    answer = {"status": "done", **result.as_dict()}
+    if result.query is None:
+        return answer
+    downloads = {kind: {"url": download_url(result.id, kind), **download}
+                 for kind, download in answer["downloads"].items()}
+    return {**answer, "map_url": map_url(result.id), "downloads": downloads}
+
+
+def job_state(explorer: Explorer, job: Job) -> dict:
+    """A job's JSON answer: its state, position in the queue (0: running), progress, and its error if any."""
+    return {"status": job.state, **job.as_dict(explorer.position(job)),
+            **({"detail": str(job.error)} if job.error else {})}
+
+
 def job_answer(explorer: Explorer, job: Job) -> JSONResponse:
     """A job's state: 200 with the result once done, its error once failed, else 202 with its position."""
     if job.state == "done":
-        return JSONResponse(job.result.as_dict())
+        return JSONResponse(result_answer(job.result))
     if job.state == "failed":
-        return JSONResponse({"detail": str(job.error)}, status_code=job.error.status)
+        return refusal(job.error)
     status = 200 if job.state == "cancelled" else 202
-    return JSONResponse(job.as_dict(explorer.position(job)), status_code=status,
-                        headers={"Retry-After": RETRY_SECONDS})
+    return JSONResponse(job_state(explorer, job), status_code=status, headers={"Retry-After": RETRY_SECONDS})
+
+
+def answer_of(explorer: Explorer, answer: Result | Job) -> JSONResponse:
+    """The answer to an encode or localise request: its result, or the job that will make it."""
+    return job_answer(explorer, answer) if isinstance(answer, Job) else JSONResponse(result_answer(answer))
 
 
 def create_app(explorer: Explorer, allowed_hosts: list[str] | None = None) -> FastAPI:
@@ -160,9 +220,9 @@ def create_app(explorer: Explorer, allowed_hosts: list[str] | None = None) -> Fa
         app.add_middleware(TrustedHostMiddleware, allowed_hosts=allowed_hosts)
     app.add_middleware(Guard)
 
-    @app.exception_handler(RequestError)
-    async def refused(request: Request, error: RequestError) -> JSONResponse:
-        return JSONResponse({"detail": str(error)}, status_code=error.status)
+    @app.exception_handler(ExplorerError)
+    async def refused(request: Request, error: ExplorerError) -> JSONResponse:
+        return refusal(error)
 
     @app.exception_handler(RequestValidationError)
     async def malformed(request: Request, error: RequestValidationError) -> JSONResponse:
@@ -190,12 +250,12 @@ def create_app(explorer: Explorer, allowed_hosts: list[str] | None = None) -> Fa
     @app.post("/api/encode", responses={202: {"description": "queued or encoding"}})
     def encode(body: EncodeRequest, request: Request, x_selo_client: ClientName = None) -> JSONResponse:
         answer = explorer.encode(body.image, body.pipeline, body.steps, client_of(request, x_selo_client))
-        return job_answer(explorer, answer) if isinstance(answer, Job) else JSONResponse(answer.as_dict())
+        return answer_of(explorer, answer)
 
     @app.post("/api/localise", responses={202: {"description": "queued or encoding"}})
     def localise(body: LocaliseRequest, request: Request, x_selo_client: ClientName = None) -> JSONResponse:
         answer = explorer.localise(body.image, body.query, body.pipeline, body.steps, client_of(request, x_selo_client))
-        return job_answer(explorer, answer) if isinstance(answer, Job) else JSONResponse(answer.as_dict())
+        return answer_of(explorer, answer)
 
     @app.get("/api/jobs/{job_id}")
     def job(job_id: JobId) -> JSONResponse:
@@ -205,7 +265,7 @@ def create_app(explorer: Explorer, allowed_hosts: list[str] | None = None) -> Fa
     def cancel(job_id: JobId, request: Request,
                x_selo_client: ClientName = None) -> JSONResponse:
         job = explorer.cancel(job_id, client_of(request, x_selo_client))
-        return JSONResponse(job.as_dict(explorer.position(job)))
+        return JSONResponse(job_state(explorer, job))
 
     @app.get("/api/regions")
     def regions(result: Annotated[str, Query(max_length=64)],
