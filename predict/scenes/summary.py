@@ -12,8 +12,8 @@ import re
 from predict.core.notes import warn
 from predict.errors import first_line
 from predict.io.raster import feature_collection
-from predict.provenance import (StoredFileError, digest_of, read_stored, remove_stored, seal_file, short,
-                                verify_stored, write_stored)
+from predict.provenance import (StoredFileError, digest_of, read_stored_json, remove_stored, seal_file, short,
+                                stored_problem, write_stored_json)
 
 SUMMARY_NAME = "summary.json"
 ALL_PEAKS_NAME = "all_peaks.geojson"
@@ -48,7 +48,7 @@ class FolderSummary:
     def _load(self) -> None:
         try:
             try:
-                data = json.loads(read_stored(self.path, SUMMARY_KEY))
+                data = read_stored_json(self.path, SUMMARY_KEY)
             except StoredFileError as error:
                 data = self._earlier_version(error)
             if data.get("version") == SUMMARY_VERSION:
@@ -93,15 +93,16 @@ class FolderSummary:
         self._adopt(entries, queries)
 
     def _drop_changed(self, notes: list[str] | None) -> None:
-        """Drop the entries one of whose files is not the one written (changed, missing), with their files."""
+        """Drop the entries one of whose files is not the one written (changed, missing, or without a record
+        in the entry: never one found beside the file), with their files."""
         for entry in list(self.results):
+            records = entry.get("records") if isinstance(entry.get("records"), dict) else {}
             for name in entry["files"].values():
-                try:
-                    verify_stored(os.path.join(self.out_dir, name), None, entry["records"].get(name))
-                except (StoredFileError, AttributeError, TypeError) as error:
-                    reason = error.reason if isinstance(error, StoredFileError) else "no record of it"
-                    warn(f"{os.path.join(self.out_dir, name)}: {reason}; the outputs of {entry['image']} x "
-                         f"{entry['query']!r} are removed (run it again to make them)", notes)
+                path = os.path.join(self.out_dir, name)
+                problem = "no record of it" if name not in records else stored_problem(path, None, records[name])
+                if problem:
+                    warn(f"{path}: {problem}; the outputs of {entry['image']} x {entry['query']!r} are removed "
+                         "(run it again to make them)", notes)
                     self._remove(entry)
                     break
 
@@ -165,7 +166,7 @@ class FolderSummary:
         data = {"version": SUMMARY_VERSION, "queries": self.queries, "stems": self.stems, "results": self.results,
                 "all_peaks": ALL_PEAKS_NAME, "all_peaks_record": self.all_peaks, "errors": run["errors"],
                 "runs": self.runs + [run]}
-        write_stored(self.path, json.dumps(data, indent=1, allow_nan=False) + "\n", SUMMARY_KEY)
+        write_stored_json(self.path, data, SUMMARY_KEY)
 
     def write_all_peaks(self, notes: list[str] | None = None) -> None:
         """``all_peaks.geojson``: the peaks of every entry, one layer, each peaks file read verified; one that
@@ -174,10 +175,9 @@ class FolderSummary:
         for entry in self.results:
             name = entry["files"]["peaks"]
             try:
-                features += json.loads(read_stored(os.path.join(self.out_dir, name), None, entry["records"][name]))["features"]
+                features += read_stored_json(os.path.join(self.out_dir, name), None, entry["records"][name])["features"]
             except (StoredFileError, ValueError, KeyError) as exc:
                 warn(f"{name}: left out of {ALL_PEAKS_NAME} ({first_line(exc)})", notes)
-        self.all_peaks = write_stored(os.path.join(self.out_dir, ALL_PEAKS_NAME),
-                                      json.dumps(feature_collection(features), indent=1, allow_nan=False) + "\n",
-                                      digest_of([entry["records"][entry["files"]["peaks"]] for entry in self.results]),
-                                      beside=False)
+        self.all_peaks = write_stored_json(os.path.join(self.out_dir, ALL_PEAKS_NAME), feature_collection(features),
+                                           digest_of([entry["records"][entry["files"]["peaks"]] for entry in self.results]),
+                                           beside=False)
