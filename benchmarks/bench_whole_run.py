@@ -9,14 +9,21 @@ a fresh cache folder, with the demo encoder on the CPU (``--yaml``/``--device`` 
 - a commit (e.g. 7c7cea4, the code before the first engine; ``baseline``: ``--baseline``), extracted with
   ``git archive`` under ``--work`` and run with ``PYTHONPATH`` on it;
 - ``serial``: ours with ``--workers 1``;
-- ``default``: ours with the default workers and memory budget.
+- ``default``: ours with the default workers and memory budget;
+- a runtime, ``torch``, ``auto``, ``onnxruntime``, ``openvino``, or one of the last two with ``:int8``: ours
+  with ``--runtime`` (and ``--precision int8``), on a fresh runtime cache of its own (the export and its
+  check, or the calibration, are part of the run).
 
 Printed per run: wall time, the log's Time-Cut/Sim/Gnt/Flt and Time-Eval (sums of each sample's own
 wall-clock work, so with overlap they add up to more than the wall time), Sim's share of the wall time
 (Sim is the encoder's forward passes and the scoring), the encoder's tiles/s (tiles encoded / Time-Sim),
 peak resident memory (the child's ``ru_maxrss`` from ``wait4``), the wall-time ratio to the first run,
-and whether its indicators (every sample's Rsu/Ras/Rda/Rmi, centres, circles, errors) and probmap JPEGs
-equal the first run's.
+whether its indicators (every sample's Rsu/Ras/Rda/Rmi, centres, circles, errors) and probmap JPEGs equal
+the first run's, the mean indicators, and the mean absolute difference of its probmaps to the first run's
+(grey levels, decoded JPEGs).
+
+For an encoder with fixture weights (issue 34's AMFMN runs), ``--yaml`` takes an absolute path, e.g. the yaml
+``benchmarks/bench_runtimes.py`` writes.
 """
 from __future__ import annotations
 
@@ -85,17 +92,42 @@ def probmap_digests(cache: Path) -> dict[str, str]:
     return {p.name: hashlib.sha1(p.read_bytes()).hexdigest() for p in sorted(cache.glob("probmap_*.jpg"))}
 
 
+RUNTIMES = ("torch", "auto", "onnxruntime", "openvino")
+
+
+def mean_indicators(cache: Path) -> dict[str, float]:
+    samples = json.loads((cache / "metrics.json").read_text())["samples"]
+    return {name: sum(s[name] for s in samples) / len(samples) for name in ("Rsu", "Ras", "Rda", "Rmi")}
+
+
+def probmap_difference(cache: Path, first: Path) -> float:
+    """Mean over the probmaps of the mean absolute grey-level difference to ``first``'s map of the same name."""
+    import cv2
+    import numpy as np
+
+    differences = [np.abs(cv2.imread(str(p), cv2.IMREAD_UNCHANGED).astype(float)
+                          - cv2.imread(str(first / p.name), cv2.IMREAD_UNCHANGED).astype(float)).mean()
+                   for p in sorted(cache.glob("probmap_*.jpg")) if (first / p.name).is_file()]
+    return float(np.mean(differences)) if differences else float("nan")
+
+
 def run_one(kind: str, args, testset: Path, work: Path) -> dict:
-    cache = work / f"run_{kind}"
+    cache = work / f"run_{kind.replace(':', '_')}"
     shutil.rmtree(cache, ignore_errors=True)
-    ours = kind in ("serial", "default")
+    runtime, _, precision = kind.partition(":")
+    ours = kind in ("serial", "default") or runtime in RUNTIMES
     tree = REPO if ours else baseline_tree(work, args.baseline if kind == "baseline" else kind)
     env = {**os.environ, "PYTHONPATH": str(tree)}
+    if runtime in RUNTIMES:
+        env["SELO_RUNTIME_CACHE"] = str(work / f"runtimes_{kind.replace(':', '_')}")
+        shutil.rmtree(env["SELO_RUNTIME_CACHE"], ignore_errors=True)
     command = [sys.executable, str(tree / "predict/generate_selo.py"), "--yaml_path", str(tree / args.yaml),
                "--cache_path", str(cache), "--src_data_path", str(testset / "imgs"),
                "--src_anno_path", str(testset / "annotations/anno.json"), "--device", args.device]
     if kind == "serial":
         command += ["--workers", "1"]
+    if runtime in RUNTIMES:
+        command += ["--runtime", runtime] + (["--precision", precision] if precision else [])
     wall, peak_mb, stdout = run_child(command, tree, env)
     timings = json.loads((cache / "metrics.json").read_text())["timings"]
     encoded = re.search(r"tiles encoded (\d+) of", stdout)
@@ -108,7 +140,8 @@ def main() -> None:
     parser.add_argument("--work", default=str(REPO / "cache/bench_whole_run"),
                         help="folder for the testset, the baseline's files and the runs (kept between runs)")
     parser.add_argument("--runs", default="baseline,serial,default",
-                        help="which runs, in order: commits, 'baseline', 'serial', 'default'; ratios to the first")
+                        help="which runs, in order: commits, 'baseline', 'serial', 'default', runtimes (auto, "
+                             "openvino:int8...); ratios to the first")
     parser.add_argument("--baseline", default="7c7cea4", help="commit of the baseline run")
     parser.add_argument("--yaml", default=DEMO_YAML, help="encoder yaml, relative to the tree that runs")
     parser.add_argument("--device", default="cpu")
@@ -120,7 +153,8 @@ def main() -> None:
     testset = like_slm_testset(work, args.scenes)
     print(f"testset {testset}; encoder {args.yaml} on {args.device}; {os.cpu_count()} CPUs", flush=True)
     print(f"{'run':>9} {'wall s':>8} {'ratio':>6} {'cut':>7} {'sim':>7} {'gnt':>7} {'flt':>7} {'eval':>7} "
-          f"{'sim/wall':>8} {'tiles/s':>8} {'peak MB':>8}  same numbers / probmaps", flush=True)
+          f"{'sim/wall':>8} {'tiles/s':>8} {'peak MB':>8}  same numbers / probmaps  mean |d| grey  "
+          "mean Rsu Ras Rda Rmi", flush=True)
     first = None
     for kind in args.runs.split(","):
         result = run_one(kind, args, testset, work)
@@ -132,7 +166,9 @@ def main() -> None:
         print(f"{kind:>9} {result['wall']:8.1f} {first['wall'] / result['wall']:5.2f}x "
               + " ".join(f"{t[s]:7.1f}" for s in ("cut", "sim", "gnt", "flt", "eval"))
               + f" {t['sim'] / result['wall']:8.0%} {tiles_per_s:8.0f} {result['peak_mb']:8.0f}"
-              + f"  {'yes' if same_numbers else 'NO'} / {'yes' if same_maps else 'NO'}", flush=True)
+              + f"  {'yes' if same_numbers else 'NO'} / {'yes' if same_maps else 'NO'}"
+              + f"  {probmap_difference(result['cache'], first['cache']):13.4f}  "
+              + " ".join(f"{v:.4f}" for v in mean_indicators(result["cache"]).values()), flush=True)
 
 
 if __name__ == "__main__":

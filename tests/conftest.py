@@ -3,6 +3,7 @@
 one test. The helpers tests import are in ``support/helpers.py`` (on pytest's ``pythonpath``)."""
 import os
 import sys
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -14,6 +15,16 @@ def pytest_configure(config):
     if os.environ.get("CI") == "true" and not (SHARED / "reference").is_dir():
         raise pytest.UsageError(f"CI=true but {SHARED / 'reference'} is absent: the fidelity tests would all be "
                                 "skipped; lay ../shared beside the checkout (or set SELO_SHARED)")
+    # One runtime for the whole suite, whatever a timing would pick (auto): surfaces compared byte for byte
+    # must run the same network; tests/test_runtimes.py names its runtimes. Exported models in a folder of the run.
+    os.environ["SELO_RUNTIME"] = "torch"
+    config.runtime_cache = tempfile.TemporaryDirectory(prefix="selo-runtimes-")
+    os.environ["SELO_RUNTIME_CACHE"] = config.runtime_cache.name
+
+
+def pytest_unconfigure(config):
+    if hasattr(config, "runtime_cache"):
+        config.runtime_cache.cleanup()
 
 
 @pytest.fixture

@@ -206,6 +206,24 @@ def test_index_and_search_give_selo_localise_maps(cluster, tmp_path, capsys):
     assert "park.png: gone since it was indexed; its scene park-" in (archive / "log.txt").read_text()
 
 
+@pytest.mark.slow  # the test Ray cluster: its actors run the driver's int8 model
+def test_an_int8_index_runs_one_model_in_every_actor_and_the_search(cluster, tmp_path, capsys):
+    # the models are stored in the suite's runtime cache (tests/conftest.py), which the workers were started with
+    scenes = tmp_path / "scenes"
+    scenes.mkdir()
+    write_png(scenes / "park.png", 11)
+    archive, out = tmp_path / "archive", tmp_path / "search"
+    assert index.main(index_args(archive, scenes, extra=["--runtime", "openvino", "--precision", "int8"])) == 0
+    choice = json.loads(read_json(archive / "archive.json")["runtime_choice"])
+    assert choice["runtime"] == "openvino" and choice["precision"] == "int8" and choice["int8"]["held_out_tiles"] > 0
+    assert search.main(["--archive", str(archive), "--query", QUERIES[0], "--out", str(out)]) == 0  # same vectors key
+    assert read_json(out / "summary.json")["errors"] == []
+    assert search.main(["--archive", str(archive), "--query", QUERIES[0], "--out", str(out), "--runtime", "torch"]) == 2
+    assert capsys.readouterr().err.strip().endswith(f"--runtime torch: {archive} was indexed with openvino; its vectors "
+                                                    "are searched and mapped as they were made (index into another "
+                                                    "--archive for torch)")
+
+
 def test_search_refuses_what_is_not_an_archive(tmp_path, capsys):
     assert search.main(["--archive", str(tmp_path), "--query", "a lake", "--out", str(tmp_path / "out")]) == 2
     assert capsys.readouterr().err.strip().endswith("no scene indexed in it yet (run selo-index)")

@@ -10,11 +10,11 @@ Private modules: ``store`` (the archive folder: its settings, scene files, catal
 and when a scene file may be used), ``index`` (the Ray Data indexing pipeline), ``search`` (scoring,
 ranking, the maps of the top scenes and the search's output folder).
 """
-from predict.archive.index import index_archive
+from predict.archive.index import expand_images, index_archive
 from predict.archive.search import SUMMARY_NAME, open_search, run_search, search_archive
 from predict.archive.store import (CATALOGUE_NAME, INDEX_NAME, SCENES_DIR, SETTINGS_NAME, ArchiveSettings,
                                    check_archive_settings, read_scene, scene_files, scene_path)
 
 __all__ = ["CATALOGUE_NAME", "INDEX_NAME", "SCENES_DIR", "SETTINGS_NAME", "SUMMARY_NAME", "ArchiveSettings",
-           "check_archive_settings", "index_archive", "open_search", "read_scene", "run_search", "scene_files", "scene_path",
+           "check_archive_settings", "expand_images", "index_archive", "open_search", "read_scene", "run_search", "scene_files", "scene_path",
            "search_archive"]

@@ -143,9 +143,10 @@ class TileEncoder:
     ``pixels`` of tile rows into ``vector`` rows (float32 ``(D,)``). Error rows get a NaN vector; an encoder
     failing on a batch turns its rows into error rows naming the scene."""
 
-    def __init__(self, yaml_path: str, batch_size: int | None):
+    def __init__(self, settings: ArchiveSettings, batch_size: int | None):
         device = "cuda" if ray.get_gpu_ids() else "cpu"
-        self.encoder = load_encoder(yaml_path, device=device, batch_size=batch_size)
+        self.encoder = load_encoder(settings.yaml_path, device=device, batch_size=batch_size,
+                                    runtime_choice=json.loads(settings.runtime_choice))
         self.name = getattr(self.encoder, "name", type(self.encoder).__name__)
         probe = np.zeros((1, self.encoder.tile_size, self.encoder.tile_size, 3), np.uint8)
         self.dim = check_image_vectors(self.encoder.image_encoder(probe), 1, self.name).shape[1]
@@ -260,7 +261,7 @@ def encode_scenes(todo: list[str], settings: ArchiveSettings, batch_size: int, a
         .map_batches(cut_scene, batch_size=1, num_cpus=1, batch_format="numpy", ray_remote_args_fn=spread,
                      fn_kwargs={"settings": settings}) \
         .map_batches(TileEncoder, batch_size=batch_size, batch_format="numpy",
-                     fn_constructor_kwargs={"yaml_path": settings.yaml_path, "batch_size": batch_size},
+                     fn_constructor_kwargs={"settings": settings, "batch_size": batch_size},
                      **encoder_actors())
     for batch in pipeline.iter_batches(batch_size=None, batch_format="numpy"):
         assembler.add(batch)

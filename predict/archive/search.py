@@ -39,15 +39,16 @@ SUMMARY_NAME = "summary.json"
 # ---- scoring and ranking -------------------------------------------------------------------------------------
 
 @lru_cache(maxsize=2)
-def cached_encoder(yaml_path: str) -> EncoderSpecModel:
-    """The encoder of a yaml on the CPU, loaded once per worker process (Ray reuses its workers)."""
-    return load_encoder(yaml_path, device="cpu")
+def cached_encoder(settings: ArchiveSettings) -> EncoderSpecModel:
+    """The archive's encoder on the CPU, run as it was indexed (its runtime choice), loaded once per worker
+    process (Ray reuses its workers)."""
+    return load_encoder(settings.yaml_path, device="cpu", runtime_choice=json.loads(settings.runtime_choice))
 
 
-def scorer(yaml_path: str, own_similarity: bool) -> EncoderSpecModel:
+def scorer(settings: ArchiveSettings, own_similarity: bool) -> EncoderSpecModel:
     """What scores vectors against a text vector: the base class's similarity needs no model; an encoder
     with its own ``cosine_sim`` is loaded."""
-    return cached_encoder(yaml_path) if own_similarity else EncoderSpecModel()
+    return cached_encoder(settings) if own_similarity else EncoderSpecModel()
 
 
 def score_scenes(batch: dict, text_vectors: list[np.ndarray | None], settings: ArchiveSettings,
@@ -58,7 +59,7 @@ def score_scenes(batch: dict, text_vectors: list[np.ndarray | None], settings: A
     answered), from its stored vectors (rows ``file``, ``image``, ``k``, ``scene_score``, ``error``: a file
     left out has NaN scores and the line saying why)."""
     rows: dict[str, list] = {"file": [], "image": [], "k": [], "scene_score": [], "error": []}
-    similarity = scorer(settings.yaml_path, own_similarity)
+    similarity = scorer(settings, own_similarity)
     asked = [k for k, text in enumerate(text_vectors) if text is not None]
     for path in batch["file"]:
         try:
@@ -132,7 +133,7 @@ def scene_maps(path: str, jobs: list[tuple[int, str]], queries: list[str], out_d
         raster = read_raster(image, settings.bands, settings.stretch, ignored)
     except Exception as exc:
         return [{"k": k, "error": scene_error(image, exc)} for k, _ in jobs]
-    encoder = cached_encoder(settings.yaml_path)
+    encoder = cached_encoder(settings)
     answers = []
     with tempfile.TemporaryDirectory(prefix=".maps-", dir=out_dir) as scratch:  # beside: moved by a rename
         config = SceneConfig(out_dir=scratch, pipeline=settings.spec(), bands=settings.bands, stretch=settings.stretch)
@@ -305,7 +306,8 @@ def open_search(archive: str, out_dir: str, yaml_path: str | None = None) -> Arc
         problem = "the encoder's yaml is gone" if yaml_path is None else "not found"
         raise FileNotFoundError(f"{yaml}: {problem} ({archive} was indexed with {settings.yaml_path}); "
                                 "name where its yaml is now with --yaml_path")
-    encoder = load_encoder(yaml, device="cpu")  # as it is now: its key is checked
+    # as it is now, run as it was indexed: its key is checked
+    encoder = load_encoder(yaml, device="cpu", runtime_choice=json.loads(settings.runtime_choice))
     if vectors_key(encoder) != settings.vectors_key:
         raise ValueError(f"{yaml}: not the encoder {archive} was indexed with (vectors key {vectors_key(encoder)}, "
                          f"indexed {settings.vectors_key}); name its yaml with --yaml_path, "

@@ -38,7 +38,7 @@ from predict.core.stretch import Stretch
 from predict.core.tiling import Tile
 from predict.errors import first_line
 from predict.io.raster import DEFAULT_STRETCH, dataset_files
-from predict.provenance import (StoredFileError, digest_of, image_key, read_stored, read_stored_json, remove_stored,
+from predict.provenance import (StoredFileError, canonical_json, digest_of, image_key, read_stored, read_stored_json, remove_stored,
                                 short, verify_stored, write_stored, write_stored_json)
 
 SETTINGS_NAME = "archive.json"
@@ -48,6 +48,7 @@ SCENES_DIR = "scenes"
 HEADER_KEY = b"selo.scene"  # the Parquet metadata key of a scene file's header
 RASTER_DECODER = "predict.io.raster"  # the module that reads a scene (its code is part of the image key)
 SCENE_SETTINGS = ("pipeline", "steps", "bands", "stretch")  # a scene's header records these of its settings
+TORCH_CHOICE = canonical_json({"runtime": "torch"})
 
 
 # ---- the archive's settings and its JSON files --------------------------------------------------------------
@@ -65,6 +66,8 @@ class ArchiveSettings:
         steps: the first-stage tile sides, pixels.
         bands: 1-based bands read (None: the file's RGB, else its first three).
         stretch: how data deeper than 8 bits become 8 bits (None: scaled from the type's range).
+        runtime_choice: the canonical JSON of the encoder's ``runtime_choice`` (what runs its image network:
+            :mod:`predict.encoders.runtimes`), so that the actors and the search run that very model.
     """
 
     yaml_path: str
@@ -74,6 +77,7 @@ class ArchiveSettings:
     steps: tuple[int, ...]
     bands: tuple[int, ...] | None = None
     stretch: Stretch | None = DEFAULT_STRETCH
+    runtime_choice: str = TORCH_CHOICE
 
     def spec(self) -> PipelineSpec:
         return get_pipeline(self.pipeline, self.steps)

@@ -21,12 +21,15 @@ import os
 import sys
 import time
 
-from predict.cli.options import OneLineParser, add_yaml_argument, positive_int, require_folder, tile_steps
+from predict.cli.options import (OneLineParser, add_runtime_arguments, add_yaml_argument, positive_int, require_folder,
+                                 runtime_options, tile_steps)
 from predict.cli.runner import fail_to_start, logged_run, run_in_folder
 from predict.core.pipelines import PIPELINES, get_pipeline
+from predict.core.tiling import tile_sample
 from predict.encoders.registry import load_encoder
 from predict.errors import SettingsMismatchError
 from predict.io.annotations import load_annotations
+from predict.io.images import read_image
 from predict.io.logs import setup_logger
 from predict.io.results import MetricsStore
 from predict.runtime import configure_process
@@ -47,6 +50,7 @@ def build_parser(pipeline: str = "v1") -> argparse.ArgumentParser:
     parser.add_argument("--pipeline", choices=tuple(PIPELINES), default=pipeline)
     parser.add_argument("--device", default=None, help="cpu, cuda, cuda:1 ... (CUDA when available by default)")
     parser.add_argument("--batch_size", type=positive_int, default=None, help="tiles per encoder call (yaml's by default)")
+    add_runtime_arguments(parser)
     parser.add_argument("--seed", type=int, default=0, help="seed of v2's word shuffling")
     parser.add_argument("--overwrite", action="store_true", help="recompute samples that are already complete")
     parser.add_argument("--no_report", action="store_true", help="do not write <cache_path>/report.html")
@@ -93,7 +97,9 @@ def generate(args: argparse.Namespace) -> int:
         config = run_config(args)
         require_folder(config.src_data_path, "image folder (--src_data_path)")
         samples = load_annotations(config.src_anno_path)
-        return config, samples, load_encoder(args.yaml_path, device=args.device, batch_size=args.batch_size)
+        images = list(dict.fromkeys(os.path.join(config.src_data_path, sample.jpg_name) for sample in samples))
+        return config, samples, load_encoder(args.yaml_path, device=args.device, batch_size=args.batch_size,
+                                             sample=tile_sample(images, read_image), **runtime_options(args))
 
     def work(loaded) -> int:
         config, samples, encoder = loaded

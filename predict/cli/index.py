@@ -16,21 +16,17 @@ from __future__ import annotations
 import os
 import sys
 
-from predict.archive import INDEX_NAME, ArchiveSettings, check_archive_settings, index_archive
-from predict.cli.options import (
-    OneLineParser,
-    add_address_argument,
-    add_band_arguments,
-    add_yaml_argument,
-    positive_int,
-    tile_steps,
-)
+from predict.archive import INDEX_NAME, ArchiveSettings, check_archive_settings, expand_images, index_archive
+from predict.cli.options import (OneLineParser, add_address_argument, add_band_arguments, add_runtime_arguments,
+                                 add_yaml_argument, positive_int, runtime_options, tile_steps)
 from predict.cli.ray_session import check_address, ray_session
 from predict.cli.runner import logged_run, run_in_folder
 from predict.core.pipelines import PIPELINES, get_pipeline
+from predict.core.tiling import tile_sample
 from predict.encoders.registry import load_encoder
 from predict.io.logs import setup_logger
-from predict.provenance import vectors_key
+from predict.io.raster import read_raster
+from predict.provenance import canonical_json, vectors_key
 from predict.resources import find_yaml
 
 
@@ -45,6 +41,7 @@ def build_parser() -> OneLineParser:
     parser.add_argument("--step", type=tile_steps, default=None, help="tile steps joined by '_' (default: the pipeline's)")
     add_band_arguments(parser)
     parser.add_argument("--batch_size", type=positive_int, default=None, help="tiles per encoder call (yaml's by default)")
+    add_runtime_arguments(parser)
     add_address_argument(parser)
     return parser
 
@@ -62,9 +59,13 @@ def index(args, archive: str) -> int:
     def start():  # everything the run needs, checked before Ray starts
         spec = get_pipeline(args.pipeline, args.step)
         yaml_path = os.path.abspath(find_yaml(args.yaml_path))  # a preset's name: its packaged file
-        encoder = load_encoder(yaml_path, device="cpu", batch_size=args.batch_size)
+        sample = tile_sample(expand_images(args.images)[0],
+                             lambda path: read_raster(path, args.bands, args.stretch).pixels)
+        encoder = load_encoder(yaml_path, device="cpu", batch_size=args.batch_size, sample=sample,
+                               **runtime_options(args))
         settings = ArchiveSettings(yaml_path=yaml_path, vectors_key=vectors_key(encoder), tile_size=encoder.tile_size,
-                                   pipeline=spec.name, steps=spec.steps, bands=args.bands, stretch=args.stretch)
+                                   pipeline=spec.name, steps=spec.steps, bands=args.bands, stretch=args.stretch,
+                                   runtime_choice=canonical_json(encoder.runtime_choice))
         check_archive_settings(archive, settings)
         check_address(args.address)
         return settings, encoder.batch_size

@@ -18,12 +18,15 @@ import argparse
 import os
 import sys
 
-from predict.cli.options import (OneLineParser, add_band_arguments, add_query_arguments, add_yaml_argument,
-                                 parse_quantile, positive_int, read_queries, tile_steps)
+from predict.cli.options import (OneLineParser, add_band_arguments, add_query_arguments, add_runtime_arguments,
+                                 add_yaml_argument, parse_quantile, positive_int, read_queries, runtime_options,
+                                 tile_steps)
 from predict.cli.runner import logged_run, run_in_folder
 from predict.core.pipelines import PIPELINES, get_pipeline
+from predict.core.tiling import tile_sample
 from predict.encoders.registry import load_encoder, read_options
 from predict.io.logs import notes_logged, setup_logger
+from predict.io.raster import read_raster
 from predict.scenes import FolderSummary, SceneConfig, localise_scenes
 
 
@@ -37,6 +40,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--step", type=tile_steps, default=None, help="tile steps joined by '_' (default: the pipeline's)")
     parser.add_argument("--device", default=None, help="cpu, cuda, cuda:1 ... (CUDA when available by default)")
     parser.add_argument("--batch_size", type=positive_int, default=None, help="tiles per encoder call (yaml's by default)")
+    add_runtime_arguments(parser)
     parser.add_argument("--seed", type=int, default=0, help="seed of v2's word shuffling")
     add_band_arguments(parser)
     parser.add_argument("--regions", type=parse_quantile, default=None,
@@ -68,7 +72,9 @@ def locked_main(args: argparse.Namespace) -> int:
         with notes_logged(logger) as notes:  # a summary this run can continue; changed outputs dropped
             FolderSummary(args.out, notes)
         read_options(args.yaml_path)
-        return config, queries, load_encoder(args.yaml_path, device=args.device, batch_size=args.batch_size)
+        sample = tile_sample(args.image, lambda path: read_raster(path, config.bands, config.stretch).pixels)
+        return config, queries, load_encoder(args.yaml_path, device=args.device, batch_size=args.batch_size,
+                                             sample=sample, **runtime_options(args))
 
     def work(loaded) -> int:
         config, queries, encoder = loaded

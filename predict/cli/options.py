@@ -11,6 +11,7 @@ import os
 
 from predict.core.stretch import Stretch
 from predict.core.tiling import parse_steps
+from predict.encoders.base import PRECISIONS, RUNTIMES
 from predict.resources import yaml_help
 
 EXIT_CANNOT_START = 2
@@ -90,6 +91,22 @@ def add_yaml_argument(parser: argparse.ArgumentParser, default: str | None = Non
     or ``required`` is False; ``purpose`` opens its help)."""
     parser.add_argument("--yaml_path", default=default, required=required and default is None,
                         help=f"{purpose}{yaml_help(default)}")
+
+
+def add_runtime_arguments(parser: argparse.ArgumentParser) -> None:
+    """``--runtime`` and ``--precision``: what runs the encoder's image network (the yaml's
+    ``model.runtime`` and ``model.precision`` by default; :mod:`predict.encoders.runtimes`)."""
+    parser.add_argument("--runtime", choices=RUNTIMES, default=None,
+                        help="what runs the image encoder: auto (default: the fastest exact one here), torch, "
+                             "onnxruntime, openvino (overrides the yaml's model.runtime)")
+    parser.add_argument("--precision", choices=PRECISIONS, default=None,
+                        help="fp32, fp16 (CUDA), bf16, or int8 with --runtime onnxruntime/openvino (calibrated on "
+                             "the images at hand; overrides the yaml's model.precision)")
+
+
+def runtime_options(args: argparse.Namespace) -> dict:
+    """The ``load_encoder`` keywords of :func:`add_runtime_arguments`' flags."""
+    return {"runtime": args.runtime, "precision": args.precision}
 
 
 def add_address_argument(parser: argparse.ArgumentParser) -> None:

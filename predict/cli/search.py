@@ -21,16 +21,11 @@ import os
 import sys
 
 from predict.archive import SUMMARY_NAME, open_search, run_search
-from predict.cli.options import (
-    OneLineParser,
-    add_address_argument,
-    add_query_arguments,
-    add_yaml_argument,
-    positive_int,
-    read_queries,
-)
+from predict.cli.options import (OneLineParser, add_address_argument, add_query_arguments, add_yaml_argument,
+                                 positive_int, read_queries)
 from predict.cli.ray_session import check_address, ray_session
 from predict.cli.runner import fail_to_start, logged_run, run_in_folder
+from predict.encoders.base import PRECISIONS, RUNTIMES
 from predict.io.logs import setup_logger
 from predict.resources import find_yaml
 
@@ -44,7 +39,20 @@ def build_parser() -> OneLineParser:
     add_yaml_argument(parser, required=False, purpose="the encoder's yaml, when it moved since the archive was "
                                                       "indexed (default: the one it was indexed with); ")
     add_address_argument(parser)
+    parser.add_argument("--runtime", choices=RUNTIMES, default=None,
+                        help="checked against the archive's: its scenes are searched and mapped with the runtime "
+                             "and precision they were indexed with")
+    parser.add_argument("--precision", choices=PRECISIONS, default=None, help="checked as --runtime is")
     return parser
+
+
+def check_runtime(args, encoder) -> None:
+    """A one-line ``ValueError`` when ``--runtime`` or ``--precision`` names another than the archive's."""
+    for flag, asked, indexed in (("--runtime", args.runtime, encoder.runtime),
+                                 ("--precision", args.precision, encoder.precision)):
+        if asked not in (None, "auto", indexed):
+            raise ValueError(f"{flag} {asked}: {args.archive} was indexed with {indexed}; its vectors are searched "
+                             f"and mapped as they were made (index into another --archive for {asked})")
 
 
 def main(argv=None) -> int:
@@ -61,6 +69,7 @@ def search(args, out: str) -> int:
         queries = read_queries(args)
         yaml_path = None if args.yaml_path is None else os.path.abspath(find_yaml(args.yaml_path))
         opened = open_search(args.archive, out, yaml_path)
+        check_runtime(args, opened.encoder)
         check_address(args.address)
         return opened, queries
 

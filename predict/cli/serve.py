@@ -12,9 +12,10 @@ from __future__ import annotations
 
 import argparse
 import ipaddress
+import os
 import sys
 
-from predict.cli.options import OneLineParser, add_yaml_argument
+from predict.cli.options import OneLineParser, add_runtime_arguments, add_yaml_argument, runtime_options
 from predict.cli.runner import fail_to_start, one_line
 
 # ExplorerConfig's arguments named otherwise by this command (the others are --<argument>)
@@ -28,6 +29,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--port", type=int, default=8000)
     parser.add_argument("--host", default="127.0.0.1", help="address to bind (loopback by default)")
     parser.add_argument("--device", default=None, help="cpu, cuda, cuda:1 ... (CUDA when available by default)")
+    add_runtime_arguments(parser)
     parser.add_argument("--cache", default=None, help="tile-vector folder (default <images>/.selo/tile_vectors)")
     parser.add_argument("--outputs", default=None, help="maps and downloads (default <images>/.selo/outputs)")
     parser.add_argument("--preview_side", type=int, default=1024, help="longer side of the page's map, pixels")
@@ -61,6 +63,17 @@ def allowed_hosts(host: str) -> list[str]:
     return ["127.0.0.1", "localhost", "[::1]"] if is_loopback(host) else ["*"]
 
 
+def folder_sample(folder: str):
+    """The tiles an exported runtime is checked on: of the images directly in ``folder``, as the explorer reads them."""
+    from predict.core.tiling import tile_sample
+    from predict.io.images import IMAGE_EXTENSIONS
+    from predict.io.raster import read_raster
+
+    images = sorted(entry.path for entry in os.scandir(folder)
+                    if entry.is_file() and os.path.splitext(entry.name)[1].lower() in IMAGE_EXTENSIONS)
+    return tile_sample(images, lambda path: read_raster(path).pixels)
+
+
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
     import uvicorn  # the web stack is needed only to serve
@@ -76,7 +89,8 @@ def main(argv=None) -> int:
         config = ExplorerConfig(images_dir=args.images, cache_dir=args.cache, outputs_dir=args.outputs,
                                 preview_side=args.preview_side, seed=args.seed, max_tiles=args.max_tiles,
                                 query_workers=args.query_workers)
-        encoder = load_encoder(args.yaml_path, device=args.device)
+        encoder = load_encoder(args.yaml_path, device=args.device, sample=folder_sample(config.images_dir),
+                               **runtime_options(args))
         explorer = Explorer(encoder, config)
     except (EncoderError, OSError, ValueError) as error:
         return fail_to_start(one_line(error, FLAGS))

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import numbers
 import re
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 
 import cv2
 import numpy as np
@@ -183,3 +183,40 @@ def tile_batches(image_bgr: np.ndarray, tiles: Sequence[Tile], size: int, batch_
     """``cut_tiles`` in consecutive batches of at most ``batch_size`` tiles."""
     for start in range(0, len(tiles), batch_size):
         yield cut_tiles(image_bgr, tiles[start:start + batch_size], size)
+
+
+def sample_tiles(images_bgr: Iterable[np.ndarray], size: int, count: int, per_image: int = 64) -> np.ndarray:
+    """Up to ``count`` tiles of ``images_bgr`` as :func:`cut_tiles` gives them, uint8 RGB ``(N, size, size, 3)``:
+    at most ``per_image`` of each image's grid of ``size`` px tiles, evenly spread over it. The images are
+    taken one by one and only while tiles are missing (a generator that decodes them lazily stops early).
+    What an exported runtime is checked and calibrated on (:mod:`predict.encoders.runtimes`).
+
+    >>> image = np.zeros((64, 96, 3), np.uint8)
+    >>> sample_tiles([image, image], 32, 8, per_image=5).shape
+    (8, 32, 32, 3)
+    """
+    chunks, missing = [], count
+    for image in images_bgr:
+        if missing <= 0:
+            break
+        height, width = image.shape[:2]
+        grid = grid_tiles(height, width, size) if min(height, width) >= size else []
+        if grid:
+            picked = np.unique(np.linspace(0, len(grid) - 1, min(per_image, missing, len(grid))).round().astype(int))
+            chunks.append(cut_tiles(image, [grid[k] for k in picked], size))
+            missing -= len(picked)
+    return np.concatenate(chunks) if chunks else np.zeros((0, size, size, 3), np.uint8)
+
+
+def tile_sample(paths: Sequence[str], read) -> Callable[[int, int], np.ndarray]:
+    """``(count, size) -> tiles``: :func:`sample_tiles` of the images at ``paths``, each decoded by
+    ``read(path) -> BGR array`` only when it is reached (the ``sample`` of ``load_encoder``). An image that
+    fails to read is left out of the sample: the run that reaches it names it."""
+    def readable():
+        for path in paths:
+            try:
+                yield read(path)
+            except Exception:  # noqa: BLE001 - reported by the run itself, with its own line
+                continue
+
+    return lambda count, size: sample_tiles(readable(), size, count)

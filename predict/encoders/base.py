@@ -11,6 +11,9 @@ Every encoder, built-in or the user's own, is an :class:`EncoderSpecModel`:
 - ``cosine_sim(image_vectors, text_vector)``: ``(N, D)``, ``(D,)`` -> ``(N,)`` scores; by default the
   original's similarity, the MEAN of the elementwise product of the two L2-normalised vectors
   (cosine / D, not the cosine).
+- optionally ``image_network()`` and ``network_input(tiles)``: the image side as a ``torch.nn.Module`` and
+  its input, so that ONNX Runtime or OpenVINO can run it (:mod:`predict.encoders.runtimes`); an encoder
+  without them runs as it is.
 
 What an encoder answers is checked against the contract by :func:`check_image_vectors` and
 :func:`similarities` (the run, the archive and the self-check call them). This module does not import
@@ -26,7 +29,8 @@ import numpy as np
 
 from predict.errors import EncoderError  # noqa: F401 - raised by the encoders, re-exported here
 
-PRECISIONS = ("fp32", "fp16", "bf16")  # yaml model.precision
+PRECISIONS = ("fp32", "fp16", "bf16", "int8")  # yaml model.precision; int8 on an exported runtime only
+RUNTIMES = ("auto", "torch", "onnxruntime", "openvino")  # yaml model.runtime, --runtime
 
 
 def l2_normalize(x: np.ndarray, axis: int = -1) -> np.ndarray:
@@ -55,10 +59,13 @@ def check_tiles(tiles: np.ndarray, tile_size: int | None = None) -> np.ndarray:
 
 
 def resolve_precision(precision: str, device_type: str, where: str) -> str:
-    """The precision to run: ``precision`` checked against :data:`PRECISIONS`; fp16 on a CPU falls back to
-    fp32 with a warning (slow and inexact there; bf16 is the reduced precision CPUs run well)."""
+    """The precision a torch network runs in: ``precision`` checked against :data:`PRECISIONS`; fp16 on a CPU
+    falls back to fp32 with a warning (slow and inexact there; bf16 is the reduced precision CPUs run well);
+    int8 is an exported runtime's (:mod:`predict.encoders.runtimes`), whose torch network stays fp32."""
     if precision not in PRECISIONS:
         raise EncoderError(f"{where}: model.precision {precision!r} is not one of {', '.join(PRECISIONS)}")
+    if precision == "int8":
+        return "fp32"
     if precision == "fp16" and device_type == "cpu":
         warnings.warn(f"{where}: precision fp16 needs CUDA; running fp32 on the CPU (bf16 works on CPUs)")
         return "fp32"
@@ -101,6 +108,8 @@ class EncoderSpecModel:
     batch_size = 64
     embed_dim: int | None = None
     any_tile_size = False
+    runtime = "torch"  # what runs the image side: set by load_encoder (predict.encoders.runtimes)
+    exported_batch = None  # the exported runtime's ``(B, C, H, W) float32 -> (B, D)``, when one runs it
 
     def __new__(cls, *args, **kwargs):
         # configured here as well as in __init__, so that a subclass whose own __init__ does not call
@@ -127,9 +136,10 @@ class EncoderSpecModel:
         ``encode_batch`` call, all of them inside :meth:`inference`."""
         tiles = check_tiles(tiles, None if self.any_tile_size else self.tile_size)
         chunks = []
+        encode = self.encode_batch if self.exported_batch is None else self.run_exported
         with self.inference():
             for start in range(0, len(tiles), self.batch_size):
-                chunks.append(np.asarray(self.encode_batch(tiles[start:start + self.batch_size]), dtype=np.float32))
+                chunks.append(np.asarray(encode(tiles[start:start + self.batch_size]), dtype=np.float32))
         if not chunks:
             return np.zeros((0, self.embed_dim or 0), np.float32)
         return np.concatenate(chunks)
@@ -137,6 +147,26 @@ class EncoderSpecModel:
     def encode_batch(self, tiles: np.ndarray) -> np.ndarray:
         """One batch: uint8 RGB ``(B, tile_size, tile_size, 3)``, B <= ``batch_size`` -> ``(B, D)``."""
         raise NotImplementedError(f"{type(self).__name__} implements neither encode_batch nor image_encoder")
+
+    def image_network(self):
+        """The image side as a network an exported runtime can run, or None (this default: the encoder
+        always runs as it is, on torch).
+
+        A plug-in opts in by returning a ``torch.nn.Module`` whose ``forward`` takes the float32 batch
+        :meth:`network_input` gives, ``(B, C, H, W)`` with B free, and returns the ``(B, D)`` vectors
+        ``encode_batch`` returns for the same tiles (normalisation included). It is exported to ONNX once,
+        checked against torch on tiles of the images at hand and cached (:mod:`predict.encoders.runtimes`).
+        """
+        return None
+
+    def network_input(self, tiles: np.ndarray):
+        """uint8 RGB ``(B, S, S, 3)`` -> the float32 ``(B, C, H, W)`` batch :meth:`image_network` takes (a
+        numpy array or a CPU tensor): the encoder's own preprocessing."""
+        raise NotImplementedError(f"{type(self).__name__} has an image_network but no network_input")
+
+    def run_exported(self, tiles: np.ndarray) -> np.ndarray:
+        """One batch through the exported runtime: :meth:`network_input`, then the runtime's network."""
+        return self.exported_batch(np.ascontiguousarray(np.asarray(self.network_input(tiles), dtype=np.float32)))
 
     def inference(self) -> contextlib.AbstractContextManager:
         """The context every batch runs in (torch encoders: inference mode and autocast)."""

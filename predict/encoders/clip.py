@@ -24,6 +24,7 @@ import numpy as np
 import open_clip
 import torch
 import torch.nn.functional as F
+from PIL import Image
 
 from predict.encoders.base import EncoderError
 from predict.encoders.checkpoints import load_weights, mismatch_message, read_checkpoint, unwrap_state_dict
@@ -52,12 +53,27 @@ def pil_like_resize(images: torch.Tensor, size: int, interpolation: str = "bicub
     return out.round_().clamp_(0, 255)
 
 
+def pil_resize(tiles: np.ndarray, size: int, interpolation: str = "bicubic") -> np.ndarray:
+    """uint8 ``(N, S, S, 3)`` -> uint8 ``(N, size, size, 3)``, each tile resized by PIL itself, as open_clip's
+    transform does: on a CPU about 2.5x faster than :func:`pil_like_resize` on the batch, and exact.
+
+    >>> pil_resize(np.zeros((2, 8, 8, 3), np.uint8), 4).shape
+    (2, 4, 4, 3)
+    """
+    method = {"bicubic": Image.BICUBIC, "bilinear": Image.BILINEAR}[interpolation]
+    out = np.empty((len(tiles), size, size, 3), np.uint8)
+    for k, tile in enumerate(tiles):
+        out[k] = np.asarray(Image.fromarray(tile).resize((size, size), method))
+    return out
+
+
 def preprocess_tiles(tiles: torch.Tensor, size: int, mean, std, interpolation: str = "bicubic") -> torch.Tensor:
     """open_clip's inference transform (resize shortest side, centre crop, ``ToTensor``, ``Normalize``)
     on a batch of square tiles.
 
     A square tile resized on its shortest side to a square target needs no crop, so every open_clip
-    resize mode (shortest, longest, squash) reduces to :func:`pil_like_resize`.
+    resize mode (shortest, longest, squash) reduces to one resize: PIL's own on a CPU (:func:`pil_resize`),
+    :func:`pil_like_resize` on the batch elsewhere.
 
     Args:
         tiles: ``(N, S, S, 3)`` uint8 RGB tensor.
@@ -67,6 +83,8 @@ def preprocess_tiles(tiles: torch.Tensor, size: int, mean, std, interpolation: s
     Returns:
         ``(N, 3, size, size)`` float32 tensor, ``(x / 255 - mean) / std``.
     """
+    if tiles.shape[1] != size and tiles.device.type == "cpu":
+        tiles = torch.from_numpy(pil_resize(tiles.numpy(), size, interpolation))
     images = tiles.permute(0, 3, 1, 2).float()
     if images.shape[2] != size:
         images = pil_like_resize(images, size, interpolation)
@@ -103,6 +121,17 @@ def build_empty_model(architecture: str, precision: str) -> torch.nn.Module:
         root.removeFilter(quiet)
 
 
+class ImageTower(torch.nn.Module):
+    """An open_clip model's image side: preprocessed images -> ``(B, D)`` float32 unit vectors."""
+
+    def __init__(self, model: torch.nn.Module):
+        super().__init__()
+        self.model = model
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        return F.normalize(self.model.encode_image(images).float(), dim=-1)
+
+
 class OpenCLIPEncoder(TorchEncoder):
     """An ``open_clip`` model as a SeLo encoder: uint8 RGB tiles and queries in, L2-normalised vectors out.
 
@@ -135,6 +164,7 @@ class OpenCLIPEncoder(TorchEncoder):
             warnings.warn(mismatch_message(weights, self.missing_keys, self.unexpected_keys, [])
                           + " (strict: false; missing weights keep their random initial values)")
         self.model = model.to(self.torch_device).eval()
+        self.image_tower = ImageTower(self.model)
         self.embed_dim = self.model.visual.output_dim
         self.tokenizer = open_clip.get_tokenizer(architecture)
         cfg = open_clip.get_model_preprocess_cfg(model)
@@ -148,10 +178,16 @@ class OpenCLIPEncoder(TorchEncoder):
 
     def encode_batch(self, tiles: np.ndarray) -> np.ndarray:
         """uint8 RGB ``(B, S, S, 3)`` -> ``(B, D)`` float32 unit vectors."""
-        images = preprocess_tiles(torch.as_tensor(tiles, device=self.torch_device), self.input_size,
-                                  self.mean, self.std, self.interpolation)
-        features = self.model.encode_image(images.to(self.input_dtype)).float()
-        return F.normalize(features, dim=-1).cpu().numpy()
+        return self.image_tower(self.network_input(tiles).to(self.input_dtype)).cpu().numpy()
+
+    def image_network(self) -> torch.nn.Module:
+        """:class:`ImageTower`: the runtimes' network."""
+        return self.image_tower
+
+    def network_input(self, tiles: np.ndarray) -> torch.Tensor:
+        """uint8 RGB ``(B, S, S, 3)`` -> float32 ``(B, 3, input_size, input_size)``: :func:`preprocess_tiles`."""
+        return preprocess_tiles(torch.as_tensor(tiles, device=self.torch_device), self.input_size,
+                                self.mean, self.std, self.interpolation)
 
     def text_encoder(self, text: str) -> np.ndarray:
         """One query -> ``(D,)`` float32 unit vector (open_clip's tokenizer, truncated to its context length)."""

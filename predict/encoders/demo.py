@@ -27,6 +27,17 @@ UNKNOWN = "<unk>"  # index 1; index 0 pads
 RANDOM_INIT_SEED = 0  # the untrained baseline is the same network every time
 
 
+class ImageTower(torch.nn.Module):
+    """``DemoNet.encode_image`` as a module of its own (what the exported runtimes run)."""
+
+    def __init__(self, network: DemoNet):
+        super().__init__()
+        self.network = network
+
+    def forward(self, pooled: torch.Tensor) -> torch.Tensor:
+        return self.network.encode_image(pooled).float()
+
+
 def encode_captions(captions: list[str], index: dict[str, int]) -> torch.Tensor:
     """Token ids ``(N, L)`` of ``captions`` (words not in ``index`` -> ``<unk>``), zero-padded."""
     rows = [[index.get(w, 1) for w in tokenize(c)] or [1] for c in captions]
@@ -73,8 +84,15 @@ class DemoEncoder(TorchEncoder):
 
     def encode_batch(self, tiles: np.ndarray) -> np.ndarray:
         """uint8 RGB ``(B, 256, 256, 3)`` -> float32 ``(B, 128)``."""
-        batch = torch.from_numpy(tiles).to(self.torch_device)
-        return self.network.encode_image(pool_tiles(batch)).float().cpu().numpy()
+        return self.network.encode_image(self.network_input(tiles)).float().cpu().numpy()
+
+    def image_network(self) -> ImageTower:
+        """The image tower on pooled tiles: the runtimes' network."""
+        return ImageTower(self.network)
+
+    def network_input(self, tiles: np.ndarray) -> torch.Tensor:
+        """uint8 RGB ``(B, 256, 256, 3)`` -> float32 ``(B, 3, 64, 64)``: :func:`pool_tiles`."""
+        return pool_tiles(torch.from_numpy(tiles).to(self.torch_device))
 
     def unknown_words(self, text: str) -> list[str]:
         """The caption's words (letters only, lower case) not in the checkpoint's vocabulary; a ValueError

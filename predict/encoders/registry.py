@@ -15,7 +15,7 @@ from typing import Callable
 
 import yaml
 
-from predict.encoders.base import PRECISIONS, EncoderError, EncoderSpecModel
+from predict.encoders.base import PRECISIONS, RUNTIMES, EncoderError, EncoderSpecModel
 from predict.provenance import encoder_identity
 from predict.resources import find_yaml, missing_yaml_message, project_root
 
@@ -92,7 +92,8 @@ def _is_positive_int(value) -> bool:
 
 def check_options(options: dict, where: str) -> None:
     """The keys the pipeline itself reads have the right type: ``model.name`` a non-empty string,
-    ``model.batch_size`` a positive integer, ``model.precision`` one of :data:`PRECISIONS`, the paths of
+    ``model.batch_size`` a positive integer, ``model.precision`` one of :data:`PRECISIONS`, ``model.runtime``
+    one of :data:`RUNTIMES`, the paths of
     ``PATH_KEYS`` strings. A bad one is an :class:`EncoderError` naming ``where`` and the key.
 
     >>> check_options({"model": {"name": "demo", "batch_size": "abc"}}, "x.yaml")
@@ -108,6 +109,8 @@ def check_options(options: dict, where: str) -> None:
         raise EncoderError(f"{where}: model.batch_size must be a positive integer, got {model['batch_size']!r}")
     if "precision" in model and model["precision"] not in PRECISIONS:
         raise EncoderError(f"{where}: model.precision {model['precision']!r} is not one of {', '.join(PRECISIONS)}")
+    if "runtime" in model and model["runtime"] not in RUNTIMES:
+        raise EncoderError(f"{where}: model.runtime {model['runtime']!r} is not one of {', '.join(RUNTIMES)}")
     for keys, node in path_entries(options):
         if node[keys[-1]] is not None and not isinstance(node[keys[-1]], str):
             raise EncoderError(f"{where}: {'.'.join(keys)} must be a file path, got {node[keys[-1]]!r}")
@@ -197,8 +200,9 @@ def check_spelling(options: TrackedOptions, where: str) -> None:
 
 
 def load_encoder(yaml_path: str | os.PathLike, device: str | None = None,
-                 checkpoint: str | None = None, batch_size: int | None = None) -> EncoderSpecModel:
-    """Build the encoder a yaml describes, with its weights loaded.
+                 checkpoint: str | None = None, batch_size: int | None = None, *, runtime: str | None = None,
+                 precision: str | None = None, sample=None, runtime_choice: dict | None = None) -> EncoderSpecModel:
+    """Build the encoder a yaml describes, with its weights loaded and its runtime chosen.
 
     Args:
         yaml_path: the encoder yaml (``model.name``, ``optim.resume``, ``dataset.vocab_path``, ...), or a
@@ -206,24 +210,44 @@ def load_encoder(yaml_path: str | os.PathLike, device: str | None = None,
         device: ``"cpu"``, ``"cuda"``, ``"cuda:1"``...; CUDA when available if None.
         checkpoint: overrides the yaml's ``optim.resume``.
         batch_size: overrides the yaml's ``model.batch_size`` (tiles per ``image_encoder`` call).
+        runtime: overrides the yaml's ``model.runtime`` (when neither names one, ``$SELO_RUNTIME``, else
+            ``auto``): ``torch``, ``onnxruntime``, ``openvino`` or ``auto`` (:mod:`predict.encoders.runtimes`).
+        precision: overrides the yaml's ``model.precision`` (``fp32``, ``fp16``, ``bf16``, ``int8``).
+        sample: tiles of the images at hand, uint8 RGB ``(N, S, S, 3)``, or a function ``(count, tile_size)
+            -> tiles`` (called only when an export must be checked or an int8 model calibrated).
+        runtime_choice: another encoder's ``runtime_choice``: run exactly that (a Ray actor, a search).
     """
+    from predict.encoders.runtimes import INT8_MIN_COSINE, attach_runtime, default_runtime, int8_floor
+
     options = TrackedOptions(read_options(yaml_path))  # a fresh dict each call: changed below without copying
+    where = options["_yaml_path"]
     if checkpoint is not None:
         options.setdefault("optim", {})["resume"] = resolve_path(checkpoint, Path.cwd())
     if batch_size is not None:
         if not _is_positive_int(batch_size):
             raise EncoderError(f"batch_size must be a positive integer, got {batch_size!r}")
         options["model"]["batch_size"] = batch_size
+    if runtime_choice is not None:  # the precision it was chosen for: part of the options' identity
+        precision = runtime_choice.get("precision", precision)
+    for key, value, choices in (("runtime", runtime, RUNTIMES), ("precision", precision, PRECISIONS)):
+        if value is not None:
+            if value not in choices:
+                raise EncoderError(f"{key} {value!r} is not one of {', '.join(choices)}")
+            options["model"][key] = value
     cls = import_encoder_class(str(options["model"]["name"]))
     if device is None:
         from predict.encoders.torch_encoder import default_device
 
         device = default_device()
     encoder = cls(options, device)
-    check_spelling(options, options["_yaml_path"])
+    model = options["model"]
+    asked = (model.get("runtime", default_runtime()), model.get("precision", "fp32"))
+    floor = int8_floor(model.get("int8_min_cosine", INT8_MIN_COSINE), where)
+    check_spelling(options, where)
     if not isinstance(encoder, EncoderSpecModel):
         missing = [m for m in ("image_encoder", "text_encoder", "cosine_sim") if not callable(getattr(encoder, m, None))]
         if missing:
             raise EncoderError(f"{cls.__name__} lacks {', '.join(missing)} of the EncoderSpecModel contract")
-    encoder_identity(encoder)  # taken now: the code just imported and the weights just read
+    attach_runtime(encoder, *asked, sample, int8_min_cosine=floor, pinned=runtime_choice)
+    encoder_identity(encoder)  # taken now: the code just imported, the weights just read, the runtime just chosen
     return encoder

@@ -53,6 +53,18 @@ def embed_dim(options: dict) -> int:
     return int(((options.get("model") or {}).get("embed") or {}).get("embed_dim", 512))
 
 
+class ImageTower(nn.Module):
+    """A retrieval network's image side as one module: normalised tiles ``(B, 3, 256, 256)`` -> L2-normalised
+    ``(B, D)`` float32 (what the exported runtimes run)."""
+
+    def __init__(self, network: nn.Module):
+        super().__init__()
+        self.network = network
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return l2norm(self.network.encode_image(x).float())
+
+
 class RetrievalEncoder(TorchEncoder):
     """An official SLM retrieval model (AMFMN, LW-MCR) behind the :class:`EncoderSpecModel` contract.
 
@@ -86,6 +98,7 @@ class RetrievalEncoder(TorchEncoder):
         self.network = self.build_network(options, self.vocab)
         load_weights(self.network, state, resume)
         self.network.to(self.device).eval()
+        self.image_tower = ImageTower(self.network)
         self.embed_dim = self.network.embed_dim
 
     def build_network(self, options: dict, vocab: Vocabulary) -> nn.Module:
@@ -94,9 +107,16 @@ class RetrievalEncoder(TorchEncoder):
 
     def encode_batch(self, tiles: np.ndarray) -> np.ndarray:
         """uint8 RGB ``(B, 256, 256, 3)`` -> L2-normalised ``(B, D)`` float32."""
+        return self.image_tower(self.network_input(tiles)).cpu().numpy()
+
+    def image_network(self) -> nn.Module:
+        """:class:`ImageTower`: the runtimes' network."""
+        return self.image_tower
+
+    def network_input(self, tiles: np.ndarray) -> torch.Tensor:
+        """uint8 RGB ``(B, 256, 256, 3)`` -> ``(B, 3, 256, 256)`` float32, ToTensor and ImageNet Normalize."""
         # torch.tensor copies, so read-only tiles (a memory-mapped image) are fine.
-        batch = torch.tensor(tiles, device=self.device)
-        return l2norm(self.network.encode_image(normalize_tiles(batch)).float()).cpu().numpy()
+        return normalize_tiles(torch.tensor(tiles, device=self.device))
 
     def token_ids(self, text: str) -> np.ndarray:
         """The caption's token ids ``(L,)`` int64, as the original encoders compute them."""

@@ -7,9 +7,9 @@ from pathlib import Path
 
 import numpy as np
 
-from predict.encoders.base import check_image_vectors, similarities
+from predict.encoders.base import PRECISIONS, RUNTIMES, check_image_vectors, similarities
 from predict.encoders.registry import load_encoder
-from predict.provenance import vectors_key
+from predict.provenance import runtime_identity, short, vectors_key
 
 SAMPLE_IMAGE_SUFFIXES = (".tif", ".tiff", ".png", ".jpg", ".jpeg")
 
@@ -42,11 +42,17 @@ def check_finite(values: np.ndarray, what: str) -> None:
         raise ValueError(f"{what} holds non-finite values ({int(np.sum(~np.isfinite(values)))} of {values.size})")
 
 
-def self_check(yaml_path: str, image_path: str | None, text: str, device: str | None = None) -> None:
+def self_check(yaml_path: str, image_path: str | None, text: str, device: str | None = None,
+               runtime: str | None = None, precision: str | None = None) -> None:
     """The original's encoder test, and what the pipeline calls: one tile's vector, a batch of 3 tiles in
     batches of 2 (``image_encoder``'s batching), the text vector, ``cosine_sim`` on the batch and the
-    tile-vector store's key; every shape checked and every value finite, else a one-line ``ValueError``."""
-    encoder = load_encoder(yaml_path, device=device)
+    tile-vector store's key; every shape checked and every value finite, else a one-line ``ValueError``.
+    The runtime is chosen as the commands choose it, its export checked on tiles of ``image_path``."""
+    from predict.core.tiling import tile_sample
+    from predict.io.images import read_image  # local import: it pulls in cv2
+
+    sample = tile_sample([image_path], read_image) if image_path else None
+    encoder = load_encoder(yaml_path, device=device, runtime=runtime, precision=precision, sample=sample)
     tile = self_check_tile(image_path, encoder.tile_size)
     name = getattr(encoder, "name", type(encoder).__name__)
     image_vector = check_image_vectors(encoder.image_encoder(tile[None]), 1, name)
@@ -67,6 +73,7 @@ def self_check(yaml_path: str, image_path: str | None, text: str, device: str | 
         check_finite(values, f"encoder {name}: {what}")
     key = vectors_key(encoder)
     print(f"Encoder: {name} on {encoder.device}")
+    print(f"Runtime: {describe_runtime(encoder)}")
     print(f"Image: {image_path or f'synthetic {encoder.tile_size}x{encoder.tile_size} colour ramp'}")
     print(f"Image vector shape: {image_vector.shape}")
     print(f"Batch of {len(tiles)} in batches of 2: {batch_vectors.shape}")
@@ -74,6 +81,19 @@ def self_check(yaml_path: str, image_path: str | None, text: str, device: str | 
     print(f"Similarity: {float(sim[0]):.6f}")
     print(f"Vector cache key: {key}")
     print("Encoder test successful!")
+
+
+def describe_runtime(encoder) -> str:
+    """``torch fp32``, ``onnxruntime fp32 (export 1a2b...)``, ``openvino int8 (..., mean cosine to fp32 ...)``."""
+    choice = runtime_identity(encoder)
+    text = f"{choice['runtime']} {getattr(encoder, 'precision', None) or 'fp32'}"
+    if "export" in choice:
+        text += f" (export {short(choice['export'])}"
+        if "int8" in choice:
+            text += (f"; cosine to fp32 on {choice['int8']['held_out_tiles']} held-out tiles: mean "
+                     f"{choice['int8']['mean_cosine']:.6f}, min {choice['int8']['min_cosine']:.6f}")
+        text += ")"
+    return text
 
 
 def main(argv=None) -> int:
@@ -84,9 +104,12 @@ def main(argv=None) -> int:
                         help="image to encode (default: the first image of test_data/, else a synthetic tile)")
     parser.add_argument("--text", default="many airplanes parked in the airport")
     parser.add_argument("--device", default=None)
+    parser.add_argument("--runtime", choices=RUNTIMES, default=None, help="auto, torch, onnxruntime, openvino")
+    parser.add_argument("--precision", choices=PRECISIONS, default=None, help="fp32, fp16, bf16, int8")
     args = parser.parse_args(argv)
     try:
-        self_check(args.yaml_path, args.image_path or default_image_path(), args.text, args.device)
+        self_check(args.yaml_path, args.image_path or default_image_path(), args.text, args.device, args.runtime,
+                   args.precision)
     except Exception as exc:  # the self-check reports any failure in one line
         print(f"Encoder test failed: {exc}", file=sys.stderr)
         return 1

@@ -64,7 +64,7 @@ class TorchEncoder(EncoderSpecModel):
         """``torch.inference_mode()`` and, for fp16/bf16 with autocast, ``torch.autocast``."""
         stack = contextlib.ExitStack()
         stack.enter_context(torch.inference_mode())
-        if self.uses_autocast and self.precision != "fp32":
+        if self.uses_autocast and self.precision in ("fp16", "bf16"):
             stack.enter_context(torch.autocast(self.torch_device.type, dtype=torch_dtype(self.precision)))
         return stack
 

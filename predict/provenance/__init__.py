@@ -19,8 +19,10 @@ Nothing else in the project invents a signature; every consumer asks this module
   transitively (read from their syntax trees, so the key does not depend on what else a process loaded),
   with the versions of the libraries they import.
 - :func:`encoder_identity` / :func:`vectors_key`: what determines an encoder's tile vectors: class, code
-  (its modules and the tile cutting), libraries, tile size, precision, and its options with every file or
-  folder they name (relative paths resolved as the yaml reader resolves them) replaced by its content.
+  (its modules and the tile cutting), libraries, tile size, precision, the runtime that runs it (torch, or
+  an exported model by its key: :func:`runtime_identity`), and its options with every file or folder they
+  name (relative paths resolved as the yaml reader resolves them) replaced by its content;
+  :func:`network_key`, what an exported model is keyed by.
 - :func:`image_key`, :func:`array_key`: an image's content as a given decoder reads it; for a raster read
   through GDAL, :func:`dataset_digest` counts the sidecars GDAL reads with it (external mask, world file,
   ``.aux.xml``).
@@ -38,8 +40,8 @@ from predict.provenance.digests import (CHUNK, DISK_MEMO_BYTES, RACY_NS, SHORT, 
                                         dataset_digest, digest_memo_path, digest_of, file_digest, read_unchanged,
                                         short)
 from predict.provenance.encoders import (EXECUTION_ONLY, LIBRARY_FOLDERS, RUN_FOLDER_MARKS, TILE_CODE,
-                                         encoder_identity, encoder_roots, image_key, path_digest, plugin_files_digest,
-                                         vector_options, vectors_key)
+                                         encoder_identity, encoder_roots, image_key, network_key, path_digest,
+                                         plugin_files_digest, runtime_identity, vector_options, vectors_key)
 from predict.provenance.records import (NOT_COMPUTED, SAMPLE_KEYS, check_run_settings, code_version, log_mean_coverage,
                                         map_digests, maps_problem, polygons_digest, reuse_problem, run_settings,
                                         same_sample, sample_identity, seal, seal_problem, settings_differences)
@@ -51,8 +53,8 @@ __all__ = ["SettingsMismatchError", "StoredFileError", "WriteError", "PROJECT_PA
            "CHUNK", "DISK_MEMO_BYTES", "RACY_NS", "SHORT", "array_key", "canonical_json", "dataset_digest",
            "digest_memo_path", "digest_of", "file_digest", "read_unchanged", "short", "EXECUTION_ONLY",
            "LIBRARY_FOLDERS", "RUN_FOLDER_MARKS", "TILE_CODE", "encoder_identity", "encoder_roots", "image_key",
-           "path_digest", "plugin_files_digest", "vector_options", "vectors_key", "NOT_COMPUTED", "SAMPLE_KEYS",
-           "check_run_settings", "code_version", "log_mean_coverage", "map_digests", "maps_problem", "polygons_digest",
+           "network_key", "path_digest", "plugin_files_digest", "runtime_identity", "vector_options", "vectors_key",
+           "NOT_COMPUTED", "SAMPLE_KEYS",           "check_run_settings", "code_version", "log_mean_coverage", "map_digests", "maps_problem", "polygons_digest",
            "reuse_problem", "run_settings", "same_sample", "sample_identity", "seal", "seal_problem",
            "settings_differences", "RECORD_SUFFIX", "atomic_writer", "read_stored", "read_stored_json", "record_path",
            "remove_stored", "seal_file", "stored_problem", "verify_stored", "write_atomically", "write_stored",

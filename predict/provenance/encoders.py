@@ -11,8 +11,14 @@ from predict.provenance.code import PROJECT_PACKAGES, _is_package, _module_file,
 from predict.provenance.digests import canonical_json, dataset_digest, digest_of, file_digest, short
 from predict.resources import project_root
 
-EXECUTION_ONLY = {"_yaml_path": None, "model": {"batch_size": None}}  # option keys that do not change vectors
+# Option keys left out of the options' identity: the batch and the int8 floor (a gate) change no vector; the
+# runtime and precision asked for are in the identity as they run (encoder_identity's "runtime", "precision":
+# an fp16 asked for on a CPU runs fp32, an "auto" runs one runtime).
+EXECUTION_ONLY = {"_yaml_path": None,
+                  "model": {"batch_size": None, "runtime": None, "precision": None, "int8_min_cosine": None}}
 TILE_CODE = (tiling.__name__,)  # cuts and resizes the tiles the encoder sees
+# chooses and runs the image network (torch, or an exported model): named, not imported (it is a layer above)
+RUNTIME_CODE = ("predict.encoders.runtimes",)
 
 
 def _candidates(path: str, yaml_dir: str | None) -> list[str]:
@@ -123,26 +129,47 @@ def plugin_files_digest(cls: type) -> str | None:
 _identities: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 
 
+def _network_identity(encoder) -> dict:
+    """Every field of :func:`encoder_identity` but the runtime and precision."""
+    cls = type(encoder)
+    modules = [klass.__module__ for klass in cls.__mro__[:-1] if klass.__module__ != "builtins"]
+    return {"class": f"{cls.__module__}:{cls.__qualname__}",
+            "code": code_digest(*modules, *TILE_CODE, *RUNTIME_CODE, roots=encoder_roots(cls)),
+            "plugin_files": plugin_files_digest(cls), "tile_size": getattr(encoder, "tile_size", None),
+            "options": vector_options(getattr(encoder, "options", None) or {})}
+
+
+def network_key(encoder) -> str:
+    """Digest of what determines ``encoder``'s image network in fp32 (its class, code, plug-in files, tile
+    size and options, precision and runtime left out): the key of its exported ONNX model."""
+    return digest_of(_network_identity(encoder))
+
+
+def runtime_identity(encoder) -> dict:
+    """What runs ``encoder``'s image network: ``{"runtime": "torch"}``, or the choice
+    :func:`predict.encoders.runtimes.attach_runtime` made (runtime, precision, the exported model's key, the
+    calibration of an int8 model and the cosines it measured)."""
+    choice = getattr(encoder, "runtime_choice", None)
+    return dict(choice) if isinstance(choice, dict) else {"runtime": "torch"}
+
+
 def encoder_identity(encoder) -> dict:
     """What determines ``encoder``'s tile vectors (JSON-ready): ``class``, ``code`` (digest of its classes'
-    modules and everything they import from the project or the plug-in's folder, and the tile cutting),
+    modules and everything they import from the project or the plug-in's folder, the tile cutting and the
+    runtimes' code, :data:`RUNTIME_CODE`),
     ``plugin_files`` (every file of a plug-in's folder or package: :func:`plugin_files_digest`),
-    ``tile_size``, ``precision`` and ``options`` (see :func:`vector_options`).
+    ``tile_size``, ``precision``, ``runtime`` (:func:`runtime_identity`) and ``options`` (see
+    :func:`vector_options`).
 
-    Taken once per encoder object, when first asked (``load_encoder`` asks as it builds one): the code that
-    runs is the code imported then, and the weights those read then.
+    Taken once per encoder object, when first asked (``load_encoder`` asks as it builds one, once its runtime
+    is chosen): the code that runs is the code imported then, and the weights those read then.
     """
     try:
         return _identities[encoder]
     except (KeyError, TypeError):
         pass
-    cls = type(encoder)
-    modules = [klass.__module__ for klass in cls.__mro__[:-1] if klass.__module__ != "builtins"]
-    identity = {"class": f"{cls.__module__}:{cls.__qualname__}",
-                "code": code_digest(*modules, *TILE_CODE, roots=encoder_roots(cls)),
-                "plugin_files": plugin_files_digest(cls),
-                "tile_size": getattr(encoder, "tile_size", None), "precision": getattr(encoder, "precision", None),
-                "options": vector_options(getattr(encoder, "options", None) or {})}
+    identity = {**_network_identity(encoder), "precision": getattr(encoder, "precision", None),
+                "runtime": runtime_identity(encoder)}
     identity = json.loads(canonical_json(identity))
     try:
         _identities[encoder] = identity

@@ -159,7 +159,9 @@ class SceneRun:
         if queries is not None:
             self.summary.queries = list(queries)
         self.encoder_record = {"name": getattr(encoder, "name", type(encoder).__name__),
-                               "identity": digest_of(encoder_identity(encoder))}
+                               "identity": digest_of(encoder_identity(encoder)),
+                               "runtime": getattr(encoder, "runtime", "torch"),
+                               "precision": getattr(encoder, "precision", None)}
         self.started = now()
         self.results: list[dict] = []
         self.errors: list[str] = []
@@ -173,6 +175,7 @@ class SceneRun:
         spec = self.config.pipeline
         return {"query": query, "image": os.path.basename(image), "image_digest": raster.digest,
                 "encoder": self.encoder_record["name"], "encoder_identity": self.encoder_record["identity"],
+                "runtime": self.encoder_record["runtime"], "precision": self.encoder_record["precision"],
                 "pipeline": spec.name, "steps": list(spec.steps), "seed": self.config.seed if spec.shuffled_copies else None,
                 "pipeline_digest": digest_of(spec.as_dict()), "scene_score": finite_or_none(score)}
 
