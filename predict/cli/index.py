@@ -20,6 +20,7 @@ from predict.archive import INDEX_NAME, ArchiveSettings, check_archive_settings,
 from predict.cli.options import (
     OneLineParser,
     add_address_argument,
+    add_progress_argument,
     add_band_arguments,
     add_yaml_argument,
     positive_int,
@@ -46,13 +47,14 @@ def build_parser() -> OneLineParser:
     add_band_arguments(parser)
     parser.add_argument("--batch_size", type=positive_int, default=None, help="tiles per encoder call (yaml's by default)")
     add_address_argument(parser)
+    add_progress_argument(parser)
     return parser
 
 
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
     archive = os.path.abspath(args.archive)
-    return run_in_folder(archive, "--archive", lambda: index(args, archive))
+    return run_in_folder(archive, "--archive", lambda: index(args, archive), progress=args.progress)
 
 
 def index(args, archive: str) -> int:

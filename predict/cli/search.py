@@ -24,6 +24,7 @@ from predict.archive import SUMMARY_NAME, open_search, run_search
 from predict.cli.options import (
     OneLineParser,
     add_address_argument,
+    add_progress_argument,
     add_query_arguments,
     add_yaml_argument,
     positive_int,
@@ -44,13 +45,14 @@ def build_parser() -> OneLineParser:
     add_yaml_argument(parser, required=False, purpose="the encoder's yaml, when it moved since the archive was "
                                                       "indexed (default: the one it was indexed with); ")
     add_address_argument(parser)
+    add_progress_argument(parser)
     return parser
 
 
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
     out = os.path.abspath(args.out)
-    return run_in_folder(out, "--out", lambda: search(args, out))
+    return run_in_folder(out, "--out", lambda: search(args, out), progress=args.progress)
 
 
 def search(args, out: str) -> int:
