@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: setup test demo train-demo bench docs qgis-plugin clean
+.PHONY: setup test demo train-demo bench docs qgis-plugin qgis-screenshot clean
 
 setup: $(STAMP)
 
@@ -31,6 +31,10 @@ docs: $(STAMP)
 QGIS_ZIP ?= dist/selo-qgis.zip
 qgis-plugin:
 	$(PYTHON) qgis_plugin/build_zip.py $(QGIS_ZIP)
+
+# docs/images/qgis-desktop.png: QGIS desktop under Xvfb (apt: qgis python3-qgis xvfb) with a scene, its probmap and peaks.
+qgis-screenshot: $(STAMP)
+	$(PY) qgis_plugin/make_screenshot.py docs/images/qgis-desktop.png
 
 bench: $(STAMP)
 	$(PY) benchmarks/run_all.py

@@ -32,7 +32,7 @@ class SeloAlgorithm(QgsProcessingAlgorithm):
     def displayName(self):  # noqa: N802
         return self.name().capitalize()
 
-    def run(self, arguments: list[str], feedback) -> None:
+    def run_selo(self, arguments: list[str], feedback) -> None:
         """Run this algorithm's command with ``arguments``; a failure is the command's one line."""
         try:
             code = run_command([find_command(self.command, selo_bin(ProcessingConfig.getSetting(SETTING))),
@@ -42,7 +42,7 @@ class SeloAlgorithm(QgsProcessingAlgorithm):
         if code:
             feedback.reportError(f"{self.command}: some inputs failed (see the log above); the others are loaded")
 
-    def load(self, outputs, context: QgsProcessingContext, several_images: bool) -> dict:
+    def load_outputs(self, outputs, context: QgsProcessingContext, several_images: bool) -> dict:
         """Each of ``outputs`` loaded into the project when the algorithm ends, named and styled; the
         algorithm's layer outputs (``PROBMAPS``, ``PEAKS``...: their files)."""
         results = {name: [] for name in self.layer_outputs}
@@ -133,9 +133,9 @@ class LocaliseAlgorithm(SeloAlgorithm):
             quantile = optional_number(parameters, name)
             if quantile is not None:
                 arguments += [f"--{name.lower()}", repr(quantile)]
-        self.run(arguments, feedback)
+        self.run_selo(arguments, feedback)
         return {"OUTPUT_FOLDER": folder,
-                **self.load(localise_outputs(folder, [image], queries), context, several_images=False)}
+                **self.load_outputs(localise_outputs(folder, [image], queries), context, several_images=False)}
 
 
 class IndexAlgorithm(SeloAlgorithm):
@@ -159,7 +159,7 @@ class IndexAlgorithm(SeloAlgorithm):
     def processAlgorithm(self, parameters, context, feedback):  # noqa: N802
         scenes = self.parameterAsFile(parameters, "INPUT", context)
         archive = self.parameterAsString(parameters, "ARCHIVE", context)
-        self.run(["--images", scenes, "--archive", archive, *self.encoder_arguments(parameters, context)], feedback)
+        self.run_selo(["--images", scenes, "--archive", archive, *self.encoder_arguments(parameters, context)], feedback)
         return {"ARCHIVE": archive, "INDEX": os.path.join(archive, "index.json")}
 
 
@@ -187,7 +187,7 @@ class SearchAlgorithm(SeloAlgorithm):
     def processAlgorithm(self, parameters, context, feedback):  # noqa: N802
         queries = self.queries(parameters, context)
         folder = self.parameterAsString(parameters, "OUTPUT_FOLDER", context)
-        self.run(["--archive", self.parameterAsFile(parameters, "ARCHIVE", context), "--out", folder,
+        self.run_selo(["--archive", self.parameterAsFile(parameters, "ARCHIVE", context), "--out", folder,
                   "--top", str(self.parameterAsInt(parameters, "TOP", context)),
                   *[f"--query={query}" for query in queries]], feedback)
-        return {"OUTPUT_FOLDER": folder, **self.load(search_outputs(folder, queries), context, several_images=True)}
+        return {"OUTPUT_FOLDER": folder, **self.load_outputs(search_outputs(folder, queries), context, several_images=True)}

@@ -4,7 +4,7 @@ carrying the query and what made it in its metadata. Layers keep their files' CR
 scene's; GeoJSON is WGS84 by RFC 7946, drawn on the fly over the scene): nothing is reprojected."""
 from __future__ import annotations
 
-from qgis.core import (QgsColorRampShader, QgsFillSymbol, QgsLayerMetadata, QgsMarkerSymbol, QgsPalLayerSettings,
+from qgis.core import (QgsColorRampLegendNodeSettings, QgsColorRampShader, QgsFillSymbol, QgsLayerMetadata, QgsMarkerSymbol, QgsPalLayerSettings,
                        QgsProcessingLayerPostProcessorInterface, QgsRasterLayer, QgsRasterShader,
                        QgsSingleBandPseudoColorRenderer, QgsSingleSymbolRenderer, QgsTextBufferSettings,
                        QgsTextFormat, QgsVectorLayer, QgsVectorLayerSimpleLabeling)
@@ -21,11 +21,15 @@ HITS_LABEL = "concat('#', \"rank\", ' ', base_file_name(\"scene\"))"
 
 
 def style_probmap(layer: QgsRasterLayer) -> None:
-    """Band 1 (0-255: probability x 255) as the JET ramp, the legend labelled in probabilities."""
+    """Band 1 (0-255: probability x 255) as the JET ramp, its legend labelled in probabilities."""
     ramp = QgsColorRampShader(0, 255)
     ramp.setColorRampType(QgsColorRampShader.Interpolated)
     ramp.setColorRampItemList([QgsColorRampShader.ColorRampItem(255 * p, QColor(colour), f"{p:.2f}")
                                for p, colour in RAMP])
+    legend = QgsColorRampLegendNodeSettings()  # the ramp in the legend, read as probabilities
+    legend.setMinimumLabel("0: least likely")
+    legend.setMaximumLabel("1: most likely")
+    ramp.setLegendSettings(legend)
     shader = QgsRasterShader()
     shader.setRasterShaderFunction(ramp)
     renderer = QgsSingleBandPseudoColorRenderer(layer.dataProvider(), 1, shader)

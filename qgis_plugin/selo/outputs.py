@@ -74,9 +74,10 @@ def layer_name(output: Output, several_images: bool) -> str:
     the probmap.
 
     >>> layer_name(Output("peaks", "/o/a_q0_peaks.geojson", "a river", "/s/a.tif", {}), True)
-    'SeLo: a river (a.tif) peaks'
+    'SeLo: a river (a.tif, peaks)'
+    >>> layer_name(Output("probmap", "/o/a_q0_probmap.tif", "a river", "/s/a.tif", {}), False)
+    'SeLo: a river'
     """
-    name = f"SeLo: {output.query}"
-    if several_images and output.image:
-        name += f" ({os.path.basename(output.image)})"
-    return name if output.kind == "probmap" else f"{name} {output.kind}"
+    details = [os.path.basename(output.image)] if several_images and output.image else []
+    details += [] if output.kind == "probmap" else [output.kind]
+    return f"SeLo: {output.query}" + (f" ({', '.join(details)})" if details else "")
