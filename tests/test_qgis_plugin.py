@@ -17,6 +17,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import rasterio
+from PIL import Image
 from rasterio.transform import from_origin
 from selo.commands import CommandError, ProgressLines, find_command, run_command
 from selo.outputs import distinct_queries
@@ -308,3 +309,23 @@ def test_progress_json_is_one_line_per_step_on_stderr(tmp_path, capsys):
     tiles = [line for line in lines if line["stage"] == "tiles"]
     assert tiles[0]["done"] == 0 and tiles[-1]["done"] == tiles[-1]["total"] > 0 and tiles[-1]["depth"] == 1
     assert "\r" not in err  # no bar drawn
+
+
+@needs_qgis
+@pytest.mark.slow  # QGIS desktop started under Xvfb
+@pytest.mark.skipif(not shutil.which("xvfb-run"), reason="xvfb-run not found: apt-get install xvfb (.ci/run does)")
+def test_the_desktop_shows_the_scene_its_styled_probmap_and_its_peaks(tmp_path, capfd, monkeypatch):
+    from make_screenshot import main as screenshot  # qgis_plugin/make_screenshot.py
+
+    monkeypatch.setenv("PYTHONPATH", command_env()["PYTHONPATH"])  # QGIS runs the code under test's commands
+    shot = tmp_path / "qgis-desktop.png"
+    screenshot(str(shot))
+    assert "layers: ['SeLo: four tennis courts next to a green lawn', " \
+           "'SeLo: four tennis courts next to a green lawn (peaks)', 'tennis.tif']" in capfd.readouterr().out
+    with Image.open(shot) as image:
+        assert image.size == (1600, 1000) and shot.stat().st_size < 300_000
+        canvas = np.asarray(image.convert("RGB"))[150:900, 500:1550].reshape(-1, 3).astype(int)
+    # the probmap over the scene: the ramp's reds where the courts are and its blues elsewhere (JET at 65 %)
+    reddish = (canvas[:, 0] > 150) & (canvas[:, 2] < 90)
+    bluish = (canvas[:, 2] > 120) & (canvas[:, 0] < 60)
+    assert reddish.mean() > 0.05 and bluish.mean() > 0.05
