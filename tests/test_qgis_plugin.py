@@ -30,6 +30,7 @@ from helpers import REPO_ROOT, subprocess_env
 QGIS_PROCESS = os.environ.get("QGIS_PROCESS") or shutil.which("qgis_process.bin")
 needs_qgis = pytest.mark.skipif(not QGIS_PROCESS, reason="qgis_process.bin not found: apt-get install qgis "
                                                          "python3-qgis (.ci/run does), or set QGIS_PROCESS")
+QGIS_PYTHON = os.environ.get("QGIS_PYTHON", "/usr/bin/python3")  # the Python QGIS runs (python3-qgis)
 SELO_BIN = Path(sys.executable).parent  # this environment's commands (selo-localise...), with the code under test
 PLUGINS = REPO_ROOT / "qgis_plugin"
 CRS = "EPSG:32633"
@@ -115,6 +116,34 @@ def progress_lines(stderr: str) -> list[dict]:
     return [json.loads(line) for line in stderr.splitlines() if line.startswith('{"event": "progress"')]
 
 
+# The plugin's own styling (selo.layers) applied by QGIS's Python to a run's outputs: what each layer shows
+LAYER_REPORT = """
+import json, os, sys
+from qgis.core import QgsApplication
+app = QgsApplication([], False)
+app.initQgis()
+from selo.layers import open_layer
+from selo.outputs import layer_name, localise_outputs
+report = []
+for output in localise_outputs(sys.argv[1], [sys.argv[2]], sys.argv[3:]):
+    layer = open_layer(output, layer_name(output, False))
+    labelled = output.kind in ("peaks", "regions") and layer.labelsEnabled()
+    report.append({"name": layer.name(), "crs": layer.crs().authid(), "renderer": layer.renderer().type(),
+                   "label": layer.labeling().settings().fieldName if labelled else None,
+                   "about": layer.metadata().abstract().splitlines()})
+print(json.dumps(report), flush=True)
+os._exit(0)  # QGIS 3.22's teardown may crash outside a desktop
+"""
+
+
+def styled_layers(folder: Path, image: Path, queries: list[str]) -> list[dict]:
+    """The layers of a run's outputs as the plugin styles them, described by QGIS's Python."""
+    done = subprocess.run([QGIS_PYTHON, "-c", LAYER_REPORT, str(folder), str(image), *queries], capture_output=True,
+                          text=True, timeout=120, env=command_env(PYTHONPATH=str(PLUGINS), QT_QPA_PLATFORM="offscreen"))
+    assert done.returncode == 0, done.stderr
+    return json.loads(done.stdout)
+
+
 # ---- qgis_process ------------------------------------------------------------------------------------------
 
 @needs_qgis
@@ -167,6 +196,14 @@ def test_localise_in_qgis_writes_what_selo_localise_writes(qgis, tmp_path):
     stages = progress_lines(done.stderr)
     assert stages[-1] == {"event": "progress", "stage": "queries", "done": 2, "total": 2, "unit": "query", "depth": 0}
     assert {"stage": "tiles", "depth": 1} in [{"stage": s["stage"], "depth": s["depth"]} for s in stages]
+    layers = styled_layers(in_qgis, scene, QUERIES[:1])
+    assert [(layer["name"], layer["renderer"], layer["crs"]) for layer in layers] == [
+        (f"SeLo: {QUERIES[0]}", "singlebandpseudocolor", CRS), (f"SeLo: {QUERIES[0]} (mask)", "paletted", CRS),
+        (f"SeLo: {QUERIES[0]} (regions)", "singleSymbol", "EPSG:4326"),  # GeoJSON: WGS84 by RFC 7946
+        (f"SeLo: {QUERIES[0]} (peaks)", "singleSymbol", "EPSG:4326")]
+    assert layers[-1]["label"] == "concat('#', \"rank\", '  ', format_number(\"score\", 2))"
+    for layer in layers:
+        assert {f"query: {QUERIES[0]}", f"image: {scene}", "encoder: demo", "pipeline: v1"} <= set(layer["about"])
 
 
 @needs_qgis
