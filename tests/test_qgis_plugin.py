@@ -244,6 +244,10 @@ def test_an_unset_or_wrong_selo_bin_is_one_line(qgis, tmp_path):
     empty = qgis("run", "selo:localise", "--", *parameters)
     assert empty.returncode != 0 and f"SELO_BIN={tmp_path}: no selo-localise command in {tmp_path}" in empty.stderr
     assert not (tmp_path / "out").exists()
+    # a command that refuses its arguments: its one line is the algorithm's error
+    refused = qgis("run", "selo:localise", "--", *parameters, "STEPS=256_x", SELO_BIN=str(SELO_BIN))
+    assert refused.returncode != 0
+    assert "selo-localise: error: argument --step: expected positive integers joined by '_'" in refused.stderr
 
 
 @needs_qgis

@@ -17,7 +17,8 @@ from .outputs import distinct_queries, layer_name, localise_outputs, search_outp
 
 PIPELINES = ("v1", "v2")
 STYLERS: list[LayerStyler] = []  # Processing calls them after the run: they must outlive it
-LAYER_OUTPUTS = {"probmap": "PROBMAPS", "peaks": "PEAKS", "mask": "MASKS", "regions": "REGIONS", "hits": "HITS"}
+LAYER_OUTPUTS = {"probmap": ("PROBMAPS", "Probability maps"), "peaks": ("PEAKS", "Peaks"), "mask": ("MASKS", "Masks"),
+                 "regions": ("REGIONS", "Regions"), "hits": ("HITS", "Hits: the top scenes of each query")}
 
 
 class SeloAlgorithm(QgsProcessingAlgorithm):
@@ -55,13 +56,13 @@ class SeloAlgorithm(QgsProcessingAlgorithm):
             STYLERS.append(LayerStyler(output, name))
             details.setPostProcessor(STYLERS[-1])
             context.addLayerToLoadOnCompletion(output.path, details)
-            results[LAYER_OUTPUTS[output.kind]].append(output.path)
+            results[LAYER_OUTPUTS[output.kind][0]].append(output.path)
         return results
 
     def add_layer_outputs(self) -> None:
-        for name in self.layer_outputs:
-            kind = next(kind for kind, output in LAYER_OUTPUTS.items() if output == name)
-            self.addOutput(QgsProcessingOutputMultipleLayers(name, f"{kind} layers"))
+        for name, description in LAYER_OUTPUTS.values():
+            if name in self.layer_outputs:
+                self.addOutput(QgsProcessingOutputMultipleLayers(name, description))
 
     def add_encoder_parameters(self) -> None:
         """ENCODER, PIPELINE, STEPS and BANDS, as ``selo-localise`` and ``selo-index`` take them."""

@@ -135,14 +135,15 @@ def follow(process: subprocess.Popen, feedback) -> tuple[int, list[str]]:
     lines: queue.Queue = queue.Queue()
     for name, stream in (("stdout", process.stdout), ("stderr", process.stderr)):
         threading.Thread(target=read_lines, args=(stream, name, lines), daemon=True).start()
-    progress, errors, open_streams, interrupted_at = ProgressLines(), [], 2, None
+    progress, errors, open_streams, interrupted_at, killed = ProgressLines(), [], 2, None, False
     while open_streams:
         if feedback.isCanceled() and interrupted_at is None:
             feedback.pushInfo("cancelling: the command stops as on Ctrl-C")
             interrupt(process)
             interrupted_at = time.monotonic()
-        if interrupted_at is not None and time.monotonic() - interrupted_at > STOP_SECONDS:
+        if interrupted_at is not None and not killed and time.monotonic() - interrupted_at > STOP_SECONDS:
             process.kill()
+            killed = True
         try:
             name, text = lines.get(timeout=POLL_SECONDS)
         except queue.Empty:
