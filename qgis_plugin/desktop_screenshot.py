@@ -9,10 +9,10 @@ plugin); the main window is saved to ``SELO_SHOT`` once the map is drawn, then Q
 import os
 
 import processing
+from qgis import utils
 from qgis.core import QgsProject, QgsRasterLayer
 from qgis.PyQt.QtCore import Qt, QTimer
 from qgis.PyQt.QtWidgets import QDockWidget
-from qgis import utils
 from qgis.utils import iface
 
 SHOT_DELAY_MS = 8000  # after the run: the canvas, the labels and the legend drawn (a fixed wait: under Xvfb the

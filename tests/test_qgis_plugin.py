@@ -207,26 +207,31 @@ def test_localise_in_qgis_writes_what_selo_localise_writes(qgis, tmp_path):
 
 
 @needs_qgis
-@pytest.mark.slow  # three local Rays: selo:index, selo:search and selo-search directly
-def test_search_in_qgis_gives_the_hits_and_maps_of_selo_search(qgis, tmp_path):
+@pytest.mark.slow  # two local Rays: selo:index and selo:search
+def test_search_in_qgis_ranks_and_maps_the_scenes_as_selo_localise(qgis, tmp_path):
     scenes = tmp_path / "scenes"
     scenes.mkdir()
-    for seed in range(3):
-        write_scene(scenes / f"scene{seed}.tif", seed=seed + 10, height=420, width=560)
-    archive, in_qgis, direct = tmp_path / "archive", tmp_path / "in-qgis", tmp_path / "direct"
+    images = [str(write_scene(scenes / f"scene{seed}.tif", seed=seed + 10, height=420, width=560)) for seed in range(3)]
+    archive, in_qgis, local = tmp_path / "archive", tmp_path / "in-qgis", tmp_path / "localise"
     indexed = qgis.run("selo:index", {"INPUT": scenes, "ENCODER": "demo", "STEPS": "256", "ARCHIVE": archive})
     assert len(read_json(indexed["results"]["INDEX"])["scenes"]) == 3
-    answer = qgis.run("selo:search", {"ARCHIVE": archive, "QUERIES": QUERIES[0], "TOP": 2, "OUTPUT_FOLDER": in_qgis})
-    done = run_command_directly("selo-search", "--archive", archive, "--query", QUERIES[0], "--top", 2, "--out", direct)
-    results = answer["results"]
+    results = qgis.run("selo:search", {"ARCHIVE": archive, "QUERIES": QUERIES[0], "TOP": 2,
+                                       "OUTPUT_FOLDER": in_qgis})["results"]
+    # selo-localise on every scene: its scene scores rank the scenes, its maps and peaks are the search's
+    assert localise_main(["--yaml_path", "demo", "--step", "256", "--out", str(local), "--query", QUERIES[0],
+                          "--progress", "none", *[f"--image={image}" for image in images]]) == 0
+    localised = {entry["image"]: entry for entry in read_json(local / "summary.json")["results"]}
+    expected = sorted(images, key=lambda image: -localised[image]["scene_score"])[:2]
     assert [Path(p).name for p in results["HITS"]] == ["hits_q0.geojson"]
-    assert points(results["HITS"][0]) == points(direct / "hits_q0.geojson") and len(points(direct / "hits_q0.geojson")) == 2
-    assert len(results["PROBMAPS"]) == len(results["PEAKS"]) == 2
-    for probmap, peaks in zip(results["PROBMAPS"], results["PEAKS"]):
-        np.testing.assert_array_equal(read_band(probmap), read_band(direct / Path(probmap).name))
-        assert points(peaks) == points(direct / Path(peaks).name)
-    finished = {line["stage"]: (line["done"], line["total"]) for line in progress_lines(done.stderr)}
-    assert finished == {"scored": (3, 3), "maps": (2, 2)}
+    hits = read_json(results["HITS"][0])["features"]
+    assert [(hit["properties"]["scene"], hit["properties"]["rank"]) for hit in hits] == [(expected[0], 1), (expected[1], 2)]
+    best = read_json(local / localised[expected[0]]["files"]["peaks"])["features"][0]
+    assert hits[0]["geometry"] == best["geometry"]
+    assert [Path(p).name for p in results["PROBMAPS"]] == [localised[image]["files"]["probmap"] for image in expected]
+    for image, probmap, peaks in zip(expected, results["PROBMAPS"], results["PEAKS"]):
+        np.testing.assert_array_equal(read_band(probmap), read_band(local / localised[image]["files"]["probmap"]))
+        assert [feature["geometry"] for feature in read_json(peaks)["features"]] == \
+            [feature["geometry"] for feature in read_json(local / localised[image]["files"]["peaks"])["features"]]
 
 
 @needs_qgis

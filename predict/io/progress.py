@@ -57,8 +57,9 @@ def progress(stage: str, total: int, unit: str, *, desc: str | None = None,
 
         def advance(n: int = 1) -> None:
             nonlocal done
-            done += n
-            json_line(stage, done, total, unit, depth)
+            if n:  # a line per step done, none for nothing done
+                done += n
+                json_line(stage, done, total, unit, depth)
 
         json_line(stage, done, total, unit, depth)
         try:

@@ -49,10 +49,8 @@ class SeloAlgorithm(QgsProcessingAlgorithm):
         results = {name: [] for name in self.layer_outputs}
         for output in outputs:
             name = layer_name(output, several_images)
-            details = QgsProcessingContext.LayerDetails(name, context.project(), name,
-                                                        QgsProcessingUtils.LayerHint.Raster
-                                                        if output.kind in ("probmap", "mask")
-                                                        else QgsProcessingUtils.LayerHint.Vector)
+            hint = QgsProcessingUtils.LayerHint.Raster if output.is_raster else QgsProcessingUtils.LayerHint.Vector
+            details = QgsProcessingContext.LayerDetails(name, context.project(), name, hint)
             STYLERS.append(LayerStyler(output, name))
             details.setPostProcessor(STYLERS[-1])
             context.addLayerToLoadOnCompletion(output.path, details)

@@ -4,10 +4,10 @@ carrying the query and what made it in its metadata. Layers keep their files' CR
 scene's; GeoJSON is WGS84 by RFC 7946, drawn on the fly over the scene): nothing is reprojected."""
 from __future__ import annotations
 
-from qgis.core import (QgsColorRampLegendNodeSettings, QgsColorRampShader, QgsFillSymbol, QgsLayerMetadata, QgsMarkerSymbol, QgsPalLayerSettings,
-                       QgsProcessingLayerPostProcessorInterface, QgsRasterLayer, QgsRasterShader,
-                       QgsSingleBandPseudoColorRenderer, QgsSingleSymbolRenderer, QgsTextBufferSettings,
-                       QgsTextFormat, QgsVectorLayer, QgsVectorLayerSimpleLabeling)
+from qgis.core import (QgsColorRampLegendNodeSettings, QgsColorRampShader, QgsFillSymbol, QgsLayerMetadata,
+                       QgsMarkerSymbol, QgsPalLayerSettings, QgsProcessingLayerPostProcessorInterface, QgsRasterLayer,
+                       QgsRasterShader, QgsSingleBandPseudoColorRenderer, QgsSingleSymbolRenderer,
+                       QgsTextBufferSettings, QgsTextFormat, QgsVectorLayer, QgsVectorLayerSimpleLabeling)
 from qgis.PyQt.QtGui import QColor, QFont
 
 from .outputs import Output
@@ -75,8 +75,7 @@ def describe(layer, output: Output) -> None:
     metadata = QgsLayerMetadata(layer.metadata())
     metadata.setTitle(layer.name())
     metadata.setAbstract("\n".join(f"{name}: {value}" for name, value in facts.items() if value is not None))
-    metadata.addKeywords("SeLo", [str(value) for name, value in facts.items() if name in ("query", "encoder", "pipeline")
-                                  and value is not None])
+    metadata.addKeywords("SeLo", [str(facts[name]) for name in ("query", "encoder", "pipeline") if facts.get(name)])
     layer.setMetadata(metadata)
     for name, value in facts.items():
         layer.setCustomProperty(f"selo/{name}", "" if value is None else str(value))
@@ -98,8 +97,7 @@ def style_layer(layer, output: Output) -> None:
 
 def open_layer(output: Output, name: str):
     """A layer of ``output``'s file, styled (for a script or a project; Processing loads its own)."""
-    layer = QgsRasterLayer(output.path, name) if output.kind in ("probmap", "mask") else \
-        QgsVectorLayer(output.path, name, "ogr")
+    layer = QgsRasterLayer(output.path, name) if output.is_raster else QgsVectorLayer(output.path, name, "ogr")
     if not layer.isValid():
         raise ValueError(f"{output.path}: QGIS cannot open it")
     style_layer(layer, output)

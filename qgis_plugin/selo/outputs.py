@@ -21,6 +21,10 @@ class Output:
     image: str | None
     provenance: dict
 
+    @property
+    def is_raster(self) -> bool:
+        return self.kind in ("probmap", "mask")
+
 
 def distinct_queries(text: str) -> list[str]:
     """The queries of a text, one per line, as the commands number them: stripped, blank lines skipped,
