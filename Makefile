@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: setup test demo train-demo bench docs clean
+.PHONY: setup test demo train-demo bench docs qgis-plugin qgis-screenshot clean
 
 setup: $(STAMP)
 
@@ -26,6 +26,15 @@ train-demo: $(STAMP)
 # The documentation site (docs/, mkdocs.yml), served on http://127.0.0.1:8000; `make test` builds it strictly.
 docs: $(STAMP)
 	NO_MKDOCS_2_WARNING=1 $(PY) -m mkdocs serve -a 127.0.0.1:8000
+
+# The QGIS plugin (qgis_plugin/selo) as a zip for QGIS's Plugins > Install from ZIP; see docs/qgis.md.
+QGIS_ZIP ?= dist/selo-qgis.zip
+qgis-plugin:
+	$(PYTHON) qgis_plugin/build_zip.py $(QGIS_ZIP)
+
+# docs/images/qgis-desktop.png: QGIS desktop under Xvfb (apt: qgis python3-qgis xvfb) with a scene, its probmap and peaks.
+qgis-screenshot: $(STAMP)
+	$(PY) qgis_plugin/make_screenshot.py docs/images/qgis-desktop.png
 
 bench: $(STAMP)
 	$(PY) benchmarks/run_all.py

@@ -229,6 +229,25 @@ def test_search_refuses_what_is_not_an_archive(tmp_path, capsys):
     assert capsys.readouterr().err.strip().endswith("no scene indexed in it yet (run selo-index)")
 
 
+def test_progress_json_counts_the_scenes_indexed_scored_and_mapped(cluster, tmp_path, capsys):
+    scenes = tmp_path / "scenes"
+    scenes.mkdir()
+    for seed in range(3):
+        write_png(scenes / f"s{seed}.png", 60 + seed, 420, 560)
+    archive = tmp_path / "archive"
+    assert index.main(index_args(archive, scenes, extra=["--progress", "json"])) == 0
+    assert search.main(["--archive", str(archive), "--query", QUERIES[0], "--top", "2", "--out", str(tmp_path / "out"),
+                        "--progress", "json"]) == 0
+    lines = [json.loads(line) for line in capsys.readouterr().err.splitlines() if line.startswith('{"event": ')]
+    stages = {}  # stage -> its counts in order (a batch of the pipeline may complete several scenes at once)
+    for line in lines:
+        stages.setdefault((line["stage"], line["total"], line["depth"]), []).append(line["done"])
+    assert list(stages) == [("scenes", 3, 0), ("scored", 3, 0), ("maps", 2, 0)]
+    for counts in stages.values():
+        assert counts[0] == 0 and counts == sorted(counts) and len(set(counts)) == len(counts)
+    assert [counts[-1] for counts in stages.values()] == [3, 3, 2]
+
+
 def scenes_for_failures(folder, count):
     folder.mkdir()
     images = [folder / f"s{i}.png" for i in range(count)]

@@ -26,6 +26,7 @@ from predict.encoders.base import check_image_vectors
 from predict.encoders.registry import load_encoder
 from predict.io.images import IMAGE_EXTENSIONS
 from predict.io.lock import folder_lock
+from predict.io.progress import progress
 from predict.io.raster import read_raster
 from predict.provenance import StoredFileError, remove_stored
 from predict.scenes import first_stage
@@ -201,6 +202,10 @@ class SceneAssembler:
             remove_stored(stale)
             self.logger.error("%s: its earlier entry %s was removed", image, os.path.basename(stale))
 
+    def finished(self) -> int:
+        """How many scenes are done: written, kept or failed."""
+        return len(self.run.scenes) + len(self.failed)
+
     def add(self, batch: dict) -> None:
         for i, image in enumerate(batch["scene"]):
             if image in self.failed:
@@ -263,8 +268,11 @@ def encode_scenes(todo: list[str], settings: ArchiveSettings, batch_size: int, a
         .map_batches(TileEncoder, batch_size=batch_size, batch_format="numpy",
                      fn_constructor_kwargs={"settings": settings, "batch_size": batch_size},
                      **encoder_actors())
-    for batch in pipeline.iter_batches(batch_size=None, batch_format="numpy"):
-        assembler.add(batch)
+    with progress("scenes", len(todo), "scene", desc="indexed") as advance:
+        for batch in pipeline.iter_batches(batch_size=None, batch_format="numpy"):
+            finished = assembler.finished()
+            assembler.add(batch)
+            advance(assembler.finished() - finished)
     for image in list(assembler.pending):  # cannot happen unless tiles were lost: never a partial file
         assembler.fail(image, f"{image}: the pipeline ended with {len(assembler.pending[image])} tiles "
                               "of the scene missing; nothing written, run again")

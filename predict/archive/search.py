@@ -28,6 +28,7 @@ from predict.encoders.base import EncoderSpecModel, similarities
 from predict.encoders.registry import load_encoder
 from predict.errors import first_line
 from predict.io.logs import notes_logged
+from predict.io.progress import progress
 from predict.io.raster import read_raster
 from predict.localisation import TileVectorStore, query_rng, query_vector, tile_cells
 from predict.provenance import StoredFileError, remove_stored, seal_file, vectors_key, write_stored_json
@@ -84,10 +85,17 @@ def score_archive(files: list[str], text_vectors: list[np.ndarray | None], setti
     if all(text is None for text in text_vectors):
         return []
     chunks = max(1, min(len(files), 4 * int(ray.cluster_resources().get("CPU", 1))))
-    return ray.data.from_items([{"file": f} for f in files], override_num_blocks=chunks) \
+    scored = ray.data.from_items([{"file": f} for f in files], override_num_blocks=chunks) \
         .map_batches(score_scenes, batch_size=None, batch_format="numpy", num_cpus=1,
-                     fn_kwargs={"text_vectors": text_vectors, "settings": settings,
-                                "own_similarity": own_similarity}).take_all()
+                     fn_kwargs={"text_vectors": text_vectors, "settings": settings, "own_similarity": own_similarity})
+    rows, seen = [], set()
+    with progress("scored", len(files), "scene", desc="scored") as advance:
+        for row in scored.iter_rows():  # a scene's rows (one per query) come together, with its block
+            rows.append(row)
+            if row["file"] not in seen:
+                seen.add(row["file"])
+                advance(1)
+    return rows
 
 
 def rank_scenes(scores: list[dict], top: int) -> dict[int, list[dict]]:
@@ -187,11 +195,13 @@ def draw_maps(ranked: dict[int, list[dict]], queries: list[str], out_dir: str,
         answers.update({(path, k): {"k": k, "error": message} for k, _ in jobs.pop(path)})
     refs = {path: scene_maps_task.remote(path, scene_jobs, queries, out_dir, settings)
             for path, scene_jobs in jobs.items()}
-    for path, ref in refs.items():
-        try:
-            answers.update({(path, answer["k"]): answer for answer in ray.get(ref)})
-        except ray.exceptions.RayError as exc:
-            answers.update({(path, k): {"k": k, "error": f"{path}: {first_line(exc)}"} for k, _ in jobs[path]})
+    with progress("maps", len(refs), "scene", desc="maps") as advance:
+        for path, ref in refs.items():
+            try:
+                answers.update({(path, answer["k"]): answer for answer in ray.get(ref)})
+            except ray.exceptions.RayError as exc:
+                answers.update({(path, k): {"k": k, "error": f"{path}: {first_line(exc)}"} for k, _ in jobs[path]})
+            advance(1)
     return answers
 
 

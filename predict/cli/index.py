@@ -17,8 +17,8 @@ import os
 import sys
 
 from predict.archive import INDEX_NAME, ArchiveSettings, check_archive_settings, expand_images, index_archive
-from predict.cli.options import (OneLineParser, add_address_argument, add_band_arguments, add_runtime_arguments,
-                                 add_yaml_argument, positive_int, runtime_options, tile_steps)
+from predict.cli.options import (OneLineParser, add_address_argument, add_band_arguments, add_progress_argument,
+                                 add_runtime_arguments, add_yaml_argument, positive_int, runtime_options, tile_steps)
 from predict.cli.ray_session import check_address, ray_session
 from predict.cli.runner import logged_run, run_in_folder
 from predict.core.pipelines import PIPELINES, get_pipeline
@@ -43,13 +43,14 @@ def build_parser() -> OneLineParser:
     parser.add_argument("--batch_size", type=positive_int, default=None, help="tiles per encoder call (yaml's by default)")
     add_runtime_arguments(parser)
     add_address_argument(parser)
+    add_progress_argument(parser)
     return parser
 
 
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
     archive = os.path.abspath(args.archive)
-    return run_in_folder(archive, "--archive", lambda: index(args, archive))
+    return run_in_folder(archive, "--archive", lambda: index(args, archive), progress=args.progress)
 
 
 def index(args, archive: str) -> int:

@@ -18,9 +18,9 @@ import argparse
 import os
 import sys
 
-from predict.cli.options import (OneLineParser, add_band_arguments, add_query_arguments, add_runtime_arguments,
-                                 add_yaml_argument, parse_quantile, positive_int, read_queries, runtime_options,
-                                 tile_steps)
+from predict.cli.options import (OneLineParser, add_band_arguments, add_progress_argument, add_query_arguments,
+                                 add_runtime_arguments, add_yaml_argument, parse_quantile, positive_int, read_queries,
+                                 runtime_options, tile_steps)
 from predict.cli.runner import logged_run, run_in_folder
 from predict.core.pipelines import PIPELINES, get_pipeline
 from predict.core.tiling import tile_sample
@@ -48,6 +48,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--mask", type=parse_quantile, default=None,
                         help="also write a binary mask GeoTIFF of the map above this quantile, e.g. 0.95")
     parser.add_argument("--vector_cache", default=None, help="tile-vector folder (default <out>/tile_vectors)")
+    add_progress_argument(parser)
     return parser
 
 
@@ -60,7 +61,7 @@ def scene_config(args: argparse.Namespace) -> SceneConfig:
 
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
-    return run_in_folder(args.out, "--out", lambda: locked_main(args))
+    return run_in_folder(args.out, "--out", lambda: locked_main(args), progress=args.progress)
 
 
 def locked_main(args: argparse.Namespace) -> int:

@@ -12,6 +12,7 @@ import os
 from predict.core.stretch import Stretch
 from predict.core.tiling import parse_steps
 from predict.encoders.base import PRECISIONS, RUNTIMES
+from predict.io.progress import PROGRESS_STYLES
 from predict.resources import yaml_help
 
 EXIT_CANNOT_START = 2
@@ -113,6 +114,13 @@ def add_address_argument(parser: argparse.ArgumentParser) -> None:
     """The archive commands' ``--address``: the Ray cluster to join."""
     parser.add_argument("--address", default=None, metavar="ADDR",
                         help="join this Ray cluster (e.g. 10.0.0.5:6379 or auto); default: a local Ray for this command")
+
+
+def add_progress_argument(parser: argparse.ArgumentParser) -> None:
+    """``--progress``: how the run's progress shows (see :mod:`predict.io.progress`)."""
+    parser.add_argument("--progress", choices=PROGRESS_STYLES, default="bar",
+                        help="bar: progress bars on the terminal (default); json: one JSON line per step on stderr, "
+                             "for a program that runs the command (e.g. the QGIS plugin); none: no progress")
 
 
 def add_band_arguments(parser: argparse.ArgumentParser) -> None:

@@ -17,6 +17,7 @@ from predict.cli.options import EXIT_CANNOT_START
 from predict.errors import ArgumentError, FolderBusyError, first_line
 from predict.io.lock import folder_lock
 from predict.io.logs import LOGGER_NAME
+from predict.io.progress import reporting_progress
 from predict.provenance import write_atomically
 
 EXIT_INTERRUPTED = 130  # 128 + SIGINT, as a shell reports Ctrl-C
@@ -97,14 +98,16 @@ def end_interrupted() -> None:
     os._exit(EXIT_INTERRUPTED)
 
 
-def run_in_folder(folder: str, option: str, run: Callable[[], int], *, create: bool = True) -> int:
+def run_in_folder(folder: str, option: str, run: Callable[[], int], *, create: bool = True,
+                  progress: str = "bar") -> int:
     """The frame of a command that writes ``folder`` (named by its flag ``option``): the folder prepared
     (created and probed when ``create``), locked for the run (another run writing it: one line, exit 2),
-    and Ctrl-C ending the run (:func:`interrupts_end_the_run`); ``run`` returns the exit code."""
+    Ctrl-C ending the run (:func:`interrupts_end_the_run`) and its progress shown as ``progress``
+    (``--progress``, see :mod:`predict.io.progress`); ``run`` returns the exit code."""
     try:
         if create:
             prepare_output_folder(folder)
-        with folder_lock(folder, option=option), interrupts_end_the_run():
+        with folder_lock(folder, option=option), interrupts_end_the_run(), reporting_progress(progress):
             return run()
     except (OSError, FolderBusyError) as exc:
         return fail_to_start(first_line(exc))

@@ -21,8 +21,8 @@ import os
 import sys
 
 from predict.archive import SUMMARY_NAME, open_search, run_search
-from predict.cli.options import (OneLineParser, add_address_argument, add_query_arguments, add_yaml_argument,
-                                 positive_int, read_queries)
+from predict.cli.options import (OneLineParser, add_address_argument, add_progress_argument, add_query_arguments,
+                                 add_yaml_argument, positive_int, read_queries)
 from predict.cli.ray_session import check_address, ray_session
 from predict.cli.runner import fail_to_start, logged_run, run_in_folder
 from predict.encoders.base import PRECISIONS, RUNTIMES
@@ -43,6 +43,7 @@ def build_parser() -> OneLineParser:
                         help="checked against the archive's: its scenes are searched and mapped with the runtime "
                              "and precision they were indexed with")
     parser.add_argument("--precision", choices=PRECISIONS, default=None, help="checked as --runtime is")
+    add_progress_argument(parser)
     return parser
 
 
@@ -58,7 +59,7 @@ def check_runtime(args, encoder) -> None:
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
     out = os.path.abspath(args.out)
-    return run_in_folder(out, "--out", lambda: search(args, out))
+    return run_in_folder(out, "--out", lambda: search(args, out), progress=args.progress)
 
 
 def search(args, out: str) -> int:

@@ -16,7 +16,6 @@ from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
-from tqdm import tqdm
 
 from predict.core.notes import warn
 from predict.core.stripes import results_ahead
@@ -24,6 +23,7 @@ from predict.core.tiling import Tile, cut_tiles, tile_batches
 from predict.encoders.base import EncoderSpecModel, check_image_vectors
 from predict.errors import first_line
 from predict.io.lock import exclusive_lock
+from predict.io.progress import progress as stage_progress
 from predict.localisation.timing import StageTimer
 from predict.provenance import StoredFileError, read_stored, vectors_key, write_stored
 
@@ -130,7 +130,7 @@ class TileVectorStore:
             batches = cut(image_bgr, missing, self.encoder.tile_size, self.encoder.batch_size)
             computed: dict[Tile, np.ndarray] = {}  # kept only once every batch succeeded
             # a second bar under the per-sample one: a large image takes minutes with a real model on a CPU
-            with tqdm(total=len(missing), desc="tiles", unit="tile", leave=False, dynamic_ncols=True) as bar:
+            with stage_progress("tiles", len(missing), "tile", leave=False) as advance:
                 while True:
                     with timer.stage("cut"):
                         batch = next(batches, None)
@@ -140,7 +140,7 @@ class TileVectorStore:
                         vecs = check_image_vectors(self.encoder.image_encoder(batch), len(batch), name, dim)
                     dim = vecs.shape[1]
                     computed.update(zip(missing[len(computed):len(computed) + len(batch)], vecs))
-                    bar.update(len(batch))
+                    advance(len(batch))
                     if progress is not None:
                         progress(len(computed), len(missing))
             self.vectors_by_tile.update(computed)

@@ -32,7 +32,6 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 
 import numpy as np
-from tqdm import tqdm
 
 from predict.core.heatmap import colour_heatmap, overlay, scene_score
 from predict.core.pipelines import PIPELINES, PipelineSpec
@@ -42,6 +41,7 @@ from predict.errors import first_line
 from predict.io.lock import folder_lock
 from predict.io.logs import notes_logged
 from predict.io.maps import write_jpeg
+from predict.io.progress import progress
 from predict.io.raster import (DEFAULT_STRETCH, RasterImage, georeference_sidecars, peaks_feature_collection,
                                read_raster, regions_feature_collection, write_mask_tif, write_probmap_tif)
 from predict.localisation import TileVectorStore, mostly_valid, probability_map_of, score_tiles, tile_cells
@@ -229,8 +229,7 @@ class SceneRun:
             if not query.strip():
                 self.fail(f"query {k}: empty query (skipped)")
         todo = [q for q in dict.fromkeys(queries) if q.strip()]
-        with tqdm(total=len(images) * len(todo), desc=f"SeLo {self.config.pipeline.name}", unit="query",
-                  dynamic_ncols=True) as bar:
+        with progress("queries", len(images) * len(todo), "query", desc=f"SeLo {self.config.pipeline.name}") as advance:
             for image in images if todo else []:  # no image is read for nothing
                 started = time.perf_counter()
                 try:
@@ -240,7 +239,7 @@ class SceneRun:
                 except Exception as exc:
                     self.fail(first_line(exc))
                     self.summary.forget(image)
-                    bar.update(len(todo))
+                    advance(len(todo))
                     continue
                 for query in self.summary.forget_other_content(image, raster.key, raster.digest):
                     if query not in todo:  # those asked now are made again below
@@ -263,7 +262,7 @@ class SceneRun:
                                          result["scene_score"], result["seconds"])
                         self.write_summary()
                     started = time.perf_counter()
-                    bar.update(1)
+                    advance(1)
                 del raster, stage1
         with notes_logged(self.logger) as notes:
             self.summary.write_all_peaks(notes)
