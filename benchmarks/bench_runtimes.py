@@ -102,10 +102,16 @@ def channels_last(encoder):
 
 
 def variants(yaml_path: str, calibration: np.ndarray) -> dict:
+    """Every variant's encoder, or the one line that refused it (an int8 model below its floor)."""
+    from predict.encoders.base import EncoderError
     from predict.encoders.registry import load_encoder
 
-    load = lambda runtime, precision="fp32": load_encoder(yaml_path, device="cpu", runtime=runtime,  # noqa: E731
-                                                           precision=precision, sample=calibration)
+    def load(runtime, precision="fp32"):
+        try:
+            return load_encoder(yaml_path, device="cpu", runtime=runtime, precision=precision, sample=calibration)
+        except EncoderError as refused:
+            return str(refused)
+
     return {"torch": load("torch"), "torch channels_last": channels_last(load("torch")),
             "onnxruntime fp32": load("onnxruntime"), "openvino fp32": load("openvino"),
             "onnxruntime int8": load("onnxruntime", "int8"), "openvino int8": load("openvino", "int8")}
@@ -116,7 +122,8 @@ def bench_encoders(names: list[str], tiles: np.ndarray, calibration: np.ndarray,
 
     print(f"{'encoder':>10} {'variant':>20} {'tiles/s':>8} {'ratio':>6} {'min cos':>10} {'mean cos':>10}", flush=True)
     for name in names:
-        encoders = variants(encoder_yaml(name, work), calibration)
+        loaded = variants(encoder_yaml(name, work), calibration)
+        encoders = {label: encoder for label, encoder in loaded.items() if not isinstance(encoder, str)}
         reference = encoders["torch"].image_encoder(tiles)
         seconds = {label: [] for label in encoders}
         for _ in range(rounds):
@@ -124,6 +131,9 @@ def bench_encoders(names: list[str], tiles: np.ndarray, calibration: np.ndarray,
                 start = time.perf_counter()
                 encoder.image_encoder(tiles)
                 seconds[label].append(time.perf_counter() - start)
+        for label, refused in loaded.items():
+            if isinstance(refused, str):
+                print(f"{name:>10} {label:>20} refused: {refused}", flush=True)
         for label, encoder in encoders.items():
             found = cosines(encoder.image_encoder(tiles), reference)
             ratios = [base / own for base, own in zip(seconds["torch"], seconds[label])]

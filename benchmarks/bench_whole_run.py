@@ -145,6 +145,9 @@ def main() -> None:
     parser.add_argument("--baseline", default="7c7cea4", help="commit of the baseline run")
     parser.add_argument("--yaml", default=DEMO_YAML, help="encoder yaml, relative to the tree that runs")
     parser.add_argument("--device", default="cpu")
+    parser.add_argument("--compare_to", default=None, metavar="CACHE",
+                        help="compare numbers and probmaps with this earlier run's cache folder instead of the first "
+                             "run's (the wall-time ratio stays to the first run of this invocation)")
     parser.add_argument("--scenes", type=int, default=None,
                         help="a small demo testset of this many scenes instead of the like-SLM one (a quick check)")
     args = parser.parse_args()
@@ -159,15 +162,16 @@ def main() -> None:
     for kind in args.runs.split(","):
         result = run_one(kind, args, testset, work)
         first = first or result
+        reference = Path(args.compare_to) if args.compare_to else first["cache"]
         t = result["timings"]
         tiles_per_s = (result["tiles_encoded"] or 0) / t["sim"] if t["sim"] else float("nan")
-        same_numbers = indicators(result["cache"]) == indicators(first["cache"])
-        same_maps = probmap_digests(result["cache"]) == probmap_digests(first["cache"])
+        same_numbers = indicators(result["cache"]) == indicators(reference)
+        same_maps = probmap_digests(result["cache"]) == probmap_digests(reference)
         print(f"{kind:>9} {result['wall']:8.1f} {first['wall'] / result['wall']:5.2f}x "
               + " ".join(f"{t[s]:7.1f}" for s in ("cut", "sim", "gnt", "flt", "eval"))
               + f" {t['sim'] / result['wall']:8.0%} {tiles_per_s:8.0f} {result['peak_mb']:8.0f}"
               + f"  {'yes' if same_numbers else 'NO'} / {'yes' if same_maps else 'NO'}"
-              + f"  {probmap_difference(result['cache'], first['cache']):13.4f}  "
+              + f"  {probmap_difference(result['cache'], reference):13.4f}  "
               + " ".join(f"{v:.4f}" for v in mean_indicators(result["cache"]).values()), flush=True)
 
 
