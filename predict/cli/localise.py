@@ -24,6 +24,7 @@ from predict.cli.runner import logged_run, run_in_folder
 from predict.core.pipelines import PIPELINES, get_pipeline
 from predict.encoders.registry import load_encoder, read_options
 from predict.io.logs import notes_logged, setup_logger
+from predict.runtime import configure_process
 from predict.scenes import FolderSummary, SceneConfig, localise_scenes
 
 
@@ -44,6 +45,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--mask", type=parse_quantile, default=None,
                         help="also write a binary mask GeoTIFF of the map above this quantile, e.g. 0.95")
     parser.add_argument("--vector_cache", default=None, help="tile-vector folder (default <out>/tile_vectors)")
+    parser.add_argument("--memory_mb", type=positive_int, default=None,
+                        help="memory (MB) a scene's reading and maps stay within, whatever its size: it is read and "
+                             "its maps written in stripes (default: 700 MB per usable core); never changes the outputs")
     return parser
 
 
@@ -51,11 +55,12 @@ def scene_config(args: argparse.Namespace) -> SceneConfig:
     """The library's configuration of parsed arguments."""
     return SceneConfig(out_dir=args.out, pipeline=get_pipeline(args.pipeline, args.step), bands=args.bands,
                        stretch=args.stretch, regions=args.regions, mask=args.mask, vector_cache=args.vector_cache,
-                       seed=args.seed)
+                       seed=args.seed, memory_mb=args.memory_mb)
 
 
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
+    configure_process(parallel=False)  # before the model loads: freed stripes go back to the system
     return run_in_folder(args.out, "--out", lambda: locked_main(args))
 
 
