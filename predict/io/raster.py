@@ -38,7 +38,7 @@ from rasterio.windows import Window
 from evaluations.jpeg import image_bytes
 from evaluations.metrics import attention_centres
 from predict.core.notes import warn
-from predict.core.stretch import Stretch, band_percentiles
+from predict.core.stretch import Stretch, histogram_percentiles, level_counts
 from predict.errors import ArgumentError
 from predict.io.annotations import SampleError
 from predict.io.images import check_png_complete, decode_strictly, require_image_file, warn_first_page_only
@@ -150,7 +150,7 @@ def bands_to_uint8(bands: np.ndarray, stretch: Stretch | None = DEFAULT_STRETCH,
     return np.clip(scaled, 0, 255).astype(np.uint8)
 
 
-def _read_bands(src, path: str, bands: tuple[int, ...], notes: list[str] | None = None,
+def read_bands(src, path: str, bands: tuple[int, ...], notes: list[str] | None = None,
                 window: Window | None = None) -> np.ndarray:
     """The selected bands ``(H, W, C)`` in the file's type (of ``window`` alone when given: a GeoTIFF's). JPEGs are decoded as the benchmark pipeline
     decodes them (:func:`~predict.io.images.decode_strictly`: OpenCV, EXIF orientation, truncation refused;
@@ -171,19 +171,20 @@ def _read_bands(src, path: str, bands: tuple[int, ...], notes: list[str] | None 
     return data
 
 
-def _valid_mask(src, bands: tuple[int, ...], data: np.ndarray) -> np.ndarray | None:
-    """bool ``(H, W)``: a pixel is valid where any selected band's GDAL mask (nodata value, mask band,
-    alpha) says so and every band is finite; None when all are valid."""
+def valid_mask(src, bands: tuple[int, ...], data: np.ndarray, window: Window | None = None) -> np.ndarray | None:
+    """bool ``(H, W)``: a pixel of ``data`` (read from ``window``, the whole file when None) is valid where any
+    selected band's GDAL mask (nodata value, mask band, alpha) says so and every band is finite; None when
+    all are valid."""
     valid = None
     if any(MaskFlags.all_valid not in src.mask_flag_enums[b - 1] for b in bands):
-        valid = np.any(src.read_masks(list(bands)) > 0, axis=0)
+        valid = np.any(src.read_masks(list(bands), window=window) > 0, axis=0)
     if np.issubdtype(data.dtype, np.floating):
         finite = np.all(np.isfinite(data), axis=2)
         valid = finite if valid is None else valid & finite
     return None if valid is None or valid.all() else valid
 
 
-def _warn_other_pages(src, path: str, notes: list[str] | None = None) -> None:
+def warn_other_pages(src, path: str, notes: list[str] | None = None) -> None:
     """A multi-page TIFF is read from its first page, with the warning of :func:`predict.io.images.read_image`
     naming the file and the page count (GDAL lists every page, not the overviews nor masks, as a subdataset)."""
     pages = [s for s in src.subdatasets if s.startswith("GTIFF_DIR:")]
@@ -261,10 +262,10 @@ def _decode_raster(path: str, bands: Sequence[int] | None, stretch: Stretch | No
     :func:`~predict.provenance.read_unchanged` checks the file did not change meanwhile)."""
     try:
         with opened(rasterio.open, path) as src:
-            _warn_other_pages(src, path, notes)
+            warn_other_pages(src, path, notes)
             chosen = choose_bands(src.colorinterp, src.count, bands, path, notes)
-            data = _read_bands(src, path, chosen, notes)
-            valid = _valid_mask(src, chosen, data)
+            data = read_bands(src, path, chosen, notes)
+            valid = valid_mask(src, chosen, data)
             gcps, gcps_crs = src.gcps
             crs, transform = src.crs or gcps_crs, src.transform
             sidecars = sidecars_of(src, path)
@@ -413,11 +414,21 @@ def quantile_mask(probmap: np.ndarray, valid: np.ndarray | None, quantile: float
     >>> quantile_mask(np.array([[0, 100, 200, 255]], np.uint8), None, 0.5)
     (array([[False, False,  True,  True]]), 100)
     """
-    if not 0 <= quantile < 1:
-        raise ValueError(f"quantile must be in [0, 1), got {quantile}")
-    threshold = int(band_percentiles(probmap, 100 * quantile, 100 * quantile, valid)[0])
+    threshold = quantile_threshold(level_counts(probmap if valid is None else probmap[valid]), quantile)
     above = probmap > threshold
     return (above if valid is None else above & valid), threshold
+
+
+def quantile_threshold(counts: np.ndarray, quantile: float) -> int:
+    """A uint8 map's ``quantile`` (0-1) from the level counts of its valid pixels
+    (:func:`~predict.core.stretch.level_counts`; those of a map's stripes add up).
+
+    >>> quantile_threshold(level_counts(np.array([0, 100, 200, 255], np.uint8)), 0.5)
+    100
+    """
+    if not 0 <= quantile < 1:
+        raise ValueError(f"quantile must be in [0, 1), got {quantile}")
+    return int(histogram_percentiles(counts, np.uint8, 100 * quantile, 100 * quantile)[0])
 
 
 def regions_feature_collection(probmap: np.ndarray, raster: RasterImage, quantile: float,

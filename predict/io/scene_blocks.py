@@ -35,8 +35,8 @@ from predict.core.stretch import (Stretch, band_percentiles, counted_exactly, le
 from predict.core.tiling import Tile, effective_box
 from predict.io.annotations import SampleError
 from predict.io.images import require_image_file
-from predict.io.raster import (DEFAULT_STRETCH, RasterImage, _read_bands, _warn_other_pages, bands_to_uint8,
-                               choose_bands, gdal_reason, opened, sidecars_of)
+from predict.io.raster import (DEFAULT_STRETCH, RasterImage, bands_to_uint8, choose_bands, gdal_reason, opened,
+                               read_bands, sidecars_of, valid_mask, warn_other_pages)
 from predict.provenance import file_digest, image_key
 
 EXACT_PERCENTILE_PIXELS = 1 << 27  # up to ~11600 x 11600 px: the stretch's percentiles over every pixel
@@ -103,8 +103,8 @@ class ScenePixels:
         if first >= stop:
             return pixels, valid
         if self.src.driver not in WINDOWED_DRIVERS:  # PNG, JPEG: decoded whole, as read_raster does
-            data = _read_bands(self.src, self.path, self.bands)
-            self._convert(data[first:stop], _valid_window(self.src, self.bands, data, None), pixels, valid)
+            data = read_bands(self.src, self.path, self.bands)
+            self._convert(data[first:stop], valid_mask(self.src, self.bands, data), pixels, valid)
             return pixels, valid
         for window in decode_windows(self.src, first, stop):
             data, window_valid = read_window(self.src, self.path, self.bands, window, self._lock)
@@ -221,22 +221,11 @@ def read_window(src, path: str, bands: tuple[int, ...], window: Window,
     the window."""
     try:
         with lock or threading.Lock():
-            data = _read_bands(src, path, bands, window=window)
-            return data, _valid_window(src, bands, data, window)
+            data = read_bands(src, path, bands, window=window)
+            return data, valid_mask(src, bands, data, window)
     except RasterioIOError as exc:
         raise SampleError(f"{path}: cannot read the window of rows {window.row_off}-{window.row_off + window.height}, "
                           f"columns {window.col_off}-{window.col_off + window.width} ({gdal_reason(exc)})") from None
-
-
-def _valid_window(src, bands: tuple[int, ...], data: np.ndarray, window: Window | None) -> np.ndarray | None:
-    """bool ``(h, w)`` valid mask of ``data`` read from ``window`` (see :func:`~predict.io.raster._valid_mask`)."""
-    valid = None
-    if any(MaskFlags.all_valid not in src.mask_flag_enums[b - 1] for b in bands):
-        valid = np.any(src.read_masks(list(bands), window=window) > 0, axis=0)
-    if np.issubdtype(data.dtype, np.floating):
-        finite = np.all(np.isfinite(data), axis=2)
-        valid = finite if valid is None else valid & finite
-    return None if valid is None or valid.all() else valid
 
 
 def may_be_masked(src, bands: tuple[int, ...]) -> bool:
@@ -261,8 +250,8 @@ def stretch_ranges(src, path: str, bands: tuple[int, ...], stretch: Stretch) -> 
     dtype = np.dtype(src.dtypes[bands[0] - 1])
     exact = src.height * src.width <= EXACT_PERCENTILE_PIXELS
     if exact and (not counted_exactly(dtype) or src.driver not in WINDOWED_DRIVERS):  # as read_raster: whole
-        data = _read_bands(src, path, bands)
-        valid = _valid_window(src, bands, data, None)
+        data = read_bands(src, path, bands)
+        valid = valid_mask(src, bands, data)
         if not stretch.per_band:
             return [band_percentiles(data, stretch.low, stretch.high, valid)] * len(bands), None
         return [band_percentiles(data[:, :, k], stretch.low, stretch.high, valid) for k in range(len(bands))], None
@@ -296,7 +285,7 @@ def open_scene(path: str | os.PathLike, stack: ExitStack, bands: Sequence[int] |
     digest = file_digest(path)
     try:
         src = stack.enter_context(opened(rasterio.open, path))
-        _warn_other_pages(src, path, notes)
+        warn_other_pages(src, path, notes)
         chosen = choose_bands(src.colorinterp, src.count, bands, path, notes)
         if len({src.block_shapes[b - 1] for b in chosen}) > 1:
             raise SampleError(f"{path}: bands {list(chosen)} have different block sizes "

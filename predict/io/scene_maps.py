@@ -27,12 +27,12 @@ from rasterio.windows import Window
 from evaluations.metrics import PEAK_WINDOW, SMOOTH_SIZE, rank_centres, smooth_gray, smooth_maxima
 from predict.core.blocks import StripeRegions, row_stripes
 from predict.core.heatmap import colour_heatmap, overlay
-from predict.core.stretch import histogram_percentiles, level_counts
+from predict.core.stretch import level_counts
 from predict.io.jpeg import StripeJoiner, encode_jpeg, restart_interval, stripe_rows
 from predict.io.maps import STRIPE_BYTES
 from predict.io.raster import (COG_OPTIONS, MASK_COLOURS, RasterImage, georeference_profile, jet_colour_table,
                                label_band, mask_labels, opened, peaks_of_centres, plain_profile, probmap_description,
-                               regions_of_shapes)
+                               quantile_threshold, regions_of_shapes)
 from predict.provenance import atomic_path, atomic_writer
 
 PEAK_MARGIN = 5 * (SMOOTH_SIZE // 2) + PEAK_WINDOW // 2  # rows a peak-search row depends on (smoothing, window)
@@ -170,9 +170,7 @@ def write_scene_maps(raster: RasterImage, rows_of: Callable[[int, int], np.ndarr
         peaks = peaks_of_centres(centres, values, raster, tags)
         region_features = None
         for quantile in dict.fromkeys(q for q in (regions, mask) if q is not None):
-            if not 0 <= quantile < 1:
-                raise ValueError(f"quantile must be in [0, 1), got {quantile}")
-            threshold = int(histogram_percentiles(counts, np.uint8, 100 * quantile, 100 * quantile)[0])
+            threshold = quantile_threshold(counts, quantile)
             above = cleanup.enter_context(work_file(paths["probmap"]))
             write_above_work(work, above, threshold, stripes)
             if quantile == regions:

@@ -1,8 +1,10 @@
 """SeLo on a user's own scenes: any number of images x any number of queries, no annotation file.
 
-Each image is read and its first-stage tiles encoded once, however many queries it gets (the tile
+Each image is opened once and its first-stage tiles encoded once, however many queries it gets (the tile
 vectors are kept on disk, so a later run encodes none either; v2's refinement boxes depend on the query
-and are counted apart). For every image x query the outputs are written atomically into the output
+and are counted apart). A scene of any size is read in row stripes and its maps written stripe by stripe
+within ``memory_mb`` (:mod:`predict.io.scene_blocks`, :mod:`predict.io.scene_maps`): the same bytes as one
+block, at the memory of a few stripes. For every image x query the outputs are written atomically into the output
 folder, ``<k>`` being the query's number in this folder (the same query keeps its number across runs):
 
 - ``<stem>_q<k>_probmap.tif``: the uint8 probability map as a Cloud Optimized GeoTIFF with the input's
