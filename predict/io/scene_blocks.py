@@ -104,7 +104,8 @@ class ScenePixels:
             return pixels, valid
         if self.src.driver not in WINDOWED_DRIVERS:  # PNG, JPEG: decoded whole, as read_raster does
             data = read_bands(self.src, self.path, self.bands)
-            self._convert(data[first:stop], valid_mask(self.src, self.bands, data), pixels, valid)
+            data_valid = valid_mask(self.src, self.bands, data)
+            self._convert(data[first:stop], None if data_valid is None else data_valid[first:stop], pixels, valid)
             return pixels, valid
         for window in decode_windows(self.src, first, stop):
             data, window_valid = read_window(self.src, self.path, self.bands, window, self._lock)
