@@ -14,6 +14,7 @@ import math
 import os
 import tempfile
 import time
+from contextlib import ExitStack
 from dataclasses import dataclass, field, replace
 from functools import lru_cache
 
@@ -29,7 +30,7 @@ from predict.encoders.registry import load_encoder
 from predict.errors import first_line
 from predict.io.logs import notes_logged
 from predict.io.progress import progress
-from predict.io.raster import read_raster
+from predict.io.scene_blocks import open_scene
 from predict.localisation import TileVectorStore, query_rng, query_vector, tile_cells
 from predict.provenance import StoredFileError, remove_stored, seal_file, vectors_key, write_stored_json
 from predict.scenes import SceneConfig, SceneRun, first_stage
@@ -135,29 +136,32 @@ def scene_maps(path: str, jobs: list[tuple[int, str]], queries: list[str], out_d
     or ``{"k", "error"}``."""
     image = path  # named by its image once its file is read
     ignored: list[str] = []  # the scene's warnings were reported when it was indexed
-    try:
-        header, tiles, vectors = load_scene(path, settings)  # checked again: it may have changed since the scoring
-        image = header["image"]
-        raster = read_raster(image, settings.bands, settings.stretch, ignored)
-    except Exception as exc:
-        return [{"k": k, "error": scene_error(image, exc)} for k, _ in jobs]
-    encoder = cached_encoder(settings)
     answers = []
-    with tempfile.TemporaryDirectory(prefix=".maps-", dir=out_dir) as scratch:  # beside: moved by a rename
-        config = SceneConfig(out_dir=scratch, pipeline=settings.spec(), bands=settings.bands, stretch=settings.stretch)
-        run = SceneRun(config, encoder, logging.getLogger("selo.search"),  # files named by the search's numbers
-                       vectors=archive_store(encoder, raster.key, tiles, vectors), queries=queries)
-        for k, query in jobs:
-            try:
-                stage1 = first_stage(raster, settings.spec(), image, ignored)
-                files = run.localise(raster, stage1, image, query, time.perf_counter(), ignored)["files"]
-                with open(os.path.join(scratch, files["peaks"]), encoding="utf-8") as f:
-                    peaks = json.load(f)["features"]
-                for name in files.values():
-                    os.replace(os.path.join(scratch, name), os.path.join(out_dir, name))
-                answers.append({"k": k, "files": files, "peak": peaks[0] if peaks else None})
-            except Exception as exc:
-                answers.append({"k": k, "error": f"{image}, query {k}: {first_line(exc)}"})
+    with ExitStack() as scene:
+        try:
+            header, tiles, vectors = load_scene(path, settings)  # checked again: it may have changed since the scoring
+            image = header["image"]
+            raster = open_scene(image, scene, settings.bands, settings.stretch, ignored)  # read by stripes
+        except Exception as exc:
+            return [{"k": k, "error": scene_error(image, exc)} for k, _ in jobs]
+        encoder = cached_encoder(settings)
+        with tempfile.TemporaryDirectory(prefix=".maps-", dir=out_dir) as scratch:  # beside: moved by a rename
+            config = SceneConfig(out_dir=scratch, pipeline=settings.spec(), bands=settings.bands,
+                                 stretch=settings.stretch)
+            run = SceneRun(config, encoder, logging.getLogger("selo.search"),  # files named by the search's numbers
+                           vectors=archive_store(encoder, raster.key, tiles, vectors), queries=queries)
+            run.plan(raster, image)
+            for k, query in jobs:
+                try:
+                    stage1 = first_stage(raster, settings.spec(), image, ignored)
+                    files = run.localise(raster, stage1, image, query, time.perf_counter(), ignored)["files"]
+                    with open(os.path.join(scratch, files["peaks"]), encoding="utf-8") as f:
+                        peaks = json.load(f)["features"]
+                    for name in files.values():
+                        os.replace(os.path.join(scratch, name), os.path.join(out_dir, name))
+                    answers.append({"k": k, "files": files, "peak": peaks[0] if peaks else None})
+                except Exception as exc:
+                    answers.append({"k": k, "error": f"{image}, query {k}: {first_line(exc)}"})
     return answers
 
 

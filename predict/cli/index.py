@@ -25,7 +25,7 @@ from predict.core.pipelines import PIPELINES, get_pipeline
 from predict.core.tiling import tile_sample
 from predict.encoders.registry import load_encoder
 from predict.io.logs import setup_logger
-from predict.io.raster import read_raster
+from predict.io.scene_blocks import middle_rows
 from predict.provenance import canonical_json, vectors_key
 from predict.resources import find_yaml
 
@@ -61,7 +61,7 @@ def index(args, archive: str) -> int:
         spec = get_pipeline(args.pipeline, args.step)
         yaml_path = os.path.abspath(find_yaml(args.yaml_path))  # a preset's name: its packaged file
         sample = tile_sample(expand_images(args.images)[0],
-                             lambda path: read_raster(path, args.bands, args.stretch).pixels)
+                             lambda path: middle_rows(path, bands=args.bands, stretch=args.stretch))
         encoder = load_encoder(yaml_path, device="cpu", batch_size=args.batch_size, sample=sample,
                                **runtime_options(args))
         settings = ArchiveSettings(yaml_path=yaml_path, vectors_key=vectors_key(encoder), tile_size=encoder.tile_size,

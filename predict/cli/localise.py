@@ -26,7 +26,8 @@ from predict.core.pipelines import PIPELINES, get_pipeline
 from predict.core.tiling import tile_sample
 from predict.encoders.registry import load_encoder, read_options
 from predict.io.logs import notes_logged, setup_logger
-from predict.io.raster import read_raster
+from predict.io.scene_blocks import middle_rows
+from predict.runtime import configure_process
 from predict.scenes import FolderSummary, SceneConfig, localise_scenes
 
 
@@ -48,6 +49,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--mask", type=parse_quantile, default=None,
                         help="also write a binary mask GeoTIFF of the map above this quantile, e.g. 0.95")
     parser.add_argument("--vector_cache", default=None, help="tile-vector folder (default <out>/tile_vectors)")
+    parser.add_argument("--memory_mb", type=positive_int, default=None,
+                        help="memory (MB) a scene's reading and maps stay within, whatever its size: it is read and "
+                             "its maps written in stripes (default: 700 MB per usable core); never changes the outputs")
     add_progress_argument(parser)
     return parser
 
@@ -56,11 +60,12 @@ def scene_config(args: argparse.Namespace) -> SceneConfig:
     """The library's configuration of parsed arguments."""
     return SceneConfig(out_dir=args.out, pipeline=get_pipeline(args.pipeline, args.step), bands=args.bands,
                        stretch=args.stretch, regions=args.regions, mask=args.mask, vector_cache=args.vector_cache,
-                       seed=args.seed)
+                       seed=args.seed, memory_mb=args.memory_mb)
 
 
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
+    configure_process(parallel=False)  # before the model loads: freed stripes go back to the system
     return run_in_folder(args.out, "--out", lambda: locked_main(args), progress=args.progress)
 
 
@@ -73,7 +78,7 @@ def locked_main(args: argparse.Namespace) -> int:
         with notes_logged(logger) as notes:  # a summary this run can continue; changed outputs dropped
             FolderSummary(args.out, notes)
         read_options(args.yaml_path)
-        sample = tile_sample(args.image, lambda path: read_raster(path, config.bands, config.stretch).pixels)
+        sample = tile_sample(args.image, lambda path: middle_rows(path, bands=config.bands, stretch=config.stretch))
         return config, queries, load_encoder(args.yaml_path, device=args.device, batch_size=args.batch_size,
                                              sample=sample, **runtime_options(args))
 

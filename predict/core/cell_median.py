@@ -27,9 +27,9 @@ MIN_ROWS_PER_THREAD = 512  # fewer rows are not worth a thread
 
 
 @numba.njit(cache=True, nogil=True)
-def _median_rows(row_edges, col_edges, values, size, out, first_row, stop_row):  # pragma: no cover (compiled)
-    """Fill ``out[first_row:stop_row]`` with the median of the cell map; edges already extended by the radius
-    (int64), ``values`` (R, C) uint8, no empty cell."""
+def _median_rows(row_edges, col_edges, values, size, out, first_row, stop_row, out_row0):  # pragma: no cover
+    """Fill ``out[first_row - out_row0:stop_row - out_row0]`` with the map's median rows ``first_row:stop_row``;
+    edges already extended by the radius (int64), ``values`` (R, C) uint8, no empty cell (compiled)."""
     radius = size // 2
     target = size * size // 2 + 1  # the median is the smallest value with this cumulative weight
     n_rows, n_cols = values.shape
@@ -109,16 +109,17 @@ def _median_rows(row_edges, col_edges, values, size, out, first_row, stop_row): 
                         run_end = min(run_end, reach)
                 if slopes[median] < 0:  # the median's own weight falls below the target further on
                     run_end = min(run_end, base + (cumulative[median] - target) // -slopes[median] + 1)
-                out[y, x:run_end] = sorted_values[median]
+                out[y - out_row0, x:run_end] = sorted_values[median]
                 x = run_end
 
 
 def cell_median(row_edges: np.ndarray, col_edges: np.ndarray, values: np.ndarray, size: int,
-                workers: int | None = None) -> np.ndarray:
+                workers: int | None = None, rows: tuple[int, int] | None = None) -> np.ndarray:
     """``cv2.medianBlur(expanded, size)`` of the cell map ``values`` (R, C) uint8 on the edges ``row_edges``
     (R + 1,) and ``col_edges`` (C + 1,) (pixels, from 0 to the map's height / width; empty cells allowed),
-    bit for bit, as a uint8 ``(H, W)`` array; rows shared among ``workers`` threads (default: the usable
-    cores).
+    bit for bit, as a uint8 ``(H, W)`` array, or its rows ``rows = (first, stop)`` alone as
+    ``(stop - first, W)`` (each row is computed on its own, so a map is made stripe by stripe); rows shared
+    among ``workers`` threads (default: the usable cores).
 
     >>> import cv2
     >>> rows, cols = np.array([0, 3, 9]), np.array([0, 4, 5, 11])
@@ -143,20 +144,21 @@ def cell_median(row_edges: np.ndarray, col_edges: np.ndarray, values: np.ndarray
     col_edges = np.append(col_edges[:-1][keep_cols], col_edges[-1])
     values = np.ascontiguousarray(values[keep_rows][:, keep_cols])
     height, width = int(row_edges[-1]), int(col_edges[-1])
-    out = np.empty((height, width), np.uint8)
+    first, stop = rows or (0, height)
+    out = np.empty((stop - first, width), np.uint8)
     if out.size == 0:
         return out
     radius = size // 2
     # OpenCV's BORDER_REPLICATE: the first and last cells reach the radius beyond the map
     row_edges[0], row_edges[-1] = -radius, height + radius
     col_edges[0], col_edges[-1] = -radius, width + radius
-    bounds = np.linspace(0, height, max(1, min(workers or usable_cores(), height // MIN_ROWS_PER_THREAD)) + 1)
-    bounds = bounds.round().astype(int)
+    threads = max(1, min(workers or usable_cores(), (stop - first) // MIN_ROWS_PER_THREAD))
+    bounds = np.linspace(first, stop, threads + 1).round().astype(int)
     if len(bounds) == 2:
-        _median_rows(row_edges, col_edges, values, size, out, 0, height)
+        _median_rows(row_edges, col_edges, values, size, out, first, stop, first)
         return out
     with ThreadPoolExecutor(len(bounds) - 1) as pool:
-        list(pool.map(lambda first, stop: _median_rows(row_edges, col_edges, values, size, out, first, stop),
+        list(pool.map(lambda a, b: _median_rows(row_edges, col_edges, values, size, out, a, b, first),
                       bounds[:-1], bounds[1:]))
     return out
 

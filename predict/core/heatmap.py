@@ -29,10 +29,18 @@ class CellMap:
     values: np.ndarray  # (R, C) float64
     scored: np.ndarray | None = None  # (R, C) bool: cells with at least one finite tile score (None: all)
 
-    def expand(self, cells: np.ndarray) -> np.ndarray:
-        """Full-resolution ``(height, width)`` array of per-cell values ``cells`` (R, C)."""
-        rows = np.repeat(cells, np.diff(self.row_edges), axis=0)
-        return np.repeat(rows, np.diff(self.col_edges), axis=1)
+    def expand(self, cells: np.ndarray, rows: tuple[int, int] | None = None) -> np.ndarray:
+        """Full-resolution ``(height, width)`` array of per-cell values ``cells`` (R, C), or its rows
+        ``rows = (first, stop)`` alone as ``(stop - first, width)``.
+
+        >>> cells = CellMap(np.array([0, 2, 5]), np.array([0, 1, 3]), np.zeros((2, 2)))
+        >>> cells.expand(np.array([[1, 2], [3, 4]]), rows=(1, 3)).tolist()
+        [[1, 2, 2], [3, 4, 4]]
+        """
+        first, stop = rows or (0, int(self.row_edges[-1]))
+        heights = np.diff(np.clip(self.row_edges, first, stop))
+        expanded = np.repeat(cells, heights, axis=0)
+        return np.repeat(expanded, np.diff(self.col_edges), axis=1)
 
 
 def mean_tile_scores(boxes: np.ndarray, scores: Sequence[float], height: int, width: int) -> CellMap:
@@ -164,6 +172,21 @@ def probability_map(cells: CellMap, map_filter: MapFilter, name: str = "heat map
         from predict.core.cell_median import cell_median  # numba: compiled (or loaded) on first use
         return cell_median(cells.row_edges, cells.col_edges, gray, map_filter.median)
     return map_filter(cells.expand(gray))
+
+
+def probability_rows(cells: CellMap, gray: np.ndarray, map_filter: MapFilter, rows: tuple[int, int]) -> np.ndarray:
+    """Rows ``rows = (first, stop)`` of :func:`probability_map`, uint8 ``(stop - first, width)``, from the
+    normalised cells ``gray`` (R, C) uint8: the same bytes as those rows of the whole map (each output row of
+    the median is computed on its own; the Gaussian's carry its radius of real rows, as
+    :func:`~predict.core.stripes.filter_in_stripes`' stripes), so a map of any size is made stripe by stripe.
+    """
+    first, stop = rows
+    if map_filter.median is not None:
+        from predict.core.cell_median import cell_median  # numba: compiled (or loaded) on first use
+        return cell_median(cells.row_edges, cells.col_edges, gray, map_filter.median, rows=rows)
+    height = int(cells.row_edges[-1])
+    top, bottom = max(0, first - map_filter.radius), min(height, stop + map_filter.radius)
+    return map_filter(cells.expand(gray, rows=(top, bottom)))[first - top:stop - top]
 
 
 # Full-size outputs are allocated by numpy and handed to OpenCV: numpy asks the kernel for huge pages, so

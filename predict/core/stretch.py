@@ -25,15 +25,8 @@ def band_percentiles(band: np.ndarray, low: float, high: float, valid: np.ndarra
     (2.0, 98.0)
     """
     values = band if valid is None else band[valid]
-    if np.issubdtype(values.dtype, np.integer) and values.dtype.itemsize <= 2:
-        offset = int(np.iinfo(values.dtype).min)
-        counts = np.bincount((values.astype(np.int64) - offset).ravel())
-        if counts.sum() == 0:
-            return 0.0, 0.0
-        cumulative = np.cumsum(counts) / counts.sum()
-        lo = int(np.searchsorted(cumulative, low / 100.0, side="left")) + offset
-        hi = int(np.searchsorted(cumulative, high / 100.0, side="left")) + offset
-        return float(lo), float(hi)
+    if counted_exactly(values.dtype):
+        return histogram_percentiles(level_counts(values), values.dtype, low, high)
     values = values.ravel()
     if values.size > SAMPLE_LIMIT:
         values = values[:: values.size // SAMPLE_LIMIT + 1]
@@ -41,6 +34,38 @@ def band_percentiles(band: np.ndarray, low: float, high: float, valid: np.ndarra
     if values.size == 0:
         return 0.0, 0.0
     lo, hi = np.percentile(values, [low, high])
+    return float(lo), float(hi)
+
+
+def counted_exactly(dtype: np.dtype) -> bool:
+    """Whether values of ``dtype`` are counted level by level (integers of up to 16 bits)."""
+    return np.issubdtype(dtype, np.integer) and np.dtype(dtype).itemsize <= 2
+
+
+def level_counts(values: np.ndarray) -> np.ndarray:
+    """int64 ``(levels,)`` count of each level of integer ``values`` of up to 16 bits (any shape), from the
+    type's minimum: histograms of parts of a scene add up to the whole scene's.
+
+    >>> level_counts(np.array([0, 2, 2], np.uint8))[:4].tolist()
+    [1, 0, 2, 0]
+    """
+    info = np.iinfo(values.dtype)
+    return np.bincount((values.astype(np.int64) - int(info.min)).ravel(), minlength=int(info.max) - int(info.min) + 1)
+
+
+def histogram_percentiles(counts: np.ndarray, dtype: np.dtype, low: float, high: float) -> tuple[float, float]:
+    """The ``low`` and ``high`` percentiles (0-100) of the values counted in ``counts`` (:func:`level_counts`
+    of values of ``dtype``); (0, 0) when none was counted.
+
+    >>> histogram_percentiles(level_counts(np.arange(101, dtype=np.uint8)), np.uint8, 2, 98)
+    (2.0, 98.0)
+    """
+    if counts.sum() == 0:
+        return 0.0, 0.0
+    offset = int(np.iinfo(dtype).min)
+    cumulative = np.cumsum(counts) / counts.sum()
+    lo = int(np.searchsorted(cumulative, low / 100.0, side="left")) + offset
+    hi = int(np.searchsorted(cumulative, high / 100.0, side="left")) + offset
     return float(lo), float(hi)
 
 
@@ -88,11 +113,27 @@ def percentile_stretch(bands: np.ndarray, low: float = 2.0, high: float = 98.0,
     squeeze = bands.ndim == 2
     bands = bands[:, :, None] if squeeze else bands
     joint = None if per_band else band_percentiles(bands, low, high, valid)
-    out = np.empty(bands.shape, np.uint8)
-    for k in range(bands.shape[2]):
-        lo, hi = joint or band_percentiles(bands[:, :, k], low, high, valid)
-        out[:, :, k] = linear_to_uint8(bands[:, :, k], lo, hi)
+    ranges = [joint or band_percentiles(bands[:, :, k], low, high, valid) for k in range(bands.shape[2])]
+    out = stretched(bands, ranges)
     return out[:, :, 0] if squeeze else out
+
+
+def stretched(bands: np.ndarray, ranges: list[tuple[float, float]]) -> np.ndarray:
+    """uint8 ``(H, W, C)`` of ``bands`` ``(H, W, C)``, band ``k`` mapped linearly from ``ranges[k]``
+    (:func:`linear_to_uint8`): pixel by pixel, so any window of a scene gives that window of the whole."""
+    out = np.empty(bands.shape, np.uint8)
+    for k, (lo, hi) in enumerate(ranges):
+        out[:, :, k] = linear_to_uint8(bands[:, :, k], lo, hi)
+    return out
+
+
+def ranges_of_counts(counts: np.ndarray, dtype: np.dtype, low: float, high: float,
+                     per_band: bool) -> list[tuple[float, float]]:
+    """The stretch range of each band from the level counts ``counts`` ``(C, levels)`` of its valid values
+    (:func:`level_counts`): of each band apart, or one range of all bands together."""
+    if per_band:
+        return [histogram_percentiles(band_counts, dtype, low, high) for band_counts in counts]
+    return [histogram_percentiles(counts.sum(axis=0), dtype, low, high)] * len(counts)
 
 
 @dataclass(frozen=True)

@@ -33,11 +33,12 @@ from rasterio.enums import ColorInterp, MaskFlags
 from rasterio.errors import NotGeoreferencedWarning, RasterioIOError
 from rasterio.io import MemoryFile
 from rasterio.transform import GCPTransformer
+from rasterio.windows import Window
 
 from evaluations.jpeg import image_bytes
 from evaluations.metrics import attention_centres
 from predict.core.notes import warn
-from predict.core.stretch import Stretch, band_percentiles
+from predict.core.stretch import Stretch, histogram_percentiles, level_counts
 from predict.errors import ArgumentError
 from predict.io.annotations import SampleError
 from predict.io.images import check_png_complete, decode_strictly, require_image_file, warn_first_page_only
@@ -149,8 +150,9 @@ def bands_to_uint8(bands: np.ndarray, stretch: Stretch | None = DEFAULT_STRETCH,
     return np.clip(scaled, 0, 255).astype(np.uint8)
 
 
-def _read_bands(src, path: str, bands: tuple[int, ...], notes: list[str] | None = None) -> np.ndarray:
-    """The selected bands ``(H, W, C)`` in the file's type. JPEGs are decoded as the benchmark pipeline
+def read_bands(src, path: str, bands: tuple[int, ...], notes: list[str] | None = None,
+                window: Window | None = None) -> np.ndarray:
+    """The selected bands ``(H, W, C)`` in the file's type (of ``window`` alone when given: a GeoTIFF's). JPEGs are decoded as the benchmark pipeline
     decodes them (:func:`~predict.io.images.decode_strictly`: OpenCV, EXIF orientation, truncation refused;
     GDAL's JPEG decoder gives pixels a few levels apart); a PNG's completeness is checked first (GDAL
     decodes the missing rows of a truncated PNG as zeros, without an error); palettes are expanded."""
@@ -160,7 +162,7 @@ def _read_bands(src, path: str, bands: tuple[int, ...], notes: list[str] | None 
         decoded = decode_strictly(path)
         decoded = decoded[:, :, None] if decoded.ndim == 2 else cv2.cvtColor(decoded, cv2.COLOR_BGR2RGB)
         return decoded[:, :, [b - 1 for b in bands]]
-    data = np.moveaxis(src.read(list(bands)), 0, -1)
+    data = np.moveaxis(src.read(list(bands), window=window), 0, -1)
     if len(bands) == 1 and src.colorinterp[bands[0] - 1] == ColorInterp.palette:
         lut = np.zeros((256, 3), np.uint8)
         for index, colour in src.colormap(bands[0]).items():
@@ -169,19 +171,20 @@ def _read_bands(src, path: str, bands: tuple[int, ...], notes: list[str] | None 
     return data
 
 
-def _valid_mask(src, bands: tuple[int, ...], data: np.ndarray) -> np.ndarray | None:
-    """bool ``(H, W)``: a pixel is valid where any selected band's GDAL mask (nodata value, mask band,
-    alpha) says so and every band is finite; None when all are valid."""
+def valid_mask(src, bands: tuple[int, ...], data: np.ndarray, window: Window | None = None) -> np.ndarray | None:
+    """bool ``(H, W)``: a pixel of ``data`` (read from ``window``, the whole file when None) is valid where any
+    selected band's GDAL mask (nodata value, mask band, alpha) says so and every band is finite; None when
+    all are valid."""
     valid = None
     if any(MaskFlags.all_valid not in src.mask_flag_enums[b - 1] for b in bands):
-        valid = np.any(src.read_masks(list(bands)) > 0, axis=0)
+        valid = np.any(src.read_masks(list(bands), window=window) > 0, axis=0)
     if np.issubdtype(data.dtype, np.floating):
         finite = np.all(np.isfinite(data), axis=2)
         valid = finite if valid is None else valid & finite
     return None if valid is None or valid.all() else valid
 
 
-def _warn_other_pages(src, path: str, notes: list[str] | None = None) -> None:
+def warn_other_pages(src, path: str, notes: list[str] | None = None) -> None:
     """A multi-page TIFF is read from its first page, with the warning of :func:`predict.io.images.read_image`
     naming the file and the page count (GDAL lists every page, not the overviews nor masks, as a subdataset)."""
     pages = [s for s in src.subdatasets if s.startswith("GTIFF_DIR:")]
@@ -259,10 +262,10 @@ def _decode_raster(path: str, bands: Sequence[int] | None, stretch: Stretch | No
     :func:`~predict.provenance.read_unchanged` checks the file did not change meanwhile)."""
     try:
         with opened(rasterio.open, path) as src:
-            _warn_other_pages(src, path, notes)
+            warn_other_pages(src, path, notes)
             chosen = choose_bands(src.colorinterp, src.count, bands, path, notes)
-            data = _read_bands(src, path, chosen, notes)
-            valid = _valid_mask(src, chosen, data)
+            data = read_bands(src, path, chosen, notes)
+            valid = valid_mask(src, chosen, data)
             gcps, gcps_crs = src.gcps
             crs, transform = src.crs or gcps_crs, src.transform
             sidecars = sidecars_of(src, path)
@@ -385,16 +388,23 @@ def feature_collection(features: list[dict]) -> dict:
 
 def peaks_feature_collection(probmap: np.ndarray, raster: RasterImage, properties: dict | None = None) -> dict:
     """The map's attention centres (as the evaluator finds them, best first) as GeoJSON Points at their
-    pixel's centre, with ``properties`` (the query, encoder...) and ``rank`` (1 = the most probable),
-    ``score`` (map value / 255), ``col``, ``row`` (the pixel) and ``coordinate_system``
-    (:attr:`RasterImage.coordinate_system`)."""
+    pixel's centre (:func:`peaks_of_centres`)."""
     centres = attention_centres(probmap)
+    return peaks_of_centres(centres, [int(probmap[y, x]) for x, y in centres], raster, properties)
+
+
+def peaks_of_centres(centres: Sequence[tuple[int, int]], values: Sequence[int], raster: RasterImage,
+                     properties: dict | None = None) -> dict:
+    """Attention centres ``(x, y)`` (best first) whose map values are ``values`` (0-255) as GeoJSON Points
+    at their pixel's centre, with ``properties`` (the query, encoder...) and ``rank`` (1 = the most
+    probable), ``score`` (map value / 255), ``col``, ``row`` (the pixel) and ``coordinate_system``
+    (:attr:`RasterImage.coordinate_system`)."""
     coordinates = pixel_coordinates(raster, [x for x, _ in centres], [y for _, y in centres])
     return feature_collection([
         {"type": "Feature", "geometry": {"type": "Point", "coordinates": xy},
-         "properties": {**(properties or {}), "rank": rank, "score": int(probmap[y, x]) / 255, "col": int(x),
+         "properties": {**(properties or {}), "rank": rank, "score": value / 255, "col": int(x),
                         "row": int(y), "coordinate_system": raster.coordinate_system}}
-        for rank, ((x, y), xy) in enumerate(zip(centres, coordinates), start=1)])
+        for rank, ((x, y), value, xy) in enumerate(zip(centres, values, coordinates), start=1)])
 
 
 def quantile_mask(probmap: np.ndarray, valid: np.ndarray | None, quantile: float) -> tuple[np.ndarray, int]:
@@ -404,11 +414,21 @@ def quantile_mask(probmap: np.ndarray, valid: np.ndarray | None, quantile: float
     >>> quantile_mask(np.array([[0, 100, 200, 255]], np.uint8), None, 0.5)
     (array([[False, False,  True,  True]]), 100)
     """
-    if not 0 <= quantile < 1:
-        raise ValueError(f"quantile must be in [0, 1), got {quantile}")
-    threshold = int(band_percentiles(probmap, 100 * quantile, 100 * quantile, valid)[0])
+    threshold = quantile_threshold(level_counts(probmap if valid is None else probmap[valid]), quantile)
     above = probmap > threshold
     return (above if valid is None else above & valid), threshold
+
+
+def quantile_threshold(counts: np.ndarray, quantile: float) -> int:
+    """A uint8 map's ``quantile`` (0-1) from the level counts of its valid pixels
+    (:func:`~predict.core.stretch.level_counts`; those of a map's stripes add up).
+
+    >>> quantile_threshold(level_counts(np.array([0, 100, 200, 255], np.uint8)), 0.5)
+    100
+    """
+    if not 0 <= quantile < 1:
+        raise ValueError(f"quantile must be in [0, 1), got {quantile}")
+    return int(histogram_percentiles(counts, np.uint8, 100 * quantile, 100 * quantile)[0])
 
 
 def regions_feature_collection(probmap: np.ndarray, raster: RasterImage, quantile: float,
@@ -418,6 +438,12 @@ def regions_feature_collection(probmap: np.ndarray, raster: RasterImage, quantil
     (0-1) and ``coordinate_system``."""
     above, threshold = quantile_mask(probmap, raster.valid, quantile)
     shapes = rasterio.features.shapes(above.view(np.uint8), mask=above, transform=Affine.identity())
+    return regions_of_shapes(shapes, raster, threshold, properties)
+
+
+def regions_of_shapes(shapes, raster: RasterImage, threshold: int, properties: dict | None = None) -> dict:
+    """The pixel-space polygons ``shapes`` (``rasterio.features.shapes`` of a map's pixels above
+    ``threshold`` (0-255)) as :func:`regions_feature_collection`'s features."""
     extra = {"threshold": threshold / 255, "coordinate_system": raster.coordinate_system}
     return feature_collection([{"type": "Feature", "geometry": pixel_region_geometry(raster, g),
                                 "properties": {**(properties or {}), **extra}} for g, _ in shapes])
@@ -452,21 +478,32 @@ def cog_bytes(band: np.ndarray, raster: RasterImage, *, tags: dict | None = None
     Overviews are nearest-neighbour: the maps are smooth (a 251 median or 255 Gaussian), and GDAL averages
     a band with a colour table by a nearest-colour search (38 s instead of 4 s for a 10000 x 10000 map)."""
     height, width = band.shape
-    profile = dict(driver="GTiff", width=width, height=height, count=1, dtype="uint8", tiled=True,
-                   blockxsize=COG_BLOCK, blockysize=COG_BLOCK, **georeference_profile(raster))
     with MemoryFile() as plain, MemoryFile() as optimised:
-        with opened(plain.open, **profile) as dst:
+        with opened(plain.open, **plain_profile(raster, height, width)) as dst:
             dst.write(band if raster.valid is None else np.where(raster.valid, band, 0).astype(np.uint8), 1)
             if raster.valid is not None:
                 dst.write_mask(raster.valid)
-            if colours:
-                dst.write_colormap(1, colours)
-            dst.update_tags(**{k: _tag_text(v) for k, v in (tags or {}).items() if v is not None})
-            dst.set_band_description(1, description)
+            label_band(dst, tags, description, colours)
         with opened(plain.open) as src:
-            rasterio.shutil.copy(src, optimised.name, driver="COG", compress="deflate", blocksize=COG_BLOCK,
-                                 overview_resampling="nearest")
+            rasterio.shutil.copy(src, optimised.name, **COG_OPTIONS)
         return optimised.read()
+
+
+COG_OPTIONS = dict(driver="COG", compress="deflate", blocksize=COG_BLOCK, overview_resampling="nearest")
+
+
+def plain_profile(raster: RasterImage, height: int, width: int) -> dict:
+    """The profile of the tiled GeoTIFF a COG of ``raster``'s map is copied from (``COG_OPTIONS``)."""
+    return dict(driver="GTiff", width=width, height=height, count=1, dtype="uint8", tiled=True,
+                blockxsize=COG_BLOCK, blockysize=COG_BLOCK, **georeference_profile(raster))
+
+
+def label_band(dst, tags: dict | None, description: str, colours: dict | None) -> None:
+    """A map's colour table ``colours``, metadata ``tags`` and band ``description``, on the open ``dst``."""
+    if colours:
+        dst.write_colormap(1, colours)
+    dst.update_tags(**{k: _tag_text(v) for k, v in (tags or {}).items() if v is not None})
+    dst.set_band_description(1, description)
 
 
 def _tag_text(value) -> str:
@@ -478,9 +515,14 @@ def write_probmap_tif(path: str | os.PathLike, probmap: np.ndarray, raster: Rast
     """Write the uint8 ``(H, W)`` map as a Cloud Optimized GeoTIFF (:func:`cog_bytes`) atomically, with the JET
     colour table, the band description ``probability (0-255) of: <query>`` and ``tags`` (the query,
     encoder, pipeline... that made it)."""
+    write_atomically(path, cog_bytes(probmap, raster, tags=tags, description=probmap_description(tags),
+                                     colours=jet_colour_table()))
+
+
+def probmap_description(tags: dict | None) -> str:
+    """The probability map's band description: ``probability (0-255) of: <query>``."""
     query = (tags or {}).get("query")
-    description = f"probability (0-255) of: {query}" if query else "probability (0-255)"
-    write_atomically(path, cog_bytes(probmap, raster, tags=tags, description=description, colours=jet_colour_table()))
+    return f"probability (0-255) of: {query}" if query else "probability (0-255)"
 
 
 def write_mask_tif(path: str | os.PathLike, probmap: np.ndarray, raster: RasterImage, quantile: float,
@@ -488,11 +530,16 @@ def write_mask_tif(path: str | os.PathLike, probmap: np.ndarray, raster: RasterI
     """Write the binary mask (1 inside, 0 outside) of the map above its ``quantile`` (:func:`quantile_mask`)
     as a Cloud Optimized GeoTIFF, atomically; return the threshold (0-255)."""
     above, threshold = quantile_mask(probmap, raster.valid, quantile)
-    tags = (tags or {}) | {"mask_quantile": quantile, "mask_threshold": threshold / 255}
-    description = f"probability above its {quantile:g} quantile ({threshold}/255)"
+    tags, description = mask_labels(quantile, threshold, tags)
     write_atomically(path, cog_bytes(above.view(np.uint8), raster, tags=tags, description=description,
                                      colours=MASK_COLOURS))
     return threshold
+
+
+def mask_labels(quantile: float, threshold: int, tags: dict | None) -> tuple[dict, str]:
+    """The mask's metadata (``tags`` with its quantile and threshold) and band description."""
+    tags = (tags or {}) | {"mask_quantile": quantile, "mask_threshold": threshold / 255}
+    return tags, f"probability above its {quantile:g} quantile ({threshold}/255)"
 
 
 def world_file_text(transform: Affine) -> str:

@@ -92,13 +92,16 @@ def query_vector(encoder: EncoderSpecModel, text: str, shuffled_copies: int = 0,
     return np.mean(vectors, axis=0)
 
 
-def mostly_valid(tiles: Sequence[tiling.Tile], valid: np.ndarray) -> list[tiling.Tile]:
-    """The tiles at least half of whose pixels are valid (``valid``: bool ``(H, W)``, False on nodata).
+def mostly_valid(tiles: Sequence[tiling.Tile], valid) -> list[tiling.Tile]:
+    """The tiles at least half of whose pixels are valid (``valid``: bool ``(H, W)``, False on nodata, or a
+    :class:`~predict.io.scene_blocks.ScenePixels`, which counts them stripe by stripe).
 
     >>> valid = np.zeros((4, 8), bool); valid[:, :5] = True
     >>> mostly_valid([(0, 4, 0, 4), (0, 4, 2, 6), (0, 4, 4, 8)], valid)
     [(0, 4, 0, 4), (0, 4, 2, 6)]
     """
+    if not isinstance(valid, np.ndarray):
+        return valid.mostly_valid(tiles)
     height, width = valid.shape
     kept = []
     for tile in tiles:
@@ -114,7 +117,7 @@ def score_tiles(image: LoadedImage, query: str, encoder: EncoderSpecModel, spec:
                 notes: list[str] | None = None) -> tuple[list[tiling.Tile], np.ndarray]:
     """The tiles (and refinement boxes) of ``spec`` on ``image`` and their float64 scores against ``query``.
 
-    With ``valid`` (bool ``(H, W)``, False on nodata) only tiles and boxes at least half valid are encoded
+    With ``valid`` (bool ``(H, W)``, False on nodata, or what :func:`mostly_valid` takes) only tiles and boxes at least half valid are encoded
     and scored. Cutting is timed as ``cut``, encoding and scoring as ``sim``; warnings go to ``notes`` when given.
     """
     timer = timer or StageTimer()
@@ -176,6 +179,16 @@ def tile_cells(tiles: Sequence[tiling.Tile], scores: np.ndarray, height: int, wi
     return mean_tile_scores(boxes, scores, height, width)
 
 
+def nonfinite_scores(scores: np.ndarray, name: str = "image", notes: list[str] | None = None) -> int:
+    """How many of the float64 ``scores`` are NaN or infinite, with a warning that counts them (to ``notes``
+    when given) when there are any: they are left out of the per-pixel mean."""
+    nonfinite = int(np.count_nonzero(~np.isfinite(scores)))
+    if nonfinite:
+        warn(f"{name}: {nonfinite} of {len(scores)} tile scores are not finite (NaN or infinite); "
+             "left out of the per-pixel mean", notes)
+    return nonfinite
+
+
 def probability_map_of(tiles: Sequence[tiling.Tile], scores: np.ndarray, height: int, width: int,
                        spec: PipelineSpec, timer: StageTimer | None = None, name: str = "image",
                        fill_uncovered: bool = False, notes: list[str] | None = None) -> ProbabilityMap:
@@ -192,10 +205,7 @@ def probability_map_of(tiles: Sequence[tiling.Tile], scores: np.ndarray, height:
     """
     timer = timer or StageTimer()
     scores = np.asarray(scores, dtype=np.float64)
-    nonfinite = int(np.count_nonzero(~np.isfinite(scores)))
-    if nonfinite:
-        warn(f"{name}: {nonfinite} of {len(scores)} tile scores are not finite (NaN or infinite); "
-             "left out of the per-pixel mean", notes)
+    nonfinite = nonfinite_scores(scores, name, notes)
     with timer.stage("gnt"):
         cells = tile_cells(tiles, scores, height, width, fill_uncovered)
     with timer.stage("flt"):

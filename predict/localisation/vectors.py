@@ -118,7 +118,8 @@ class TileVectorStore:
 
     def vectors(self, image_bgr: np.ndarray, tiles: Sequence[Tile], timer: StageTimer,
                 progress: Callable[[int, int], None] | None = None) -> np.ndarray:
-        """``(len(tiles), D)`` vectors of ``tiles`` of the current image; cutting is timed as ``cut``,
+        """``(len(tiles), D)`` vectors of ``tiles`` of the current image (``image_bgr``: uint8 BGR ``(H, W, 3)``, or
+        a :class:`~predict.io.scene_blocks.ScenePixels` that cuts them stripe by stripe); cutting is timed as ``cut``,
         encoding as ``sim``; ``progress(done, total)`` is called after each batch of tiles encoded. An encoder
         answering with another shape is a one-line ``ValueError``."""
         self.tiles_requested += len(tiles)
@@ -126,8 +127,12 @@ class TileVectorStore:
         if missing:
             name = getattr(self.encoder, "name", type(self.encoder).__name__)
             dim = next(iter(self.vectors_by_tile.values())).shape[0] if self.vectors_by_tile else None
-            cut = batches_ahead if self.cut_ahead else tile_batches
-            batches = cut(image_bgr, missing, self.encoder.tile_size, self.encoder.batch_size)
+            if isinstance(image_bgr, np.ndarray):
+                cut = batches_ahead if self.cut_ahead else tile_batches
+                batches = cut(image_bgr, missing, self.encoder.tile_size, self.encoder.batch_size)
+            else:  # a scene read by stripes (predict.io.scene_blocks.ScenePixels): tiles cut in its order
+                missing = image_bgr.encoding_order(missing)
+                batches = image_bgr.tile_batches(missing, self.encoder.tile_size, self.encoder.batch_size)
             computed: dict[Tile, np.ndarray] = {}  # kept only once every batch succeeded
             # a second bar under the per-sample one: a large image takes minutes with a real model on a CPU
             with stage_progress("tiles", len(missing), "tile", leave=False) as advance:

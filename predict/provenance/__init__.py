@@ -45,9 +45,9 @@ from predict.provenance.encoders import (EXECUTION_ONLY, LIBRARY_FOLDERS, RUN_FO
 from predict.provenance.records import (NOT_COMPUTED, SAMPLE_KEYS, check_run_settings, code_version, log_mean_coverage,
                                         map_digests, maps_problem, polygons_digest, reuse_problem, run_settings,
                                         same_sample, sample_identity, seal, seal_problem, settings_differences)
-from predict.provenance.store import (RECORD_SUFFIX, atomic_writer, read_stored, read_stored_json, record_path,
-                                      remove_stored, seal_file, stored_problem, verify_stored, write_atomically,
-                                      write_stored, write_stored_json)
+from predict.provenance.store import (RECORD_SUFFIX, atomic_path, atomic_writer, read_stored, read_stored_json,
+                                      record_path, remove_stored, seal_file, stored_problem, verify_stored,
+                                      write_atomically, write_stored, write_stored_json)
 
 __all__ = ["SettingsMismatchError", "StoredFileError", "WriteError", "PROJECT_PACKAGES", "code_digest", "code_files",
            "CHUNK", "DISK_MEMO_BYTES", "RACY_NS", "SHORT", "array_key", "canonical_json", "dataset_digest",
@@ -56,6 +56,6 @@ __all__ = ["SettingsMismatchError", "StoredFileError", "WriteError", "PROJECT_PA
            "network_key", "path_digest", "plugin_files_digest", "runtime_identity", "vector_options", "vectors_key",
            "NOT_COMPUTED", "SAMPLE_KEYS",           "check_run_settings", "code_version", "log_mean_coverage", "map_digests", "maps_problem", "polygons_digest",
            "reuse_problem", "run_settings", "same_sample", "sample_identity", "seal", "seal_problem",
-           "settings_differences", "RECORD_SUFFIX", "atomic_writer", "read_stored", "read_stored_json", "record_path",
-           "remove_stored", "seal_file", "stored_problem", "verify_stored", "write_atomically", "write_stored",
+           "settings_differences", "RECORD_SUFFIX", "atomic_path", "atomic_writer", "read_stored", "read_stored_json",
+           "record_path", "remove_stored", "seal_file", "stored_problem", "verify_stored", "write_atomically", "write_stored",
            "write_stored_json"]
