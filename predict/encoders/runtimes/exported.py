@@ -41,11 +41,13 @@ def onnxruntime_batch(model: bytes) -> Batch:
     """A function running the ONNX ``model`` (its bytes) on ONNX Runtime's CPU provider.
 
     Its threads sleep between operators instead of spinning (as ``OMP_WAIT_POLICY=PASSIVE`` has torch's do):
-    a run decodes images and finishes maps on the same cores while the encoder works.
+    a run decodes images and finishes maps on the same cores while the encoder works (AMFMN's like-SLM run:
+    597 s spinning, 387 s not). Without the memory arena: the same speed, 0.2 GB less resident.
     """
     options = onnxruntime.SessionOptions()
     options.add_session_config_entry("session.intra_op.allow_spinning", "0")
     options.add_session_config_entry("session.inter_op.allow_spinning", "0")
+    options.enable_cpu_mem_arena = False  # its arena keeps a batch's activations (~0.5 GB for AMFMN) for good
     session = onnxruntime.InferenceSession(model, options, providers=["CPUExecutionProvider"])
     return lambda batch: session.run([OUTPUT_NAME], {INPUT_NAME: batch})[0]
 
