@@ -18,16 +18,21 @@ GDAL_CACHE_MB = 64  # GDAL's block cache (5 % of the machine's memory by default
 _trim_after_samples = False  # set by configure_process: the run hands freed memory back after each sample
 
 
-def configure_process(*, parallel: bool = True) -> None:
+def configure_process(*, parallel: bool = True, tuned_torch: bool = True) -> None:
     """The settings a command's run is measured with: large allocations mapped apart
-    (:func:`map_large_allocations`), torch's environment (:func:`torch_environment`), freed memory handed
-    back after each sample (:func:`return_free_memory`), GDAL's block cache held to :data:`GDAL_CACHE_MB`
-    (a scene read by stripes decodes each block once, and a cache of gigabytes would hold them all), and with ``parallel`` (the run's own threads keep
-    the cores busy) OpenCV on one thread per call: some of its parallel paths cost more than they give
-    (the peak search's dilations took 2.4 times the CPU time of one thread, and longer)."""
+    (:func:`map_large_allocations`), with ``tuned_torch`` torch's environment (:func:`torch_environment`),
+    freed memory handed back after each sample (:func:`return_free_memory`), GDAL's block cache held to
+    :data:`GDAL_CACHE_MB` (a scene read by stripes decodes each block once, and a cache of gigabytes would
+    hold them all), and with ``parallel`` (the run's own threads keep the cores busy) OpenCV on one thread
+    per call: some of its parallel paths cost more than they give (the peak search's dilations took 2.4
+    times the CPU time of one thread, and longer).
+
+    ``selo-localise`` leaves torch's environment out: with its transparent huge pages, AMFMN on a 10k scene
+    read in stripes peaked at 5.2 GB instead of 1.6 GB."""
     global _trim_after_samples
     map_large_allocations()
-    torch_environment()
+    if tuned_torch:
+        torch_environment()
     os.environ.setdefault("GDAL_CACHEMAX", str(GDAL_CACHE_MB))
     _trim_after_samples = True
     if parallel:

@@ -65,7 +65,7 @@ def scene_config(args: argparse.Namespace) -> SceneConfig:
 
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
-    configure_process(parallel=False)  # before the model loads: freed stripes go back to the system
+    configure_process(parallel=False, tuned_torch=False)  # before the model loads: freed stripes go back
     return run_in_folder(args.out, "--out", lambda: locked_main(args), progress=args.progress)
 
 
