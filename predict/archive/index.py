@@ -33,7 +33,7 @@ from predict.io.images import IMAGE_EXTENSIONS
 from predict.io.lock import folder_lock
 from predict.io.progress import progress
 from predict.io.raster import RasterImage
-from predict.io.scene_blocks import ScenePixels, open_scene
+from predict.io.scene_blocks import open_scene
 from predict.provenance import StoredFileError, file_digest, remove_stored
 from predict.scenes import first_stage
 
@@ -132,13 +132,6 @@ def open_striped(image: str, stack: ExitStack, settings: ArchiveSettings, memory
     return raster
 
 
-def masked_pixels(pixels: ScenePixels) -> int:
-    """The scene's nodata pixels, counted stripe by stripe (0 when none may be nodata)."""
-    if not pixels.masked:
-        return 0
-    return sum(int(np.count_nonzero(~valid)) for _, _, valid in pixels.stripes() if valid is not None)
-
-
 def scene_rows(image: str, settings: ArchiveSettings, memory_mb: int | None, stack: ExitStack):
     """The rows :func:`cut_scene` yields for one scene: its tiles cut stripe by stripe, in blocks; one
     error row when it cannot be read (also after some blocks: the driver then drops the scene whole)."""
@@ -153,7 +146,7 @@ def scene_rows(image: str, settings: ArchiveSettings, memory_mb: int | None, sta
         if not kept:
             raise ValueError("no tile is at least half valid pixels (the image is mostly nodata)")
         header = json.dumps(scene_header(raster, settings, key, len(kept), len(tiles) - len(kept),
-                                         masked_pixels(raster.pixels), notes))
+                                         raster.pixels.nodata_pixels(), notes))
         ordered = raster.pixels.encoding_order(kept)  # the order a sweep of stripes cuts them in
         blocks = raster.pixels.tile_batches(ordered, tile_size, TILES_PER_BATCH)
         for start, pixels in zip(range(0, len(ordered), TILES_PER_BATCH), blocks):
