@@ -4,19 +4,23 @@ leaves no room, so the plan falls to stripes of 256 rows) holds the same scene f
 scene in one block, and selo-localise's tiles and vectors; a truncated block is one line naming the file and
 the window, the other scenes indexed and nothing of the broken one left behind."""
 import os
+
+os.environ["RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"] = "0"  # before Ray is imported: nodes on 127.0.0.1
+os.environ["RAY_USAGE_STATS_ENABLED"] = "0"
+
 from contextlib import ExitStack
 
 import numpy as np
 import pytest
 import rasterio
 
+from test_archive import CRS, DEMO_YAML, TRANSFORM, assert_whole, ray_test_cluster, write_png
+
 from predict.archive import ArchiveSettings, index_archive, read_scene, scene_path
 from predict.archive.index import open_striped
 from predict.demo.synthetic import generate_scene
 from predict.encoders.registry import load_encoder
 from predict.provenance import vectors_key
-
-from test_archive import CRS, DEMO_YAML, TRANSFORM, assert_whole, ray_test_cluster, write_png
 
 HEIGHT, WIDTH = 1300, 900
 NODATA_COLUMNS = 200  # the left columns of the GeoTIFF scene are nodata

@@ -3,9 +3,9 @@ for what it writes).
 
 One pipeline: which scenes need indexing (:func:`plan_scene`, in Ray tasks), decoding and tile cutting
 (:func:`cut_scene`, CPU tasks spread over the nodes, each reading its scene by row stripes within a memory
-budget, as ``selo-localise`` does: :mod:`predict.io.scene_blocks`), encoding in a pool of actors (:class:`TileEncoder`, one
-per GPU when the cluster has GPUs), and the driver writing each scene the moment its last tile vector
-arrives (:class:`SceneAssembler`).
+budget, as ``selo-localise`` does: :mod:`predict.io.scene_blocks`), encoding in a pool of actors
+(:class:`TileEncoder`, one per GPU when the cluster has GPUs), and the driver writing each scene the moment
+its last tile vector arrives (:class:`SceneAssembler`).
 """
 from __future__ import annotations
 
@@ -104,7 +104,8 @@ def scene_header(raster: RasterImage, settings: ArchiveSettings, key: str, tiles
     return {"image": raster.path, "height": height, "width": width,
             "crs": raster.crs.to_wkt() if raster.crs is not None else None,
             "transform": list(raster.transform)[:6],
-            "nodata": {"masked_pixels": masked, "tiles_left_out": left_out, "rule": "tiles less than half valid are neither encoded nor scored"},
+            "nodata": {"masked_pixels": masked, "tiles_left_out": left_out,
+                       "rule": "tiles less than half valid are neither encoded nor scored"},
             **{name: settings.as_json()[name] for name in ("bands", "stretch", "pipeline", "steps")},
             "image_key": key, "vectors_key": settings.vectors_key, "tiles": tiles,
             "warnings": notes}

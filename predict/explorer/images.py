@@ -21,6 +21,8 @@ from dataclasses import dataclass, replace
 
 import numpy as np
 
+from predict.core.blocks import plan_stripes
+from predict.core.memory import MEMORY_PER_CORE
 from predict.core.preview import preview_scale
 from predict.encoders.base import EncoderSpecModel
 from predict.errors import BadRequest, ExplorerError, ImageChanged, InvalidRequest
@@ -206,12 +208,16 @@ class ImageFolder:
 
 @contextmanager
 def opened_scene(path: str) -> Iterator[RasterImage]:
-    """The image at ``path`` opened by :func:`~predict.io.scene_blocks.open_scene` (its pixels read on demand)
-    while the context lasts; a file that cannot be read, or a block of it that fails to decode meanwhile,
-    is an :class:`InvalidRequest`."""
+    """The image at ``path`` opened by :func:`~predict.io.scene_blocks.open_scene` while the context lasts, its
+    pixels read on demand by stripes within :data:`~predict.core.memory.MEMORY_PER_CORE`; a file that cannot
+    be read, or a block of it that fails to decode meanwhile, is an :class:`InvalidRequest`."""
     try:
         with ExitStack() as stack:
-            yield open_scene(path, stack)
+            raster = open_scene(path, stack)
+            height, width = raster.pixels.shape[:2]
+            plan = plan_stripes(height, width, MEMORY_PER_CORE, 0, raster.pixels.block_rows)
+            raster.pixels.plan(plan.rows, plan.margin)  # its nodata counted stripe by stripe
+            yield raster
     except ExplorerError:
         raise
     except (OSError, ValueError) as error:
