@@ -2,14 +2,16 @@
 read and its maps written in stripes of 256 rows (``memory_mb=1`` leaves no room, so the plan falls to its
 smallest stripes) gives the same bytes, file for file, as the scene held in one block, and the same map as the
 whole-image code (``read_raster`` and ``raster_probmap``); a truncated block is one line naming the file and
-the window, and leaves nothing behind."""
+the window, and leaves nothing behind; the explorer's preview of a GeoTIFF is read from its overviews."""
 import logging
 import os
 import shutil
 
+import cv2
 import numpy as np
 import pytest
 import rasterio
+from rasterio.enums import Resampling
 from rasterio.transform import from_origin
 
 import predict.io.scene_blocks as scene_blocks
@@ -17,6 +19,8 @@ from predict.core.pipelines import PIPELINES
 from predict.core.stretch import Stretch
 from predict.demo.synthetic import generate_scene
 from predict.encoders.registry import load_encoder
+from predict.explorer.images import ImageFolder
+from predict.io.jpeg import encode_jpeg
 from predict.io.raster import read_raster, write_probmap_tif
 from predict.localisation import TileVectorStore, score_tiles
 from predict.scenes import SceneConfig, localise_scenes, raster_probmap
@@ -130,3 +134,22 @@ def test_a_truncated_block_is_one_line_naming_the_file_and_the_window(scenes, en
     left = sorted(os.listdir(out))
     assert not [name for name in left if name.startswith("broken") or name.endswith((".tmp", ".work.tif"))]
     assert "eight_q0_probmap.tif" in left  # the other scene goes on
+
+
+def test_the_explorers_preview_is_read_from_the_overviews(scenes, encoder, tmp_path):
+    """A GeoTIFF's thumbnail is a decimated read: at an overview's size, the overview's own pixels (made by
+    nearest neighbour, so not what shrinking the whole scene would give), never the scene decoded whole."""
+    images = tmp_path / "images"
+    images.mkdir()
+    shutil.copy(scenes["eight"], images / "scene.tif")
+    with rasterio.open(images / "scene.tif", "r+") as dst:
+        dst.build_overviews([2, 4], Resampling.nearest)
+    with rasterio.open(images / "scene.tif", overview_level=1) as overview:  # the factor 4: 325 x 325 px
+        expected = np.ascontiguousarray(np.moveaxis(overview.read([3, 2, 1]), 0, -1))
+    side = expected.shape[0]
+    (tmp_path / "outputs").mkdir()
+    folder = ImageFolder(encoder, str(images), str(tmp_path / "cache"), str(tmp_path / "outputs"))
+    path = folder.thumbnail("scene.tif", side)
+    assert open(path, "rb").read() == encode_jpeg(expected).tobytes()
+    whole = read_raster(images / "scene.tif").pixels
+    assert not np.array_equal(expected, cv2.resize(whole, (side, side), interpolation=cv2.INTER_AREA))

@@ -2,9 +2,10 @@
 for what it writes).
 
 One pipeline: which scenes need indexing (:func:`plan_scene`, in Ray tasks), decoding and tile cutting
-(:func:`cut_scene`, CPU tasks spread over the nodes), encoding in a pool of actors (:class:`TileEncoder`, one
-per GPU when the cluster has GPUs), and the driver writing each scene the moment its last tile vector
-arrives (:class:`SceneAssembler`).
+(:func:`cut_scene`, CPU tasks spread over the nodes, each reading its scene by row stripes within a memory
+budget, as ``selo-localise`` does: :mod:`predict.io.scene_blocks`), encoding in a pool of actors
+(:class:`TileEncoder`, one per GPU when the cluster has GPUs), and the driver writing each scene the moment
+its last tile vector arrives (:class:`SceneAssembler`).
 """
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ import json
 import logging
 import os
 import time
+from contextlib import ExitStack
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -21,14 +23,18 @@ import ray
 from predict.archive.store import (ArchiveSettings, check_archive_settings, load_scene, remove_gone_scenes,
                                    remove_partial_writes, scene_error, scene_image_key, scene_path, write_catalogue,
                                    write_index, write_scene, write_settings)
-from predict.core.tiling import Tile, cut_tiles
+from predict.core.blocks import plan_stripes
+from predict.core.memory import MEMORY_PER_CORE, resident_bytes
+from predict.core.tiling import Tile
 from predict.encoders.base import check_image_vectors
 from predict.encoders.registry import load_encoder
+from predict.io.annotations import SampleError
 from predict.io.images import IMAGE_EXTENSIONS
 from predict.io.lock import folder_lock
 from predict.io.progress import progress
-from predict.io.raster import read_raster
-from predict.provenance import StoredFileError, remove_stored
+from predict.io.raster import RasterImage
+from predict.io.scene_blocks import open_scene
+from predict.provenance import StoredFileError, file_digest, remove_stored
 from predict.scenes import first_stage
 
 TILES_PER_BATCH = 256  # tiles per block cut: a 10000 px scene is about 17 blocks, never one huge one
@@ -91,14 +97,15 @@ def plan_scene(row: dict, archive: str, settings: ArchiveSettings) -> dict:
     return {**plan, "seconds": time.perf_counter() - started}
 
 
-def scene_header(raster, settings: ArchiveSettings, key: str, tiles: int, left_out: int, notes: list[str]) -> dict:
-    """What the archive records of a scene beside its vectors (JSON-ready)."""
+def scene_header(raster: RasterImage, settings: ArchiveSettings, key: str, tiles: int, left_out: int, masked: int,
+                 notes: list[str]) -> dict:
+    """What the archive records of a scene beside its vectors (JSON-ready); ``masked``: its nodata pixels."""
     height, width = raster.pixels.shape[:2]
     return {"image": raster.path, "height": height, "width": width,
             "crs": raster.crs.to_wkt() if raster.crs is not None else None,
             "transform": list(raster.transform)[:6],
-            "nodata": {"masked_pixels": 0 if raster.valid is None else int(np.count_nonzero(~raster.valid)),
-                       "tiles_left_out": left_out, "rule": "tiles less than half valid are neither encoded nor scored"},
+            "nodata": {"masked_pixels": masked, "tiles_left_out": left_out,
+                       "rule": "tiles less than half valid are neither encoded nor scored"},
             **{name: settings.as_json()[name] for name in ("bands", "stretch", "pipeline", "steps")},
             "image_key": key, "vectors_key": settings.vectors_key, "tiles": tiles,
             "warnings": notes}
@@ -111,32 +118,59 @@ def error_rows(image: str, message: str, tile_size: int) -> dict:
             "pixels": np.zeros((1, tile_size, tile_size, 3), np.uint8), "started": np.array([time.time()])}
 
 
-def cut_scene(batch: dict, settings: ArchiveSettings):
-    """Ray Data ``map_batches`` (one scene per batch, a CPU task): decode the scene as ``selo-localise``
-    does, cut its first-stage tiles (those at least half valid) to the encoder's tile size, and yield them
-    in blocks of :data:`TILES_PER_BATCH` rows: ``scene``, ``header`` (JSON), ``tiles_in_scene``, ``tile``
-    ``(4,)``, ``pixels`` uint8 RGB ``(S, S, 3)``, ``started`` (epoch seconds). A scene that cannot be read
-    or has no valid tile yields one error row instead."""
-    tile_size = settings.tile_size
-    for image in batch["image"]:
-        started = time.time()
-        notes: list[str] = []  # for the driver's log
-        try:
-            raster = read_raster(image, settings.bands, settings.stretch, notes)
-            key = scene_image_key(image, settings)
-            tiles = settings.spec().first_stage_tiles(*raster.pixels.shape[:2], image, notes)
-            kept = first_stage(raster, settings.spec(), image, notes=[])  # the tiles selo-localise scores (half valid)
-            if not kept:
-                raise ValueError("no tile is at least half valid pixels (the image is mostly nodata)")
-            header = json.dumps(scene_header(raster, settings, key, len(kept), len(tiles) - len(kept), notes))
-        except Exception as exc:
-            yield error_rows(image, scene_error(image, exc), tile_size)
-            continue
-        for start in range(0, len(kept), TILES_PER_BATCH):
-            chunk = kept[start:start + TILES_PER_BATCH]
+def open_striped(image: str, stack: ExitStack, settings: ArchiveSettings, memory_mb: int | None,
+                 notes: list[str]) -> RasterImage:
+    """The scene at ``image`` opened by stripes (:func:`~predict.io.scene_blocks.open_scene`, as ``selo-localise``
+    reads it) until ``stack`` closes, its stripes planned so that the task stays within ``memory_mb`` (by
+    default :data:`~predict.core.memory.MEMORY_PER_CORE`: a cutting task holds one CPU) beside what the
+    process holds and the block of tiles being cut. The plan changes the memory, never a tile."""
+    raster = open_scene(image, stack, settings.bands, settings.stretch, notes)
+    height, width = raster.pixels.shape[:2]
+    budget = memory_mb * 10**6 if memory_mb else MEMORY_PER_CORE
+    room = max(0, budget - resident_bytes() - 2 * TILES_PER_BATCH * settings.tile_size ** 2 * 3)
+    plan = plan_stripes(height, width, room, max(settings.steps), raster.pixels.block_rows)
+    raster.pixels.plan(plan.rows, plan.margin)
+    return raster
+
+
+def scene_rows(image: str, settings: ArchiveSettings, memory_mb: int | None, stack: ExitStack):
+    """The rows :func:`cut_scene` yields for one scene: its tiles cut stripe by stripe, in blocks; one
+    error row when it cannot be read (also after some blocks: the driver then drops the scene whole)."""
+    tile_size, spec = settings.tile_size, settings.spec()
+    started = time.time()
+    notes: list[str] = []  # for the driver's log
+    try:
+        raster = open_striped(image, stack, settings, memory_mb, notes)
+        key = scene_image_key(image, settings)
+        tiles = spec.first_stage_tiles(*raster.pixels.shape[:2], image, notes)
+        kept = first_stage(raster, spec, image, notes=[])  # the tiles selo-localise scores (half valid)
+        if not kept:
+            raise ValueError("no tile is at least half valid pixels (the image is mostly nodata)")
+        header = json.dumps(scene_header(raster, settings, key, len(kept), len(tiles) - len(kept),
+                                         raster.pixels.nodata_pixels(), notes))
+        ordered = raster.pixels.encoding_order(kept)  # the order a sweep of stripes cuts them in
+        blocks = raster.pixels.tile_batches(ordered, tile_size, TILES_PER_BATCH)
+        for start, pixels in zip(range(0, len(ordered), TILES_PER_BATCH), blocks):
+            chunk = ordered[start:start + TILES_PER_BATCH]
             yield {"scene": np.array([image] * len(chunk)), "header": np.array([header] * len(chunk)),
                    "tiles_in_scene": np.full(len(chunk), len(kept), np.int64), "tile": np.array(chunk, np.int64),
-                   "pixels": cut_tiles(raster.pixels, chunk, tile_size), "started": np.full(len(chunk), started)}
+                   "pixels": pixels, "started": np.full(len(chunk), started)}
+        if file_digest(image) != raster.digest:  # read pass after pass: its tiles must be of one content
+            raise SampleError(f"{image}: the file changed while it was read; read it again once it is complete")
+    except Exception as exc:
+        yield error_rows(image, scene_error(image, exc), tile_size)
+
+
+def cut_scene(batch: dict, settings: ArchiveSettings, memory_mb: int | None = None):
+    """Ray Data ``map_batches`` (one scene per batch, a CPU task): read the scene by stripes as ``selo-localise``
+    does (within ``memory_mb``: :func:`open_striped`), cut its first-stage tiles (those at least half valid)
+    to the encoder's tile size, and yield them in blocks of :data:`TILES_PER_BATCH` rows: ``scene``,
+    ``header`` (JSON), ``tiles_in_scene``, ``tile`` ``(4,)``, ``pixels`` uint8 RGB ``(S, S, 3)``, ``started``
+    (epoch seconds). A scene that cannot be read or has no valid tile yields an error row (one line naming
+    the file, and the window for a block that fails to decode)."""
+    for image in batch["image"]:
+        with ExitStack() as stack:  # the file stays open while its tiles are cut
+            yield from scene_rows(image, settings, memory_mb, stack)
 
 
 class TileEncoder:
@@ -256,15 +290,16 @@ def plan_scenes(images: list[str], archive: str, settings: ArchiveSettings, asse
     return todo
 
 
-def encode_scenes(todo: list[str], settings: ArchiveSettings, batch_size: int, assembler: SceneAssembler) -> None:
+def encode_scenes(todo: list[str], settings: ArchiveSettings, batch_size: int, assembler: SceneAssembler,
+                  memory_mb: int | None = None) -> None:
     """Index the scenes ``todo``: the pipeline's batches handed to ``assembler`` as they come. Decoding is
     spread over the nodes, in tasks apart from the encoder actors (a ``ray_remote_args_fn`` also keeps Ray
-    Data from fusing the two stages into the actors)."""
+    Data from fusing the two stages into the actors), each within ``memory_mb`` (see :func:`open_striped`)."""
     if not todo:
         return
     pipeline = ray.data.from_items([{"image": image} for image in todo], override_num_blocks=len(todo)) \
         .map_batches(cut_scene, batch_size=1, num_cpus=1, batch_format="numpy", ray_remote_args_fn=spread,
-                     fn_kwargs={"settings": settings}) \
+                     fn_kwargs={"settings": settings, "memory_mb": memory_mb}) \
         .map_batches(TileEncoder, batch_size=batch_size, batch_format="numpy",
                      fn_constructor_kwargs={"settings": settings, "batch_size": batch_size},
                      **encoder_actors())
@@ -279,13 +314,15 @@ def encode_scenes(todo: list[str], settings: ArchiveSettings, batch_size: int, a
 
 
 def index_archive(paths: list[str], archive: str, settings: ArchiveSettings, batch_size: int,
-                  logger: logging.Logger | None = None) -> IndexRun:
+                  logger: logging.Logger | None = None, memory_mb: int | None = None) -> IndexRun:
     """Index the images of ``paths`` (files, folders, globs; see :func:`expand_images`) into ``archive``
     with ``settings`` (see :mod:`predict.archive.store`);
     Ray must be initialised (as :func:`~predict.cli.ray_session.ray_session` does). Scenes already there with
     the same key are kept (``tiles_encoded`` 0), scenes whose image is gone are removed; ``batch_size`` tiles
     go through the encoder at once; a scene that fails is one error line, the others go on. A conflict with the
-    archive's settings raises ``ValueError`` (one line) before any work."""
+    archive's settings raises ``ValueError`` (one line) before any work. A scene of any size is read by
+    stripes within ``memory_mb`` per cutting task (:func:`open_striped`); it is no setting of the archive:
+    it never changes a tile nor a vector."""
     logger = logger or logging.getLogger("selo")
     archive = os.path.abspath(archive)
     run = IndexRun(archive, settings.vectors_key)
@@ -299,7 +336,8 @@ def index_archive(paths: list[str], archive: str, settings: ArchiveSettings, bat
         for error in path_errors:
             run.errors.append(error)
             logger.error("%s", error)
-        encode_scenes(plan_scenes(images, archive, settings, assembler, logger), settings, batch_size, assembler)
+        encode_scenes(plan_scenes(images, archive, settings, assembler, logger), settings, batch_size, assembler,
+                      memory_mb)
         write_catalogue(archive, settings.vectors_key)
         run.write()
     return run

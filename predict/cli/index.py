@@ -41,6 +41,9 @@ def build_parser() -> OneLineParser:
     parser.add_argument("--step", type=tile_steps, default=None, help="tile steps joined by '_' (default: the pipeline's)")
     add_band_arguments(parser)
     parser.add_argument("--batch_size", type=positive_int, default=None, help="tiles per encoder call (yaml's by default)")
+    parser.add_argument("--memory_mb", type=positive_int, default=None,
+                        help="memory (MB) a task cutting a scene's tiles stays within, whatever the scene's size: it "
+                             "is read in stripes (default: 700 MB, a task holds one CPU); never changes the archive")
     add_runtime_arguments(parser)
     add_address_argument(parser)
     add_progress_argument(parser)
@@ -74,7 +77,7 @@ def index(args, archive: str) -> int:
     def work(started) -> int:
         settings, batch_size = started
         with ray_session(args.address):
-            run = index_archive(args.images, archive, settings, batch_size, logger)
+            run = index_archive(args.images, archive, settings, batch_size, logger, args.memory_mb)
         encoded = sum(scene["tiles_encoded"] for scene in run.scenes)
         print(f"{len(run.scenes)} scene(s) in {archive} ({encoded} tiles encoded)")
         if run.errors:

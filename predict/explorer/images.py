@@ -1,6 +1,11 @@
 """The served folder's images as they are now: their names, their states (read again whenever their bytes or
 sidecars change), the last few decoded, their tile vectors and their thumbnails.
 
+Every image is read through :func:`~predict.io.scene_blocks.open_scene`, as ``selo-localise`` reads it (the
+same pixels and key as :func:`~predict.io.raster.read_raster`): its state by stripes, its thumbnail decimated
+(from a GeoTIFF's overviews when it has them), at bounded memory whatever its size; only an image asked
+for a map is decoded whole (its maps and downloads are full-resolution arrays).
+
 Names of images are the file names directly in the folder as :meth:`ImageFolder.names` lists them; a path
 or a name not listed is a :class:`~predict.errors.BadRequest`.
 """
@@ -10,12 +15,14 @@ import math
 import os
 import threading
 from collections import OrderedDict
-from collections.abc import Sequence
-from dataclasses import dataclass
+from collections.abc import Iterator, Sequence
+from contextlib import ExitStack, contextmanager
+from dataclasses import dataclass, replace
 
-import cv2
 import numpy as np
 
+from predict.core.blocks import plan_stripes
+from predict.core.memory import MEMORY_PER_CORE
 from predict.core.preview import preview_scale
 from predict.encoders.base import EncoderSpecModel
 from predict.errors import BadRequest, ExplorerError, ImageChanged, InvalidRequest
@@ -23,7 +30,8 @@ from predict.explorer.outputs import kept
 from predict.explorer.requests import bare_name
 from predict.io.images import IMAGE_EXTENSIONS
 from predict.io.jpeg import encode_jpeg
-from predict.io.raster import RasterImage, dataset_files, pixel_coordinates, read_raster
+from predict.io.raster import RasterImage, dataset_files, pixel_coordinates
+from predict.io.scene_blocks import open_scene
 from predict.localisation import StageTimer, TileVectorStore
 from predict.provenance import dataset_digest, digest_of, write_stored
 
@@ -109,22 +117,24 @@ class ImageFolder:
         return os.path.join(self.images_dir, name)
 
     def state(self, name: str) -> ImageState:
-        """Image ``name`` as its content is now: read again whenever its bytes or its sidecars' changed (by
-        digest, whatever their sizes and times say: a new world file or mask is a new image)."""
+        """Image ``name`` as its content is now: read again (by stripes) whenever its bytes or its sidecars'
+        changed (by digest, whatever their sizes and times say: a new world file or mask is a new image)."""
         path = self.path(name)
         digest = dataset_digest(path, dataset_files(path))
         with self._lock:
             state = self._states.get(name)
         if state is None or state.digest != digest:
-            _, state = self._decode(name, path, digest)
+            with opened_scene(path) as raster:
+                height, width = raster.pixels.shape[:2]
+                state = ImageState(digest, raster.key, height, width, lonlat_affine(raster, height, width),
+                                   raster.pixels.nodata_pixels() > 0)
+            with self._lock:
+                self._states[name] = state
         return state
 
-    def _decode(self, name: str, path: str, digest: str) -> tuple[RasterImage, ImageState]:
-        """Read image ``name``; remember its state and keep the pixels among the last few decoded."""
-        try:
-            raster = read_raster(path)
-        except (OSError, ValueError) as error:
-            raise InvalidRequest(str(error)) from None
+    def _decode(self, name: str, path: str, digest: str) -> RasterImage:
+        """Decode image ``name`` whole; remember its state and keep the pixels among the last few decoded."""
+        raster = decoded_whole(path)
         height, width = raster.pixels.shape[:2]
         state = ImageState(digest, raster.key, height, width, lonlat_affine(raster, height, width),
                            raster.valid is not None)
@@ -134,7 +144,7 @@ class ImageFolder:
             self._rasters.move_to_end(raster.key)
             while len(self._rasters) > self._keep_rasters:
                 self._rasters.popitem(last=False)
-        return raster, state
+        return raster
 
     def raster(self, name: str, state: ImageState) -> RasterImage:
         """The decoded pixels of image ``name`` as ``state`` describes it; :class:`ImageChanged` when the
@@ -145,7 +155,7 @@ class ImageFolder:
                 self._rasters.move_to_end(state.key)
                 return raster
         path = self.path(name)
-        raster, _ = self._decode(name, path, dataset_digest(path, dataset_files(path)))
+        raster = self._decode(name, path, dataset_digest(path, dataset_files(path)))
         if raster.key != state.key:
             raise ImageChanged(f"image {name!r} changed while it was being read; ask again")
         return raster
@@ -183,11 +193,39 @@ class ImageFolder:
         if type(side) is not int or not 16 <= side <= 4096:
             raise BadRequest(f"side {side!r}: expected 16 to 4096 pixels")
         state = self.state(name)
-        path, key = os.path.join(self.outputs_dir, f"{state.key[:32]}_{side}.jpg"), digest_of(state.key, side)
+        path = os.path.join(self.outputs_dir, f"{state.key[:32]}_{side}.jpg")
+        key = digest_of(state.key, side, "decimated")  # read decimated, no longer shrunk from the whole pixels
         if not kept(path, key):
-            pixels = self.raster(name, state).pixels
             scale = preview_scale(state.height, state.width, side)
-            size = (max(1, round(state.width * scale)), max(1, round(state.height * scale)))
-            small = cv2.resize(pixels, size, interpolation=cv2.INTER_AREA)
+            with opened_scene(self.path(name)) as raster:
+                if raster.key != state.key:
+                    raise ImageChanged(f"image {name!r} changed while it was being read; ask again")
+                small = raster.pixels.decimated(max(1, round(state.height * scale)),
+                                                max(1, round(state.width * scale)))
             write_stored(path, encode_jpeg(small, path).tobytes(), key)
         return path
+
+
+@contextmanager
+def opened_scene(path: str) -> Iterator[RasterImage]:
+    """The image at ``path`` opened by :func:`~predict.io.scene_blocks.open_scene` while the context lasts, its
+    pixels read on demand by stripes within :data:`~predict.core.memory.MEMORY_PER_CORE`; a file that cannot
+    be read, or a block of it that fails to decode meanwhile, is an :class:`InvalidRequest`."""
+    try:
+        with ExitStack() as stack:
+            raster = open_scene(path, stack)
+            height, width = raster.pixels.shape[:2]
+            plan = plan_stripes(height, width, MEMORY_PER_CORE, 0, raster.pixels.block_rows)
+            raster.pixels.plan(plan.rows, plan.margin)  # its nodata counted stripe by stripe
+            yield raster
+    except ExplorerError:
+        raise
+    except (OSError, ValueError) as error:
+        raise InvalidRequest(str(error)) from None
+
+
+def decoded_whole(path: str) -> RasterImage:
+    """The image at ``path`` decoded whole through the stripe reader: ``read_raster``'s pixels, mask and key."""
+    with opened_scene(path) as raster:
+        pixels, valid = raster.pixels.read(0, raster.pixels.shape[0])
+    return replace(raster, pixels=pixels, valid=None if valid is None or valid.all() else valid)

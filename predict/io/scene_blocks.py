@@ -24,7 +24,7 @@ from contextlib import ExitStack
 import cv2
 import numpy as np
 import rasterio
-from rasterio.enums import MaskFlags
+from rasterio.enums import ColorInterp, MaskFlags, Resampling
 from rasterio.errors import RasterioIOError
 from rasterio.windows import Window
 
@@ -129,6 +129,25 @@ class ScenePixels:
             valid[:] = data_valid
             pixels[~data_valid] = 0
 
+    def decimated(self, height: int, width: int) -> np.ndarray:
+        """uint8 BGR ``(height, width, 3)``: the scene at a lower resolution, converted as :meth:`read` does
+        (nodata 0). A GeoTIFF is read decimated (GDAL's average, from the file's overviews when it has them),
+        never decoded whole; other files (and palette images, whose indices cannot be averaged) are decoded
+        whole and shrunk by area."""
+        if self.src.driver not in WINDOWED_DRIVERS or self.src.colorinterp[self.bands[0] - 1] == ColorInterp.palette:
+            whole = self.read(0, self.shape[0])[0]
+            return cv2.resize(whole, (width, height), interpolation=cv2.INTER_AREA)
+        data, data_valid = read_decimated(self.src, self.path, self.bands, height, width, self._lock)
+        pixels = np.empty((height, width, 3), np.uint8)
+        self._convert(data, data_valid, pixels, None if data_valid is None else np.empty((height, width), bool))
+        return pixels
+
+    def nodata_pixels(self) -> int:
+        """How many pixels are nodata, counted stripe by stripe (0 when none may be)."""
+        if not self.masked:
+            return 0
+        return sum(int(np.count_nonzero(~valid)) for _, _, valid in self.stripes() if valid is not None)
+
     # ---- stripes and tiles -----------------------------------------------------------------------------
 
     def stripes(self, rows: int | None = None) -> Iterator[tuple[int, np.ndarray, np.ndarray | None]]:
@@ -227,6 +246,27 @@ def read_window(src, path: str, bands: tuple[int, ...], window: Window,
     except RasterioIOError as exc:
         raise SampleError(f"{path}: cannot read the window of rows {window.row_off}-{window.row_off + window.height}, "
                           f"columns {window.col_off}-{window.col_off + window.width} ({gdal_reason(exc)})") from None
+
+
+def read_decimated(src, path: str, bands: tuple[int, ...], height: int, width: int,
+                   lock: threading.Lock) -> tuple[np.ndarray, np.ndarray | None]:
+    """The selected bands ``(height, width, C)`` of the whole file read decimated (rasterio's ``out_shape``:
+    GDAL averages, from the overviews when the file has them) and their valid mask (nearest; None when all
+    valid); a GDAL failure is a :class:`SampleError` naming the file and the size asked."""
+    try:
+        with lock:
+            data = np.moveaxis(src.read(list(bands), out_shape=(len(bands), height, width),
+                                        resampling=Resampling.average), 0, -1)
+            valid = None
+            if any(MaskFlags.all_valid not in src.mask_flag_enums[b - 1] for b in bands):
+                valid = np.any(src.read_masks(list(bands), out_shape=(len(bands), height, width),
+                                              resampling=Resampling.nearest) > 0, axis=0)
+    except RasterioIOError as exc:
+        raise SampleError(f"{path}: cannot read it decimated to {width} x {height} px ({gdal_reason(exc)})") from None
+    if np.issubdtype(data.dtype, np.floating):
+        finite = np.all(np.isfinite(data), axis=2)
+        valid = finite if valid is None else valid & finite
+    return data, None if valid is None or valid.all() else valid
 
 
 def may_be_masked(src, bands: tuple[int, ...]) -> bool:
