@@ -46,7 +46,7 @@ INDEX_NAME = "index.json"
 CATALOGUE_NAME = "scenes.parquet"
 SCENES_DIR = "scenes"
 HEADER_KEY = b"selo.scene"  # the Parquet metadata key of a scene file's header
-RASTER_DECODER = "predict.io.raster"  # the module that reads a scene (its code is part of the image key)
+RASTER_DECODER = "predict.io.scene_blocks"  # the module that reads a scene (its code, and what it imports, in the key)
 SCENE_SETTINGS = ("pipeline", "steps", "bands", "stretch")  # a scene's header records these of its settings
 TORCH_CHOICE = canonical_json({"runtime": "torch"})
 

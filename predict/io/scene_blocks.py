@@ -342,7 +342,8 @@ def open_scene(path: str | os.PathLike, stack: ExitStack, bands: Sequence[int] |
         raise SampleError(f"{path}: cannot read image ({gdal_reason(exc)})") from None
     to_eight_bits = None if eight_bit else vars(stretch) | ({"percentiles": how} if how else {}) \
         if stretch is not None else "data type's range"
-    key = image_key(path, decoder="predict.io.raster", sidecars=sidecars, bands=list(chosen), stretch=to_eight_bits)
+    # keyed by this module's code (it imports predict.io.raster): how it reads and stretches a scene decides its pixels
+    key = image_key(path, decoder=__name__, sidecars=sidecars, bands=list(chosen), stretch=to_eight_bits)
     pixels = ScenePixels(src, path, chosen, ranges, may_be_masked(src, chosen))
     return RasterImage(path, pixels, None, crs, transform, key, tuple(gcps), digest)
 
