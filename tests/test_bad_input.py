@@ -271,7 +271,7 @@ def test_bad_paths_and_yaml_stop_before_the_encoder_loads(tmp_path, capsys):
 
 
 @pytest.mark.parametrize("key, value, message", [
-    ("precision", "fp8", "model.precision 'fp8' is not one of fp32, fp16, bf16"),
+    ("precision", "fp8", "model.precision 'fp8' is not one of fp32, fp16, bf16, int8"),
     ("batch_size", 0, "model.batch_size must be a positive integer, got 0"),
     ("batch_size", True, "model.batch_size must be a positive integer, got True"),
     ("name", 12, "model.name must be an encoder name or 'package.module:Class', got 12"),

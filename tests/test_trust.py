@@ -113,7 +113,8 @@ def test_every_project_module_a_testset_run_imports_is_in_its_results_key(tmp_pa
     done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=600, env=subprocess_env())
     code, imported = json.loads(done.stdout.splitlines()[-1])
     assert code == 0, done.stderr
-    keyed = set(provenance.code_files(engine.MAP_CODE)[0]) | set(provenance.code_files(["predict.encoders.demo"])[0])
+    identity_code = ["predict.encoders.demo", *provenance.TILE_CODE, *provenance.RUNTIME_CODE]  # as encoder_identity's
+    keyed = set(provenance.code_files(engine.MAP_CODE)[0]) | set(provenance.code_files(identity_code)[0])
     assert {"predict.testset.engine", "predict.testset.evaluate", "evaluations.metrics"} <= keyed
     assert sorted(set(imported) - keyed - NOT_COMPUTATION) == []
 

@@ -39,7 +39,7 @@ from predict.provenance.code import PROJECT_PACKAGES, code_digest, code_files
 from predict.provenance.digests import (CHUNK, DISK_MEMO_BYTES, RACY_NS, SHORT, array_key, canonical_json,
                                         dataset_digest, digest_memo_path, digest_of, file_digest, read_unchanged,
                                         short)
-from predict.provenance.encoders import (EXECUTION_ONLY, LIBRARY_FOLDERS, RUN_FOLDER_MARKS, TILE_CODE,
+from predict.provenance.encoders import (EXECUTION_ONLY, LIBRARY_FOLDERS, RUN_FOLDER_MARKS, RUNTIME_CODE, TILE_CODE,
                                          encoder_identity, encoder_roots, image_key, network_key, path_digest,
                                          plugin_files_digest, runtime_identity, vector_options, vectors_key)
 from predict.provenance.records import (NOT_COMPUTED, SAMPLE_KEYS, check_run_settings, code_version, log_mean_coverage,
@@ -52,10 +52,10 @@ from predict.provenance.store import (RECORD_SUFFIX, atomic_path, atomic_writer,
 __all__ = ["SettingsMismatchError", "StoredFileError", "WriteError", "PROJECT_PACKAGES", "code_digest", "code_files",
            "CHUNK", "DISK_MEMO_BYTES", "RACY_NS", "SHORT", "array_key", "canonical_json", "dataset_digest",
            "digest_memo_path", "digest_of", "file_digest", "read_unchanged", "short", "EXECUTION_ONLY",
-           "LIBRARY_FOLDERS", "RUN_FOLDER_MARKS", "TILE_CODE", "encoder_identity", "encoder_roots", "image_key",
-           "network_key", "path_digest", "plugin_files_digest", "runtime_identity", "vector_options", "vectors_key",
-           "NOT_COMPUTED", "SAMPLE_KEYS",           "check_run_settings", "code_version", "log_mean_coverage", "map_digests", "maps_problem", "polygons_digest",
-           "reuse_problem", "run_settings", "same_sample", "sample_identity", "seal", "seal_problem",
-           "settings_differences", "RECORD_SUFFIX", "atomic_path", "atomic_writer", "read_stored", "read_stored_json",
-           "record_path", "remove_stored", "seal_file", "stored_problem", "verify_stored", "write_atomically", "write_stored",
-           "write_stored_json"]
+           "LIBRARY_FOLDERS", "RUN_FOLDER_MARKS", "RUNTIME_CODE", "TILE_CODE", "encoder_identity", "encoder_roots",
+           "image_key", "network_key", "path_digest", "plugin_files_digest", "runtime_identity", "vector_options",
+           "vectors_key", "NOT_COMPUTED", "SAMPLE_KEYS", "check_run_settings", "code_version", "log_mean_coverage",
+           "map_digests", "maps_problem", "polygons_digest", "reuse_problem", "run_settings", "same_sample",
+           "sample_identity", "seal", "seal_problem", "settings_differences", "RECORD_SUFFIX", "atomic_path",
+           "atomic_writer", "read_stored", "read_stored_json", "record_path", "remove_stored", "seal_file",
+           "stored_problem", "verify_stored", "write_atomically", "write_stored", "write_stored_json"]
