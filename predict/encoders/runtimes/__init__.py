@@ -9,8 +9,8 @@ in fp32 (checked against torch) or int8 (calibrated on the images at hand, its c
   gives, exported to ONNX once and checked on a probe of tiles of the images at hand: every vector's
   cosine to torch's at least :data:`EXPORT_MIN_COSINE`, else the runtime is refused in one line.
 - ``auto`` (the default, unless ``$SELO_RUNTIME`` names another): torch on a GPU; on a CPU, the fastest of
-  torch and the exports that passed their check, as timed on the probe when the model was exported; torch when the encoder has no network to export
-  or no tiles were given to check one (the reason in one log line).
+  torch and the exports that passed their check, as timed on the probe when the model was exported; torch
+  when the encoder has no network to export or no tiles were given to check one (the reason in one log line).
 - precision ``int8`` (ONNX Runtime or OpenVINO named, never chosen by ``auto``): static quantisation
   calibrated on tiles of the images at hand (:mod:`~predict.encoders.runtimes.int8`); the cosine of its
   vectors to fp32's on held-out tiles is logged, kept in the encoder's identity, and below the floor
