@@ -67,11 +67,11 @@ def folder_sample(folder: str):
     """The tiles an exported runtime is checked on: of the images directly in ``folder``, as the explorer reads them."""
     from predict.core.tiling import tile_sample
     from predict.io.images import IMAGE_EXTENSIONS
-    from predict.io.raster import read_raster
+    from predict.io.scene_blocks import middle_rows
 
     images = sorted(entry.path for entry in os.scandir(folder)
                     if entry.is_file() and os.path.splitext(entry.name)[1].lower() in IMAGE_EXTENSIONS)
-    return tile_sample(images, lambda path: read_raster(path).pixels)
+    return tile_sample(images, middle_rows)  # as selo-localise and selo-index sample: a scene's middle rows
 
 
 def main(argv=None) -> int:
