@@ -1,8 +1,10 @@
 """``selo-index`` reads a scene by row stripes within a memory budget per cutting task
 (:func:`predict.archive.index.open_striped`): an archive indexed with the smallest stripes (``memory_mb=1``
 leaves no room, so the plan falls to stripes of 256 rows) holds the same scene files as one indexed with each
-scene in one block, and selo-localise's tiles and vectors; a truncated block is one line naming the file and
+scene in one block, and selo-localise's tiles and vectors; so does one whose scenes are cut by several tasks, a
+band of rows each (:func:`predict.archive.index.part_rows`); a truncated block is one line naming the file and
 the window, the other scenes indexed and nothing of the broken one left behind."""
+import logging
 import os
 
 os.environ["RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"] = "0"  # before Ray is imported: nodes on 127.0.0.1
@@ -17,7 +19,10 @@ import rasterio
 from test_archive import CRS, DEMO_YAML, TRANSFORM, assert_whole, ray_test_cluster, write_png
 
 from predict.archive import ArchiveSettings, index_archive, read_scene, scene_path
-from predict.archive.index import open_striped
+from predict.archive.index import open_striped, part_rows
+from predict.core.tiling import tiles_in_rows
+from predict.io.raster import read_raster
+from predict.localisation import mostly_valid
 from predict.demo.synthetic import generate_scene
 from predict.encoders.registry import load_encoder
 from predict.provenance import vectors_key
@@ -54,6 +59,17 @@ def write_tiled(path, seed, nodata):
         dst.write(np.moveaxis(rgb, -1, 0))
 
 
+def assert_same_archives(reference, other, images, settings, encoder):
+    """The scene files of ``other`` are those of ``reference`` (their vectors to float precision), and hold
+    selo-localise's tiles with the encoder's vectors."""
+    for image in images:
+        header, tiles, vectors = read_scene(scene_path(str(reference), image), settings.vectors_key)
+        header_o, tiles_o, vectors_o = read_scene(scene_path(str(other), image), settings.vectors_key)
+        assert header_o == header and tiles_o == tiles
+        np.testing.assert_allclose(vectors_o, vectors, rtol=1e-5, atol=1e-6)
+        assert_whole(other, image, encoder)
+
+
 @pytest.mark.slow  # the test Ray cluster, two archives of the same scenes
 def test_an_archive_indexed_by_small_stripes_is_the_one_block_archive(cluster, encoder, settings, tmp_path):
     scenes = tmp_path / "scenes"
@@ -68,14 +84,34 @@ def test_an_archive_indexed_by_small_stripes_is_the_one_block_archive(cluster, e
     whole = index_archive(images, str(tmp_path / "whole"), settings, 16)
     striped = index_archive(images, str(tmp_path / "striped"), settings, 16, memory_mb=1)
     assert whole.errors == striped.errors == [] and len(striped.scenes) == 3
-    for image in images:
-        header, tiles, vectors = read_scene(scene_path(str(tmp_path / "whole"), image), settings.vectors_key)
-        header_s, tiles_s, vectors_s = read_scene(scene_path(str(tmp_path / "striped"), image), settings.vectors_key)
-        assert header_s == header and tiles_s == tiles
-        np.testing.assert_allclose(vectors_s, vectors, rtol=1e-5, atol=1e-6)
-        assert_whole(tmp_path / "striped", image, encoder)  # selo-localise's tiles, the encoder's vectors
+    assert_same_archives(tmp_path / "whole", tmp_path / "striped", images, settings, encoder)
     masked = read_scene(scene_path(str(tmp_path / "striped"), images[1]), settings.vectors_key)[0]
     assert masked["nodata"]["masked_pixels"] == NODATA_COLUMNS * HEIGHT and masked["nodata"]["tiles_left_out"] > 0
+
+
+@pytest.mark.slow  # the test Ray cluster, two archives of the same scenes
+def test_a_scene_cut_by_several_tasks_is_the_one_task_scene(cluster, encoder, settings, tmp_path, caplog):
+    """A scene of more than ``part_pixels`` is cut by several tasks, a band of 256 rows each (six here, the
+    first all nodata, so it cuts no tile): the archive holds the same scene file as one task makes, with
+    the nodata and tile counts of the whole scene."""
+    scenes = tmp_path / "scenes"
+    scenes.mkdir()
+    write_tiled(scenes / "masked.tif", 26, nodata=True)
+    with rasterio.open(scenes / "masked.tif", "r+") as dst:  # the top rows nodata too: a part without a tile
+        dst.write(np.zeros((3, 300, WIDTH), np.uint8), window=((0, 300), (0, WIDTH)))
+    write_tiled(scenes / "full.tif", 27, nodata=False)
+    images = sorted(str(p) for p in scenes.iterdir())
+    first_band = tiles_in_rows(settings.spec().first_stage_tiles(HEIGHT, WIDTH), (0, 256), HEIGHT, WIDTH)
+    assert first_band and not mostly_valid(first_band, read_raster(images[1]).valid)
+    assert part_rows(HEIGHT, 6, 256) == [(0, 256), (256, 512), (512, 768), (768, 1024), (1024, 1280), (1280, 1300)]
+    one = index_archive(images, str(tmp_path / "one"), settings, 16)
+    with caplog.at_level(logging.INFO, logger="selo"):
+        parts = index_archive(images, str(tmp_path / "parts"), settings, 16, memory_mb=1, part_pixels=256 * WIDTH)
+    assert one.errors == parts.errors == [] and [s.get("parts") for s in parts.scenes] == [6, 6]
+    assert f"{images[1]}: " in caplog.text and " tiles encoded by 6 tasks, " in caplog.text
+    assert_same_archives(tmp_path / "one", tmp_path / "parts", images, settings, encoder)
+    masked = read_scene(scene_path(str(tmp_path / "parts"), images[1]), settings.vectors_key)[0]
+    assert masked["nodata"]["masked_pixels"] == NODATA_COLUMNS * HEIGHT + 300 * (WIDTH - NODATA_COLUMNS)
 
 
 @pytest.mark.slow  # the test Ray cluster

@@ -3,6 +3,7 @@ read and its maps written in stripes of 256 rows (``memory_mb=1`` leaves no room
 smallest stripes) gives the same bytes, file for file, as the scene held in one block, and the same map as the
 whole-image code (``read_raster`` and ``raster_probmap``); a truncated block is one line naming the file and
 the window, and leaves nothing behind; the explorer's preview of a GeoTIFF is read from its overviews."""
+import json
 import logging
 import os
 import shutil
@@ -153,3 +154,66 @@ def test_the_explorers_preview_is_read_from_the_overviews(scenes, encoder, tmp_p
     assert open(path, "rb").read() == encode_jpeg(expected).tobytes()
     whole = read_raster(images / "scene.tif").pixels
     assert not np.array_equal(expected, cv2.resize(whole, (side, side), interpolation=cv2.INTER_AREA))
+
+
+def test_the_explorer_reads_a_scene_by_stripes_and_gives_the_whole_images_maps(scenes, encoder, tmp_path,
+                                                                               monkeypatch):
+    """With a budget that leaves room for 256-row stripes, the explorer never holds the scene whole (no read
+    longer than a stripe and the tallest tile), yet its nodata tiles, page map (transparent where
+    ``cv2.resize`` of the whole mask says) and downloads are the whole-image code's."""
+    import predict.explorer.images as images_module
+    from predict.explorer import Explorer, ExplorerConfig, Job
+    from predict.explorer.requests import pipeline_spec
+    from predict.io.raster import peaks_feature_collection
+    from predict.localisation import mostly_valid
+
+    from helpers import wait_for
+
+    monkeypatch.setattr(images_module, "MEMORY_PER_CORE", 1)
+    spans = []
+    read = scene_blocks.ScenePixels.read
+    monkeypatch.setattr(scene_blocks.ScenePixels, "read",
+                        lambda self, first, stop: spans.append(stop - first) or read(self, first, stop))
+    images = tmp_path / "images"
+    images.mkdir()
+    shutil.copy(scenes["eight"], images / "scene.tif")
+    explorer = Explorer(encoder, ExplorerConfig(images_dir=str(images), cache_dir=str(tmp_path / "cache"),
+                                                outputs_dir=str(tmp_path / "outputs"), preview_side=256))
+    result = wait_for(lambda: not isinstance(asked := explorer.localise("scene.tif", QUERY, steps="256_512"), Job)
+                      and asked)
+    assert spans and max(spans) <= 256 + 512  # a stripe and the tallest tile beyond it, never the 1300 rows
+
+    whole = read_raster(images / "scene.tif")
+    spec = pipeline_spec("v1", "256_512")
+    tiles, scores = score_tiles(whole.loaded(), QUERY, encoder, spec, TileVectorStore(encoder), valid=whole.valid)
+    assert sorted(result.tiles) == sorted(tiles)
+    assert result.tiles_encoded == len(mostly_valid(spec.first_stage_tiles(SIZE, SIZE), whole.valid))
+    png = cv2.imdecode(np.fromfile(explorer.output_path(f"{result.id}.png"), np.uint8), cv2.IMREAD_UNCHANGED)
+    shown = cv2.resize(whole.valid.view(np.uint8), png.shape[1::-1], interpolation=cv2.INTER_NEAREST)
+    np.testing.assert_array_equal(png[:, :, 3], 255 * shown)
+
+    probmap = raster_probmap(whole, tiles, scores, spec, "scene.tif")
+    path, _ = explorer.download(result.id, "probmap")
+    with rasterio.open(path) as src:
+        np.testing.assert_array_equal(src.read(1), probmap)
+    path, _ = explorer.download(result.id, "peaks")
+    assert json.loads(open(path).read()) == json.loads(json.dumps(peaks_feature_collection(probmap, whole)))
+    assert max(spans) <= 256 + 512
+
+
+def test_the_explorer_keeps_the_last_images_open_and_closes_those_it_drops(scenes, encoder, tmp_path):
+    images = tmp_path / "images"
+    images.mkdir()
+    for name in ("a.tif", "b.tif", "c.tif"):
+        shutil.copy(scenes["eight"], images / name)
+        with rasterio.open(images / name, "r+") as dst:  # three contents
+            dst.update_tags(name=name)
+    folder = ImageFolder(encoder, str(images), str(tmp_path / "cache"), str(tmp_path / "outputs"), keep_rasters=2)
+    state = {name: folder.state(name) for name in ("a.tif", "b.tif", "c.tif")}
+    with folder.raster("a.tif", state["a.tif"]) as a:
+        with folder.raster("b.tif", state["b.tif"]), folder.raster("c.tif", state["c.tif"]):
+            assert not a.pixels.src.closed  # dropped from the kept ones, but still in use
+        assert a.pixels.read(0, 10)[0].shape == (10, SIZE, 3)
+    assert a.pixels.src.closed
+    with folder.raster("c.tif", state["c.tif"]) as c, folder.raster("c.tif", state["c.tif"]) as again:
+        assert c is again and not c.pixels.src.closed

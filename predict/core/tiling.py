@@ -143,6 +143,16 @@ def effective_box(tile: Tile, height: int, width: int) -> Tile:
     return start(r0, height), min(r1, height), start(c0, width), min(c1, width)
 
 
+def tiles_in_rows(tiles: Sequence[Tile], rows: tuple[int, int], height: int, width: int) -> list[Tile]:
+    """The tiles of ``tiles`` whose first covered row (:func:`effective_box`) lies in ``rows`` ``(row0, row1)``:
+    a band's share of a scene's tiles, each tile in exactly one of bands that cover the scene.
+
+    >>> tiles_in_rows([(0, 256, 0, 256), (256, 512, 0, 256), (-56, 200, 0, 256)], (0, 256), 300, 300)
+    [(0, 256, 0, 256), (-56, 200, 0, 256)]
+    """
+    return [tile for tile in tiles if rows[0] <= effective_box(tile, height, width)[0] < rows[1]]
+
+
 def usable_steps(height: int, width: int, steps: Sequence[int], name: str = "image",
                  notes: list[str] | None = None) -> list[int]:
     """The steps that fit in the image; the others are skipped with a warning.

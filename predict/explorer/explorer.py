@@ -37,7 +37,7 @@ from predict.explorer.maps import page_map, region_outlines, write_download
 from predict.explorer.outputs import kept
 from predict.explorer.requests import Request, check_query, first_stage, pipeline_spec
 from predict.explorer.results import DOWNLOADS, Result, Results
-from predict.localisation import LoadedImage, mostly_valid, score_tiles
+from predict.localisation import mostly_valid, score_tiles
 from predict.provenance import code_digest, vectors_key
 
 PREVIEW_SIDE_RANGE = (64, 8192)  # pixels
@@ -157,17 +157,18 @@ class Explorer:
         """The first-stage tiles the request needs encoded: those at least half valid (as ``score_tiles``)."""
         stage1 = first_stage(request, state.height, state.width, self.config.max_tiles)
         if state.has_nodata:
-            stage1 = mostly_valid(stage1, self._folder.raster(request.image, state).valid)
+            with self._folder.raster(request.image, state) as raster:
+                stage1 = mostly_valid(stage1, raster.pixels)
         return stage1
 
     def _run(self, job: Job) -> Result:
         """A job, on the encoder's thread: encode its missing first-stage tiles, then answer its request."""
         request = job.request
         state = self._folder.state(request.image)  # as it is now: maybe not the image the job was asked for
-        raster = self._folder.raster(request.image, state)
         shared = self._folder.store(state.key)
         missing = shared.missing(self._needed(request, state))
-        encode_tiles(job, shared, raster.pixels, missing)
+        with self._folder.raster(request.image, state) as raster:
+            encode_tiles(job, shared, raster.pixels, missing)
         return self._answer(request, state, job.unknown_words, len(missing), job.started)
 
     def _answer(self, request: Request, state: ImageState, unknown: list[str], encoded: int, started: float) -> Result:
@@ -178,12 +179,13 @@ class Explorer:
         if request.query is None:
             return Result(self._results.id_of(state.key, None, spec), name, None, spec, state.height, state.width,
                           state.key, encoded, time.perf_counter() - started, state.geo)
-        raster = self._folder.raster(name, state)
-        shared = self._folder.store(raster.key)
+        shared = self._folder.store(state.key)
         before = shared.store.tiles_encoded
-        tiles, scores = score_tiles(LoadedImage(raster.path, raster.key, raster.pixels), request.query, self.encoder,
-                                    spec, shared, self.config.seed, None, name, valid=raster.valid)
-        shown = page_map(raster, tiles, scores, spec, self.config.preview_side, name)
+        with self._folder.raster(name, state) as raster:
+            valid = raster.pixels if state.has_nodata else None  # counted stripe by stripe
+            tiles, scores = score_tiles(raster.loaded(), request.query, self.encoder, spec, shared, self.config.seed,
+                                        None, name, valid=valid)
+            shown = page_map(raster, valid, tiles, scores, spec, self.config.preview_side, name)
         result = Result(self._results.id_of(raster.key, request.query, spec), name, request.query, spec, state.height,
                         state.width, raster.key, encoded + shared.store.tiles_encoded - before,
                         time.perf_counter() - started, state.geo, tiles, scores, shown.preview, shown.peaks,
@@ -225,7 +227,8 @@ class Explorer:
                                "run the query again for a map of the image as it is now")
         path = os.path.join(self.config.outputs_dir, result.id + DOWNLOADS[kind])
         if not kept(path, result.id):
-            write_download(path, kind, self._folder.raster(result.image, state), result)
+            with self._folder.raster(result.image, state) as raster:
+                write_download(path, kind, raster, raster.pixels if state.has_nodata else None, result)
         return path, result.download_name(kind)
 
     def regions(self, result_id, threshold: float) -> list[list[list[int]]]:

@@ -2,9 +2,10 @@
 sidecars change), the last few decoded, their tile vectors and their thumbnails.
 
 Every image is read through :func:`~predict.io.scene_blocks.open_scene`, as ``selo-localise`` reads it (the
-same pixels and key as :func:`~predict.io.raster.read_raster`): its state by stripes, its thumbnail decimated
-(from a GeoTIFF's overviews when it has them), at bounded memory whatever its size; only an image asked
-for a map is decoded whole (its maps and downloads are full-resolution arrays).
+same pixels and key as :func:`~predict.io.raster.read_raster`), at bounded memory whatever its size: its
+state, tiles and nodata by stripes, its thumbnail decimated (from a GeoTIFF's overviews when it has them);
+the last few used stay open (an image that fits one stripe decoded once and kept), and its maps and
+downloads are made stripe by stripe from the cells of its tile grid.
 
 Names of images are the file names directly in the folder as :meth:`ImageFolder.names` lists them; a path
 or a name not listed is a :class:`~predict.errors.BadRequest`.
@@ -17,15 +18,16 @@ import threading
 from collections import OrderedDict
 from collections.abc import Iterator, Sequence
 from contextlib import ExitStack, contextmanager
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 
 import numpy as np
 
-from predict.core.blocks import plan_stripes
+from predict.core.blocks import StripePlan, plan_stripes
 from predict.core.memory import MEMORY_PER_CORE
 from predict.core.preview import preview_scale
 from predict.encoders.base import EncoderSpecModel
 from predict.errors import BadRequest, ExplorerError, ImageChanged, InvalidRequest
+from predict.io.annotations import SampleError
 from predict.explorer.outputs import kept
 from predict.explorer.requests import bare_name
 from predict.io.images import IMAGE_EXTENSIONS
@@ -90,18 +92,39 @@ class SharedStore:
             return self.store.vectors(pixels, tiles, timer, progress)
 
 
+@dataclass
+class HeldScene:
+    """An image kept open by :class:`ImageFolder`: its raster, the stack that closes its file, and how many
+    requests use it now (the file is closed once it is dropped from the kept ones and none does)."""
+
+    raster: RasterImage
+    stack: ExitStack
+    users: int = 0
+    dropped: bool = False
+
+    def release(self) -> None:
+        self.users -= 1
+        if self.dropped and not self.users:
+            self.stack.close()
+
+    def drop(self) -> None:
+        self.dropped = True
+        if not self.users:
+            self.stack.close()
+
+
 class ImageFolder:
-    """The images directly in ``images_dir``: the last ``keep_rasters`` decoded kept in memory (by content),
-    their tile vectors (``encoder``'s, in ``cache_dir``) and thumbnails (in ``outputs_dir``)."""
+    """The images directly in ``images_dir``: the last ``keep_rasters`` used kept open (by content), their
+    tile vectors (``encoder``'s, in ``cache_dir``) and thumbnails (in ``outputs_dir``)."""
 
     def __init__(self, encoder: EncoderSpecModel, images_dir: str, cache_dir: str, outputs_dir: str,
                  keep_rasters: int = 2):
         self.encoder = encoder
         self.images_dir, self.cache_dir, self.outputs_dir = images_dir, cache_dir, outputs_dir
         self._keep_rasters = keep_rasters
-        self._lock = threading.Lock()  # guards the dictionaries below
+        self._lock = threading.Lock()  # guards the dictionaries below and the held scenes' users
         self._states: dict[str, ImageState] = {}  # name -> the image as last read
-        self._rasters: OrderedDict[str, RasterImage] = OrderedDict()  # content key -> decoded image, LRU
+        self._held: OrderedDict[str, HeldScene] = OrderedDict()  # content key -> open image, LRU
         self._stores: dict[str, SharedStore] = {}  # content key -> its vectors
 
     def names(self) -> list[str]:
@@ -132,33 +155,44 @@ class ImageFolder:
                 self._states[name] = state
         return state
 
-    def _decode(self, name: str, path: str, digest: str) -> RasterImage:
-        """Decode image ``name`` whole; remember its state and keep the pixels among the last few decoded."""
-        raster = decoded_whole(path)
-        height, width = raster.pixels.shape[:2]
-        state = ImageState(digest, raster.key, height, width, lonlat_affine(raster, height, width),
-                           raster.valid is not None)
+    @contextmanager
+    def raster(self, name: str, state: ImageState) -> Iterator[RasterImage]:
+        """Image ``name`` as ``state`` describes it while the context lasts, its pixels read by stripes
+        (:func:`open_planned`; kept open among the last few used); :class:`ImageChanged` when the file has
+        changed meanwhile, :class:`InvalidRequest` when a block of it fails to decode."""
         with self._lock:
-            self._states[name] = state
-            self._rasters[raster.key] = raster
-            self._rasters.move_to_end(raster.key)
-            while len(self._rasters) > self._keep_rasters:
-                self._rasters.popitem(last=False)
-        return raster
+            held = self._held.get(state.key)
+            if held is not None:
+                self._held.move_to_end(state.key)
+                held.users += 1
+        if held is None:
+            held = self._open(name, state)
+        try:
+            yield held.raster
+        except SampleError as error:  # a block that fails to decode, the file changed meanwhile
+            raise InvalidRequest(str(error)) from None
+        finally:
+            with self._lock:
+                held.release()
 
-    def raster(self, name: str, state: ImageState) -> RasterImage:
-        """The decoded pixels of image ``name`` as ``state`` describes it; :class:`ImageChanged` when the
-        file has changed meanwhile."""
+    def _open(self, name: str, state: ImageState) -> HeldScene:
+        """Open image ``name`` (one user), keep it among the last few used and close those it replaces."""
+        stack = ExitStack()
+        try:
+            raster = open_planned(self.path(name), stack)
+            if raster.key != state.key:
+                raise ImageChanged(f"image {name!r} changed while it was being read; ask again")
+        except BaseException:
+            stack.close()
+            raise
+        held = HeldScene(raster, stack, users=1)
         with self._lock:
-            raster = self._rasters.get(state.key)
-            if raster is not None:
-                self._rasters.move_to_end(state.key)
-                return raster
-        path = self.path(name)
-        raster = self._decode(name, path, dataset_digest(path, dataset_files(path)))
-        if raster.key != state.key:
-            raise ImageChanged(f"image {name!r} changed while it was being read; ask again")
-        return raster
+            if (before := self._held.pop(state.key, None)) is not None:  # opened by another request meanwhile
+                before.drop()
+            self._held[state.key] = held
+            while len(self._held) > self._keep_rasters:
+                self._held.popitem(last=False)[1].drop()
+        return held
 
     def store(self, key: str) -> SharedStore:
         """The tile-vector store of the image with content key ``key`` (loaded from disk once)."""
@@ -197,35 +231,41 @@ class ImageFolder:
         key = digest_of(state.key, side, "decimated")  # read decimated, no longer shrunk from the whole pixels
         if not kept(path, key):
             scale = preview_scale(state.height, state.width, side)
-            with opened_scene(self.path(name)) as raster:
-                if raster.key != state.key:
-                    raise ImageChanged(f"image {name!r} changed while it was being read; ask again")
+            with self.raster(name, state) as raster:
                 small = raster.pixels.decimated(max(1, round(state.height * scale)),
                                                 max(1, round(state.width * scale)))
             write_stored(path, encode_jpeg(small, path).tobytes(), key)
         return path
 
 
-@contextmanager
-def opened_scene(path: str) -> Iterator[RasterImage]:
-    """The image at ``path`` opened by :func:`~predict.io.scene_blocks.open_scene` while the context lasts, its
-    pixels read on demand by stripes within :data:`~predict.core.memory.MEMORY_PER_CORE`; a file that cannot
-    be read, or a block of it that fails to decode meanwhile, is an :class:`InvalidRequest`."""
+def open_planned(path: str, stack: ExitStack) -> RasterImage:
+    """The image at ``path`` opened by :func:`~predict.io.scene_blocks.open_scene` until ``stack`` closes, its
+    pixels read on demand by stripes within :data:`~predict.core.memory.MEMORY_PER_CORE`
+    (:func:`scene_plan`); a file that cannot be read is an :class:`InvalidRequest`."""
     try:
-        with ExitStack() as stack:
-            raster = open_scene(path, stack)
-            height, width = raster.pixels.shape[:2]
-            plan = plan_stripes(height, width, MEMORY_PER_CORE, 0, raster.pixels.block_rows)
-            raster.pixels.plan(plan.rows, plan.margin)  # its nodata counted stripe by stripe
-            yield raster
-    except ExplorerError:
-        raise
+        raster = open_scene(path, stack)
     except (OSError, ValueError) as error:
         raise InvalidRequest(str(error)) from None
+    plan = scene_plan(*raster.pixels.shape[:2], raster.pixels.block_rows)
+    raster.pixels.plan(plan.rows, plan.margin)
+    return raster
 
 
-def decoded_whole(path: str) -> RasterImage:
-    """The image at ``path`` decoded whole through the stripe reader: ``read_raster``'s pixels, mask and key."""
-    with opened_scene(path) as raster:
-        pixels, valid = raster.pixels.read(0, raster.pixels.shape[0])
-    return replace(raster, pixels=pixels, valid=None if valid is None or valid.all() else valid)
+def scene_plan(height: int, width: int, block_rows: int = 1) -> StripePlan:
+    """How the explorer reads an image and writes its maps: within :data:`~predict.core.memory.MEMORY_PER_CORE`
+    (the tiles are cut with the rows they need beyond a stripe, whatever the pipeline asked for)."""
+    return plan_stripes(height, width, MEMORY_PER_CORE, 0, block_rows)
+
+
+@contextmanager
+def opened_scene(path: str) -> Iterator[RasterImage]:
+    """The image at ``path`` opened (:func:`open_planned`) while the context lasts; a file that cannot be
+    read, or a block of it that fails to decode meanwhile, is an :class:`InvalidRequest`."""
+    with ExitStack() as stack:
+        raster = open_planned(path, stack)
+        try:
+            yield raster
+        except ExplorerError:
+            raise
+        except (OSError, ValueError) as error:
+            raise InvalidRequest(str(error)) from None

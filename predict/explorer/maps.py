@@ -3,8 +3,8 @@ outlines) and the exact full-resolution downloads.
 
 The page shows :func:`~predict.core.preview.preview_map` (the cell map on a grid scaled to the screen, the
 filter scaled with it) and its peaks (:func:`preview_peaks`) scaled back to full-resolution pixels: an
-approximation. The downloads are exact: :func:`~predict.scenes.raster_probmap` at full resolution, as
-``selo-localise`` writes it.
+approximation. The downloads are exact: the full-resolution map written stripe by stripe as ``selo-localise``
+writes it (:mod:`predict.io.scene_maps`), whatever the image's size.
 """
 from __future__ import annotations
 
@@ -18,14 +18,17 @@ import numpy as np
 from PIL import Image
 
 from evaluations.metrics import PEAK_WINDOW, SMOOTH_SIZE, local_maxima, rank_centres, region_centroids
-from predict.core.heatmap import colour_heatmap, scene_score
+from predict.core.blocks import row_stripes
+from predict.core.heatmap import colour_heatmap, normalise_to_uint8, probability_rows, scene_score
 from predict.core.pipelines import PipelineSpec
 from predict.core.preview import preview_map, preview_scale
+from predict.explorer.images import scene_plan
 from predict.explorer.results import Result
-from predict.io.raster import RasterImage, peaks_feature_collection, pixel_coordinates, write_probmap_tif
+from predict.io.raster import RasterImage, jet_colour_table, peaks_of_centres, pixel_coordinates, probmap_description
+from predict.io.scene_blocks import ScenePixels
+from predict.io.scene_maps import copy_cog, scene_peaks, work_file, write_map_work
 from predict.localisation import tile_cells
 from predict.provenance import seal_file, write_stored
-from predict.scenes import raster_probmap
 
 PNG_FAST = [cv2.IMWRITE_PNG_COMPRESSION, 1]  # the map PNG is written per query: speed over size
 JET_PALETTE = colour_heatmap(np.arange(256, dtype=np.uint8)[None])[0, :, ::-1].reshape(-1).tolist()  # RGB of 0-255
@@ -44,18 +47,18 @@ class PageMap:
     scene_score: float | None
 
 
-def page_map(raster: RasterImage, tiles: list, scores: np.ndarray, spec: PipelineSpec, preview_side: int,
-             name: str) -> PageMap:
+def page_map(raster: RasterImage, valid: ScenePixels | None, tiles: list, scores: np.ndarray, spec: PipelineSpec,
+             preview_side: int, name: str) -> PageMap:
     """The page's map of the tile ``scores`` of ``raster`` (image ``name``) with ``spec``'s filter, at
-    ``preview_side`` pixels on its longer side."""
+    ``preview_side`` pixels on its longer side; ``valid``: its pixels when some are nodata, else None."""
     height, width = raster.pixels.shape[:2]
     scale = preview_scale(height, width, preview_side)
-    cells = tile_cells(tiles, scores, height, width, fill_uncovered=raster.valid is not None)
+    cells = tile_cells(tiles, scores, height, width, fill_uncovered=valid is not None)
     preview = preview_map(cells, spec.map_filter, scale, name)
-    if raster.valid is None:
+    if valid is None:
         png = map_png(preview)
     else:  # nodata: 0 (no peak there) and transparent
-        valid = cv2.resize(raster.valid.view(np.uint8), preview.shape[::-1], interpolation=cv2.INTER_NEAREST)
+        valid = valid.valid_nearest(*preview.shape).view(np.uint8)
         preview[valid == 0] = 0
         ok, encoded = cv2.imencode(".png", np.dstack([colour_heatmap(preview), 255 * valid]), PNG_FAST)
         if not ok:
@@ -113,13 +116,20 @@ def region_outlines(preview: np.ndarray, threshold: float, scale: float) -> list
     return [[[round(int(x) / scale), round(int(y) / scale)] for x, y in contour[:, 0]] for contour in contours]
 
 
-def write_download(path: str, kind: str, raster: RasterImage, result: Result) -> None:
+def write_download(path: str, kind: str, raster: RasterImage, valid: ScenePixels | None, result: Result) -> None:
     """Write the exact full-resolution probability map of ``result`` on ``raster`` (``kind="probmap"``,
-    GeoTIFF) or its peaks (``"peaks"``, GeoJSON) at ``path``, as ``selo-localise`` writes them, stored as
-    made by the result's id."""
-    probmap = raster_probmap(raster, result.tiles, result.scores, result.spec, result.image)
-    if kind == "probmap":
-        write_probmap_tif(path, probmap, raster)
-        seal_file(path, result.id)
-    else:
-        write_stored(path, json.dumps(peaks_feature_collection(probmap, raster)).encode(), result.id)
+    GeoTIFF) or its peaks (``"peaks"``, GeoJSON) at ``path``, as ``selo-localise`` writes them (stripe by
+    stripe: :mod:`predict.io.scene_maps`), stored as made by the result's id; ``valid`` as :func:`page_map`'s."""
+    height, width = raster.pixels.shape[:2]
+    cells = tile_cells(result.tiles, result.scores, height, width, fill_uncovered=valid is not None)
+    gray = normalise_to_uint8(cells.values, result.image)  # the whole map's normalisation, on its cells
+    stripes = row_stripes(height, scene_plan(height, width).map_rows)
+    with work_file(path) as work:
+        write_map_work(work, raster, lambda first, stop: probability_rows(cells, gray, result.spec.map_filter,
+                                                                          (first, stop)), stripes)
+        if kind == "probmap":
+            copy_cog(work, path, None, probmap_description(None), jet_colour_table())
+            seal_file(path, result.id)
+        else:
+            centres, values = scene_peaks(work, stripes)
+            write_stored(path, json.dumps(peaks_of_centres(centres, values, raster)).encode(), result.id)

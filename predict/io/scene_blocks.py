@@ -62,6 +62,8 @@ class ScenePixels:
         self.stripe_rows, self.margin = src.height, 0
         self._lock = threading.Lock()  # one GDAL read at a time on the dataset
         self._whole: tuple[np.ndarray, np.ndarray | None] | None = None
+        self._half_valid: dict[Tile, bool] = {}  # tile -> at least half valid, as counted once
+        self._nearest: dict[tuple[int, int], np.ndarray] = {}  # the valid mask shrunk (valid_nearest)
 
     def plan(self, stripe_rows: int, margin: int) -> None:
         """Read stripes of ``stripe_rows`` rows, each with ``margin`` more (the largest tile side)."""
@@ -142,18 +144,36 @@ class ScenePixels:
         self._convert(data, data_valid, pixels, None if data_valid is None else np.empty((height, width), bool))
         return pixels
 
-    def nodata_pixels(self) -> int:
-        """How many pixels are nodata, counted stripe by stripe (0 when none may be)."""
+    def valid_nearest(self, height: int, width: int) -> np.ndarray:
+        """bool ``(height, width)``: the valid mask shrunk as ``cv2.resize(valid, (width, height),
+        interpolation=cv2.INTER_NEAREST)`` of the whole mask would (the pixel at ``floor(i * H / height)``),
+        read stripe by stripe; kept for the next call of the same size."""
+        if (height, width) not in self._nearest:
+            rows, cols = nearest_indices(self.shape[0], height), nearest_indices(self.shape[1], width)
+            shrunk = np.ones((height, width), bool)
+            if self.masked:
+                for top, pixels, valid in self.stripes():
+                    inside = (rows >= top) & (rows < top + len(pixels))
+                    if valid is not None and inside.any():
+                        shrunk[inside] = valid[rows[inside] - top][:, cols]
+            self._nearest[(height, width)] = shrunk
+        return self._nearest[(height, width)]
+
+    def nodata_pixels(self, rows: tuple[int, int] | None = None) -> int:
+        """How many pixels of the scene (or of its ``rows`` ``(row0, row1)``) are nodata, counted stripe by
+        stripe (0 when none may be)."""
         if not self.masked:
             return 0
-        return sum(int(np.count_nonzero(~valid)) for _, _, valid in self.stripes() if valid is not None)
+        return sum(int(np.count_nonzero(~valid)) for _, _, valid in self.stripes(rows=rows) if valid is not None)
 
     # ---- stripes and tiles -----------------------------------------------------------------------------
 
-    def stripes(self, rows: int | None = None) -> Iterator[tuple[int, np.ndarray, np.ndarray | None]]:
-        """``(top, pixels, valid)`` of consecutive stripes of ``rows`` rows (the plan's by default) covering
-        the scene, the next one decoded in a thread meanwhile."""
-        bounds = row_stripes(self.shape[0], rows or self.stripe_rows)
+    def stripes(self, size: int | None = None,
+                rows: tuple[int, int] | None = None) -> Iterator[tuple[int, np.ndarray, np.ndarray | None]]:
+        """``(top, pixels, valid)`` of consecutive stripes of ``size`` rows (the plan's by default) covering
+        the scene (or its ``rows`` ``(row0, row1)``), the next one decoded in a thread meanwhile."""
+        first, stop = rows or (0, self.shape[0])
+        bounds = [(first + top, first + bottom) for top, bottom in row_stripes(stop - first, size or self.stripe_rows)]
         with ThreadPoolExecutor(1, thread_name_prefix="selo-read") as pool:
             ahead = pool.submit(self.read, *bounds[0]) if bounds else None
             for k, (top, _) in enumerate(bounds):
@@ -170,13 +190,14 @@ class ScenePixels:
     def _sweep(self, tiles: Sequence[Tile]) -> Iterator[tuple[Tile, np.ndarray, np.ndarray | None]]:
         """``(effective box in the stripe, stripe pixels, stripe valid)`` of each of ``tiles`` (in
         :meth:`encoding_order`). A tile belongs to the stripe holding its first row, read with ``margin``
-        more rows; only stripes holding tiles are read, rows shared with the previous one are kept, and
+        more rows (more when a tile is taller); only stripes holding tiles are read, rows shared with the previous one are kept, and
         the next one's new rows are decoded in a thread meanwhile."""
         height, width = self.shape[:2]
         rows = self.stripe_rows
         boxes = [effective_box(tile, height, width) for tile in tiles]
+        margin = max([self.margin] + [r1 - r0 for r0, r1, _, _ in boxes])  # a tile taller than the plan's: cut whole
         needed = sorted({r0 // rows for r0, _, _, _ in boxes})
-        windows = [(k * rows, min(height, (k + 1) * rows + self.margin)) for k in needed]
+        windows = [(k * rows, min(height, (k + 1) * rows + margin)) for k in needed]
         fresh = [(max(top, before), bottom) for (top, bottom), before in zip(windows, [0] + [w[1] for w in windows])]
         longest = max((bottom - top for top, bottom in windows), default=0)
         pixels = np.empty((longest, width, 3), np.uint8)  # one buffer: a stripe's rows, then the next one's
@@ -215,15 +236,27 @@ class ScenePixels:
 
     def mostly_valid(self, tiles: Sequence[Tile]) -> list[Tile]:
         """The tiles at least half of whose pixels are valid, in the order given (as
-        :func:`~predict.localisation.mostly_valid` on the whole mask)."""
+        :func:`~predict.localisation.mostly_valid` on the whole mask); each tile's pixels are counted once
+        for the life of the open scene (a second query reads nothing for them)."""
         if not self.masked:
             return list(tiles)
-        kept = set()
-        ordered = self.encoding_order(tiles)
-        for tile, ((r0, r1, c0, c1), _, valid) in zip(ordered, self._sweep(ordered)):
-            if 2 * np.count_nonzero(valid[r0:r1, c0:c1]) >= (r1 - r0) * (c1 - c0):
-                kept.add(tile)
-        return [tile for tile in tiles if tile in kept]
+        ordered = self.encoding_order([tile for tile in dict.fromkeys(tiles) if tile not in self._half_valid])
+        for tile, ((r0, r1, c0, c1), _, valid) in zip(ordered, self._sweep(ordered)):  # each tile counted once
+            self._half_valid[tile] = 2 * np.count_nonzero(valid[r0:r1, c0:c1]) >= (r1 - r0) * (c1 - c0)
+        return [tile for tile in tiles if self._half_valid[tile]]
+
+
+def nearest_indices(size: int, shrunk: int) -> np.ndarray:
+    """int ``(shrunk,)``: the index of the pixel ``cv2.resize`` with ``INTER_NEAREST`` takes for each of
+    ``shrunk`` pixels from ``size`` (``floor(i / (shrunk / size))``, as OpenCV computes it).
+
+    >>> valid = np.random.default_rng(0).random((37, 53)) > 0.5
+    >>> rows, cols = nearest_indices(37, 11), nearest_indices(53, 17)
+    >>> bool((valid[rows][:, cols] == cv2.resize(valid.view(np.uint8), (17, 11),
+    ...                                            interpolation=cv2.INTER_NEAREST).astype(bool)).all())
+    True
+    """
+    return np.minimum(np.floor(np.arange(shrunk) * (1.0 / (shrunk / size))).astype(np.int64), size - 1)
 
 
 def decode_windows(src, first: int, stop: int) -> list[Window]:
@@ -346,6 +379,18 @@ def open_scene(path: str | os.PathLike, stack: ExitStack, bands: Sequence[int] |
     key = image_key(path, decoder=__name__, sidecars=sidecars, bands=list(chosen), stretch=to_eight_bits)
     pixels = ScenePixels(src, path, chosen, ranges, may_be_masked(src, chosen))
     return RasterImage(path, pixels, None, crs, transform, key, tuple(gcps), digest)
+
+
+def changed_while_read(path: str) -> SampleError:
+    """The one line of a scene whose file changed between two passes of its reading."""
+    return SampleError(f"{path}: the file changed while it was read; read it again once it is complete")
+
+
+def require_unchanged(path: str, digest: str) -> None:
+    """A scene read pass after pass must be of one content: :func:`changed_while_read` when the file at
+    ``path`` no longer has ``digest`` (:func:`~predict.provenance.file_digest`)."""
+    if file_digest(path) != digest:
+        raise changed_while_read(path)
 
 
 SAMPLE_ROWS = 1024  # rows of a scene an encoder's runtime is checked and calibrated on: 4 rows of 256 px tiles

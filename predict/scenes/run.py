@@ -42,18 +42,18 @@ from predict.core.heatmap import normalise_to_uint8, probability_rows, scene_sco
 from predict.core.memory import default_memory_limit, resident_bytes
 from predict.core.pipelines import PIPELINES, PipelineSpec
 from predict.core.stretch import Stretch
+from predict.core.tiling import tiles_in_rows
 from predict.encoders.base import EncoderSpecModel
 from predict.errors import WriteError, first_line
-from predict.io.annotations import SampleError
 from predict.io.lock import folder_lock
 from predict.io.logs import notes_logged
 from predict.io.progress import progress
 from predict.io.raster import DEFAULT_STRETCH, RasterImage, georeference_sidecars
-from predict.io.scene_blocks import open_scene
+from predict.io.scene_blocks import open_scene, require_unchanged
 from predict.io.scene_maps import write_scene_maps
 from predict.localisation import (TileVectorStore, mostly_valid, nonfinite_scores, probability_map_of, score_tiles,
                                   tile_cells)
-from predict.provenance import digest_of, encoder_identity, file_digest, seal_file, write_atomically
+from predict.provenance import digest_of, encoder_identity, seal_file, write_atomically
 from predict.runtime import return_free_memory
 from predict.scenes.summary import FolderSummary
 
@@ -145,19 +145,23 @@ def valid_of(raster: RasterImage):
     return raster.pixels if raster.pixels.masked else None
 
 
-def first_stage(raster: RasterImage, spec: PipelineSpec, name: str, notes: list[str] | None = None) -> list:
+def first_stage(raster: RasterImage, spec: PipelineSpec, name: str, notes: list[str] | None = None,
+                rows: tuple[int, int] | None = None) -> list:
     """The first-stage tiles ``score_tiles`` will score on ``raster``; a one-line ValueError for an image
     that gives nothing to compare: smaller than the smallest tile, or a single tile without refinement.
-    Warnings (scales skipped) to ``notes`` when given: ``score_tiles`` gives them again."""
+    With ``rows`` ``(row0, row1)``: those whose first row lies there, a part of the scene (which may hold a
+    single tile). Warnings (scales skipped) to ``notes`` when given: ``score_tiles`` gives them again."""
     height, width = raster.pixels.shape[:2]
     smallest = min(spec.steps)
     if min(height, width) < smallest:
         raise ValueError(f"{name}: {width} x {height} pixels is smaller than the smallest tile ({smallest} px); "
                          f"the {spec.name} pipeline needs at least {smallest} px on each side")
     tiles = spec.first_stage_tiles(height, width, name, notes)
+    if rows is not None:
+        tiles = tiles_in_rows(tiles, rows, height, width)
     if (valid := valid_of(raster)) is not None:
         tiles = mostly_valid(tiles, valid)
-    if len(tiles) == 1 and spec.refinement is None:
+    if len(tiles) == 1 and spec.refinement is None and rows is None:
         raise ValueError(f"{name}: {width} x {height} pixels hold a single {smallest} px tile: nothing to compare "
                          f"(the map would be flat); the image must be larger than {smallest} px in one direction")
     return tiles
@@ -239,8 +243,7 @@ class SceneRun:
         write_json(out["peaks"], peaks)
         if regions is not None:
             write_json(out["regions"], regions)
-        if file_digest(image) != raster.digest:  # read by stripes, pass after pass: it must not have changed
-            raise SampleError(f"{image}: the file changed while it was read; read it again once it is complete")
+        require_unchanged(image, raster.digest)  # read by stripes, pass after pass: it must not have changed
         key = digest_of(identity)  # what made every file of the set: the record's producer
         records = {name: seal_file(os.path.join(config.out_dir, name), key, beside=False) for name in names.values()}
         return {**identity, "image": os.path.abspath(image), "k": k,
