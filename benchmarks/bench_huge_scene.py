@@ -10,8 +10,8 @@ no scene is ever held whole): ``rgb8`` as it is, ``nir16`` as a 12-bit sensor's 
 values plus noise) with a fourth, near-infrared band, read as bands 1, 2, 3 and stretched between the 2 and
 98 % percentiles (counted exactly up to ``EXACT_PERCENTILE_PIXELS``, estimated from a grid of the file's
 blocks beyond). Each run is ``selo-localise`` (demo encoder, CPU, ``--regions 0.95 --mask 0.95``) in a
-subprocess of its own; printed per scene: wall time, Mpx/s, peak resident memory (the child's ``ru_maxrss``
-from ``wait4``), how the log says the scene was split, and ``rio cogeo validate --strict``'s verdict on its
+subprocess of its own; printed per scene: wall time, Mpx/s, peak resident memory (the child's own ``ru_maxrss``:
+:mod:`measured`), how the log says the scene was split, and ``rio cogeo validate --strict``'s verdict on its
 probmap. Scenes and outputs go under ``--work`` and are removed at the end unless ``--keep``.
 """
 from __future__ import annotations
@@ -30,6 +30,7 @@ import rasterio
 from rasterio.transform import from_origin
 from rio_cogeo.cogeo import cog_validate
 
+from measured import run_measured
 from predict.demo.synthetic import generate_scene, make_caption
 
 TILE = 2000  # side of the synthetic scene a mosaic repeats
@@ -71,14 +72,10 @@ def localise(image: Path, out: Path, query: str, pipeline: str, memory_mb: int |
     command = [sys.executable, "-m", "predict.cli.localise", "--yaml_path", "demo", "--device", "cpu",
                "--image", str(image), "--query", query, "--out", str(out), "--pipeline", pipeline,
                "--regions", "0.95", "--mask", "0.95"] + (["--memory_mb", str(memory_mb)] if memory_mb else [])
-    start = time.perf_counter()
-    proc = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    output = proc.stdout.read()
-    _, status, usage = os.wait4(proc.pid, 0)
-    wall = time.perf_counter() - start
-    if os.waitstatus_to_exitcode(status) != 0:
-        raise RuntimeError(f"{' '.join(command)} failed:\n{output[-2000:]}")
-    return wall, usage.ru_maxrss / 1024, (out / "log.txt").read_text()
+    run = run_measured(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    if run.returncode != 0:
+        raise RuntimeError(f"{' '.join(command)} failed:\n{run.stdout[-2000:]}")
+    return run.wall, run.peak_mb, (out / "log.txt").read_text()
 
 
 def main() -> None:

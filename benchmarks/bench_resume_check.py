@@ -9,7 +9,7 @@ finished cache, each in a subprocess of its own:
 - ``cold``: an empty digest memo (``XDG_CACHE_HOME`` a new folder): every image and map is hashed again;
 - ``warm``: the memo the cold rerun left: nothing is read but stat data.
 
-Printed per rerun: wall time, CPU time and peak memory of the child (``wait4``), and the number of
+Printed per rerun: wall time, CPU time and peak memory of the child (its own: :mod:`measured`), and the number of
 samples skipped (all of them, or the rerun did not find the run complete).
 """
 from __future__ import annotations
@@ -20,11 +20,11 @@ import shutil
 import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bench_whole_run import DEMO_YAML, REPO, like_slm_testset  # noqa: E402
+from measured import run_measured  # noqa: E402
 
 
 def generate(testset: Path, cache: Path, xdg: Path) -> tuple[float, float, int, str]:
@@ -34,17 +34,14 @@ def generate(testset: Path, cache: Path, xdg: Path) -> tuple[float, float, int, 
            "--src_anno_path", str(testset / "annotations/anno.json"), "--no_report"]
     log = cache / "log.txt"
     before = log.stat().st_size if log.is_file() else 0
-    start = time.perf_counter()
-    child = subprocess.Popen(cmd, cwd=REPO, env={**os.environ, "XDG_CACHE_HOME": str(xdg)},
-                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    _, status, usage = os.wait4(child.pid, 0)
-    wall = time.perf_counter() - start
-    if os.waitstatus_to_exitcode(status) != 0:
-        raise SystemExit(f"generate_selo.py exited {os.waitstatus_to_exitcode(status)}; see {log}")
+    run = run_measured(cmd, cwd=REPO, env={**os.environ, "XDG_CACHE_HOME": str(xdg)}, stdout=subprocess.DEVNULL,
+                       stderr=subprocess.DEVNULL)
+    if run.returncode != 0:
+        raise SystemExit(f"generate_selo.py exited {run.returncode}; see {log}")
     with open(log, encoding="utf-8") as f:
         f.seek(before)
         text = f.read()
-    return wall, usage.ru_utime + usage.ru_stime, usage.ru_maxrss // 1024, text
+    return run.wall, run.cpu, round(run.peak_mb), text
 
 
 def main() -> None:

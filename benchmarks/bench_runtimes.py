@@ -33,6 +33,8 @@ from pathlib import Path
 
 import numpy as np
 
+from measured import run_measured
+
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 SHARED = Path(os.environ.get("SELO_SHARED", REPO.parent / "shared"))
@@ -161,12 +163,10 @@ def run_scene(kind: str, scene: str, yaml_path: str, work: Path) -> dict:
     env["PYTHONPATH"] = str(tree)
     command = [sys.executable, "-m", "predict.cli.localise", "--yaml_path", yaml_path, "--device", "cpu",
                "--image", scene, "--out", str(out), *[a for q in QUERIES for a in ("--query", q)], *flags]
-    start = time.perf_counter()
-    proc = subprocess.Popen(command, cwd=tree, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    _, status, usage = os.wait4(proc.pid, 0)
-    if os.waitstatus_to_exitcode(status) != 0:
+    run = run_measured(command, cwd=tree, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    if run.returncode != 0:
         raise RuntimeError(f"{' '.join(command)} failed; see {out / 'log.txt'}")
-    return {"kind": kind, "wall": time.perf_counter() - start, "peak_mb": usage.ru_maxrss / 1024, "out": out}
+    return {"kind": kind, "wall": run.wall, "peak_mb": run.peak_mb, "out": out}
 
 
 def probmaps(out: Path) -> list[np.ndarray]:

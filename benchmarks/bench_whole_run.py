@@ -17,7 +17,7 @@ a fresh cache folder, with the demo encoder on the CPU (``--yaml``/``--device`` 
 Printed per run: wall time, the log's Time-Cut/Sim/Gnt/Flt and Time-Eval (sums of each sample's own
 wall-clock work, so with overlap they add up to more than the wall time), Sim's share of the wall time
 (Sim is the encoder's forward passes and the scoring), the encoder's tiles/s (tiles encoded / Time-Sim),
-peak resident memory (the child's ``ru_maxrss`` from ``wait4``), the wall-time ratio to the first run,
+peak resident memory (the child's own ``ru_maxrss``: :mod:`measured`), the wall-time ratio to the first run,
 whether its indicators (every sample's Rsu/Ras/Rda/Rmi, centres, circles, errors) and probmap JPEGs equal
 the first run's, the mean indicators, and the mean absolute difference of its probmaps to the first run's
 (grey levels, decoded JPEGs).
@@ -35,8 +35,9 @@ import re
 import shutil
 import subprocess
 import sys
-import time
 from pathlib import Path
+
+from measured import run_measured
 
 REPO = Path(__file__).resolve().parent.parent
 DEMO_YAML = "predict/options/demo/demo_encoder.yaml"
@@ -69,15 +70,10 @@ def baseline_tree(work: Path, commit: str) -> Path:
 
 def run_child(command: list[str], cwd: Path, env: dict) -> tuple[float, float, str]:
     """Run ``command``; return its wall seconds, its peak resident memory (MB) and its stdout."""
-    start = time.perf_counter()
-    proc = subprocess.Popen(command, cwd=cwd, env=env, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
-    stdout = proc.stdout.read()
-    _, status, usage = os.wait4(proc.pid, 0)
-    wall = time.perf_counter() - start
-    proc.returncode = os.waitstatus_to_exitcode(status)
-    if proc.returncode not in (0, 1):  # 1: some samples failed, which the comparison shows
-        raise RuntimeError(f"{' '.join(command)} exited with {proc.returncode}")
-    return wall, usage.ru_maxrss / 1024, stdout
+    run = run_measured(command, cwd=cwd, env=env, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+    if run.returncode not in (0, 1):  # 1: some samples failed, which the comparison shows
+        raise RuntimeError(f"{' '.join(command)} exited with {run.returncode}")
+    return run.wall, run.peak_mb, run.stdout
 
 
 def indicators(cache: Path) -> tuple[list, list]:
