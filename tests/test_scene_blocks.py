@@ -2,7 +2,9 @@
 read and its maps written in stripes of 256 rows (``memory_mb=1`` leaves no room, so the plan falls to its
 smallest stripes) gives the same bytes, file for file, as the scene held in one block, and the same map as the
 whole-image code (``read_raster`` and ``raster_probmap``); a truncated block is one line naming the file and
-the window, and leaves nothing behind; the explorer's preview of a GeoTIFF is read from its overviews."""
+the window, bands of different block sizes one line naming the file, and neither leaves anything behind; the
+explorer's preview of a GeoTIFF is read from its overviews, and its tiles, page map and downloads by
+stripes, equal to the whole-image code's, its last images kept open and the others closed."""
 import json
 import logging
 import os
@@ -217,3 +219,22 @@ def test_the_explorer_keeps_the_last_images_open_and_closes_those_it_drops(scene
     assert a.pixels.src.closed
     with folder.raster("c.tif", state["c.tif"]) as c, folder.raster("c.tif", state["c.tif"]) as again:
         assert c is again and not c.pixels.src.closed
+
+
+def test_bands_of_different_block_sizes_are_one_line_naming_the_file(scenes, encoder, tmp_path):
+    """A dataset whose bands are blocked differently (a VRT, here named .tif, of 128 and 256 px blocks) cannot be
+    read window by window: one line naming the file and the block sizes, the other scene goes on, nothing left."""
+    bands = "".join(
+        f'<VRTRasterBand dataType="Byte" band="{band}" blockXSize="{side}" blockYSize="{side}"><SimpleSource>'
+        f'<SourceFilename relativeToVRT="0">{scenes["eight"]}</SourceFilename><SourceBand>{band}</SourceBand>'
+        f'</SimpleSource></VRTRasterBand>' for band, side in ((1, 128), (2, 256), (3, 256)))
+    mixed = tmp_path / "mixed.tif"
+    mixed.write_text(f'<VRTDataset rasterXSize="{SIZE}" rasterYSize="{SIZE}">{bands}</VRTDataset>')
+    out = tmp_path / "out"
+    done = localise_scenes([str(mixed), scenes["eight"]], [QUERY], encoder, SceneConfig(out_dir=str(out)),
+                           logging.getLogger("selo"))
+    assert done.errors == [f"{mixed}: bands [1, 2, 3] have different block sizes [(128, 128), (256, 256), "
+                           "(256, 256)]; they cannot be read window by window"]
+    left = sorted(os.listdir(out))
+    assert not [name for name in left if name.startswith("mixed") or name.endswith((".tmp", ".work.tif"))]
+    assert "eight_q0_probmap.tif" in left
