@@ -68,8 +68,9 @@ def make_scenes(folder: str, count: int, min_side: int, max_side: int, seed: int
 
 
 class WorkerMemory:
-    """The largest resident set (``VmRSS`` in ``/proc/<pid>/status``, read every ``interval`` seconds) of every
-    Ray worker process while the block runs, per role its title shows (the task or actor it runs)."""
+    """The largest resident set of its own (``VmRSS`` less ``RssShmem`` in ``/proc/<pid>/status``: the pages of
+    Ray's shared object store it wrote are not counted; read every ``interval`` seconds) of every Ray worker
+    process while the block runs, per role its title shows (the task or actor it runs)."""
 
     def __init__(self, interval: float = 0.2):
         self.interval = interval
@@ -99,8 +100,10 @@ class WorkerMemory:
                     if not title.startswith("ray::") or title.startswith("ray::IDLE"):
                         continue
                     with open(f"/proc/{pid}/status") as f:
-                        rss = 1024 * next(int(line.split()[1]) for line in f if line.startswith("VmRSS:"))
-                except (OSError, StopIteration):
+                        fields = dict(line.split(":", 1) for line in f if ":" in line)
+                    # the object store's shared pages a worker wrote (every tile it cut) are Ray's, not its own
+                    rss = 1024 * (int(fields["VmRSS"].split()[0]) - int(fields["RssShmem"].split()[0]))
+                except (OSError, KeyError):
                     continue  # ended meanwhile
                 key = (int(pid), self.kind(title))
                 self.peaks[key] = max(self.peaks.get(key, 0), rss)

@@ -38,6 +38,7 @@ from predict.io.raster import RasterImage
 from predict.io.scene_blocks import (EXACT_PERCENTILE_PIXELS, WINDOWED_DRIVERS, changed_while_read, open_scene,
                                      require_unchanged)
 from predict.provenance import StoredFileError, remove_stored
+from predict.runtime import GDAL_CACHE_MB
 from predict.scenes import first_stage
 
 TILES_PER_BATCH = 256  # tiles per block cut: a 10000 px scene is about 17 blocks, never one huge one
@@ -49,8 +50,10 @@ NO_VALID_TILE = "no tile is at least half valid pixels (the image is mostly noda
 
 
 def spread() -> dict:
-    """Ray remote arguments of tasks spread over the nodes."""
-    return {"scheduling_strategy": "SPREAD"}
+    """Ray remote arguments of the cutting tasks: spread over the nodes, GDAL's block cache held to
+    :data:`~predict.runtime.GDAL_CACHE_MB` as in ``selo-localise`` (by default 5 % of the node's memory: a 20000
+    px scene's blocks filled 1.2 GB of a task meant to stay within 700 MB)."""
+    return {"scheduling_strategy": "SPREAD", "runtime_env": {"env_vars": {"GDAL_CACHEMAX": str(GDAL_CACHE_MB)}}}
 
 
 def encoder_actors() -> dict:
