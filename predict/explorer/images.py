@@ -140,14 +140,15 @@ class ImageFolder:
         return os.path.join(self.images_dir, name)
 
     def state(self, name: str) -> ImageState:
-        """Image ``name`` as its content is now: read again (by stripes) whenever its bytes or its sidecars'
-        changed (by digest, whatever their sizes and times say: a new world file or mask is a new image)."""
+        """Image ``name`` as its content is now: read again (by stripes, the scene then kept open among the
+        last few used) whenever its bytes or its sidecars' changed (by digest, whatever their sizes and times
+        say: a new world file or mask is a new image)."""
         path = self.path(name)
         digest = dataset_digest(path, dataset_files(path))
         with self._lock:
             state = self._states.get(name)
         if state is None or state.digest != digest:
-            with opened_scene(path) as raster:
+            with self.raster(name) as raster:
                 height, width = raster.pixels.shape[:2]
                 state = ImageState(digest, raster.key, height, width, lonlat_affine(raster, height, width),
                                    raster.pixels.nodata_pixels() > 0)
@@ -156,18 +157,23 @@ class ImageFolder:
         return state
 
     @contextmanager
-    def raster(self, name: str, state: ImageState) -> Iterator[RasterImage]:
-        """Image ``name`` as ``state`` describes it while the context lasts, its pixels read by stripes
-        (:func:`open_planned`; kept open among the last few used); :class:`ImageChanged` when the file has
-        changed meanwhile, :class:`InvalidRequest` when a block of it fails to decode."""
-        with self._lock:
-            held = self._held.get(state.key)
-            if held is not None:
-                self._held.move_to_end(state.key)
-                held.users += 1
+    def raster(self, name: str, state: ImageState | None = None) -> Iterator[RasterImage]:
+        """Image ``name`` while the context lasts, its pixels read by stripes (:func:`open_planned`; kept open
+        among the last few used): as ``state`` describes it (:class:`ImageChanged` when the file has changed
+        meanwhile), else as it is now; :class:`InvalidRequest` when it cannot be read or a block of it fails
+        to decode."""
+        held = None
+        if state is not None:
+            with self._lock:
+                held = self._held.get(state.key)
+                if held is not None:
+                    self._held.move_to_end(state.key)
+                    held.users += 1
         if held is None:
-            held = self._open(name, state)
+            held = self._open(name)
         try:
+            if state is not None and held.raster.key != state.key:
+                raise ImageChanged(f"image {name!r} changed while it was being read; ask again")
             yield held.raster
         except SampleError as error:  # a block that fails to decode, the file changed meanwhile
             raise InvalidRequest(str(error)) from None
@@ -175,21 +181,19 @@ class ImageFolder:
             with self._lock:
                 held.release()
 
-    def _open(self, name: str, state: ImageState) -> HeldScene:
+    def _open(self, name: str) -> HeldScene:
         """Open image ``name`` (one user), keep it among the last few used and close those it replaces."""
         stack = ExitStack()
         try:
             raster = open_planned(self.path(name), stack)
-            if raster.key != state.key:
-                raise ImageChanged(f"image {name!r} changed while it was being read; ask again")
         except BaseException:
             stack.close()
             raise
         held = HeldScene(raster, stack, users=1)
         with self._lock:
-            if (before := self._held.pop(state.key, None)) is not None:  # opened by another request meanwhile
+            if (before := self._held.pop(raster.key, None)) is not None:  # opened by another request meanwhile
                 before.drop()
-            self._held[state.key] = held
+            self._held[raster.key] = held
             while len(self._held) > self._keep_rasters:
                 self._held.popitem(last=False)[1].drop()
         return held
@@ -255,17 +259,3 @@ def scene_plan(height: int, width: int, block_rows: int = 1) -> StripePlan:
     """How the explorer reads an image and writes its maps: within :data:`~predict.core.memory.MEMORY_PER_CORE`
     (the tiles are cut with the rows they need beyond a stripe, whatever the pipeline asked for)."""
     return plan_stripes(height, width, MEMORY_PER_CORE, 0, block_rows)
-
-
-@contextmanager
-def opened_scene(path: str) -> Iterator[RasterImage]:
-    """The image at ``path`` opened (:func:`open_planned`) while the context lasts; a file that cannot be
-    read, or a block of it that fails to decode meanwhile, is an :class:`InvalidRequest`."""
-    with ExitStack() as stack:
-        raster = open_planned(path, stack)
-        try:
-            yield raster
-        except ExplorerError:
-            raise
-        except (OSError, ValueError) as error:
-            raise InvalidRequest(str(error)) from None
