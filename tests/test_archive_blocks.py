@@ -132,3 +132,10 @@ def test_a_truncated_block_is_one_line_naming_the_file_and_the_window(cluster, s
     assert not os.path.exists(scene_path(str(archive), str(broken)))
     left = [name for _, _, names in os.walk(archive) for name in names]
     assert not [name for name in left if name.startswith("broken") or name.endswith(".tmp")]
+
+
+@pytest.mark.parametrize("part_pixels", [0, -5, 2.5, True])
+def test_a_part_size_that_is_no_pixel_count_is_refused_before_any_work(settings, tmp_path, part_pixels):
+    with pytest.raises(ValueError, match=r"^part_pixels .*: expected a whole number of pixels, at least 1$"):
+        index_archive([str(tmp_path)], str(tmp_path / "archive"), settings, 16, part_pixels=part_pixels)
+    assert not (tmp_path / "archive").exists()

@@ -426,6 +426,8 @@ def index_archive(paths: list[str], archive: str, settings: ArchiveSettings, bat
     stripes within ``memory_mb`` per cutting task (:func:`open_striped`), and one of more than ``part_pixels``
     pixels by several tasks (:func:`part_rows`); neither is a setting of the archive: they never change a
     tile nor a vector."""
+    if type(part_pixels) is not int or part_pixels < 1:
+        raise ValueError(f"part_pixels {part_pixels!r}: expected a whole number of pixels, at least 1")
     logger = logger or logging.getLogger("selo")
     archive = os.path.abspath(archive)
     run = IndexRun(archive, settings.vectors_key)
